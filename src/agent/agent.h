@@ -1,0 +1,30 @@
+// `tidepool agent`: runs on a worker, dials the server, proves who it is, runs tasks.
+//
+// One event-loop thread owns every task: its process (watched through a pidfd), its output
+// pipes or PTY, its stdin, its timers. Output is kept until the server acknowledges it, so a
+// task keeps running and its output is delivered when the server comes back; a finished task's
+// exit is kept until acknowledged too. Unacknowledged output per stream is bounded: above the
+// bound the agent stops reading the pipe and the task waits on its own writes (nothing is lost).
+#pragma once
+
+#include <map>
+#include <string>
+
+namespace tidepool::agent {
+
+struct AgentFlags {
+  std::string server;
+  std::string pool;
+  std::string name;
+  std::string token;
+  int slots = 1;
+  std::string work_dir;
+  std::map<std::string, std::string> labels;
+  std::string log_level = "info";
+};
+
+// Runs until SIGTERM/SIGINT (tasks are then stopped) or until the server refuses the agent.
+// Returns the process exit status.
+int RunAgent(const AgentFlags& flags);
+
+}  // namespace tidepool::agent

@@ -1,0 +1,144 @@
+#include "agent/connection.h"
+
+#include <chrono>
+#include <random>
+
+#include <spdlog/spdlog.h>
+
+namespace tidepool::agent {
+
+Connection::Connection(std::string server, Callbacks callbacks) : server_(std::move(server)), cb_(std::move(callbacks)) {
+  grpc::ChannelArguments args;
+  // Notice a dead server or a cut link within about half a minute, even when idle.
+  args.SetInt(GRPC_ARG_KEEPALIVE_TIME_MS, 10000);
+  args.SetInt(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 10000);
+  args.SetInt(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
+  args.SetInt(GRPC_ARG_HTTP2_MAX_PINGS_WITHOUT_DATA, 0);
+  args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 100);
+  args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 100);
+  args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 5000);
+  args.SetMaxReceiveMessageSize(16 * 1024 * 1024);
+  channel_ = grpc::CreateCustomChannel(server_, grpc::InsecureChannelCredentials(), args);
+  stub_ = v1::AgentService::NewStub(channel_);
+}
+
+Connection::~Connection() { Stop(); }
+
+void Connection::Start() { thread_ = std::thread([this] { Run(); }); }
+
+void Connection::Stop() {
+  if (stopping_.exchange(true)) {
+    if (thread_.joinable()) thread_.join();
+    return;
+  }
+  {
+    std::lock_guard lock(mu_);
+    if (ctx_) ctx_->TryCancel();
+    writer_stop_ = true;
+  }
+  cv_.notify_all();
+  if (thread_.joinable()) thread_.join();
+}
+
+bool Connection::Send(uint64_t generation, v1::AgentMessage m) {
+  {
+    std::lock_guard lock(mu_);
+    if (generation == 0 || generation != generation_) return false;
+    outbox_.push_back(std::move(m));
+  }
+  cv_.notify_one();
+  return true;
+}
+
+void Connection::Writer(uint64_t generation,
+                        grpc::ClientReaderWriter<v1::AgentMessage, v1::ServerMessage>* stream) {
+  while (true) {
+    v1::AgentMessage m;
+    {
+      std::unique_lock lock(mu_);
+      cv_.wait(lock, [&] { return writer_stop_ || !outbox_.empty(); });
+      if (writer_stop_ || generation != generation_) return;
+      m = std::move(outbox_.front());
+      outbox_.pop_front();
+    }
+    if (!stream->Write(m)) {
+      std::lock_guard lock(mu_);
+      if (ctx_) ctx_->TryCancel();  // unblocks the reader, which ends this connection
+      return;
+    }
+  }
+}
+
+void Connection::Run() {
+  std::mt19937 rng(std::random_device{}());
+  auto backoff = std::chrono::milliseconds(100);
+  uint64_t next_generation = 1;
+  while (!stopping_) {
+    grpc::ClientContext ctx;
+    {
+      std::lock_guard lock(mu_);
+      ctx_ = &ctx;
+    }
+    if (stopping_) break;
+    auto stream = stub_->Connect(&ctx);
+    v1::AgentMessage hello;
+    *hello.mutable_hello() = cb_.make_hello();
+    v1::ServerMessage first;
+    bool ok = stream->Write(hello) && stream->Read(&first) && first.has_welcome();
+    if (!ok) {
+      stream->WritesDone();
+      grpc::Status st = stream->Finish();
+      {
+        std::lock_guard lock(mu_);
+        ctx_ = nullptr;
+      }
+      if (st.error_code() == grpc::StatusCode::PERMISSION_DENIED) {
+        cb_.refused(st.error_message());
+        return;
+      }
+      if (!stopping_) {
+        spdlog::debug("agent: cannot reach {} ({}); retrying in {} ms", server_, st.error_message(), backoff.count());
+        std::uniform_int_distribution<int> jitter(0, static_cast<int>(backoff.count() / 4));
+        auto wait = backoff + std::chrono::milliseconds(jitter(rng));
+        std::unique_lock lock(mu_);
+        cv_.wait_for(lock, wait, [this] { return stopping_.load(); });
+        backoff = std::min(backoff * 2, std::chrono::milliseconds(5000));
+      }
+      continue;
+    }
+    backoff = std::chrono::milliseconds(100);
+    uint64_t gen = next_generation++;
+    {
+      std::lock_guard lock(mu_);
+      generation_ = gen;
+      writer_stop_ = false;
+      outbox_.clear();
+    }
+    std::thread writer([this, gen, s = stream.get()] { Writer(gen, s); });
+    cb_.connected(gen, first.welcome());
+    v1::ServerMessage msg;
+    while (stream->Read(&msg)) cb_.message(gen, std::move(msg));
+    {
+      std::lock_guard lock(mu_);
+      generation_ = 0;
+      writer_stop_ = true;
+      outbox_.clear();
+    }
+    cv_.notify_all();
+    writer.join();
+    cb_.disconnected(gen);
+    ctx.TryCancel();
+    grpc::Status st = stream->Finish();
+    {
+      std::lock_guard lock(mu_);
+      ctx_ = nullptr;
+    }
+    if (st.error_code() == grpc::StatusCode::PERMISSION_DENIED) {
+      cb_.refused(st.error_message());
+      return;
+    }
+    if (!stopping_) spdlog::info("agent: connection to {} lost ({}); reconnecting", server_, st.error_message());
+  }
+}
+
+}  // namespace tidepool::agent

@@ -1,0 +1,84 @@
+// The standard pool policy as a pure function: (pool snapshot, policy, now) -> plan.
+//
+// These are Velda's autoscaler rules, kept exactly (pools.md, "The standard policy"):
+//   size  = requested + starting + idle + busy + unknown
+//   idle  = free slots of requested, starting, idle and busy workers - tasks waiting
+//   max_idle is raised to at least min_idle + slots_per_agent - 1
+//   scale up, one create at a time, while (idle < min_idle or size < min_agents) and size < max_agents
+//   remove at once while size > min_agents and idle > max_idle
+//   surplus (idle - slots_per_agent >= min_idle, size > min_agents, some removable worker) is
+//   removed one worker per idle_decay; the timer stops as soon as the surplus is gone.
+//   victims: a worker not yet connected first (newest first), then the idle one idle longest,
+//   and only if removing it keeps idle >= min_idle. A worker running a task is never a victim.
+//   nothing is created while unknown workers exist, unless initial_delay has passed since start.
+//
+// The planner never performs I/O and keeps no state: the decay timer's start is part of the
+// snapshot it reads and of the plan it returns. The pool controller executes plans.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <optional>
+#include <vector>
+
+namespace tidepool::autoscaler {
+
+using Clock = std::chrono::steady_clock;
+using TimePoint = Clock::time_point;
+using Millis = std::chrono::milliseconds;
+
+enum class Phase {
+  kRequested,  // create issued, no name yet
+  kStarting,   // named, agent not connected
+  kIdle,
+  kBusy,
+  kDraining,
+  kDeleting,
+  kLost,
+  kUnknown,
+};
+
+struct WorkerView {
+  uint64_t id = 0;
+  Phase phase = Phase::kIdle;
+  int free_slots = 0;          // idle/busy: unused slots; ignored for other phases
+  TimePoint since{};           // when it entered its phase (idle: idle since; not connected: created)
+};
+
+struct Policy {
+  int min_agents = 0;
+  int max_agents = 0;
+  int min_idle = 0;
+  int max_idle = 0;            // as configured
+  int slots_per_agent = 1;
+  Millis idle_decay{0};
+  Millis initial_delay{0};
+};
+
+struct Snapshot {
+  std::vector<WorkerView> workers;
+  int waiting_tasks = 0;                  // demand not placed on a worker yet
+  std::optional<TimePoint> decay_started; // the idle-decay timer, as the last plan left it
+  TimePoint started_at{};                 // when the pool started (for initial_delay)
+  bool creates_blocked = false;           // e.g. a cooldown after failed creates
+};
+
+struct Plan {
+  int creates = 0;                        // workers to request now
+  std::vector<uint64_t> removals;         // victims, in the order chosen
+  std::optional<TimePoint> decay_started; // new timer state
+  std::optional<TimePoint> wake_at;       // plan again at this time (decay deadline)
+  // The figures the rules were applied to, after the plan (for status and tests).
+  int size = 0;
+  int idle = 0;
+  bool scale_up_held_by_unknown = false;  // demand exists but unknown workers block creates
+};
+
+// max_idle as the rules use it.
+int EffectiveMaxIdle(const Policy& policy);
+// Slots per agent as the rules use it (0 or less means 1).
+int EffectiveSlots(const Policy& policy);
+
+Plan MakePlan(const Snapshot& snapshot, const Policy& policy, TimePoint now);
+
+}  // namespace tidepool::autoscaler

@@ -1,0 +1,621 @@
+#include "autoscaler/pool_controller.h"
+
+#include <algorithm>
+#include <climits>
+
+#include <fmt/format.h>
+#include <spdlog/spdlog.h>
+
+#include "common/duration.h"
+#include "common/time.h"
+
+namespace tidepool::autoscaler {
+
+const char* PhaseName(Phase p) {
+  switch (p) {
+    case Phase::kRequested: return "requested";
+    case Phase::kStarting: return "starting";
+    case Phase::kIdle: return "idle";
+    case Phase::kBusy: return "busy";
+    case Phase::kDraining: return "draining";
+    case Phase::kDeleting: return "deleting";
+    case Phase::kLost: return "lost";
+    case Phase::kUnknown: return "unknown";
+  }
+  return "?";
+}
+
+namespace {
+
+constexpr size_t kMaxEvents = 50;
+constexpr Millis kMaxCooldown = std::chrono::minutes(10);
+constexpr Millis kDefaultCallTimeout = std::chrono::minutes(5);
+
+Millis CallTimeout(const config::BackendConfig* b) {
+  if (b && b->fields.contains("timeout") && b->fields["timeout"].is_number_integer()) {
+    int64_t ms = b->fields["timeout"].get<int64_t>();
+    if (ms > 0) return Millis(ms);
+  }
+  return kDefaultCallTimeout;
+}
+
+}  // namespace
+
+// State shared with backend calls running on executor threads.
+struct NamedInFlight {
+  std::mutex mu;
+  std::unordered_map<std::string, uint64_t> by_name;
+};
+
+PoolController::PoolController(config::PoolConfig cfg, std::unique_ptr<backends::Backend> backend, Hooks hooks,
+                               Executor* executor, TimerQueue* timers, std::string server_address)
+    : cfg_(std::move(cfg)),
+      backend_(std::move(backend)),
+      hooks_(std::move(hooks)),
+      executor_(executor),
+      timers_(timers),
+      server_address_(std::move(server_address)),
+      alive_(std::make_shared<bool>(true)),
+      named_in_flight_(std::make_shared<NamedInFlight>()),
+      started_at_(Clock::now()) {}
+
+PoolController::~PoolController() { Stop(); }
+
+Policy PoolController::policy() const {
+  Policy p;
+  if (cfg_.auto_scaler) {
+    const auto& a = *cfg_.auto_scaler;
+    p.min_agents = a.min_agents;
+    p.max_agents = a.max_agents;
+    p.min_idle = a.min_idle_agents;
+    p.max_idle = a.max_idle_agents;
+    p.slots_per_agent = a.default_slots_per_agent;
+    p.idle_decay = a.idle_decay;
+    p.initial_delay = a.initial_delay;
+  } else if (cfg_.fixed) {
+    // A fixed pool is the standard policy pinned at its size: never grows, never shrinks.
+    p.min_agents = p.max_agents = cfg_.fixed->count;
+    p.max_idle = INT_MAX / 2;
+  }
+  return p;
+}
+
+void PoolController::Start(const std::vector<Worker>& persisted) {
+  for (const Worker& old : persisted) {
+    Phase phase = old.phase;
+    // Connected before the restart: capacity that should come back. Until it reconnects (or the
+    // backend's list says it is gone) it counts like a worker that is starting.
+    if (phase == Phase::kIdle || phase == Phase::kBusy || phase == Phase::kRequested) phase = Phase::kStarting;
+    if (phase == Phase::kDraining) phase = Phase::kDeleting;
+    Worker* w = Add(phase, old.name);
+    w->created_at_ms = old.created_at_ms;
+    w->labels = old.labels;
+    w->address = old.address;
+  }
+  if (is_static()) return;
+  Sync();
+  Reconcile();
+}
+
+void PoolController::Stop() {
+  if (!*alive_) return;
+  *alive_ = false;
+  if (wake_timer_) timers_->Cancel(wake_timer_);
+  if (sync_timer_) timers_->Cancel(sync_timer_);
+  wake_timer_ = sync_timer_ = 0;
+}
+
+Worker* PoolController::Add(Phase phase, const std::string& name) {
+  auto w = std::make_unique<Worker>();
+  w->id = next_id_++;
+  w->name = name;
+  w->pool = cfg_.name;
+  w->phase = phase;
+  w->phase_since = Clock::now();
+  w->created_at_ms = NowUnixMs();
+  w->slots = std::max(1, policy().slots_per_agent);
+  Worker* raw = w.get();
+  workers_[raw->id] = std::move(w);
+  if (!name.empty()) by_name_[name] = raw;
+  if (!name.empty()) hooks_.persist(*raw);
+  return raw;
+}
+
+void PoolController::SetPhase(Worker* w, Phase p) {
+  if (w->phase == p) return;
+  w->phase = p;
+  w->phase_since = Clock::now();
+  if (!w->name.empty()) hooks_.persist(*w);
+}
+
+void PoolController::Forget(Worker* w) {
+  if (!w->name.empty()) {
+    by_name_.erase(w->name);
+    hooks_.forget(w->name);
+  }
+  workers_.erase(w->id);
+}
+
+void PoolController::Event(const std::string& kind, const std::string& message) {
+  events_.push_back({NowUnixMs(), kind, message});
+  while (events_.size() > kMaxEvents) events_.pop_front();
+  spdlog::info("pool {}: {}: {}", cfg_.name, kind, message);
+}
+
+void PoolController::Reconcile() {
+  if (is_static() || !*alive_) return;
+  const TimePoint now = Clock::now();
+  Snapshot snap;
+  snap.workers.reserve(workers_.size());
+  for (const auto& [id, w] : workers_) {
+    snap.workers.push_back({id, w->phase, w->free_slots(), w->phase_since});
+  }
+  snap.waiting_tasks = hooks_.waiting_tasks ? hooks_.waiting_tasks() : 0;
+  snap.decay_started = decay_started_;
+  snap.started_at = started_at_;
+  snap.creates_blocked = cooldown_until_ && now < *cooldown_until_;
+  Plan plan = MakePlan(snap, policy(), now);
+  decay_started_ = plan.decay_started;
+  held_by_unknown_ = plan.scale_up_held_by_unknown;
+
+  if (plan.creates > 0) {
+    for (int i = 0; i < plan.creates; ++i) create_queue_.push_back(Add(Phase::kRequested, "")->id);
+    Event("scale_up", fmt::format("requesting {} worker{} (demand {}, size {})", plan.creates,
+                                  plan.creates > 1 ? "s" : "", snap.waiting_tasks, plan.size));
+    LaunchCreates();
+  }
+  for (uint64_t id : plan.removals) {
+    auto it = workers_.find(id);
+    if (it != workers_.end()) Remove(it->second.get(), "surplus idle capacity");
+  }
+  std::optional<TimePoint> wake = plan.wake_at;
+  if (snap.creates_blocked && (!wake || *cooldown_until_ < *wake)) wake = cooldown_until_;
+  ArmWake(wake);
+}
+
+void PoolController::ArmWake(std::optional<TimePoint> at) {
+  if (at == wake_at_ && (wake_timer_ || !at)) return;
+  if (wake_timer_) timers_->Cancel(wake_timer_);
+  wake_timer_ = 0;
+  wake_at_ = at;
+  if (!at) return;
+  auto alive = alive_;
+  wake_timer_ = timers_->At(*at, [this, alive] {
+    hooks_.post([this, alive] {
+      if (!*alive) return;
+      wake_timer_ = 0;
+      wake_at_.reset();
+      Reconcile();
+    });
+  });
+}
+
+void PoolController::LaunchCreates() {
+  const int max_in_flight = cfg_.auto_scaler ? std::max(1, cfg_.auto_scaler->max_concurrent_creates) : 10;
+  while (!create_queue_.empty() && creates_in_flight_ < max_in_flight) {
+    uint64_t id = create_queue_.front();
+    create_queue_.pop_front();
+    auto it = workers_.find(id);
+    if (it == workers_.end() || it->second->phase != Phase::kRequested) continue;
+    ++creates_in_flight_;
+    backends::CreateRequest req;
+    req.pool = cfg_.name;
+    req.server_address = server_address_;
+    req.slots = std::max(1, policy().slots_per_agent);
+    auto named = named_in_flight_;
+    auto token_for = hooks_.token_for;
+    req.token_for = [named, token_for, id](const std::string& name) {
+      {
+        std::lock_guard lock(named->mu);
+        named->by_name[name] = id;
+      }
+      return token_for(name);
+    };
+    std::shared_ptr<backends::Backend> backend = backend_;
+    auto alive = alive_;
+    auto post = hooks_.post;
+    auto done = std::make_shared<std::atomic<bool>>(false);
+    executor_->Submit([=, this] {
+      Result<std::string> r = backend->Create(req);
+      // Even after a timeout the result is delivered: a worker that was made after the pool
+      // gave up on it must not be orphaned (OnCreateDone deletes it).
+      done->store(true);
+      post([=, this] {
+        if (*alive) OnCreateDone(id, r);
+      });
+    });
+    timers_->After(CallTimeout(cfg_.backend()), [=, this] {
+      if (done->load()) return;
+      post([=, this] {
+        if (!*alive) return;
+        auto wit = workers_.find(id);
+        if (wit == workers_.end() || wit->second->phase != Phase::kRequested) return;
+        Worker* w = wit->second.get();
+        last_error_ = fmt::format("create timed out after {}", FormatDuration(CallTimeout(cfg_.backend())));
+        last_error_at_ = Clock::now();
+        Event("allocation_error", last_error_);
+        ++consecutive_create_failures_;
+        Millis delay = cfg_.auto_scaler ? cfg_.auto_scaler->scale_up_error_retry_delay : Millis(60000);
+        for (int i = 1; i < consecutive_create_failures_ && delay < kMaxCooldown; ++i) delay *= 2;
+        cooldown_until_ = Clock::now() + std::min(delay, kMaxCooldown);
+        w->delete_when_named = true;  // if the create still succeeds, delete what it made
+        SetPhase(w, Phase::kDeleting);
+        Reconcile();
+      });
+    });
+  }
+}
+
+void PoolController::OnCreateDone(uint64_t id, Result<std::string> result) {
+  --creates_in_flight_;
+  auto it = workers_.find(id);
+  Worker* w = it == workers_.end() ? nullptr : it->second.get();
+  if (result.ok() && !result->empty()) {
+    std::lock_guard lock(named_in_flight_->mu);
+    named_in_flight_->by_name.erase(*result);
+  }
+  if (!w) {
+    if (result.ok() && !result->empty()) {
+      // Nobody tracks it any more; never leave it running unaccounted for.
+      Worker* orphan = Add(Phase::kDeleting, *result);
+      IssueDelete(orphan);
+    }
+    LaunchCreates();
+    return;
+  }
+  if (!result.ok()) {
+    bool timed_out = w->delete_when_named;
+    Forget(w);
+    if (!timed_out) {
+      last_error_ = result.status().message();
+      last_error_at_ = Clock::now();
+      ++consecutive_create_failures_;
+      Millis delay = cfg_.auto_scaler ? cfg_.auto_scaler->scale_up_error_retry_delay : Millis(60000);
+      for (int i = 1; i < consecutive_create_failures_ && delay < kMaxCooldown; ++i) delay *= 2;
+      delay = std::min(delay, kMaxCooldown);
+      cooldown_until_ = Clock::now() + delay;
+      Event("allocation_error", fmt::format("create failed: {} (retry in {})", last_error_, FormatDuration(delay)));
+    }
+  } else {
+    const std::string& name = *result;
+    if (!name.empty() && w->name.empty()) {
+      w->name = name;
+      by_name_[name] = w;
+      hooks_.persist(*w);
+    }
+    if (w->delete_when_named) {
+      IssueDelete(w);
+    } else if (w->phase == Phase::kRequested) {
+      SetPhase(w, Phase::kStarting);
+    }
+  }
+  LaunchCreates();
+  Reconcile();
+  if (hooks_.changed) hooks_.changed();
+}
+
+void PoolController::Remove(Worker* w, const std::string& why) {
+  switch (w->phase) {
+    case Phase::kBusy:
+      return;  // never: the planner does not choose busy workers, and drain waits for them
+    case Phase::kRequested:
+      if (w->name.empty()) {
+        w->delete_when_named = true;
+        SetPhase(w, Phase::kDeleting);
+        Event("scale_down", fmt::format("cancelling a requested worker ({})", why));
+        return;
+      }
+      break;
+    default:
+      break;
+  }
+  Event("scale_down", fmt::format("deleting {} ({}, was {})", w->name, why, PhaseName(w->phase)));
+  // Graceful: no new work from here on; the backend delete follows at once.
+  SetPhase(w, Phase::kDeleting);
+  IssueDelete(w);
+}
+
+void PoolController::IssueDelete(Worker* w) {
+  if (w->name.empty()) {
+    w->delete_when_named = true;
+    return;
+  }
+  if (w->delete_in_flight || !backend_) return;
+  w->delete_in_flight = true;
+  w->delete_done = false;
+  std::shared_ptr<backends::Backend> backend = backend_;
+  auto alive = alive_;
+  auto post = hooks_.post;
+  uint64_t id = w->id;
+  std::string name = w->name;
+  executor_->Submit([=, this] {
+    Status s = backend->Delete(name);
+    post([=, this] {
+      if (*alive) OnDeleteDone(id, s);
+    });
+  });
+}
+
+void PoolController::OnDeleteDone(uint64_t id, Status status) {
+  auto it = workers_.find(id);
+  if (it == workers_.end()) return;
+  Worker* w = it->second.get();
+  w->delete_in_flight = false;
+  if (status.ok()) {
+    w->delete_done = true;
+    w->delete_done_gen = list_generation_;
+    ScheduleSync(Millis(0));  // confirm with a list rather than assume
+  } else {
+    last_error_ = fmt::format("delete {}: {}", w->name, status.message());
+    last_error_at_ = Clock::now();
+    Event("delete_failed", last_error_);
+  }
+}
+
+void PoolController::ScheduleSync(Millis delay) {
+  if (is_static() || !*alive_) return;
+  if (sync_timer_) timers_->Cancel(sync_timer_);
+  auto alive = alive_;
+  sync_timer_ = timers_->After(delay, [this, alive] {
+    hooks_.post([this, alive] {
+      if (!*alive) return;
+      sync_timer_ = 0;
+      Sync();
+    });
+  });
+}
+
+void PoolController::Sync() {
+  if (is_static() || !*alive_) return;
+  if (sync_in_flight_) {
+    sync_requested_ = true;
+    return;
+  }
+  sync_in_flight_ = true;
+  sync_requested_ = false;
+  uint64_t gen = ++list_generation_;
+  std::shared_ptr<backends::Backend> backend = backend_;
+  auto alive = alive_;
+  auto post = hooks_.post;
+  executor_->Submit([=, this] {
+    auto listed = backend->List();
+    post([=, this] {
+      if (*alive) OnListed(listed, gen);
+    });
+  });
+}
+
+void PoolController::OnListed(Result<std::vector<backends::ListedWorker>> listed, uint64_t gen) {
+  sync_in_flight_ = false;
+  Millis interval = cfg_.auto_scaler ? cfg_.auto_scaler->sync_loop_interval : Millis(60000);
+  if (interval.count() <= 0) interval = Millis(60000);
+  if (!listed.ok()) {
+    // A list error changes nothing: nobody is forgotten or created on its account.
+    last_error_ = fmt::format("list: {}", listed.status().message());
+    last_error_at_ = Clock::now();
+    Event("list_failed", last_error_);
+    ScheduleSync(interval);
+    return;
+  }
+  std::set<std::string> present;
+  for (const auto& lw : *listed) {
+    present.insert(lw.name);
+    if (Worker* w = Find(lw.name)) {
+      w->missing_lists = 0;
+      continue;
+    }
+    {
+      std::lock_guard lock(named_in_flight_->mu);
+      if (named_in_flight_->by_name.count(lw.name)) continue;  // its create has not returned yet
+    }
+    Add(Phase::kUnknown, lw.name);
+    Event("unknown_worker", fmt::format("{} exists in the backend but was not asked for", lw.name));
+  }
+  std::vector<Worker*> all = Workers();
+  for (Worker* w : all) {
+    if (w->name.empty() || present.count(w->name) || w->connected) continue;
+    if (w->phase == Phase::kDeleting && w->delete_done && gen > w->delete_done_gen) {
+      Event("worker_gone", fmt::format("{} deleted", w->name));
+      Forget(w);
+      continue;
+    }
+    if (w->phase == Phase::kStarting || w->phase == Phase::kLost || w->phase == Phase::kUnknown ||
+        w->phase == Phase::kDeleting) {
+      if (++w->missing_lists >= 2) {
+        Event("worker_gone", fmt::format("{} no longer exists in the backend (was {})", w->name, PhaseName(w->phase)));
+        Forget(w);
+      }
+    }
+  }
+  CheckTimeouts();
+  Reconcile();
+  if (sync_requested_) {
+    Sync();
+  } else {
+    ScheduleSync(interval);
+  }
+}
+
+void PoolController::CheckTimeouts() {
+  if (!cfg_.auto_scaler && !cfg_.fixed) return;
+  const TimePoint now = Clock::now();
+  Millis kill_unknown = cfg_.auto_scaler ? cfg_.auto_scaler->kill_unknown_after : Millis(0);
+  Millis register_timeout = cfg_.auto_scaler ? cfg_.auto_scaler->register_timeout : Millis(600000);
+  for (Worker* w : Workers()) {
+    Millis age = std::chrono::duration_cast<Millis>(now - w->phase_since);
+    if (w->phase == Phase::kUnknown && kill_unknown.count() > 0 && age >= kill_unknown) {
+      Remove(w, "unknown for longer than kill_unknown_after");
+    } else if (w->phase == Phase::kLost && kill_unknown.count() > 0 && age >= kill_unknown) {
+      Remove(w, "lost for longer than kill_unknown_after");
+    } else if (w->phase == Phase::kStarting && register_timeout.count() > 0 && age >= register_timeout) {
+      Event("register_timeout", fmt::format("{} did not connect within {}", w->name, FormatDuration(register_timeout)));
+      Remove(w, "register timeout");
+    } else if (w->phase == Phase::kDeleting && !w->delete_in_flight && !w->delete_done && !w->name.empty()) {
+      IssueDelete(w);  // a failed delete is retried at every sync
+    }
+  }
+}
+
+Result<Worker*> PoolController::AgentConnected(const std::string& name, bool worker_token_ok, bool join_token_ok,
+                                               int slots, const std::map<std::string, std::string>& labels,
+                                               const std::string& address) {
+  Worker* w = Find(name);
+  if (!w) {
+    uint64_t id = 0;
+    {
+      std::lock_guard lock(named_in_flight_->mu);
+      auto it = named_in_flight_->by_name.find(name);
+      if (it != named_in_flight_->by_name.end()) id = it->second;
+    }
+    auto it = workers_.find(id);
+    if (id && it != workers_.end() && it->second->name.empty()) {
+      w = it->second.get();  // connected before its create call returned
+      w->name = name;
+      by_name_[name] = w;
+    }
+  }
+  if (is_static()) {
+    if (!join_token_ok && !(worker_token_ok && w)) {
+      return PermissionDenied(fmt::format("worker {}: pool {} needs its join token", name, cfg_.name));
+    }
+    if (!w) w = Add(Phase::kIdle, name);
+  } else {
+    if (!worker_token_ok) return PermissionDenied(fmt::format("worker {}: invalid token", name));
+    if (!w) return PermissionDenied(fmt::format("worker {} was not created by pool {}", name, cfg_.name));
+  }
+  w->connected = true;
+  w->slots = slots > 0 ? slots : std::max(1, policy().slots_per_agent);
+  w->labels = labels;
+  w->address = address;
+  w->last_seen_ms = NowUnixMs();
+  w->missing_lists = 0;
+  if (w->phase != Phase::kDeleting && w->phase != Phase::kDraining) {
+    SetPhase(w, w->used_slots > 0 ? Phase::kBusy : Phase::kIdle);
+  }
+  hooks_.persist(*w);
+  // A connecting worker proves the backend works again.
+  last_error_.clear();
+  consecutive_create_failures_ = 0;
+  cooldown_until_.reset();
+  Event("worker_connected", fmt::format("{} ({} slot{})", name, w->slots, w->slots > 1 ? "s" : ""));
+  return w;
+}
+
+void PoolController::AgentDisconnected(Worker* w) {
+  w->connected = false;
+  w->last_seen_ms = NowUnixMs();
+  if (w->phase == Phase::kIdle || w->phase == Phase::kBusy) {
+    SetPhase(w, Phase::kLost);
+    Event("worker_lost", fmt::format("{} disconnected", w->name));
+  }
+  Reconcile();
+}
+
+void PoolController::Heartbeat(Worker* w) { w->last_seen_ms = NowUnixMs(); }
+
+void PoolController::SlotsChanged(Worker* w, bool reconcile) {
+  if (w->connected && (w->phase == Phase::kIdle || w->phase == Phase::kBusy)) {
+    SetPhase(w, w->used_slots > 0 ? Phase::kBusy : Phase::kIdle);
+  }
+  if (w->phase == Phase::kDraining && w->used_slots == 0) Remove(w, "drained");
+  if (reconcile) Reconcile();
+}
+
+Status PoolController::Drain(const std::string& name) {
+  Worker* w = Find(name);
+  if (!w) return NotFound(fmt::format("worker not found: {}", name));
+  w->drain_requested = true;
+  if (w->used_slots == 0) {
+    Remove(w, "drained");
+  } else if (w->phase == Phase::kIdle || w->phase == Phase::kBusy) {
+    SetPhase(w, Phase::kDraining);
+    Event("draining", fmt::format("{} takes no new work; deleted when its tasks end", name));
+  }
+  Reconcile();
+  return Status::Ok();
+}
+
+Status PoolController::Delete(const std::string& name, bool force) {
+  Worker* w = Find(name);
+  if (!w) return NotFound(fmt::format("worker not found: {}", name));
+  if (w->used_slots > 0 && !force) {
+    return FailedPrecondition(fmt::format("worker {} is running {} task{}; drain it or use --force", name,
+                                          w->used_slots, w->used_slots > 1 ? "s" : ""));
+  }
+  if (is_static()) return FailedPrecondition(fmt::format("pool {} is static: stop the agent on {} by hand", cfg_.name, name));
+  Event("scale_down", fmt::format("deleting {} (requested by an operator)", name));
+  SetPhase(w, Phase::kDeleting);
+  IssueDelete(w);
+  Reconcile();
+  return Status::Ok();
+}
+
+Worker* PoolController::Find(const std::string& name) {
+  auto it = by_name_.find(name);
+  return it == by_name_.end() ? nullptr : it->second;
+}
+
+std::vector<Worker*> PoolController::Workers() {
+  std::vector<Worker*> out;
+  out.reserve(workers_.size());
+  for (auto& [id, w] : workers_) out.push_back(w.get());
+  return out;
+}
+
+std::vector<Worker*> PoolController::SchedulableWorkers() {
+  std::vector<Worker*> out;
+  for (auto& [id, w] : workers_) {
+    if (w->schedulable() && w->free_slots() > 0) out.push_back(w.get());
+  }
+  return out;
+}
+
+std::map<std::string, int> PoolController::CountByPhase() const {
+  std::map<std::string, int> out;
+  for (Phase p : {Phase::kRequested, Phase::kStarting, Phase::kIdle, Phase::kBusy, Phase::kDraining,
+                  Phase::kDeleting, Phase::kLost, Phase::kUnknown}) {
+    out[PhaseName(p)] = 0;
+  }
+  for (const auto& [id, w] : workers_) out[PhaseName(w->phase)]++;
+  return out;
+}
+
+int PoolController::idle_slots() const {
+  int n = 0;
+  for (const auto& [id, w] : workers_) {
+    if (w->schedulable()) n += w->free_slots();
+  }
+  return n;
+}
+
+int PoolController::busy_slots() const {
+  int n = 0;
+  for (const auto& [id, w] : workers_) n += w->used_slots;
+  return n;
+}
+
+int PoolController::starting_count() const {
+  int n = 0;
+  for (const auto& [id, w] : workers_) {
+    if (w->phase == Phase::kRequested || w->phase == Phase::kStarting) ++n;
+  }
+  return n;
+}
+
+int PoolController::idle_worker_count() const {
+  int n = 0;
+  for (const auto& [id, w] : workers_) {
+    if (w->phase == Phase::kIdle) ++n;
+  }
+  return n;
+}
+
+std::string PoolController::status() const {
+  if (is_static()) return "static";
+  if (cooldown_until_ && Clock::now() < *cooldown_until_) return "cooldown";
+  if (held_by_unknown_) return "held";
+  if (starting_count() > 0) return "scaling";
+  return "ready";
+}
+
+}  // namespace tidepool::autoscaler

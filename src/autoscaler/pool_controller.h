@@ -1,0 +1,156 @@
+// Executes the planner's decisions for one pool and keeps its books.
+//
+// Threading: every method must be called with the server's core lock held. Backend calls run
+// on the executor without that lock; their results come back through Hooks::post, which takes
+// the lock again. So a slow or hung backend never blocks the pool, the scheduler or the API.
+//
+// Reconcile, don't assume: a worker leaves the books only when the backend's list confirms it is
+// gone (absent from a list taken after its delete succeeded, or from two consecutive lists);
+// workers the backend lists but nobody asked for become `unknown`.
+#pragma once
+
+#include <deque>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "autoscaler/planner.h"
+#include "autoscaler/worker.h"
+#include "backends/backend.h"
+#include "common/executor.h"
+#include "common/timer_queue.h"
+#include "config/config.h"
+
+namespace tidepool::autoscaler {
+
+struct NamedInFlight;
+
+struct PoolEvent {
+  int64_t at_ms = 0;
+  std::string kind;
+  std::string message;
+};
+
+class PoolController {
+ public:
+  struct Hooks {
+    // Runs fn later, on some thread, with the core lock held.
+    std::function<void(std::function<void()>)> post;
+    // Something users can see changed (capacity, an allocation error): the core should run a
+    // scheduling pass. Called with the core lock held; the pass must be deferred.
+    std::function<void()> changed;
+    // Persist or forget a worker record.
+    std::function<void(const Worker&)> persist;
+    std::function<void(const std::string& name)> forget;
+    // The token a worker of this name must present.
+    std::function<std::string(const std::string& name)> token_for;
+    // How many tasks are waiting for this pool (demand), read at each reconcile.
+    std::function<int()> waiting_tasks;
+  };
+
+  PoolController(config::PoolConfig cfg, std::unique_ptr<backends::Backend> backend, Hooks hooks,
+                 Executor* executor, TimerQueue* timers, std::string server_address);
+  ~PoolController();
+
+  const std::string& name() const { return cfg_.name; }
+  const config::PoolConfig& config() const { return cfg_; }
+  bool is_static() const { return backend_ == nullptr; }
+
+  // Restores workers persisted before a restart (as `starting`: they count as capacity until
+  // they reconnect or the backend says they are gone), then lists the backend.
+  void Start(const std::vector<Worker>& persisted);
+  // Stops timers; in-flight backend calls finish but their results are dropped.
+  void Stop();
+
+  // Runs the planner and acts on its plan. Cheap; call after anything changes.
+  void Reconcile();
+
+  // An agent says hello. Returns the worker it is, or PERMISSION_DENIED naming why not.
+  // `join_token_ok`: the agent presented this (static) pool's join token instead of a worker token.
+  Result<Worker*> AgentConnected(const std::string& name, bool worker_token_ok, bool join_token_ok,
+                                 int slots, const std::map<std::string, std::string>& labels,
+                                 const std::string& address);
+  void AgentDisconnected(Worker* w);
+  // The core changed w->used_slots / w->tasks.
+  void SlotsChanged(Worker* w, bool reconcile = true);
+  void Heartbeat(Worker* w);
+
+  // `tidepool worker drain|delete`.
+  Status Drain(const std::string& name);
+  Status Delete(const std::string& name, bool force);
+
+  Worker* Find(const std::string& name);
+  std::vector<Worker*> Workers();            // all, by id
+  std::vector<Worker*> SchedulableWorkers();
+
+  // Status for listings.
+  std::map<std::string, int> CountByPhase() const;  // every phase present, zeros included
+  int idle_slots() const;
+  int busy_slots() const;
+  std::string status() const;                       // ready | scaling | cooldown | held
+  std::string last_error() const { return last_error_; }
+  const std::deque<PoolEvent>& events() const { return events_; }
+  Policy policy() const;
+  int starting_count() const;
+  int idle_worker_count() const;
+
+ private:
+  Worker* Add(Phase phase, const std::string& name);
+  void SetPhase(Worker* w, Phase p);
+  void Event(const std::string& kind, const std::string& message);
+  void Forget(Worker* w);
+
+  void LaunchCreates();
+  void OnCreateDone(uint64_t id, Result<std::string> result);
+  void Remove(Worker* w, const std::string& why);
+  void IssueDelete(Worker* w);
+  void OnDeleteDone(uint64_t id, Status status);
+
+  void ScheduleSync(Millis delay);
+  void Sync();
+  void OnListed(Result<std::vector<backends::ListedWorker>> listed, uint64_t generation);
+  void CheckTimeouts();
+  void ArmWake(std::optional<TimePoint> at);
+
+  config::PoolConfig cfg_;
+  std::shared_ptr<backends::Backend> backend_;  // shared with calls still running on the executor
+  Hooks hooks_;
+  Executor* executor_;
+  TimerQueue* timers_;
+  std::string server_address_;
+  std::shared_ptr<bool> alive_;  // guards callbacks that outlive the controller
+
+  std::map<uint64_t, std::unique_ptr<Worker>> workers_;
+  std::unordered_map<std::string, Worker*> by_name_;
+  uint64_t next_id_ = 1;
+
+  // Names a create in flight has chosen (via token_for), so an agent that connects before the
+  // create call returns is recognised. Written from executor threads, hence its own lock.
+  std::shared_ptr<NamedInFlight> named_in_flight_;
+
+  std::deque<uint64_t> create_queue_;  // requested workers not yet handed to the backend
+  int creates_in_flight_ = 0;
+  int consecutive_create_failures_ = 0;
+  std::optional<TimePoint> cooldown_until_;
+  std::string last_error_;
+  TimePoint last_error_at_{};
+
+  std::optional<TimePoint> decay_started_;
+  std::optional<TimePoint> wake_at_;
+  TimerQueue::TimerId wake_timer_ = 0;
+  TimerQueue::TimerId sync_timer_ = 0;
+  bool sync_in_flight_ = false;
+  bool sync_requested_ = false;
+  uint64_t list_generation_ = 0;   // increments per list issued
+  TimePoint started_at_{};
+  bool held_by_unknown_ = false;
+
+  std::deque<PoolEvent> events_;
+};
+
+}  // namespace tidepool::autoscaler

@@ -1,0 +1,43 @@
+// A worker as its pool tracks it.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <set>
+#include <string>
+
+#include "autoscaler/planner.h"
+
+namespace tidepool::autoscaler {
+
+struct Worker {
+  uint64_t id = 0;                // stable within this server process
+  std::string name;               // "" while requested and the backend has not named it
+  std::string pool;
+  Phase phase = Phase::kRequested;
+  int slots = 1;                  // reported by the agent; the pool default before it connects
+  int used_slots = 0;
+  std::set<std::string> tasks;    // task ids running here
+  std::map<std::string, std::string> labels;
+  std::string address;            // reported by the agent
+  bool connected = false;
+
+  TimePoint phase_since{};        // steady clock: when the phase was entered
+  int64_t created_at_ms = 0;      // wall clock, for listings
+  int64_t last_seen_ms = 0;
+
+  // Lifecycle bookkeeping.
+  bool delete_when_named = false; // chosen as a victim while its create was in flight
+  bool delete_in_flight = false;
+  bool delete_done = false;       // the backend acknowledged the delete; awaiting the list's confirmation
+  uint64_t delete_done_gen = 0;   // lists issued before the delete finished cannot confirm it
+  bool drain_requested = false;   // `worker drain`: delete when idle
+  int missing_lists = 0;          // consecutive backend lists without it
+
+  int free_slots() const { return slots > used_slots ? slots - used_slots : 0; }
+  bool schedulable() const { return connected && (phase == Phase::kIdle || phase == Phase::kBusy); }
+};
+
+const char* PhaseName(Phase p);  // requested, starting, idle, ...
+
+}  // namespace tidepool::autoscaler

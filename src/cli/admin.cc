@@ -1,0 +1,246 @@
+// tidepool server|up|down|agent, tidepool config validate
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/file.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <thread>
+
+#include <fmt/format.h>
+
+#include "agent/agent.h"
+#include "cli/client.h"
+#include "cli/commands.h"
+#include "common/fs.h"
+#include "common/process.h"
+#include "common/strings.h"
+#include "config/config.h"
+#include "server/server.h"
+
+namespace tidepool::cli {
+
+namespace {
+
+void AddServerFlags(CLI::App* sub, server::ServerFlags* f) {
+  sub->add_option("--config", f->config_path, "configuration file, or a directory of *.yaml (default: built-in)");
+  sub->add_option("--listen", f->listen, "HOST:PORT for clients and agents (default 127.0.0.1:7700)");
+  sub->add_option("--data-dir", f->data_dir, "store, logs, pid file, secret (default ~/.local/share/tidepool)");
+  sub->add_option("--db", f->db, "sqlite:PATH or a postgresql:// URL");
+  sub->add_option("--metrics-listen", f->metrics_listen, "HOST:PORT for Prometheus /metrics");
+  sub->add_option("--log-level", f->log_level, "trace|debug|info|warn|error")->default_str("info");
+}
+
+std::vector<std::string> ServerArgs(const server::ServerFlags& f) {
+  std::vector<std::string> a = {SelfExe(), "server"};
+  auto add = [&](const char* flag, const std::string& v) {
+    if (!v.empty()) {
+      a.push_back(flag);
+      a.push_back(v);
+    }
+  };
+  // Relative paths must survive the daemon's own working directory.
+  auto absolute = [](const std::string& p) {
+    if (p.empty() || p[0] == '/') return p;
+    char buf[4096];
+    return std::string(getcwd(buf, sizeof(buf)) ? buf : ".") + "/" + p;
+  };
+  add("--config", absolute(f.config_path));
+  add("--listen", f.listen);
+  add("--data-dir", absolute(f.data_dir));
+  add("--db", f.db);
+  add("--metrics-listen", f.metrics_listen);
+  add("--log-level", f.log_level);
+  return a;
+}
+
+// True if a live server holds the data dir's pid-file lock.
+bool ServerRunning(const std::string& data_dir, pid_t* pid) {
+  int fd = ::open(server::PidFile(data_dir).c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return false;
+  bool locked = ::flock(fd, LOCK_EX | LOCK_NB) != 0;
+  if (!locked) ::flock(fd, LOCK_UN);
+  ::close(fd);
+  if (locked && pid) {
+    auto text = ReadFile(server::PidFile(data_dir));
+    *pid = text.ok() ? std::atoi(std::string(Trim(*text)).c_str()) : 0;
+  }
+  return locked;
+}
+
+std::string Tail(const std::string& path, size_t lines) {
+  auto text = ReadFile(path);
+  if (!text.ok()) return "";
+  auto all = Split(*text, '\n');
+  if (!all.empty() && all.back().empty()) all.pop_back();
+  size_t from = all.size() > lines ? all.size() - lines : 0;
+  return Join(std::vector<std::string>(all.begin() + static_cast<long>(from), all.end()), "\n");
+}
+
+int Up(const server::ServerFlags& flags) {
+  std::optional<server::Settings> s = server::ResolveSettings(flags);
+  if (!s) return kExitUsage;
+  if (Status st = MakeDirs(s->data_dir, 0700); !st.ok()) {
+    fmt::print(stderr, "tidepool: {}\n", st.message());
+    return 1;
+  }
+  pid_t running = 0;
+  if (ServerRunning(s->data_dir, &running)) {
+    auto addr = ReadFile(server::AddrFile(s->data_dir));
+    std::string a = addr.ok() ? std::string(Trim(*addr)) : "?";
+    fmt::print(stderr, "tidepool: a server is already running (pid {}, data dir {})\n", running, s->data_dir);
+    fmt::print("{}\n", a);
+    return 0;
+  }
+  ::unlink(server::AddrFile(s->data_dir).c_str());
+  SpawnOptions o;
+  o.argv = ServerArgs(flags);
+  o.env = CurrentEnvironment();
+  o.stdout_path = server::LogFile(s->data_dir);
+  o.stderr_path = o.stdout_path;
+  o.new_session = true;
+  SpawnResult r = Spawn(o);
+  if (r.pid < 0) {
+    fmt::print(stderr, "tidepool: cannot start the server: {}\n", r.message);
+    return 1;
+  }
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+  while (std::chrono::steady_clock::now() < deadline) {
+    int status = 0;
+    if (::waitpid(r.pid, &status, WNOHANG) == r.pid) {
+      fmt::print(stderr, "tidepool: the server did not start:\n{}\n", Tail(server::LogFile(s->data_dir), 20));
+      return WIFEXITED(status) && WEXITSTATUS(status) != 0 ? WEXITSTATUS(status) : 1;
+    }
+    auto addr = ReadFile(server::AddrFile(s->data_dir));
+    if (addr.ok() && !Trim(*addr).empty()) {
+      ClientOptions co;
+      co.server = std::string(Trim(*addr));
+      Client client(co);
+      v1::ServerInfo info;
+      auto ctx = client.Context();
+      ctx->set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(2));
+      if (client.pools().GetServerInfo(ctx.get(), {}, &info).ok() && info.pid() == r.pid) {
+        fmt::print(stderr, "tidepool: server started (pid {}, data dir {}, log {})\n", r.pid, s->data_dir,
+                   server::LogFile(s->data_dir));
+        fmt::print("{}\n", co.server);
+        return 0;
+      }
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  fmt::print(stderr, "tidepool: the server did not answer within 30 s; see {}\n", server::LogFile(s->data_dir));
+  return 1;
+}
+
+int Down(const server::ServerFlags& flags) {
+  std::optional<server::Settings> s = server::ResolveSettings(flags);
+  if (!s) return kExitUsage;
+  pid_t pid = 0;
+  if (!ServerRunning(s->data_dir, &pid) || pid <= 0) {
+    fmt::print(stderr, "tidepool: no server is running with data dir {}\n", s->data_dir);
+    return 1;
+  }
+  ::kill(pid, SIGTERM);
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+  while (ServerRunning(s->data_dir, nullptr)) {
+    if (std::chrono::steady_clock::now() > deadline) {
+      fmt::print(stderr, "tidepool: server pid {} did not stop within 30 s\n", pid);
+      return 1;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  fmt::print(stderr, "tidepool: server stopped (pid {})\n", pid);
+  return 0;
+}
+
+std::string EnvOr(const char* name, const std::string& fallback) {
+  const char* v = std::getenv(name);
+  return v && *v ? v : fallback;
+}
+
+int Agent(agent::AgentFlags f, const std::vector<std::string>& labels, int slots_flag) {
+  if (f.server.empty()) f.server = EnvOr("TIDEPOOL_SERVER", "127.0.0.1:7700");
+  if (f.pool.empty()) f.pool = EnvOr("TIDEPOOL_POOL", "");
+  if (f.name.empty()) f.name = EnvOr("TIDEPOOL_WORKER_NAME", EnvOr("AGENT_NAME", ""));
+  if (f.name.empty()) {
+    char host[256] = {};
+    gethostname(host, sizeof(host) - 1);
+    f.name = Split(host, '.')[0];
+  }
+  if (f.token.empty()) f.token = EnvOr("TIDEPOOL_WORKER_TOKEN", "");
+  f.slots = slots_flag > 0 ? slots_flag : std::atoi(EnvOr("TIDEPOOL_SLOTS", "1").c_str());
+  if (f.slots <= 0) f.slots = 1;
+  if (f.pool.empty()) {
+    fmt::print(stderr, "tidepool agent: no pool given (--pool or $TIDEPOOL_POOL)\n");
+    return kExitUsage;
+  }
+  for (const auto& l : labels) {
+    auto eq = l.find('=');
+    if (eq == std::string::npos || eq == 0) {
+      fmt::print(stderr, "tidepool agent: --label {}: expected K=V\n", l);
+      return kExitUsage;
+    }
+    f.labels[l.substr(0, eq)] = l.substr(eq + 1);
+  }
+  return agent::RunAgent(f);
+}
+
+int Validate(const std::string& path) {
+  config::LoadResult r = config::LoadConfigPath(path);
+  if (!r.errors.empty()) {
+    for (const auto& e : r.errors) fmt::print(stderr, "{}\n", e.ToString());
+    return kExitUsage;
+  }
+  fmt::print("{}", config::Summarize(*r.config));
+  return 0;
+}
+
+}  // namespace
+
+void AddAdminCommands(CLI::App& app, int* rc) {
+  {
+    auto f = std::make_shared<server::ServerFlags>();
+    CLI::App* sub = app.add_subcommand("server", "Run the server in the foreground");
+    AddServerFlags(sub, f.get());
+    sub->callback([f, rc] { *rc = server::RunServer(*f); });
+  }
+  {
+    auto f = std::make_shared<server::ServerFlags>();
+    CLI::App* sub = app.add_subcommand("up", "Start a server in the background, wait until it answers, print its address");
+    AddServerFlags(sub, f.get());
+    sub->callback([f, rc] { *rc = Up(*f); });
+  }
+  {
+    auto f = std::make_shared<server::ServerFlags>();
+    CLI::App* sub = app.add_subcommand("down", "Stop the server started by `up`");
+    sub->add_option("--data-dir", f->data_dir, "its data dir");
+    sub->add_option("--config", f->config_path, "its configuration (to find server.data_dir)");
+    sub->callback([f, rc] { *rc = Down(*f); });
+  }
+  {
+    auto f = std::make_shared<agent::AgentFlags>();
+    auto labels = std::make_shared<std::vector<std::string>>();
+    auto slots = std::make_shared<int>(0);
+    CLI::App* sub = app.add_subcommand("agent", "Run a worker's agent: dial the server and run tasks");
+    sub->add_option("--server", f->server, "HOST:PORT (default $TIDEPOOL_SERVER)");
+    sub->add_option("--pool", f->pool, "pool to join (default $TIDEPOOL_POOL)");
+    sub->add_option("--name", f->name, "worker name (default $TIDEPOOL_WORKER_NAME, $AGENT_NAME, short hostname)");
+    sub->add_option("--token", f->token, "worker or join token (default $TIDEPOOL_WORKER_TOKEN)");
+    sub->add_option("--slots", *slots, "tasks at once (default $TIDEPOOL_SLOTS, else 1)");
+    sub->add_option("--work-dir", f->work_dir, "directory for tasks without one");
+    sub->add_option("--label", *labels, "K=V (repeatable)")->allow_extra_args(false);
+    sub->add_option("--log-level", f->log_level, "trace|debug|info|warn|error")->default_str("info");
+    sub->callback([f, labels, slots, rc] { *rc = Agent(*f, *labels, *slots); });
+  }
+  {
+    CLI::App* cfg = app.add_subcommand("config", "Configuration tools");
+    cfg->require_subcommand(1);
+    auto path = std::make_shared<std::string>();
+    CLI::App* sub = cfg->add_subcommand("validate", "Check a configuration: a summary, or FILE:LINE:COL errors and exit 2");
+    sub->add_option("FILE", *path, "YAML file or directory")->required();
+    sub->callback([path, rc] { *rc = Validate(*path); });
+  }
+}
+
+}  // namespace tidepool::cli

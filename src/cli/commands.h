@@ -1,0 +1,27 @@
+// The command tree of `tidepool` (and its `vrun`/`vbatch` links). Each Add* registers one
+// subcommand; its handler's exit status lands in *rc.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include <CLI/CLI.hpp>
+
+namespace tidepool::cli {
+
+// run and batch take the command to run from *command, which Main fills (see SplitCommand).
+void AddRunCommand(CLI::App& app, int* rc, const std::vector<std::string>* command);    // run (vrun)
+void AddBatchCommand(CLI::App& app, int* rc, const std::vector<std::string>* command);  // batch (vbatch)
+void AddTaskCommands(CLI::App& app, int* rc);    // task list|get|logs|watch|wait|cancel
+void AddPoolCommands(CLI::App& app, int* rc);    // pool list|get|join-token, worker list|drain|delete, worker-token
+void AddAdminCommands(CLI::App& app, int* rc);   // server, up, down, agent, config validate
+
+// Follows a task to its end like `vbatch -f`: status lines on stderr, output on stdout/stderr.
+// Returns the task's exit status (api::ExitStatusOf) or 255 if the server is lost.
+class Client;
+int FollowTask(Client& client, const std::string& id, bool show_output, bool show_status);
+
+// The entry point: dispatches vrun/vbatch by argv[0].
+int Main(int argc, char** argv);
+
+}  // namespace tidepool::cli

@@ -1,0 +1,172 @@
+#include "common/process.h"
+
+#include <fcntl.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <fstream>
+#include <sstream>
+
+#include <fmt/format.h>
+
+extern char** environ;
+
+namespace tidepool {
+
+namespace {
+
+std::string LookupEnv(const std::vector<std::string>& env, std::string_view key) {
+  for (const auto& kv : env) {
+    if (kv.size() > key.size() && kv.compare(0, key.size(), key) == 0 && kv[key.size()] == '=') {
+      return kv.substr(key.size() + 1);
+    }
+  }
+  return {};
+}
+
+bool IsExecutableFile(const std::string& path) {
+  struct stat st {};
+  return ::stat(path.c_str(), &st) == 0 && S_ISREG(st.st_mode) && ::access(path.c_str(), X_OK) == 0;
+}
+
+// Resolves argv[0] like execvp would, but with the child's PATH. Relative names containing '/'
+// are resolved against the child's working directory by the kernel after chdir.
+std::optional<std::string> Resolve(const std::string& cmd, const std::vector<std::string>& env,
+                                   const std::string& cwd) {
+  if (cmd.find('/') != std::string::npos) {
+    std::string full = (cmd[0] == '/' || cwd.empty()) ? cmd : cwd + "/" + cmd;
+    if (IsExecutableFile(full)) return cmd;
+    return std::nullopt;
+  }
+  std::string path = LookupEnv(env, "PATH");
+  if (path.empty()) path = "/usr/local/bin:/usr/bin:/bin";
+  std::stringstream ss(path);
+  std::string dir;
+  while (std::getline(ss, dir, ':')) {
+    if (dir.empty()) dir = ".";
+    std::string candidate = dir + "/" + cmd;
+    std::string check = (candidate[0] == '/' || cwd.empty()) ? candidate : cwd + "/" + candidate;
+    if (IsExecutableFile(check)) return candidate;
+  }
+  return std::nullopt;
+}
+
+}  // namespace
+
+SpawnResult Spawn(const SpawnOptions& o) {
+  SpawnResult r;
+  if (o.argv.empty()) {
+    r.error = SpawnError::kOther;
+    r.message = "empty command";
+    return r;
+  }
+  if (!o.cwd.empty()) {
+    struct stat st {};
+    if (::stat(o.cwd.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) {
+      r.error = SpawnError::kNoCwd;
+      r.message = fmt::format("working directory not found: {}", o.cwd);
+      return r;
+    }
+  }
+  std::optional<std::string> exe = Resolve(o.argv[0], o.env, o.cwd);
+  if (!exe) {
+    r.error = SpawnError::kNotFound;
+    r.message = fmt::format("command not found: {}", o.argv[0]);
+    return r;
+  }
+
+  posix_spawn_file_actions_t fa;
+  posix_spawnattr_t attr;
+  posix_spawn_file_actions_init(&fa);
+  posix_spawnattr_init(&attr);
+
+  short flags = POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF;
+  if (o.new_session) flags |= POSIX_SPAWN_SETSID;
+  posix_spawnattr_setflags(&attr, flags);
+  sigset_t empty, all;
+  sigemptyset(&empty);
+  sigfillset(&all);
+  posix_spawnattr_setsigmask(&attr, &empty);
+  posix_spawnattr_setsigdefault(&attr, &all);
+
+  if (!o.cwd.empty()) posix_spawn_file_actions_addchdir_np(&fa, o.cwd.c_str());
+  if (!o.tty_path.empty()) {
+    // setsid runs before the file actions, so this open makes it the controlling terminal.
+    posix_spawn_file_actions_addopen(&fa, 0, o.tty_path.c_str(), O_RDWR, 0);
+    posix_spawn_file_actions_adddup2(&fa, 0, 1);
+    posix_spawn_file_actions_adddup2(&fa, 0, 2);
+  } else {
+    auto setup = [&](int target, int fd, const std::string& path, int open_flags) {
+      if (fd >= 0) {
+        posix_spawn_file_actions_adddup2(&fa, fd, target);
+      } else if (!path.empty()) {
+        posix_spawn_file_actions_addopen(&fa, target, path.c_str(), open_flags, 0644);
+      } else {
+        posix_spawn_file_actions_addopen(&fa, target, "/dev/null", target == 0 ? O_RDONLY : O_WRONLY, 0);
+      }
+    };
+    setup(0, o.stdin_fd, "", O_RDONLY);
+    setup(1, o.stdout_fd, o.stdout_path, O_WRONLY | O_CREAT | O_APPEND);
+    setup(2, o.stderr_fd, o.stderr_path, O_WRONLY | O_CREAT | O_APPEND);
+  }
+  posix_spawn_file_actions_addclosefrom_np(&fa, 3);
+
+  std::vector<char*> argv, envp;
+  for (const auto& a : o.argv) argv.push_back(const_cast<char*>(a.c_str()));
+  argv.push_back(nullptr);
+  for (const auto& e : o.env) envp.push_back(const_cast<char*>(e.c_str()));
+  envp.push_back(nullptr);
+
+  pid_t pid = -1;
+  int rc = posix_spawn(&pid, exe->c_str(), &fa, &attr, argv.data(), envp.data());
+  posix_spawn_file_actions_destroy(&fa);
+  posix_spawnattr_destroy(&attr);
+  if (rc != 0) {
+    r.error = (rc == ENOENT || rc == EACCES) ? SpawnError::kNotFound : SpawnError::kOther;
+    r.message = rc == ENOENT || rc == EACCES ? fmt::format("command not found: {}", o.argv[0])
+                                             : fmt::format("cannot start {}: {}", o.argv[0], std::strerror(rc));
+    return r;
+  }
+  r.pid = pid;
+  return r;
+}
+
+std::vector<std::string> CurrentEnvironment() {
+  std::vector<std::string> out;
+  for (char** e = environ; e && *e; ++e) out.emplace_back(*e);
+  return out;
+}
+
+std::optional<ProcStat> ReadProcStat(pid_t pid) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
+  if (!in) return std::nullopt;
+  std::string line;
+  std::getline(in, line);
+  // The command name may contain spaces and parentheses: fields resume after the last ')'.
+  size_t close = line.rfind(')');
+  if (close == std::string::npos) return std::nullopt;
+  std::istringstream rest(line.substr(close + 2));
+  ProcStat st;
+  std::string field;
+  rest >> st.state;
+  // fields after state: ppid(4) pgrp(5) session(6) tty(7) tpgid(8) flags(9) minflt..(10-13)
+  // utime(14) stime(15) cutime(16) cstime(17) priority(18) nice(19) threads(20) itreal(21) start(22)
+  long long v = 0;
+  for (int idx = 4; idx <= 22; ++idx) {
+    if (!(rest >> v)) return std::nullopt;
+    if (idx == 5) st.pgid = static_cast<pid_t>(v);
+    if (idx == 22) st.start_time = static_cast<uint64_t>(v);
+  }
+  return st;
+}
+
+bool ProcessAlive(pid_t pid, uint64_t start_time) {
+  auto st = ReadProcStat(pid);
+  return st && st->start_time == start_time && st->state != 'Z' && st->state != 'X';
+}
+
+}  // namespace tidepool

@@ -1,0 +1,104 @@
+// AgentService.Connect: one bidirectional stream per worker.
+#include <spdlog/spdlog.h>
+
+#include "server/outbox.h"
+#include "server/services.h"
+
+namespace tidepool::server {
+
+namespace {
+
+class Link final : public AgentLink {
+ public:
+  explicit Link(std::shared_ptr<Outbox<v1::ServerMessage>> outbox) : outbox_(std::move(outbox)) {}
+  bool Send(v1::ServerMessage m) override { return outbox_->Send(std::move(m)); }
+  void Close(const Status& why) override { outbox_->Finish(ToGrpc(why)); }
+
+ private:
+  std::shared_ptr<Outbox<v1::ServerMessage>> outbox_;
+};
+
+class AgentStream final : public grpc::ServerBidiReactor<v1::AgentMessage, v1::ServerMessage> {
+ public:
+  explicit AgentStream(Core* core) : core_(core) {
+    outbox_ = std::make_shared<Outbox<v1::ServerMessage>>(
+        [this](const v1::ServerMessage* m) { StartWrite(m); }, [this](const grpc::Status& s) { Finish(s); });
+    link_ = std::make_shared<Link>(outbox_);
+    StartRead(&in_);
+  }
+
+  void OnReadDone(bool ok) override {
+    if (!ok) {
+      ReportGone();
+      outbox_->Finish(grpc::Status::OK);
+      return;
+    }
+    if (!attached_) {
+      if (!in_.has_hello()) {
+        outbox_->Finish(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "the first message must be a hello"));
+        return;
+      }
+      Status s = core_->AgentHello(link_, in_.hello());
+      if (!s.ok()) {
+        outbox_->Finish(ToGrpc(s));
+        return;
+      }
+      attached_ = true;
+    } else if (in_.has_output()) {
+      if (auto stored = core_->AgentOutput(link_.get(), in_.output())) {
+        v1::ServerMessage ack;
+        ack.mutable_output_ack()->set_task_id(in_.output().task_id());
+        ack.mutable_output_ack()->set_stream(in_.output().stream());
+        ack.mutable_output_ack()->set_offset(*stored);
+        outbox_->Send(std::move(ack));
+      }
+    } else {
+      core_->AgentMessage(link_.get(), in_);
+    }
+    StartRead(&in_);
+  }
+
+  void OnWriteDone(bool ok) override { outbox_->OnWriteDone(ok); }
+
+  void OnDone() override {
+    ReportGone();
+    outbox_->Detach();
+    delete this;
+  }
+
+ private:
+  void ReportGone() {
+    if (attached_ && !gone_) {
+      gone_ = true;
+      core_->AgentGone(link_.get());
+    }
+  }
+
+  Core* core_;
+  v1::AgentMessage in_;
+  std::shared_ptr<Outbox<v1::ServerMessage>> outbox_;
+  std::shared_ptr<Link> link_;
+  bool attached_ = false;
+  bool gone_ = false;
+};
+
+class Refuse final : public grpc::ServerBidiReactor<v1::AgentMessage, v1::ServerMessage> {
+ public:
+  explicit Refuse(grpc::Status s) { Finish(s); }
+  void OnDone() override { delete this; }
+};
+
+}  // namespace
+
+grpc::Status ToGrpc(const Status& s) {
+  if (s.ok()) return grpc::Status::OK;
+  return grpc::Status(static_cast<grpc::StatusCode>(s.code()), s.message());
+}
+
+grpc::ServerBidiReactor<v1::AgentMessage, v1::ServerMessage>* AgentService::Connect(grpc::CallbackServerContext*) {
+  Core* core = core_->load();
+  if (!core) return new Refuse(grpc::Status(grpc::StatusCode::UNAVAILABLE, "the server is starting"));
+  return new AgentStream(core);
+}
+
+}  // namespace tidepool::server

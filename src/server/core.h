@@ -1,0 +1,180 @@
+// The server's core: tasks, the queue, pools and connected agents, behind one lock.
+//
+// Everything that decides (queueing, matching, pool plans, task state) runs under `mu_`, so the
+// rules see one consistent state; nothing under `mu_` blocks on I/O: store writes go to the
+// group-commit writer, backend calls to the executor, messages to per-stream outboxes.
+// Task output does not take `mu_` at all: it goes straight to its sink (log file or vrun).
+//
+// Durability: a task is acknowledged (vbatch's id, vrun's Accepted) only once its record is
+// committed. A task is dispatched to an agent only once its assignment is committed, so after a
+// crash the store never says "queued" about a task an agent is running (no task runs twice). An
+// agent's exit report is acknowledged only once the final state is committed.
+#pragma once
+
+#include <atomic>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <set>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "autoscaler/pool_controller.h"
+#include "common/executor.h"
+#include "common/status.h"
+#include "common/timer_queue.h"
+#include "config/config.h"
+#include "server/log_store.h"
+#include "server/tokens.h"
+#include "store/store.h"
+#include "store/write_batcher.h"
+#include "tidepool/v1/agent.pb.h"
+#include "tidepool/v1/pool.pb.h"
+#include "tidepool/v1/task.pb.h"
+
+namespace tidepool::server {
+
+// One connected agent stream, as the core sees it (implemented by the agent service).
+class AgentLink {
+ public:
+  virtual ~AgentLink() = default;
+  virtual bool Send(v1::ServerMessage m) = 0;
+  virtual void Close(const Status& why) = 0;
+};
+
+// One attached vrun (implemented by the task service).
+class RunClient {
+ public:
+  virtual ~RunClient() = default;
+  // `written` runs once the event has left for the client.
+  virtual bool Send(v1::RunEvent e, std::function<void()> written = nullptr) = 0;
+  virtual void Finish(const Status& status) = 0;
+};
+
+struct CoreOptions {
+  config::Config config;
+  std::string data_dir;
+  std::string agent_address;  // what workers dial (server.advertise, else the bound listen address)
+  std::string agent_binary;   // the tidepool executable (local backend)
+  std::chrono::milliseconds worker_lost_grace{60000};
+  std::chrono::milliseconds kill_grace{10000};
+  std::chrono::milliseconds heartbeat_interval{5000};
+};
+
+class Core {
+ public:
+  Core(CoreOptions options, std::unique_ptr<store::Store> store, TokenAuthority tokens);
+  ~Core();
+
+  // Loads unfinished tasks and known workers, starts the pools.
+  Status Start();
+  // First half of a shutdown: refuse new work and stop the pools, so that agents disconnecting
+  // during the shutdown are not taken for lost workers.
+  void Quiesce();
+  // Stops pools and timers and commits everything pending. Agents keep running their tasks.
+  void Stop();
+
+  // ---- clients ----
+  // vbatch: `done` gets the id once the task is durable, or the error.
+  void Submit(v1::TaskSpec spec, std::function<void(Result<std::string>)> done);
+  // vrun: the client receives Accepted once durable, then Waiting/Started/Output/Exited.
+  // Returns the task id, or "" when refused (the client was finished with the error).
+  std::string Run(std::shared_ptr<RunClient> client, v1::TaskSpec spec);
+  void RunInput(const std::string& task_id, const v1::RunRequest& request);
+  void RunClientGone(const std::string& task_id);
+
+  Result<v1::Task> GetTask(const std::string& id);
+  Result<std::vector<v1::Task>> ListTasks(const v1::ListTasksRequest& request);
+  Result<std::vector<std::string>> CancelTask(const std::string& id);
+  // Calls `fn` with the task now and at every change until final. Returns 0 if the task does not
+  // exist; `fn` may be called under the core lock and must not call back into the core.
+  uint64_t Watch(const std::string& id, std::function<void(const v1::Task&)> fn);
+  void Unwatch(const std::string& id, uint64_t watch_id);
+  // The log sink of a task, and whether the task is final already.
+  Result<std::pair<std::shared_ptr<LogSink>, bool>> Logs(const std::string& id);
+
+  std::vector<v1::Pool> ListPools();
+  Result<v1::PoolDetail> GetPool(const std::string& name);
+  std::vector<v1::Worker> ListWorkers(const std::string& pool);
+  Result<v1::Worker> DrainWorker(const std::string& name);
+  Result<v1::Worker> DeleteWorker(const std::string& name, bool force);
+
+  // ---- agents ----
+  // Verifies identity; on success the link is attached to its worker and welcomed.
+  Status AgentHello(std::shared_ptr<AgentLink> link, const v1::AgentHello& hello);
+  void AgentMessage(AgentLink* link, const v1::AgentMessage& msg);
+  void AgentGone(AgentLink* link);
+  // Task output, without the core lock; returns the stored offset to acknowledge (or nullopt
+  // to acknowledge later, when the client has taken it).
+  std::optional<uint64_t> AgentOutput(AgentLink* link, const v1::TaskOutput& out);
+
+  const TokenAuthority& tokens() const { return tokens_; }
+  int agents_connected() const { return agents_connected_.load(); }
+
+ private:
+  struct Task;
+  struct Session;  // an agent link bound to a worker
+  class OutputRoute;
+
+  // All below require mu_.
+  Task* FindTask(const std::string& id);
+  Status ValidateSpec(v1::TaskSpec& spec, autoscaler::PoolController** pool);
+  Result<std::string> AssignId(const v1::TaskSpec& spec);
+  Task* AddTask(const std::string& id, v1::TaskSpec spec, autoscaler::PoolController* pool);
+  void Persist(Task* t, store::WriteBatcher::Callback cb = nullptr);
+  void Changed(Task* t);  // persists and notifies watchers
+  void Enqueue(Task* t);
+  void Dequeue(Task* t);
+  void Schedule(autoscaler::PoolController* pool);
+  void ScheduleSoon(const std::string& pool);
+  void Dispatch(Task* t, autoscaler::Worker* w);
+  void OnDispatchCommitted(const std::string& task_id, int attempt);
+  void Finish(Task* t, v1::TaskState state, const std::string& reason);
+  void ReleaseSlot(Task* t);
+  void OnExited(Session* s, const v1::TaskExited& e);
+  void WorkerLost(autoscaler::Worker* w);
+  void LostGraceExpired(const std::string& task_id, int attempt);
+  void NotifyWaiting(autoscaler::PoolController* pool);
+  int WaitingFor(const std::string& pool) const;
+  void Post(std::function<void()> fn);
+  autoscaler::PoolController* Pool(const std::string& name);
+  v1::Worker WorkerProto(const autoscaler::Worker& w) const;
+  v1::Pool PoolProto(autoscaler::PoolController& p);
+  Session* SessionOf(AgentLink* link);
+  void SendToWorker(const std::string& worker, v1::ServerMessage m);
+
+  CoreOptions opts_;
+  std::unique_ptr<store::Store> store_;
+  TokenAuthority tokens_;
+  store::WriteBatcher batcher_;
+  LogStore logs_;
+  Executor executor_;  // blocking backend calls
+  Executor posts_;     // deferred core work (one thread: runs under mu_ anyway)
+  TimerQueue timers_;
+
+  mutable std::mutex mu_;
+  bool stopped_ = false;
+  bool fully_stopped_ = false;
+  uint64_t next_seq_ = 1;
+  // Unfinished tasks, and final ones until their final state is committed. Ids are unique
+  // across this map and the store.
+  std::unordered_map<std::string, std::unique_ptr<Task>> tasks_;
+  std::map<std::string, std::unique_ptr<autoscaler::PoolController>> pools_;
+  // Per pool: queued tasks by (priority, seq).
+  std::map<std::string, std::map<std::pair<int32_t, uint64_t>, Task*>> queues_;
+  std::unordered_map<AgentLink*, std::unique_ptr<Session>> sessions_;
+  std::unordered_map<std::string, Session*> session_by_worker_;
+  std::unordered_map<std::string, std::string> last_instance_;  // worker -> its agent's instance id
+  uint64_t next_watch_ = 1;
+  std::set<std::string> schedule_pending_;
+  std::atomic<int> agents_connected_{0};
+
+  // Output routing, outside mu_.
+  std::mutex routes_mu_;
+  std::unordered_map<std::string, std::shared_ptr<OutputRoute>> routes_;
+};
+
+}  // namespace tidepool::server

@@ -1,0 +1,220 @@
+#include "server/server.h"
+
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/file.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <thread>
+
+#include <fmt/format.h>
+#include <grpcpp/grpcpp.h>
+#include <spdlog/spdlog.h>
+
+#include "common/fs.h"
+#include "common/logging.h"
+#include "common/strings.h"
+#include "common/time.h"
+#include "server/core.h"
+#include "server/services.h"
+#include "store/store.h"
+
+namespace tidepool::server {
+
+std::string PidFile(const std::string& d) { return d + "/server.pid"; }
+std::string AddrFile(const std::string& d) { return d + "/server.addr"; }
+std::string LogFile(const std::string& d) { return d + "/server.log"; }
+
+std::optional<Settings> ResolveSettings(const ServerFlags& flags) {
+  Settings s;
+  if (flags.config_path.empty()) {
+    unsigned cpus = std::thread::hardware_concurrency();
+    s.config = config::DefaultConfig(cpus ? static_cast<int>(cpus) : 1);
+  } else {
+    config::LoadResult r = config::LoadConfigPath(flags.config_path);
+    if (!r.errors.empty()) {
+      for (const auto& e : r.errors) fmt::print(stderr, "{}\n", e.ToString());
+      fmt::print(stderr, "tidepool: configuration {} has {} error{}; not starting\n", flags.config_path,
+                 r.errors.size(), r.errors.size() > 1 ? "s" : "");
+      return std::nullopt;
+    }
+    s.config = std::move(*r.config);
+  }
+  s.data_dir = !flags.data_dir.empty() ? flags.data_dir
+               : !s.config.server.data_dir.empty() ? s.config.server.data_dir
+                                                   : DefaultDataDir();
+  std::string db = !flags.db.empty() ? flags.db : s.config.server.db;
+  if (db.empty()) {
+    s.sqlite_path = s.data_dir + "/tidepool.db";
+  } else if (db.rfind("sqlite:", 0) == 0) {
+    s.sqlite_path = db.substr(7);
+    if (s.sqlite_path.empty()) {
+      fmt::print(stderr, "tidepool: --db sqlite: needs a path, e.g. sqlite:/var/lib/tidepool/tidepool.db\n");
+      return std::nullopt;
+    }
+  } else if (db.rfind("postgresql://", 0) == 0 || db.rfind("postgres://", 0) == 0) {
+    fmt::print(stderr, "tidepool: the PostgreSQL store is not supported by this version yet; use sqlite:PATH\n");
+    return std::nullopt;
+  } else {
+    fmt::print(stderr, "tidepool: --db {}: expected sqlite:PATH or a postgresql:// URL\n", db);
+    return std::nullopt;
+  }
+  s.listen = !flags.listen.empty() ? flags.listen
+             : !s.config.server.listen.empty() ? s.config.server.listen
+                                               : "127.0.0.1:7700";
+  return s;
+}
+
+namespace {
+
+// Holds an exclusive lock on the pid file for the life of the process: a second server on the
+// same data dir is refused, and a killed server's lock vanishes with it.
+int LockPidFile(const std::string& path) {
+  int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  if (fd < 0) return -1;
+  if (::flock(fd, LOCK_EX | LOCK_NB) != 0) {
+    ::close(fd);
+    return -2;
+  }
+  std::string pid = std::to_string(getpid()) + "\n";
+  if (::ftruncate(fd, 0) != 0 || ::write(fd, pid.data(), pid.size()) < 0) {
+    ::close(fd);
+    return -1;
+  }
+  return fd;
+}
+
+std::string HostOf(const std::string& hostport) {
+  auto colon = hostport.rfind(':');
+  return colon == std::string::npos ? hostport : hostport.substr(0, colon);
+}
+
+}  // namespace
+
+int RunServer(const ServerFlags& flags) {
+  // Signals are taken by one thread with sigwait; block them before any other thread exists.
+  sigset_t sigs;
+  sigemptyset(&sigs);
+  sigaddset(&sigs, SIGTERM);
+  sigaddset(&sigs, SIGINT);
+  sigaddset(&sigs, SIGHUP);
+  pthread_sigmask(SIG_BLOCK, &sigs, nullptr);
+  signal(SIGPIPE, SIG_IGN);
+
+  InitLogging(flags.log_level);
+  std::optional<Settings> settings = ResolveSettings(flags);
+  if (!settings) return 2;
+  for (const auto& f : settings->config.inactive) {
+    spdlog::warn("{}:{}:{}: {}{} is set but not yet active ({}); it has no effect in this version", f.pos.file,
+                 f.pos.line, f.pos.column, f.pool.empty() ? "" : "pool " + f.pool + ": ", f.field, f.feature);
+  }
+  if (!flags.metrics_listen.empty()) {
+    spdlog::warn("--metrics-listen: the metrics endpoint is not yet active in this version; ignored");
+  }
+  if (Status s = MakeDirs(settings->data_dir, 0700); !s.ok()) {
+    fmt::print(stderr, "tidepool: {}\n", s.message());
+    return 1;
+  }
+  int pid_fd = LockPidFile(PidFile(settings->data_dir));
+  if (pid_fd == -2) {
+    auto pid = ReadFile(PidFile(settings->data_dir));
+    fmt::print(stderr, "tidepool: a server is already running with data dir {} (pid {})\n", settings->data_dir,
+               pid.ok() ? std::string(Trim(*pid)) : "?");
+    return 1;
+  }
+  if (pid_fd < 0) {
+    fmt::print(stderr, "tidepool: cannot write {}\n", PidFile(settings->data_dir));
+    return 1;
+  }
+
+  auto tokens = TokenAuthority::Open(settings->data_dir);
+  if (!tokens.ok()) {
+    fmt::print(stderr, "tidepool: {}\n", tokens.status().message());
+    return 1;
+  }
+  auto store = store::OpenSqliteStore(settings->sqlite_path);
+  if (!store.ok()) {
+    fmt::print(stderr, "tidepool: {}\n", store.status().message());
+    return 1;
+  }
+
+  CoreRef core_ref{nullptr};
+  ServerInfoSource info{"0.1.0", "", settings->data_dir, NowUnixMs()};
+  AgentService agent_service(&core_ref);
+  TaskService task_service(&core_ref);
+  int port = 0;
+  grpc::ServerBuilder builder;
+  builder.AddListeningPort(settings->listen, grpc::InsecureServerCredentials(), &port);
+  builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
+  builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIME_MS, 20000);
+  builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 10000);
+  builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
+  builder.AddChannelArgument(GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS, 5000);
+  builder.AddChannelArgument(GRPC_ARG_HTTP2_MAX_PING_STRIKES, 0);
+  builder.SetMaxReceiveMessageSize(16 * 1024 * 1024);
+  builder.RegisterService(&agent_service);
+  builder.RegisterService(&task_service);
+  // The pool service reports the bound address, known only after the port is chosen: it is
+  // registered with a placeholder and the address is filled in below before any call can see it.
+  PoolService* pool_service_ptr = nullptr;
+  std::unique_ptr<PoolService> pool_service;
+  std::string bound;
+  {
+    // Resolve ":0" ports by building first; the address is then fixed for the process.
+    pool_service = std::make_unique<PoolService>(&core_ref, info);
+    pool_service_ptr = pool_service.get();
+    builder.RegisterService(pool_service_ptr);
+  }
+  std::unique_ptr<grpc::Server> grpc_server = builder.BuildAndStart();
+  if (!grpc_server || port == 0) {
+    fmt::print(stderr, "tidepool: cannot listen on {} (address in use or not available)\n", settings->listen);
+    return 1;
+  }
+  bound = fmt::format("{}:{}", HostOf(settings->listen), port);
+  pool_service_ptr->set_listen(bound);
+
+  std::string advertise = settings->config.server.advertise;
+  if (advertise.empty()) {
+    std::string host = HostOf(settings->listen);
+    if (host == "0.0.0.0" || host == "[::]" || host == "::" || host.empty()) host = "127.0.0.1";
+    advertise = fmt::format("{}:{}", host, port);
+  }
+
+  CoreOptions opts;
+  opts.config = settings->config;
+  opts.data_dir = settings->data_dir;
+  opts.agent_address = advertise;
+  opts.agent_binary = SelfExe();
+  Core core(std::move(opts), std::move(store).value(), std::move(tokens).value());
+  if (Status s = core.Start(); !s.ok()) {
+    fmt::print(stderr, "tidepool: {}\n", s.message());
+    grpc_server->Shutdown();
+    return 1;
+  }
+  core_ref.store(&core);
+  WriteFileAtomic(AddrFile(settings->data_dir), bound + "\n");
+  spdlog::info("tidepool server listening on {} (data dir {}, store {}, agents dial {})", bound, settings->data_dir,
+               settings->sqlite_path, advertise);
+
+  while (true) {
+    int sig = 0;
+    sigwait(&sigs, &sig);
+    if (sig == SIGHUP) {
+      spdlog::warn("SIGHUP: configuration reload is not yet supported in this version; keeping the running configuration");
+      continue;
+    }
+    spdlog::info("signal {}: shutting down; running tasks keep running on their agents", sig);
+    break;
+  }
+  core.Quiesce();
+  grpc_server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
+  core_ref.store(nullptr);
+  core.Stop();
+  ::unlink(AddrFile(settings->data_dir).c_str());
+  ::close(pid_fd);
+  spdlog::info("stopped");
+  return 0;
+}
+
+}  // namespace tidepool::server

@@ -1,0 +1,40 @@
+// `tidepool server`: resolves settings (flags > config file > defaults), opens the store, starts
+// gRPC and the core, and runs until SIGTERM/SIGINT.
+#pragma once
+
+#include <optional>
+#include <string>
+
+#include "config/config.h"
+
+namespace tidepool::server {
+
+struct ServerFlags {
+  std::string config_path;  // "" = the built-in default configuration
+  std::string listen;
+  std::string data_dir;
+  std::string db;
+  std::string metrics_listen;
+  std::string log_level = "info";
+};
+
+struct Settings {
+  config::Config config;
+  std::string data_dir;
+  std::string sqlite_path;
+  std::string listen;
+};
+
+// Loads and validates everything. On failure prints the errors (FILE:LINE:COL for the config)
+// to stderr and returns nullopt; the caller exits 2.
+std::optional<Settings> ResolveSettings(const ServerFlags& flags);
+
+// Runs the server in the foreground; returns the process exit status.
+int RunServer(const ServerFlags& flags);
+
+// Files in the data dir.
+std::string PidFile(const std::string& data_dir);
+std::string AddrFile(const std::string& data_dir);
+std::string LogFile(const std::string& data_dir);
+
+}  // namespace tidepool::server

@@ -1,0 +1,81 @@
+// The gRPC services: thin adapters between the wire and Core. They translate, validate the
+// shape of what arrives (the first message of a stream, sizes), and hold no state of their own
+// beyond one stream.
+#pragma once
+
+#include <atomic>
+#include <memory>
+
+#include "server/core.h"
+#include "tidepool/v1/agent.grpc.pb.h"
+#include "tidepool/v1/pool.grpc.pb.h"
+#include "tidepool/v1/task.grpc.pb.h"
+
+namespace tidepool::server {
+
+// The core the services talk to; null until the server has started (calls then get UNAVAILABLE).
+using CoreRef = std::atomic<Core*>;
+
+grpc::Status ToGrpc(const Status& s);
+
+struct ServerInfoSource {
+  std::string version;
+  std::string listen;
+  std::string data_dir;
+  int64_t started_at_ms = 0;
+};
+
+class AgentService final : public v1::AgentService::CallbackService {
+ public:
+  explicit AgentService(CoreRef* core) : core_(core) {}
+  grpc::ServerBidiReactor<v1::AgentMessage, v1::ServerMessage>* Connect(grpc::CallbackServerContext* ctx) override;
+
+ private:
+  CoreRef* core_;
+};
+
+class TaskService final : public v1::TaskService::CallbackService {
+ public:
+  explicit TaskService(CoreRef* core) : core_(core) {}
+  grpc::ServerBidiReactor<v1::RunRequest, v1::RunEvent>* Run(grpc::CallbackServerContext* ctx) override;
+  grpc::ServerUnaryReactor* Submit(grpc::CallbackServerContext* ctx, const v1::SubmitRequest* req,
+                                   v1::SubmitResponse* resp) override;
+  grpc::ServerUnaryReactor* ListTasks(grpc::CallbackServerContext* ctx, const v1::ListTasksRequest* req,
+                                      v1::ListTasksResponse* resp) override;
+  grpc::ServerUnaryReactor* GetTask(grpc::CallbackServerContext* ctx, const v1::GetTaskRequest* req,
+                                    v1::Task* resp) override;
+  grpc::ServerUnaryReactor* CancelTask(grpc::CallbackServerContext* ctx, const v1::CancelTaskRequest* req,
+                                       v1::CancelTaskResponse* resp) override;
+  grpc::ServerWriteReactor<v1::LogChunk>* StreamLogs(grpc::CallbackServerContext* ctx,
+                                                     const v1::StreamLogsRequest* req) override;
+  grpc::ServerWriteReactor<v1::Task>* WatchTask(grpc::CallbackServerContext* ctx,
+                                                const v1::WatchTaskRequest* req) override;
+
+ private:
+  CoreRef* core_;
+};
+
+class PoolService final : public v1::PoolService::CallbackService {
+ public:
+  PoolService(CoreRef* core, ServerInfoSource info) : core_(core), info_(std::move(info)) {}
+  // Set once, before the core is published (calls are refused until then).
+  void set_listen(const std::string& listen) { info_.listen = listen; }
+  grpc::ServerUnaryReactor* ListPools(grpc::CallbackServerContext* ctx, const v1::ListPoolsRequest* req,
+                                      v1::ListPoolsResponse* resp) override;
+  grpc::ServerUnaryReactor* GetPool(grpc::CallbackServerContext* ctx, const v1::GetPoolRequest* req,
+                                    v1::PoolDetail* resp) override;
+  grpc::ServerUnaryReactor* ListWorkers(grpc::CallbackServerContext* ctx, const v1::ListWorkersRequest* req,
+                                        v1::ListWorkersResponse* resp) override;
+  grpc::ServerUnaryReactor* DrainWorker(grpc::CallbackServerContext* ctx, const v1::WorkerRequest* req,
+                                        v1::WorkerResponse* resp) override;
+  grpc::ServerUnaryReactor* DeleteWorker(grpc::CallbackServerContext* ctx, const v1::WorkerRequest* req,
+                                         v1::WorkerResponse* resp) override;
+  grpc::ServerUnaryReactor* GetServerInfo(grpc::CallbackServerContext* ctx, const v1::ServerInfoRequest* req,
+                                          v1::ServerInfo* resp) override;
+
+ private:
+  CoreRef* core_;
+  ServerInfoSource info_;
+};
+
+}  // namespace tidepool::server

@@ -1,0 +1,271 @@
+// SQLite implementation of Store. One connection for writes, one for reads (WAL lets them run
+// side by side); each behind its own mutex.
+#include <sqlite3.h>
+
+#include <mutex>
+#include <unordered_map>
+
+#include <fmt/format.h>
+
+#include "store/store.h"
+
+namespace tidepool::store {
+
+bool IsFinal(v1::TaskState s) {
+  return s == v1::TASK_STATE_SUCCESS || s == v1::TASK_STATE_FAILURE ||
+         s == v1::TASK_STATE_FAILED_UPSTREAM || s == v1::TASK_STATE_CANCELLED;
+}
+
+namespace {
+
+constexpr const char* kSchema = R"sql(
+CREATE TABLE IF NOT EXISTS tasks (
+  id          TEXT PRIMARY KEY,
+  seq         INTEGER NOT NULL UNIQUE,
+  parent      TEXT NOT NULL,
+  state       INTEGER NOT NULL,
+  pool        TEXT NOT NULL,
+  finished_at INTEGER NOT NULL,
+  spec        BLOB NOT NULL,
+  status      BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS tasks_state ON tasks(state);
+CREATE INDEX IF NOT EXISTS tasks_parent ON tasks(parent);
+CREATE INDEX IF NOT EXISTS tasks_finished ON tasks(finished_at);
+CREATE TABLE IF NOT EXISTS workers (
+  name   TEXT PRIMARY KEY,
+  pool   TEXT NOT NULL,
+  worker BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS meta (
+  key   TEXT PRIMARY KEY,
+  value BLOB NOT NULL
+);
+INSERT OR IGNORE INTO meta(key, value) VALUES ('schema_version', '1');
+)sql";
+
+class Stmt {
+ public:
+  Stmt(sqlite3* db, const char* sql) { rc_ = sqlite3_prepare_v2(db, sql, -1, &s_, nullptr); }
+  ~Stmt() { sqlite3_finalize(s_); }
+  Stmt(const Stmt&) = delete;
+  Stmt& operator=(const Stmt&) = delete;
+  bool ok() const { return rc_ == SQLITE_OK; }
+  sqlite3_stmt* get() { return s_; }
+  void Bind(int i, const std::string& v) { sqlite3_bind_text(s_, i, v.data(), static_cast<int>(v.size()), SQLITE_TRANSIENT); }
+  void BindBlob(int i, const std::string& v) { sqlite3_bind_blob(s_, i, v.data(), static_cast<int>(v.size()), SQLITE_TRANSIENT); }
+  void Bind(int i, int64_t v) { sqlite3_bind_int64(s_, i, v); }
+  void Reset() {
+    sqlite3_reset(s_);
+    sqlite3_clear_bindings(s_);
+  }
+  std::string Blob(int col) {
+    const void* p = sqlite3_column_blob(s_, col);
+    int n = sqlite3_column_bytes(s_, col);
+    return p ? std::string(static_cast<const char*>(p), static_cast<size_t>(n)) : std::string();
+  }
+
+ private:
+  sqlite3_stmt* s_ = nullptr;
+  int rc_ = SQLITE_ERROR;
+};
+
+Status SqlError(sqlite3* db, const std::string& what) {
+  return Internal(fmt::format("store: {}: {}", what, sqlite3_errmsg(db)));
+}
+
+Status Exec(sqlite3* db, const char* sql) {
+  char* err = nullptr;
+  if (sqlite3_exec(db, sql, nullptr, nullptr, &err) != SQLITE_OK) {
+    std::string msg = err ? err : "unknown error";
+    sqlite3_free(err);
+    return Internal(fmt::format("store: {}", msg));
+  }
+  return Status::Ok();
+}
+
+Result<TaskRecord> ReadTask(Stmt& st) {
+  TaskRecord r;
+  r.seq = static_cast<uint64_t>(sqlite3_column_int64(st.get(), 0));
+  if (!r.spec.ParseFromString(st.Blob(1)) || !r.status.ParseFromString(st.Blob(2))) {
+    return Internal(fmt::format("store: task record {} is corrupt",
+                                reinterpret_cast<const char*>(sqlite3_column_text(st.get(), 3))));
+  }
+  return r;
+}
+
+class SqliteStore final : public Store {
+ public:
+  ~SqliteStore() override {
+    if (write_) sqlite3_close(write_);
+    if (read_) sqlite3_close(read_);
+  }
+
+  Status Open(const std::string& path) {
+    int flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX;
+    if (sqlite3_open_v2(path.c_str(), &write_, flags, nullptr) != SQLITE_OK) {
+      return Internal(fmt::format("cannot open store {}: {}", path, write_ ? sqlite3_errmsg(write_) : "out of memory"));
+    }
+    sqlite3_busy_timeout(write_, 5000);
+    if (Status s = Exec(write_, "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON;"); !s.ok())
+      return s;
+    if (Status s = Exec(write_, kSchema); !s.ok()) return s;
+    if (sqlite3_open_v2(path.c_str(), &read_, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX, nullptr) != SQLITE_OK) {
+      return Internal(fmt::format("cannot open store {} for reading", path));
+    }
+    sqlite3_busy_timeout(read_, 5000);
+    return Status::Ok();
+  }
+
+  Status Apply(const std::vector<Mutation>& batch) override {
+    if (batch.empty()) return Status::Ok();
+    std::lock_guard lock(write_mu_);
+    // Only the last write of a task or worker in a batch matters.
+    std::unordered_map<std::string, size_t> last_task, last_worker;
+    for (size_t i = 0; i < batch.size(); ++i) {
+      if (batch[i].kind == Mutation::Kind::kPutTask) last_task[batch[i].task.status.id()] = i;
+      else last_worker[batch[i].worker.worker.name()] = i;
+    }
+    if (Status s = Exec(write_, "BEGIN IMMEDIATE"); !s.ok()) return s;
+    Stmt put_task(write_,
+                  "INSERT INTO tasks(id, seq, parent, state, pool, finished_at, spec, status) "
+                  "VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) ON CONFLICT(id) DO UPDATE SET "
+                  "state=excluded.state, pool=excluded.pool, finished_at=excluded.finished_at, "
+                  "status=excluded.status");
+    Stmt put_worker(write_, "INSERT OR REPLACE INTO workers(name, pool, worker) VALUES(?1, ?2, ?3)");
+    Stmt del_worker(write_, "DELETE FROM workers WHERE name = ?1");
+    if (!put_task.ok() || !put_worker.ok() || !del_worker.ok()) {
+      Exec(write_, "ROLLBACK");
+      return SqlError(write_, "prepare");
+    }
+    std::string spec_bytes, status_bytes;
+    for (size_t i = 0; i < batch.size(); ++i) {
+      const Mutation& m = batch[i];
+      Stmt* st = nullptr;
+      if (m.kind == Mutation::Kind::kPutTask) {
+        if (last_task[m.task.status.id()] != i) continue;
+        st = &put_task;
+        m.task.spec.SerializeToString(&spec_bytes);
+        m.task.status.SerializeToString(&status_bytes);
+        st->Bind(1, m.task.status.id());
+        st->Bind(2, static_cast<int64_t>(m.task.seq));
+        st->Bind(3, m.task.status.parent());
+        st->Bind(4, static_cast<int64_t>(m.task.status.state()));
+        st->Bind(5, m.task.status.pool());
+        st->Bind(6, m.task.status.finished_at_ms());
+        st->BindBlob(7, spec_bytes);
+        st->BindBlob(8, status_bytes);
+      } else {
+        if (last_worker[m.worker.worker.name()] != i) continue;
+        if (m.kind == Mutation::Kind::kPutWorker) {
+          st = &put_worker;
+          m.worker.worker.SerializeToString(&status_bytes);
+          st->Bind(1, m.worker.worker.name());
+          st->Bind(2, m.worker.worker.pool());
+          st->BindBlob(3, status_bytes);
+        } else {
+          st = &del_worker;
+          st->Bind(1, m.worker.worker.name());
+        }
+      }
+      if (sqlite3_step(st->get()) != SQLITE_DONE) {
+        Status err = SqlError(write_, "write");
+        st->Reset();
+        Exec(write_, "ROLLBACK");
+        return err;
+      }
+      st->Reset();
+    }
+    if (Status s = Exec(write_, "COMMIT"); !s.ok()) {
+      Exec(write_, "ROLLBACK");
+      return s;
+    }
+    return Status::Ok();
+  }
+
+  Result<std::optional<TaskRecord>> GetTask(const std::string& id) override {
+    std::lock_guard lock(read_mu_);
+    Stmt st(read_, "SELECT seq, spec, status, id FROM tasks WHERE id = ?1");
+    if (!st.ok()) return SqlError(read_, "prepare");
+    st.Bind(1, id);
+    int rc = sqlite3_step(st.get());
+    if (rc == SQLITE_DONE) return std::optional<TaskRecord>();
+    if (rc != SQLITE_ROW) return SqlError(read_, "read task");
+    Result<TaskRecord> r = ReadTask(st);
+    if (!r.ok()) return r.status();
+    return std::optional<TaskRecord>(std::move(r).value());
+  }
+
+  Result<std::vector<TaskRecord>> ListTasks(const TaskQuery& q) override {
+    std::string sql = "SELECT seq, spec, status, id FROM tasks WHERE 1=1";
+    if (q.unfinished_only) {
+      sql += " AND state IN (1, 2, 3, 4)";
+    } else if (q.finished_after_ms > 0) {
+      sql += " AND (state IN (1, 2, 3, 4) OR finished_at >= ?1)";
+    }
+    if (q.state != v1::TASK_STATE_UNSPECIFIED) sql += " AND state = ?2";
+    if (!q.pool.empty()) sql += " AND pool = ?3";
+    if (!q.parent.empty()) sql += " AND parent = ?4";
+    if (!q.id_prefix.empty()) sql += " AND substr(id, 1, length(?5)) = ?5";
+    sql += " ORDER BY seq";
+    if (q.limit > 0) sql += fmt::format(" LIMIT {}", q.limit);
+    std::lock_guard lock(read_mu_);
+    Stmt st(read_, sql.c_str());
+    if (!st.ok()) return SqlError(read_, "prepare");
+    if (!q.unfinished_only && q.finished_after_ms > 0) st.Bind(1, q.finished_after_ms);
+    if (q.state != v1::TASK_STATE_UNSPECIFIED) st.Bind(2, static_cast<int64_t>(q.state));
+    if (!q.pool.empty()) st.Bind(3, q.pool);
+    if (!q.parent.empty()) st.Bind(4, q.parent);
+    if (!q.id_prefix.empty()) st.Bind(5, q.id_prefix);
+    std::vector<TaskRecord> out;
+    int rc;
+    while ((rc = sqlite3_step(st.get())) == SQLITE_ROW) {
+      Result<TaskRecord> r = ReadTask(st);
+      if (!r.ok()) return r.status();
+      out.push_back(std::move(r).value());
+    }
+    if (rc != SQLITE_DONE) return SqlError(read_, "list tasks");
+    return out;
+  }
+
+  Result<uint64_t> MaxSeq() override {
+    std::lock_guard lock(read_mu_);
+    Stmt st(read_, "SELECT COALESCE(MAX(seq), 0) FROM tasks");
+    if (!st.ok() || sqlite3_step(st.get()) != SQLITE_ROW) return SqlError(read_, "max seq");
+    return static_cast<uint64_t>(sqlite3_column_int64(st.get(), 0));
+  }
+
+  Result<std::vector<WorkerRecord>> ListWorkers() override {
+    std::lock_guard lock(read_mu_);
+    Stmt st(read_, "SELECT worker, name FROM workers ORDER BY name");
+    if (!st.ok()) return SqlError(read_, "prepare");
+    std::vector<WorkerRecord> out;
+    int rc;
+    while ((rc = sqlite3_step(st.get())) == SQLITE_ROW) {
+      WorkerRecord w;
+      if (!w.worker.ParseFromString(st.Blob(0))) {
+        return Internal(fmt::format("store: worker record {} is corrupt",
+                                    reinterpret_cast<const char*>(sqlite3_column_text(st.get(), 1))));
+      }
+      out.push_back(std::move(w));
+    }
+    if (rc != SQLITE_DONE) return SqlError(read_, "list workers");
+    return out;
+  }
+
+ private:
+  std::mutex write_mu_;
+  std::mutex read_mu_;
+  sqlite3* write_ = nullptr;
+  sqlite3* read_ = nullptr;
+};
+
+}  // namespace
+
+Result<std::unique_ptr<Store>> OpenSqliteStore(const std::string& path) {
+  auto store = std::make_unique<SqliteStore>();
+  if (Status s = store->Open(path); !s.ok()) return s;
+  return std::unique_ptr<Store>(std::move(store));
+}
+
+}  // namespace tidepool::store

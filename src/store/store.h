@@ -1,0 +1,76 @@
+// The durable store behind the server: tasks and workers.
+//
+// Contract:
+// - Apply() commits a batch of mutations atomically; when it returns OK the batch is on disk
+//   (fsync'd). It is the only write path, so one writer thread can group many callers' changes
+//   into one commit (see WriteBatcher).
+// - Reads see every committed write. They may run concurrently with Apply().
+// - Records are the API's own protobuf messages, so nothing is translated twice.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "common/status.h"
+#include "tidepool/v1/common.pb.h"
+#include "tidepool/v1/pool.pb.h"
+
+namespace tidepool::store {
+
+struct TaskRecord {
+  uint64_t seq = 0;      // submission order, unique, increasing
+  v1::TaskSpec spec;     // as submitted (holds the environment: never listed)
+  v1::Task status;       // id, state, times, exit, worker, attempts ...
+};
+
+struct WorkerRecord {
+  v1::Worker worker;     // name, pool, state, created_at ...
+};
+
+struct Mutation {
+  enum class Kind { kPutTask, kPutWorker, kDeleteWorker };
+  Kind kind = Kind::kPutTask;
+  TaskRecord task;       // kPutTask
+  WorkerRecord worker;   // kPutWorker; for kDeleteWorker only worker.name is read
+
+  static Mutation PutTask(TaskRecord t) { return {Kind::kPutTask, std::move(t), {}}; }
+  static Mutation PutWorker(v1::Worker w) { return {Kind::kPutWorker, {}, {std::move(w)}}; }
+  static Mutation DeleteWorker(std::string name) {
+    Mutation m{Kind::kDeleteWorker, {}, {}};
+    m.worker.worker.set_name(std::move(name));
+    return m;
+  }
+};
+
+struct TaskQuery {
+  bool unfinished_only = false;          // states PENDING, QUEUEING, RUNNING, RUNNING_SUBTASKS
+  int64_t finished_after_ms = 0;         // with !unfinished_only: also tasks finished after this
+  v1::TaskState state = v1::TASK_STATE_UNSPECIFIED;
+  std::string pool;
+  std::string parent;                    // direct children of this task
+  std::string id_prefix;                 // ids starting with this (name_2, name_3 ...)
+  int limit = 0;                         // 0 = no limit
+};
+
+class Store {
+ public:
+  virtual ~Store() = default;
+
+  virtual Status Apply(const std::vector<Mutation>& batch) = 0;
+
+  virtual Result<std::optional<TaskRecord>> GetTask(const std::string& id) = 0;
+  // In submission order.
+  virtual Result<std::vector<TaskRecord>> ListTasks(const TaskQuery& query) = 0;
+  virtual Result<uint64_t> MaxSeq() = 0;
+  virtual Result<std::vector<WorkerRecord>> ListWorkers() = 0;
+};
+
+// Opens (creating if needed) an SQLite database in WAL mode with synchronous=FULL.
+Result<std::unique_ptr<Store>> OpenSqliteStore(const std::string& path);
+
+bool IsFinal(v1::TaskState state);
+
+}  // namespace tidepool::store

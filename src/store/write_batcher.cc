@@ -1,0 +1,74 @@
+#include "store/write_batcher.h"
+
+#include <pthread.h>
+
+#include <spdlog/spdlog.h>
+
+namespace tidepool::store {
+
+WriteBatcher::WriteBatcher(Store* store) : store_(store), thread_([this] {
+  pthread_setname_np(pthread_self(), "store-writer");
+  Loop();
+}) {}
+
+WriteBatcher::~WriteBatcher() { Stop(); }
+
+void WriteBatcher::Submit(Mutation m, Callback on_commit) {
+  {
+    std::lock_guard lock(mu_);
+    pending_.push_back(std::move(m));
+    callbacks_.push_back(std::move(on_commit));
+    ++submitted_;
+  }
+  cv_.notify_one();
+}
+
+void WriteBatcher::Flush() {
+  std::unique_lock lock(mu_);
+  uint64_t target = submitted_;
+  flushed_cv_.wait(lock, [&] { return committed_ >= target; });
+}
+
+void WriteBatcher::Stop() {
+  {
+    std::lock_guard lock(mu_);
+    if (stopping_) return;
+    stopping_ = true;
+  }
+  cv_.notify_all();
+  if (thread_.joinable()) thread_.join();
+}
+
+uint64_t WriteBatcher::commits() const {
+  std::lock_guard lock(mu_);
+  return commits_;
+}
+
+void WriteBatcher::Loop() {
+  std::vector<Mutation> batch;
+  std::vector<Callback> callbacks;
+  while (true) {
+    {
+      std::unique_lock lock(mu_);
+      cv_.wait(lock, [this] { return stopping_ || !pending_.empty(); });
+      if (pending_.empty()) return;  // stopping and drained
+      batch.swap(pending_);
+      callbacks.swap(callbacks_);
+    }
+    Status s = store_->Apply(batch);
+    if (!s.ok()) spdlog::error("store commit of {} changes failed: {}", batch.size(), s.message());
+    for (auto& cb : callbacks) {
+      if (cb) cb(s);
+    }
+    {
+      std::lock_guard lock(mu_);
+      committed_ += batch.size();
+      ++commits_;
+    }
+    flushed_cv_.notify_all();
+    batch.clear();
+    callbacks.clear();
+  }
+}
+
+}  // namespace tidepool::store
