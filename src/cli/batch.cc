@@ -76,6 +76,7 @@ int Submit(BatchOpts& o, std::vector<std::string> command) {
     }
     (*spec->mutable_labels())[l.substr(0, eq)] = l.substr(eq + 1);
   }
+  if (o.follow) BlockInterrupt();
   Client client(o.client);
   v1::SubmitResponse resp;
   auto ctx = client.Context();
@@ -92,12 +93,18 @@ int Submit(BatchOpts& o, std::vector<std::string> command) {
 
 }  // namespace
 
+void BlockInterrupt() {
+  sigset_t sigs;
+  sigemptyset(&sigs);
+  sigaddset(&sigs, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &sigs, nullptr);
+}
+
 int FollowTask(Client& client, const std::string& id, bool show_output, bool show_status) {
   // Ctrl-C detaches; the task keeps running.
   sigset_t sigs;
   sigemptyset(&sigs);
   sigaddset(&sigs, SIGINT);
-  pthread_sigmask(SIG_BLOCK, &sigs, nullptr);
   std::thread([sigs, id] {
     int sig = 0;
     sigwait(&sigs, &sig);

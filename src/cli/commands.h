@@ -2,6 +2,8 @@
 // subcommand; its handler's exit status lands in *rc.
 #pragma once
 
+#include <signal.h>
+
 #include <string>
 #include <vector>
 
@@ -16,8 +18,13 @@ void AddTaskCommands(CLI::App& app, int* rc);    // task list|get|logs|watch|wai
 void AddPoolCommands(CLI::App& app, int* rc);    // pool list|get|join-token, worker list|drain|delete, worker-token
 void AddAdminCommands(CLI::App& app, int* rc);   // server, up, down, agent, config validate
 
+// The signals vrun forwards (and SIGWINCH).
+sigset_t ForwardedSignals();
+
 // Follows a task to its end like `vbatch -f`: status lines on stderr, output on stdout/stderr.
-// Returns the task's exit status (api::ExitStatusOf) or 255 if the server is lost.
+// Returns the task's exit status (api::ExitStatusOf) or 255 if the server is lost. Ctrl-C
+// detaches; the caller must have called BlockInterrupt() before creating its Client.
+void BlockInterrupt();
 class Client;
 int FollowTask(Client& client, const std::string& id, bool show_output, bool show_status);
 

@@ -94,12 +94,7 @@ class Session {
     v1::TaskSpec spec;
     if (int rc = BuildSpec(spec); rc != 0) return rc;
 
-    sigset_t sigs;
-    sigemptyset(&sigs);
-    for (int s : {SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGWINCH}) sigaddset(&sigs, s);
-    pthread_sigmask(SIG_BLOCK, &sigs, nullptr);
-    signal(SIGPIPE, SIG_IGN);
-
+    sigset_t sigs = ForwardedSignals();
     ctx_ = client_.Context();
     stream_ = client_.tasks().Run(ctx_.get());
     v1::RunRequest start;
@@ -351,6 +346,13 @@ class Session {
 
 }  // namespace
 
+sigset_t ForwardedSignals() {
+  sigset_t sigs;
+  sigemptyset(&sigs);
+  for (int s : {SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGWINCH}) sigaddset(&sigs, s);
+  return sigs;
+}
+
 void AddRunCommand(CLI::App& app, int* rc, const std::vector<std::string>* command) {
   auto opts = std::make_shared<RunOpts>();
   CLI::App* sub = app.add_subcommand("run", "Run a command on a worker, interactively (also installed as vrun)");
@@ -367,6 +369,11 @@ void AddRunCommand(CLI::App& app, int* rc, const std::vector<std::string>* comma
   AddClientOptions(sub, &opts->client);
   sub->footer("Usage: vrun [OPTIONS] [--] COMMAND [ARG...]\nThe command and its arguments reach the worker exactly.");
   sub->callback([opts, rc, command] {
+    // Before any gRPC thread exists, so that they all inherit the mask and only our signal
+    // thread ever receives these.
+    sigset_t sigs = ForwardedSignals();
+    pthread_sigmask(SIG_BLOCK, &sigs, nullptr);
+    signal(SIGPIPE, SIG_IGN);
     Client client(opts->client);
     Session session(client, *opts, *command);
     *rc = session.Run();

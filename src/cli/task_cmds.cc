@@ -212,6 +212,7 @@ void AddTaskCommands(CLI::App& app, int* rc) {
   }
   add("watch", "Print one line per status change until the task ends", true, Watch);
   add("wait", "Wait until the task ends; exit with its status", true, [](TaskOpts& o) {
+    BlockInterrupt();
     Client client(o.client);
     return FollowTask(client, o.id, /*show_output=*/false, /*show_status=*/false);
   });

@@ -247,6 +247,9 @@ void Core::Quiesce() {
   for (auto& [id, t] : tasks_) {
     if (t->client) t->client->Finish(Unavailable("the server is shutting down"));
   }
+  // Agents keep their tasks and reconnect to the next server; closing their streams now lets
+  // the shutdown finish without waiting out gRPC's deadline.
+  for (auto& [link, session] : sessions_) session->link->Close(Unavailable("the server is shutting down"));
 }
 
 void Core::Stop() {

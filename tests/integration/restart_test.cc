@@ -1,0 +1,90 @@
+// Nothing acknowledged is lost across server restarts (tasks.md).
+#include <signal.h>
+
+#include <gtest/gtest.h>
+
+#include <set>
+
+#include "harness.h"
+
+namespace tidepool::testing {
+namespace {
+
+TEST(Restart, FinishedTaskLogsSurviveARestart) {
+  Server server;
+  ProcResult r = server.Vbatch({"sh", "-c", "echo kept-out; echo kept-err >&2"});
+  std::string id = Lines(r.out)[0];
+  server.WaitTask(id);
+  server.Stop(SIGTERM);
+  server.Start();
+  EXPECT_EQ(server.Task(id)["state"], "SUCCESS");
+  ProcResult logs = server.Tidepool({"task", "logs", id});
+  EXPECT_EQ(logs.out, "kept-out\n");
+  EXPECT_EQ(logs.err, "kept-err\n");
+}
+
+TEST(Restart, SigkilledServerLosesNothingWhileBatchTasksRun) {
+  Server server;
+  std::string runs = server.dir() + "/runs";
+  std::vector<std::string> ids;
+  for (int i = 0; i < 3; ++i) {
+    // Each task records that it ran, then prints numbered lines for a while.
+    ProcResult r = server.Vbatch({"sh", "-c",
+                                  "echo $TIDEPOOL_TASK_ID >> " + runs +
+                                      "; i=0; while [ $i -lt 40 ]; do echo line$i; i=$((i+1)); sleep 0.05; done"});
+    ids.push_back(Lines(r.out)[0]);
+  }
+  // Queued but not yet runnable tasks are acknowledged too: they must survive as well.
+  ASSERT_TRUE(WaitFor([&] {
+    std::string log = ReadAll(runs);
+    return Lines(log).size() == 3;
+  }));
+  server.Kill();
+  server.Start();
+  for (const auto& id : ids) {
+    nlohmann::json t = server.WaitTask(id);
+    EXPECT_EQ(t["state"], "SUCCESS") << t.dump();
+    auto lines = Lines(server.Tidepool({"task", "logs", id}).out);
+    ASSERT_EQ(lines.size(), 40u) << id;
+    for (int i = 0; i < 40; ++i) EXPECT_EQ(lines[i], "line" + std::to_string(i));
+  }
+  // Each task ran exactly once.
+  auto ran = Lines(ReadAll(runs));
+  EXPECT_EQ(ran.size(), 3u);
+  EXPECT_EQ(std::set<std::string>(ran.begin(), ran.end()), std::set<std::string>(ids.begin(), ids.end()));
+}
+
+TEST(Restart, QueuedTasksSurviveAndRunAfterRestart) {
+  Server server(R"(agent_pools:
+  - name: none
+    default: true
+    auto_scaler:
+      backend: { local: {} }
+      max_agents: 0
+)");
+  ProcResult r = server.Vbatch({"echo", "later"});
+  std::string id = Lines(r.out)[0];
+  server.Kill();
+  server.Start();
+  EXPECT_EQ(server.Task(id)["state"], "QUEUEING");
+}
+
+TEST(Restart, GracefulStopLeavesAgentsAndTasksRunning) {
+  Server server;
+  std::string gate = server.dir() + "/gate";
+  ProcResult r = server.Vbatch({"sh", "-c", "echo before; while [ ! -e " + gate + " ]; do sleep 0.05; done; echo after"});
+  std::string id = Lines(r.out)[0];
+  ASSERT_TRUE(WaitFor([&] { return server.Tidepool({"task", "logs", id}).out == "before\n"; }));
+  std::vector<pid_t> agents = server.AgentPids();
+  ASSERT_EQ(agents.size(), 1u);
+  server.Stop(SIGTERM);
+  EXPECT_EQ(server.AgentPids(), agents);  // the agent outlives the server
+  WriteAll(gate, "");                      // the task finishes while the server is down
+  server.Start();
+  nlohmann::json t = server.WaitTask(id);
+  EXPECT_EQ(t["state"], "SUCCESS");
+  EXPECT_EQ(server.Tidepool({"task", "logs", id}).out, "before\nafter\n");
+}
+
+}  // namespace
+}  // namespace tidepool::testing
