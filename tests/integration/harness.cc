@@ -146,17 +146,15 @@ bool WaitFor(const std::function<bool()>& pred, std::chrono::milliseconds deadli
   return pred();
 }
 
-std::string DefaultConfig() {
-  return R"(agent_pools:
-  - name: local
-    default: true
-    auto_scaler:
-      backend: { local: {} }
-      max_agents: 4
-      max_idle_agents: 4
-      idle_decay: "60s"
-)";
+std::string OnePool(const std::string& name, int max_agents, const std::vector<std::string>& extra,
+                    const std::string& backend) {
+  std::string yaml = "agent_pools:\n  - name: " + name + "\n    default: true\n    auto_scaler:\n" +
+                     "      backend: { local: " + backend + " }\n      max_agents: " + std::to_string(max_agents) + "\n";
+  for (const auto& line : extra) yaml += "      " + line + "\n";
+  return yaml;
 }
+
+std::string DefaultConfig() { return OnePool("local", 4, {"max_idle_agents: 4", "idle_decay: \"60s\""}); }
 
 Server::Server(const std::string& config_yaml) {
   const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();

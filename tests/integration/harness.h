@@ -70,6 +70,10 @@ bool WaitFor(const std::function<bool()>& pred, std::chrono::milliseconds deadli
 
 // The default test pool: `local`, default, up to 4 workers that stay idle for 60 s.
 std::string DefaultConfig();
+// A config with one default pool on the local backend. `extra` adds auto_scaler fields (one
+// per line, e.g. "idle_decay: \"2s\""); `backend` is the local backend's block.
+std::string OnePool(const std::string& name, int max_agents, const std::vector<std::string>& extra = {},
+                    const std::string& backend = "{}");
 
 class Server {
  public:

@@ -11,15 +11,7 @@ namespace tidepool::testing {
 namespace {
 
 TEST(Pool, ScalesFromZeroOnFirstVrunAndBackToZeroAfterIdleDecay) {
-  Server server(R"(agent_pools:
-  - name: local
-    default: true
-    auto_scaler:
-      backend: { local: {} }
-      max_agents: 2
-      max_idle_agents: 2
-      idle_decay: "2s"
-)");
+  Server server(OnePool("local", 2, {"max_idle_agents: 2", "idle_decay: \"2s\""}));
   EXPECT_EQ(server.Workers("local"), 0);
   ProcResult r = server.Vrun({"echo", "hi"});
   EXPECT_EQ(r.out, "hi\n");
@@ -40,15 +32,7 @@ TEST(Pool, ScalesFromZeroOnFirstVrunAndBackToZeroAfterIdleDecay) {
 }
 
 TEST(Pool, MaxAgentsBoundsConcurrentWorkersWhileTasksQueue) {
-  Server server(R"(agent_pools:
-  - name: local
-    default: true
-    auto_scaler:
-      backend: { local: {} }
-      max_agents: 2
-      max_idle_agents: 2
-      idle_decay: "60s"
-)");
+  Server server(OnePool("local", 2, {"max_idle_agents: 2", "idle_decay: \"60s\""}));
   std::string ledger = server.dir() + "/ledger";
   std::vector<std::string> ids;
   for (int i = 0; i < 6; ++i) {
@@ -89,13 +73,7 @@ TEST(Pool, MaxAgentsBoundsConcurrentWorkersWhileTasksQueue) {
 }
 
 TEST(Pool, MaxAgentsZeroNeverCreatesAndTasksWaitUntilCancelled) {
-  Server server(R"(agent_pools:
-  - name: none
-    default: true
-    auto_scaler:
-      backend: { local: {} }
-      max_agents: 0
-)");
+  Server server(OnePool("none", 0));
   ProcResult r = server.Vbatch({"true"});
   std::string id = Lines(r.out)[0];
   ASSERT_TRUE(WaitFor([&] { return server.Pool("none")["queued"] == 1; }));
@@ -108,13 +86,7 @@ TEST(Pool, MaxAgentsZeroNeverCreatesAndTasksWaitUntilCancelled) {
 }
 
 TEST(Pool, CtrlCWhileQueuedCancels) {
-  Server server(R"(agent_pools:
-  - name: none
-    default: true
-    auto_scaler:
-      backend: { local: {} }
-      max_agents: 0
-)");
+  Server server(OnePool("none", 0));
   Background b = server.VrunBackground({"true"});
   ASSERT_TRUE(WaitFor([&] { return server.Pool("none")["queued"] == 1; }));
   b.Signal(SIGINT);
@@ -128,13 +100,7 @@ TEST(Pool, CtrlCWhileQueuedCancels) {
 
 TEST(Pool, ProgressLineWhileWaitingForAWorker) {
   // A worker that takes 3 s to "boot": vrun says what it is waiting for.
-  Server server(R"(agent_pools:
-  - name: slow
-    default: true
-    auto_scaler:
-      backend: { local: { boot_delay: "3s" } }
-      max_agents: 1
-)");
+  Server server(OnePool("slow", 1, {}, "{ boot_delay: \"3s\" }"));
   ProcResult r = server.Vrun({"echo", "booted"});
   EXPECT_EQ(r.out, "booted\n");
   EXPECT_NE(r.err.find("waiting for a worker in pool slow: 1 starting, 0 idle, position 1 in queue"), std::string::npos)
@@ -171,16 +137,7 @@ TEST(Pool, ListingsAsTablesAndJson) {
 }
 
 TEST(Pool, SlotsLetOneWorkerRunSeveralTasks) {
-  Server server(R"(agent_pools:
-  - name: wide
-    default: true
-    auto_scaler:
-      backend: { local: {} }
-      max_agents: 1
-      default_slots_per_agent: 3
-      max_idle_agents: 3
-      idle_decay: "60s"
-)");
+  Server server(OnePool("wide", 1, {"default_slots_per_agent: 3", "max_idle_agents: 3", "idle_decay: \"60s\""}));
   std::string marker = server.dir() + "/concurrent";
   std::vector<Background> runs;
   // Three tasks that each wait until all three have started: only possible with 3 slots at once.

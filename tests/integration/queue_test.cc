@@ -7,15 +7,7 @@ namespace tidepool::testing {
 namespace {
 
 TEST(Queue, LowerPriorityFirstThenFifo) {
-  Server server(R"(agent_pools:
-  - name: one
-    default: true
-    auto_scaler:
-      backend: { local: {} }
-      max_agents: 1
-      max_idle_agents: 1
-      idle_decay: "60s"
-)");
+  Server server(OnePool("one", 1, {"max_idle_agents: 1", "idle_decay: \"60s\""}));
   std::string gate = server.dir() + "/gate";
   std::string order = server.dir() + "/order";
   // A blocker holds the only slot while the others queue.

@@ -54,14 +54,8 @@ TEST(Restart, SigkilledServerLosesNothingWhileBatchTasksRun) {
   EXPECT_EQ(std::set<std::string>(ran.begin(), ran.end()), std::set<std::string>(ids.begin(), ids.end()));
 }
 
-TEST(Restart, QueuedTasksSurviveAndRunAfterRestart) {
-  Server server(R"(agent_pools:
-  - name: none
-    default: true
-    auto_scaler:
-      backend: { local: {} }
-      max_agents: 0
-)");
+TEST(Restart, QueuedTasksSurviveARestart) {
+  Server server(OnePool("none", 0));
   ProcResult r = server.Vbatch({"echo", "later"});
   std::string id = Lines(r.out)[0];
   server.Kill();
