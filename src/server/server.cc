@@ -106,7 +106,7 @@ int RunServer(const ServerFlags& flags) {
   std::optional<Settings> settings = ResolveSettings(flags);
   if (!settings) return 2;
   for (const auto& f : settings->config.inactive) {
-    spdlog::warn("{}:{}:{}: {}{} is set but not yet active ({}); it has no effect in this version", f.pos.file,
+    spdlog::warn("{}:{}:{}: {}{} is set, but {} is not yet a supported feature of this version", f.pos.file,
                  f.pos.line, f.pos.column, f.pool.empty() ? "" : "pool " + f.pool + ": ", f.field, f.feature);
   }
   if (!flags.metrics_listen.empty()) {

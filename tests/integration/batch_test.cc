@@ -1,4 +1,6 @@
 // vbatch and `tidepool task ...` (cli.md, tasks.md).
+#include <signal.h>
+
 #include <gtest/gtest.h>
 
 #include "harness.h"
@@ -57,6 +59,18 @@ TEST_F(Batch, FollowExitsWithTheTasksStatus) {
   EXPECT_NE(r.err.find("task " + lines[0] + ": FAILURE"), std::string::npos) << r.err;
   EXPECT_EQ(server.Vbatch({"-f", "true"}).exit_code, 0);
   EXPECT_EQ(server.Vbatch({"-f", "sh", "-c", "kill -TERM $$"}).exit_code, 128 + 15);
+}
+
+TEST_F(Batch, CtrlCOnFollowDetachesAndLeavesTheTaskRunning) {
+  Background b({BinDir() + "/vbatch", "-f", "sh", "-c", "echo started; sleep 60"}, server.ClientEnv(), server.dir());
+  ASSERT_TRUE(WaitFor([&] { return b.Stdout().find("started") != std::string::npos; }));
+  std::string id = Lines(b.Stdout())[0];
+  b.Signal(SIGINT);
+  ProcResult r = b.Wait();
+  EXPECT_EQ(r.exit_code, 130);
+  EXPECT_NE(r.err.find("detached"), std::string::npos) << r.err;
+  EXPECT_EQ(server.Task(id)["state"], "RUNNING");
+  server.Tidepool({"task", "cancel", id});
 }
 
 TEST_F(Batch, LogsFollowStreamsUntilTheTaskEnds) {
