@@ -100,9 +100,10 @@ void PoolController::Start(const std::vector<Worker>& persisted) {
 void PoolController::Stop() {
   if (!*alive_) return;
   *alive_ = false;
-  if (wake_timer_) timers_->Cancel(wake_timer_);
-  if (sync_timer_) timers_->Cancel(sync_timer_);
-  wake_timer_ = sync_timer_ = 0;
+  for (TimerQueue::TimerId* t : {&wake_timer_, &sync_timer_, &create_timer_}) {
+    if (*t) timers_->Cancel(*t);
+    *t = 0;
+  }
 }
 
 Worker* PoolController::Add(Phase phase, const std::string& name) {
@@ -137,7 +138,9 @@ void PoolController::Forget(Worker* w) {
 }
 
 void PoolController::Event(const std::string& kind, const std::string& message) {
-  events_.push_back({NowUnixMs(), kind, message});
+  int64_t now = NowUnixMs();
+  last_event_ms_[kind] = now;
+  events_.push_back({now, kind, message});
   while (events_.size() > kMaxEvents) events_.pop_front();
   spdlog::info("pool {}: {}: {}", cfg_.name, kind, message);
 }
@@ -154,6 +157,18 @@ void PoolController::Reconcile() {
   snap.decay_started = decay_started_;
   snap.started_at = started_at_;
   snap.creates_blocked = cooldown_until_ && now < *cooldown_until_;
+  // An allocation error is history once nothing has been attempted for allocation_error_reset_after.
+  std::optional<TimePoint> error_reset_at;
+  if (!last_error_.empty() && creates_in_flight_ == 0 && !snap.creates_blocked) {
+    Millis reset = cfg_.auto_scaler ? cfg_.auto_scaler->allocation_error_reset_after : Millis(90000);
+    TimePoint since = std::max(last_create_attempt_, last_error_at_);
+    if (now >= since + reset) {
+      last_error_.clear();
+      consecutive_create_failures_ = 0;
+    } else {
+      error_reset_at = since + reset;
+    }
+  }
   Plan plan = MakePlan(snap, policy(), now);
   decay_started_ = plan.decay_started;
   held_by_unknown_ = plan.scale_up_held_by_unknown;
@@ -170,6 +185,7 @@ void PoolController::Reconcile() {
   }
   std::optional<TimePoint> wake = plan.wake_at;
   if (snap.creates_blocked && (!wake || *cooldown_until_ < *wake)) wake = cooldown_until_;
+  if (error_reset_at && (!wake || *error_reset_at < *wake)) wake = error_reset_at;
   ArmWake(wake);
 }
 
@@ -192,12 +208,44 @@ void PoolController::ArmWake(std::optional<TimePoint> at) {
 
 void PoolController::LaunchCreates() {
   const int max_in_flight = cfg_.auto_scaler ? std::max(1, cfg_.auto_scaler->max_concurrent_creates) : 10;
+  const double rate = cfg_.auto_scaler && cfg_.auto_scaler->create_rate_per_second > 0
+                          ? cfg_.auto_scaler->create_rate_per_second
+                          : 1e9;
+  const double burst = max_in_flight;
+  const TimePoint now = Clock::now();
+  if (create_tokens_ < 0) {
+    create_tokens_ = burst;
+  } else {
+    create_tokens_ = std::min(burst, create_tokens_ + rate * std::chrono::duration<double>(now - create_tokens_at_).count());
+  }
+  create_tokens_at_ = now;
   while (!create_queue_.empty() && creates_in_flight_ < max_in_flight) {
     uint64_t id = create_queue_.front();
-    create_queue_.pop_front();
     auto it = workers_.find(id);
-    if (it == workers_.end() || it->second->phase != Phase::kRequested) continue;
+    if (it == workers_.end() || it->second->phase != Phase::kRequested) {
+      create_queue_.pop_front();
+      continue;
+    }
+    if (create_tokens_ < 1) {
+      // Rate-limited: come back when the next token is there.
+      if (!create_timer_) {
+        auto wait = std::chrono::duration_cast<Millis>(std::chrono::duration<double>((1 - create_tokens_) / rate)) +
+                    Millis(1);
+        auto alive = alive_;
+        create_timer_ = timers_->After(wait, [this, alive] {
+          hooks_.post([this, alive] {
+            if (!*alive) return;
+            create_timer_ = 0;
+            LaunchCreates();
+          });
+        });
+      }
+      break;
+    }
+    create_tokens_ -= 1;
+    create_queue_.pop_front();
     ++creates_in_flight_;
+    last_create_attempt_ = now;
     backends::CreateRequest req;
     req.pool = cfg_.name;
     req.server_address = server_address_;
@@ -215,8 +263,11 @@ void PoolController::LaunchCreates() {
     auto alive = alive_;
     auto post = hooks_.post;
     auto done = std::make_shared<std::atomic<bool>>(false);
+    auto record = hooks_.backend_call;
     executor_->Submit([=, this] {
+      auto t0 = Clock::now();
       Result<std::string> r = backend->Create(req);
+      if (record) record("create", r.ok() ? "ok" : "error", std::chrono::duration<double>(Clock::now() - t0).count());
       // Even after a timeout the result is delivered: a worker that was made after the pool
       // gave up on it must not be orphaned (OnCreateDone deletes it).
       done->store(true);
@@ -231,6 +282,9 @@ void PoolController::LaunchCreates() {
         auto wit = workers_.find(id);
         if (wit == workers_.end() || wit->second->phase != Phase::kRequested) return;
         Worker* w = wit->second.get();
+        if (hooks_.backend_call) {
+          hooks_.backend_call("create", "timeout", std::chrono::duration<double>(CallTimeout(cfg_.backend())).count());
+        }
         last_error_ = fmt::format("create timed out after {}", FormatDuration(CallTimeout(cfg_.backend())));
         last_error_at_ = Clock::now();
         Event("allocation_error", last_error_);
@@ -241,6 +295,7 @@ void PoolController::LaunchCreates() {
         w->delete_when_named = true;  // if the create still succeeds, delete what it made
         SetPhase(w, Phase::kDeleting);
         Reconcile();
+        if (hooks_.changed) hooks_.changed();
       });
     });
   }
@@ -328,8 +383,11 @@ void PoolController::IssueDelete(Worker* w) {
   auto post = hooks_.post;
   uint64_t id = w->id;
   std::string name = w->name;
+  auto record = hooks_.backend_call;
   executor_->Submit([=, this] {
+    auto t0 = Clock::now();
     Status s = backend->Delete(name);
+    if (record) record("delete", s.ok() ? "ok" : "error", std::chrono::duration<double>(Clock::now() - t0).count());
     post([=, this] {
       if (*alive) OnDeleteDone(id, s);
     });
@@ -377,8 +435,11 @@ void PoolController::Sync() {
   std::shared_ptr<backends::Backend> backend = backend_;
   auto alive = alive_;
   auto post = hooks_.post;
+  auto record = hooks_.backend_call;
   executor_->Submit([=, this] {
+    auto t0 = Clock::now();
     auto listed = backend->List();
+    if (record) record("list", listed.ok() ? "ok" : "error", std::chrono::duration<double>(Clock::now() - t0).count());
     post([=, this] {
       if (*alive) OnListed(listed, gen);
     });
@@ -429,6 +490,7 @@ void PoolController::OnListed(Result<std::vector<backends::ListedWorker>> listed
   }
   CheckTimeouts();
   Reconcile();
+  if (hooks_.changed) hooks_.changed();
   if (sync_requested_) {
     Sync();
   } else {
@@ -472,6 +534,18 @@ Result<Worker*> PoolController::AgentConnected(const std::string& name, bool wor
       w = it->second.get();  // connected before its create call returned
       w->name = name;
       by_name_[name] = w;
+    }
+  }
+  if (!w && worker_token_ok && !is_static()) {
+    // The backend created a worker without a name: the first agent with a valid token is it.
+    for (auto& [id, cand] : workers_) {
+      if (cand->name.empty() && cand->phase == Phase::kStarting) {
+        w = cand.get();
+        w->name = name;
+        by_name_[name] = w;
+        hooks_.persist(*w);
+        break;
+      }
     }
   }
   if (is_static()) {
@@ -550,6 +624,18 @@ Status PoolController::Delete(const std::string& name, bool force) {
   return Status::Ok();
 }
 
+bool PoolController::AwaitingNames() const {
+  for (const auto& [id, w] : workers_) {
+    if (w->name.empty() && (w->phase == Phase::kRequested || w->phase == Phase::kStarting)) return true;
+  }
+  return false;
+}
+
+void PoolController::GhostRejected(const std::string& why) {
+  ++ghosts_;
+  Event("ghost_rejected", why);
+}
+
 Worker* PoolController::Find(const std::string& name) {
   auto it = by_name_.find(name);
   return it == by_name_.end() ? nullptr : it->second;
@@ -578,6 +664,14 @@ std::map<std::string, int> PoolController::CountByPhase() const {
   }
   for (const auto& [id, w] : workers_) out[PhaseName(w->phase)]++;
   return out;
+}
+
+int PoolController::requested_slots() const {
+  int n = 0;
+  for (const auto& [id, w] : workers_) {
+    if (w->phase == Phase::kRequested || w->phase == Phase::kStarting) n += w->slots;
+  }
+  return n;
 }
 
 int PoolController::idle_slots() const {

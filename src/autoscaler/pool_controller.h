@@ -51,6 +51,9 @@ class PoolController {
     std::function<std::string(const std::string& name)> token_for;
     // How many tasks are waiting for this pool (demand), read at each reconcile.
     std::function<int()> waiting_tasks;
+    // Every backend call as it ends: op create|delete|list|create_batch, result ok|error|timeout.
+    // Called on executor threads (must be thread-safe).
+    std::function<void(const std::string& op, const std::string& result, double seconds)> backend_call;
   };
 
   PoolController(config::PoolConfig cfg, std::unique_ptr<backends::Backend> backend, Hooks hooks,
@@ -72,9 +75,17 @@ class PoolController {
 
   // An agent says hello. Returns the worker it is, or PERMISSION_DENIED naming why not.
   // `join_token_ok`: the agent presented this (static) pool's join token instead of a worker token.
+  // An agent with a valid token whose name the pool does not know binds to a worker whose
+  // backend returned no name ("the name arrives through the connecting agent").
   Result<Worker*> AgentConnected(const std::string& name, bool worker_token_ok, bool join_token_ok,
                                  int slots, const std::map<std::string, std::string>& labels,
                                  const std::string& address);
+  // True while a create is in flight whose worker's name is not known yet: an agent with a valid
+  // token but an unknown name may be that worker, so its hello should wait rather than fail.
+  bool AwaitingNames() const;
+  // A connection was refused (bad token, unexpected name): counted, shown, and in metrics.
+  void GhostRejected(const std::string& why);
+  int ghosts() const { return ghosts_; }
   void AgentDisconnected(Worker* w);
   // The core changed w->used_slots / w->tasks.
   void SlotsChanged(Worker* w, bool reconcile = true);
@@ -90,6 +101,7 @@ class PoolController {
 
   // Status for listings.
   std::map<std::string, int> CountByPhase() const;  // every phase present, zeros included
+  int requested_slots() const;                      // slots of workers requested or starting
   int idle_slots() const;
   int busy_slots() const;
   std::string status() const;                       // ready | scaling | cooldown | held
@@ -135,6 +147,11 @@ class PoolController {
 
   std::deque<uint64_t> create_queue_;  // requested workers not yet handed to the backend
   int creates_in_flight_ = 0;
+  // Token bucket for backend creates (create_rate, burst max_concurrent_creates).
+  double create_tokens_ = -1;  // -1 = not started: full
+  TimePoint create_tokens_at_{};
+  TimerQueue::TimerId create_timer_ = 0;
+  TimePoint last_create_attempt_{};
   int consecutive_create_failures_ = 0;
   std::optional<TimePoint> cooldown_until_;
   std::string last_error_;
@@ -151,6 +168,14 @@ class PoolController {
   bool held_by_unknown_ = false;
 
   std::deque<PoolEvent> events_;
+  int ghosts_ = 0;
+  std::map<std::string, int64_t> last_event_ms_;  // by kind, for metrics
+
+ public:
+  int64_t last_event_ms(const std::string& kind) const {
+    auto it = last_event_ms_.find(kind);
+    return it == last_event_ms_.end() ? 0 : it->second;
+  }
 };
 
 }  // namespace tidepool::autoscaler

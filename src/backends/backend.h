@@ -60,8 +60,10 @@ class Backend {
 // What every backend gets besides its own config block.
 struct BackendContext {
   std::string pool;
-  std::string data_dir;      // the server's data dir; a backend keeps its own state below it
-  std::string agent_binary;  // the tidepool executable, for backends that start agents locally
+  std::string data_dir;        // the server's data dir; a backend keeps its own state below it
+  std::string agent_binary;    // the tidepool executable, for backends that start agents locally
+  std::string server_address;  // what agents dial (also in every CreateRequest)
+  int slots = 1;               // default_slots_per_agent
 };
 
 using BackendFactory = std::function<Result<std::unique_ptr<Backend>>(const config::BackendConfig&,

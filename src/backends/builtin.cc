@@ -2,6 +2,7 @@
 #include <mutex>
 
 #include "backends/backend.h"
+#include "backends/command/command_backend.h"
 #include "backends/local/local_backend.h"
 
 namespace tidepool::backends {
@@ -11,6 +12,7 @@ void RegisterBuiltinBackends() {
   std::call_once(once, [] {
     Registry& r = Registry::Global();
     r.Register("local", &LocalBackend::Make);
+    r.Register("command", &CommandBackend::Make);
   });
 }
 

@@ -166,7 +166,10 @@ int WorkerAction(PoolOpts& o, bool drain) {
 }
 
 int LocalToken(PoolOpts& o, bool join) {
-  std::string dir = o.data_dir.empty() ? DefaultDataDir() : o.data_dir;
+  // A command backend's start script gets TIDEPOOL_DATA_DIR, so `$TIDEPOOL_WORKER_TOKEN_FOR NAME`
+  // works there without flags.
+  const char* env_dir = std::getenv("TIDEPOOL_DATA_DIR");
+  std::string dir = !o.data_dir.empty() ? o.data_dir : (env_dir && *env_dir ? env_dir : DefaultDataDir());
   auto tokens = server::TokenAuthority::Read(dir);
   if (!tokens.ok()) {
     fmt::print(stderr, "tidepool: {}\n", tokens.status().message());
@@ -233,7 +236,7 @@ void AddPoolCommands(CLI::App& app, int* rc) {
     auto o = std::make_shared<PoolOpts>();
     CLI::App* sub = app.add_subcommand("worker-token", "On the server host: the token a worker NAME must present");
     sub->add_option("NAME", o->name, "worker name")->required();
-    sub->add_option("--data-dir", o->data_dir, "the server's data dir");
+    sub->add_option("--data-dir", o->data_dir, "the server's data dir (default $TIDEPOOL_DATA_DIR, else ~/.local/share/tidepool)");
     sub->callback([o, rc] { *rc = LocalToken(*o, /*join=*/false); });
   }
 }

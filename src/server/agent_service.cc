@@ -13,9 +13,20 @@ class Link final : public AgentLink {
   explicit Link(std::shared_ptr<Outbox<v1::ServerMessage>> outbox) : outbox_(std::move(outbox)) {}
   bool Send(v1::ServerMessage m) override { return outbox_->Send(std::move(m)); }
   void Close(const Status& why) override { outbox_->Finish(ToGrpc(why)); }
+  void Accepted() override {
+    std::lock_guard lock(mu_);
+    if (on_accepted_) on_accepted_();
+  }
+  // Set by the reactor; cleared when it goes away.
+  void SetOnAccepted(std::function<void()> fn) {
+    std::lock_guard lock(mu_);
+    on_accepted_ = std::move(fn);
+  }
 
  private:
   std::shared_ptr<Outbox<v1::ServerMessage>> outbox_;
+  std::mutex mu_;
+  std::function<void()> on_accepted_;
 };
 
 class AgentStream final : public grpc::ServerBidiReactor<v1::AgentMessage, v1::ServerMessage> {
@@ -38,10 +49,22 @@ class AgentStream final : public grpc::ServerBidiReactor<v1::AgentMessage, v1::S
         outbox_->Finish(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "the first message must be a hello"));
         return;
       }
-      Status s = core_->AgentHello(link_, in_.hello());
-      if (!s.ok()) {
-        outbox_->Finish(ToGrpc(s));
-        return;
+      Status refusal;
+      switch (core_->AgentHello(link_, in_.hello(), &refusal)) {
+        case HelloOutcome::kRefused:
+          outbox_->Finish(ToGrpc(refusal));
+          return;
+        case HelloOutcome::kPending:
+          // Held until its name is known; Accepted() resumes reading (or Close() refuses).
+          held_ = true;
+          link_->SetOnAccepted([this] {
+            held_ = false;
+            attached_ = true;
+            StartRead(&in_);
+          });
+          return;
+        case HelloOutcome::kAccepted:
+          break;
       }
       attached_ = true;
     } else if (in_.has_output()) {
@@ -60,7 +83,14 @@ class AgentStream final : public grpc::ServerBidiReactor<v1::AgentMessage, v1::S
 
   void OnWriteDone(bool ok) override { outbox_->OnWriteDone(ok); }
 
+  void OnCancel() override {
+    // A held hello has no read outstanding to notice the cancellation.
+    if (held_) outbox_->Finish(grpc::Status::CANCELLED);
+  }
+
   void OnDone() override {
+    link_->SetOnAccepted(nullptr);
+    if (held_) core_->AgentHelloAbandoned(link_.get());
     ReportGone();
     outbox_->Detach();
     delete this;
@@ -78,7 +108,8 @@ class AgentStream final : public grpc::ServerBidiReactor<v1::AgentMessage, v1::S
   v1::AgentMessage in_;
   std::shared_ptr<Outbox<v1::ServerMessage>> outbox_;
   std::shared_ptr<Link> link_;
-  bool attached_ = false;
+  std::atomic<bool> attached_{false};
+  std::atomic<bool> held_{false};
   bool gone_ = false;
 };
 

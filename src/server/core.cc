@@ -21,6 +21,8 @@ using autoscaler::Worker;
 namespace {
 
 constexpr int kMaxNameLength = 128;
+// How long a hello with a valid token but a name its pool does not know yet may wait for it.
+constexpr std::chrono::seconds kHelloHold{60};
 
 v1::WorkerState ToProto(Phase p) {
   switch (p) {
@@ -140,7 +142,8 @@ Status Core::Start() {
   for (const config::PoolConfig& pc : opts_.config.pools) {
     std::unique_ptr<backends::Backend> backend;
     if (const config::BackendConfig* bc = pc.backend()) {
-      backends::BackendContext ctx{pc.name, opts_.data_dir, opts_.agent_binary};
+      backends::BackendContext ctx{pc.name, opts_.data_dir, opts_.agent_binary, opts_.agent_address,
+                                   pc.auto_scaler ? std::max(1, pc.auto_scaler->default_slots_per_agent) : 1};
       auto made = backends::Registry::Global().Create(*bc, ctx);
       if (made.ok()) {
         backend = std::move(made).value();
@@ -157,6 +160,16 @@ Status Core::Start() {
     hooks.forget = [this](const std::string& n) { batcher_.Submit(store::Mutation::DeleteWorker(n)); };
     hooks.token_for = [this](const std::string& n) { return tokens_.WorkerToken(n); };
     hooks.waiting_tasks = [this, name] { return WaitingFor(name); };
+    if (metrics::Registry* reg = opts_.metrics) {
+      hooks.backend_call = [reg, name](const std::string& op, const std::string& result, double seconds) {
+        reg->Counter("tidepool_backend_calls_total", "Backend calls by pool, operation and result",
+                     {{"pool", name}, {"op", op}, {"result", result}})
+            .Inc();
+        reg->Histogram("tidepool_backend_call_seconds", "Backend call duration", {{"pool", name}, {"op", op}},
+                       metrics::DefaultSecondsBuckets())
+            .Observe(seconds);
+      };
+    }
     pools_[name] = std::make_unique<PoolController>(pc, std::move(backend), std::move(hooks), &executor_, &timers_,
                                                     opts_.agent_address);
     queues_[name];
@@ -235,6 +248,7 @@ Status Core::Start() {
     }
     Schedule(pool.get());
   }
+  if (opts_.metrics) opts_.metrics->AddCollector([this](metrics::GaugeWriter& g) { CollectMetrics(g); });
   spdlog::info("core started: {} pools, {} unfinished tasks", pools_.size(), tasks_.size());
   return Status::Ok();
 }
@@ -689,6 +703,7 @@ Result<std::pair<std::shared_ptr<LogSink>, bool>> Core::Logs(const std::string& 
 // ---- scheduling ------------------------------------------------------------------------------
 
 void Core::Schedule(PoolController* pool) {
+  RetryHeldHellos(pool);
   auto& queue = queues_[pool->name()];
   if (!queue.empty()) {
     std::vector<Worker*> workers = pool->SchedulableWorkers();
@@ -727,7 +742,13 @@ void Core::Dispatch(Task* t, Worker* w) {
   v1::Task& st = t->st();
   st.set_state(v1::TASK_STATE_RUNNING);
   st.set_worker(w->name);
-  st.set_started_at_ms(NowUnixMs());
+  int64_t now_ms = NowUnixMs();
+  if (opts_.metrics && st.attempts() == 0) {
+    opts_.metrics->Histogram("tidepool_task_queue_seconds", "Time from submit to start", {{"pool", st.pool()}},
+                             metrics::DefaultSecondsBuckets())
+        .Observe((now_ms - st.created_at_ms()) / 1000.0);
+  }
+  st.set_started_at_ms(now_ms);
   st.set_attempts(st.attempts() + 1);
   {
     std::lock_guard rl(routes_mu_);
@@ -822,6 +843,7 @@ void Core::Finish(Task* t, v1::TaskState state, const std::string& reason) {
   Dequeue(t);
   v1::Task& st = t->st();
   st.set_state(state);
+  finished_[{st.pool(), state}]++;
   if (!reason.empty()) st.set_reason(reason);
   st.set_finished_at_ms(NowUnixMs());
   if (t->lost_timer) {
@@ -899,21 +921,75 @@ void Core::NotifyWaiting(PoolController* pool) {
 
 // ---- agents ----------------------------------------------------------------------------------
 
-Status Core::AgentHello(std::shared_ptr<AgentLink> link, const v1::AgentHello& hello) {
+HelloOutcome Core::AgentHello(std::shared_ptr<AgentLink> link, const v1::AgentHello& hello, Status* refusal) {
   std::lock_guard lock(mu_);
-  if (stopped_) return Unavailable("the server is shutting down");
+  if (stopped_) {
+    *refusal = Unavailable("the server is shutting down");
+    return HelloOutcome::kRefused;
+  }
   PoolController* pool = Pool(hello.pool());
-  if (!pool) return PermissionDenied(fmt::format("worker {}: pool not found: {}", hello.name(), hello.pool()));
+  if (!pool) {
+    *refusal = PermissionDenied(fmt::format("worker {}: pool not found: {}", hello.name(), hello.pool()));
+    spdlog::warn("refused agent connection: {}", refusal->message());
+    return HelloOutcome::kRefused;
+  }
   bool worker_ok = tokens_.VerifyWorker(hello.name(), hello.token());
   bool join_ok = pool->is_static() && tokens_.VerifyJoin(hello.pool(), hello.token());
   std::map<std::string, std::string> labels(hello.labels().begin(), hello.labels().end());
   auto connected = pool->AgentConnected(hello.name(), worker_ok, join_ok, hello.slots(), labels, hello.address());
   if (!connected.ok()) {
+    if (worker_ok && pool->AwaitingNames()) {
+      // Probably the worker of a create that has not returned yet: wait for its name.
+      held_hellos_[pool->name()].push_back({link, hello, std::chrono::steady_clock::now() + kHelloHold});
+      std::string name = pool->name();
+      timers_.After(kHelloHold + std::chrono::milliseconds(10), [this, name] {
+        Post([this, name] {
+          if (PoolController* p = Pool(name)) RetryHeldHellos(p);
+        });
+      });
+      return HelloOutcome::kPending;
+    }
+    pool->GhostRejected(connected.status().message());
     spdlog::warn("refused agent connection: {}", connected.status().message());
-    return connected.status();
+    *refusal = connected.status();
+    return HelloOutcome::kRefused;
   }
-  Worker* w = *connected;
+  Attach(std::move(link), hello, pool, *connected);
+  return HelloOutcome::kAccepted;
+}
 
+void Core::AgentHelloAbandoned(AgentLink* link) {
+  std::lock_guard lock(mu_);
+  for (auto& [pool, held] : held_hellos_) {
+    std::erase_if(held, [&](const HeldHello& h) { return h.link.get() == link; });
+  }
+}
+
+void Core::RetryHeldHellos(PoolController* pool) {
+  auto it = held_hellos_.find(pool->name());
+  if (it == held_hellos_.end() || it->second.empty()) return;
+  std::vector<HeldHello> held;
+  held.swap(it->second);
+  auto now = std::chrono::steady_clock::now();
+  for (HeldHello& h : held) {
+    const v1::AgentHello& hello = h.hello;
+    std::map<std::string, std::string> labels(hello.labels().begin(), hello.labels().end());
+    auto connected = pool->AgentConnected(hello.name(), /*worker_token_ok=*/true, false, hello.slots(), labels,
+                                          hello.address());
+    if (connected.ok()) {
+      Attach(h.link, hello, pool, *connected);
+      h.link->Accepted();
+    } else if (pool->AwaitingNames() && now < h.deadline) {
+      it->second.push_back(std::move(h));  // keep waiting
+    } else {
+      pool->GhostRejected(connected.status().message());
+      spdlog::warn("refused agent connection: {}", connected.status().message());
+      h.link->Close(connected.status());
+    }
+  }
+}
+
+void Core::Attach(std::shared_ptr<AgentLink> link, const v1::AgentHello& hello, PoolController* pool, Worker* w) {
   std::string previous_instance;
   if (auto old = session_by_worker_.find(w->name); old != session_by_worker_.end()) {
     previous_instance = old->second->instance_id;
@@ -999,7 +1075,6 @@ Status Core::AgentHello(std::shared_ptr<AgentLink> link, const v1::AgentHello& h
   }
   pool->SlotsChanged(w, false);
   Schedule(pool);
-  return Status::Ok();
 }
 
 void Core::AgentMessage(AgentLink* link, const v1::AgentMessage& msg) {
@@ -1177,6 +1252,73 @@ void Core::LostGraceExpired(const std::string& id, int attempt) {
     Finish(t, v1::TASK_STATE_FAILURE, "worker lost");
   }
   if (pool) Schedule(pool);
+}
+
+// ---- metrics and status ----------------------------------------------------------------------
+
+void Core::CollectMetrics(metrics::GaugeWriter& g) {
+  std::lock_guard lock(mu_);
+  g.Gauge("tidepool_agents_connected", "Agents connected now", {}, agents_connected_.load());
+  std::map<std::pair<std::string, v1::TaskState>, int> live;
+  for (const auto& [id, t] : tasks_) {
+    if (!api::IsFinal(t->st().state())) live[{t->st().pool(), t->st().state()}]++;
+  }
+  for (auto& [name, pool] : pools_) {
+    for (const auto& [state, n] : pool->CountByPhase()) {
+      g.Gauge("tidepool_pool_workers", "Workers by pool and state", {{"pool", name}, {"state", state}}, n);
+    }
+    g.Gauge("tidepool_pool_slots", "Idle slots of connected workers, and slots of workers requested or starting",
+            {{"pool", name}, {"kind", "idle"}}, pool->idle_slots());
+    g.Gauge("tidepool_pool_slots", "Idle slots of connected workers, and slots of workers requested or starting",
+            {{"pool", name}, {"kind", "requested"}}, pool->requested_slots());
+    for (const char* ev : {"scale_up", "scale_down", "allocation_error", "ghost_rejected", "register_timeout"}) {
+      g.Gauge("tidepool_pool_last_event_timestamp_seconds", "When the pool last had this event (0 = never)",
+              {{"pool", name}, {"event", ev}}, pool->last_event_ms(ev) / 1000.0);
+    }
+    g.Counter("tidepool_pool_ghosts_total", "Agent connections refused: bad token or unexpected name", {{"pool", name}},
+              pool->ghosts());
+    // Unfinished states: tasks in that state now. Final states: tasks that ended so, since start.
+    for (int s = v1::TASK_STATE_PENDING; s <= v1::TASK_STATE_CANCELLED; ++s) {
+      auto state = static_cast<v1::TaskState>(s);
+      double v = api::IsFinal(state) ? static_cast<double>(finished_[{name, state}]) : live[{name, state}];
+      g.Gauge("tidepool_tasks", "Tasks by pool and state (final states: since the server started)",
+              {{"pool", name}, {"state", api::StateName(state)}}, v);
+    }
+  }
+}
+
+std::string Core::StatusPage() {
+  auto esc = [](const std::string& in) {
+    std::string out;
+    for (char c : in) {
+      if (c == '<') out += "&lt;";
+      else if (c == '>') out += "&gt;";
+      else if (c == '&') out += "&amp;";
+      else out += c;
+    }
+    return out;
+  };
+  std::string html =
+      "<!doctype html><html><head><meta charset=utf-8><title>Tidepool</title>"
+      "<style>body{font-family:sans-serif}td,th{padding:2px 10px;text-align:left}</style></head><body>"
+      "<h1>Tidepool</h1><h2>Pools</h2><table><tr><th>pool</th><th>backend</th><th>status</th><th>workers</th>"
+      "<th>queued</th><th>idle slots</th><th>busy slots</th><th>last error</th></tr>";
+  for (const v1::Pool& p : ListPools()) {
+    std::string workers;
+    for (const auto& [state, n] : p.workers()) {
+      if (n) workers += fmt::format("{} {} ", n, state);
+    }
+    html += fmt::format("<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                        esc(p.name()), esc(p.backend().empty() ? "static" : p.backend()), esc(p.status()),
+                        esc(workers), p.queued(), p.idle_slots(), p.busy_slots(), esc(p.last_error()));
+  }
+  html += "</table><h2>Workers</h2><table><tr><th>worker</th><th>pool</th><th>state</th><th>slots</th></tr>";
+  for (const v1::Worker& w : ListWorkers("")) {
+    html += fmt::format("<tr><td>{}</td><td>{}</td><td>{}</td><td>{}/{}</td></tr>", esc(w.name()), esc(w.pool()),
+                        api::WorkerStateName(w.state()), w.used_slots(), w.slots());
+  }
+  html += "</table><p><a href=\"/metrics\">metrics</a></p></body></html>";
+  return html;
 }
 
 // ---- pools and workers -----------------------------------------------------------------------

@@ -27,6 +27,7 @@
 #include "common/status.h"
 #include "common/timer_queue.h"
 #include "config/config.h"
+#include "metrics/registry.h"
 #include "server/log_store.h"
 #include "server/tokens.h"
 #include "store/store.h"
@@ -43,7 +44,11 @@ class AgentLink {
   virtual ~AgentLink() = default;
   virtual bool Send(v1::ServerMessage m) = 0;
   virtual void Close(const Status& why) = 0;
+  // A hello that was held (HelloOutcome::kPending) has been accepted: start reading the stream.
+  virtual void Accepted() = 0;
 };
+
+enum class HelloOutcome { kAccepted, kPending, kRefused };
 
 // One attached vrun (implemented by the task service).
 class RunClient {
@@ -62,6 +67,7 @@ struct CoreOptions {
   std::chrono::milliseconds worker_lost_grace{60000};
   std::chrono::milliseconds kill_grace{10000};
   std::chrono::milliseconds heartbeat_interval{5000};
+  metrics::Registry* metrics = nullptr;  // optional; must outlive the core
 };
 
 class Core {
@@ -103,13 +109,20 @@ class Core {
   Result<v1::Worker> DeleteWorker(const std::string& name, bool force);
 
   // ---- agents ----
-  // Verifies identity; on success the link is attached to its worker and welcomed.
-  Status AgentHello(std::shared_ptr<AgentLink> link, const v1::AgentHello& hello);
+  // Verifies identity; on success the link is attached to its worker and welcomed. An agent with
+  // a valid token whose name its pool does not know yet, while a create is in flight there,
+  // is held (kPending) until the name is known: then link->Accepted() or link->Close().
+  HelloOutcome AgentHello(std::shared_ptr<AgentLink> link, const v1::AgentHello& hello, Status* refusal);
+  // The stream of a held hello ended.
+  void AgentHelloAbandoned(AgentLink* link);
   void AgentMessage(AgentLink* link, const v1::AgentMessage& msg);
   void AgentGone(AgentLink* link);
   // Task output, without the core lock; returns the stored offset to acknowledge (or nullopt
   // to acknowledge later, when the client has taken it).
   std::optional<uint64_t> AgentOutput(AgentLink* link, const v1::TaskOutput& out);
+
+  // The web status page at metrics_listen.
+  std::string StatusPage();
 
   const TokenAuthority& tokens() const { return tokens_; }
   int agents_connected() const { return agents_connected_.load(); }
@@ -138,6 +151,10 @@ class Core {
   void WorkerLost(autoscaler::Worker* w);
   void LostGraceExpired(const std::string& task_id, int attempt);
   void NotifyWaiting(autoscaler::PoolController* pool);
+  void CollectMetrics(metrics::GaugeWriter& g);
+  void Attach(std::shared_ptr<AgentLink> link, const v1::AgentHello& hello, autoscaler::PoolController* pool,
+              autoscaler::Worker* w);
+  void RetryHeldHellos(autoscaler::PoolController* pool);
   int WaitingFor(const std::string& pool) const;
   void Post(std::function<void()> fn);
   autoscaler::PoolController* Pool(const std::string& name);
@@ -168,8 +185,15 @@ class Core {
   std::unordered_map<AgentLink*, std::unique_ptr<Session>> sessions_;
   std::unordered_map<std::string, Session*> session_by_worker_;
   std::unordered_map<std::string, std::string> last_instance_;  // worker -> its agent's instance id
+  struct HeldHello {
+    std::shared_ptr<AgentLink> link;
+    v1::AgentHello hello;
+    std::chrono::steady_clock::time_point deadline;
+  };
+  std::map<std::string, std::vector<HeldHello>> held_hellos_;  // by pool
   uint64_t next_watch_ = 1;
   std::set<std::string> schedule_pending_;
+  std::map<std::pair<std::string, v1::TaskState>, int64_t> finished_;  // (pool, final state) since start
   std::atomic<int> agents_connected_{0};
 
   // Output routing, outside mu_.

@@ -16,6 +16,9 @@
 #include "common/logging.h"
 #include "common/strings.h"
 #include "common/time.h"
+#include "metrics/http_endpoint.h"
+#include "metrics/process.h"
+#include "metrics/registry.h"
 #include "server/core.h"
 #include "server/services.h"
 #include "store/store.h"
@@ -109,9 +112,6 @@ int RunServer(const ServerFlags& flags) {
     spdlog::warn("{}:{}:{}: {}{} is set, but {} is not yet a supported feature of this version", f.pos.file,
                  f.pos.line, f.pos.column, f.pool.empty() ? "" : "pool " + f.pool + ": ", f.field, f.feature);
   }
-  if (!flags.metrics_listen.empty()) {
-    spdlog::warn("--metrics-listen: the metrics endpoint is not yet active in this version; ignored");
-  }
   if (Status s = MakeDirs(settings->data_dir, 0700); !s.ok()) {
     fmt::print(stderr, "tidepool: {}\n", s.message());
     return 1;
@@ -181,7 +181,10 @@ int RunServer(const ServerFlags& flags) {
     advertise = fmt::format("{}:{}", host, port);
   }
 
+  metrics::Registry registry;
+  metrics::AddProcessCollector(registry);
   CoreOptions opts;
+  opts.metrics = &registry;
   opts.config = settings->config;
   opts.data_dir = settings->data_dir;
   opts.agent_address = advertise;
@@ -191,6 +194,19 @@ int RunServer(const ServerFlags& flags) {
     fmt::print(stderr, "tidepool: {}\n", s.message());
     grpc_server->Shutdown();
     return 1;
+  }
+  metrics::HttpEndpoint http;
+  std::string metrics_listen = !flags.metrics_listen.empty() ? flags.metrics_listen : settings->config.server.metrics_listen;
+  if (!metrics_listen.empty()) {
+    if (Status s = http.Start(metrics_listen, &registry, [&core] { return core.StatusPage(); }); !s.ok()) {
+      fmt::print(stderr, "tidepool: metrics endpoint: {}\n", s.message());
+      core.Stop();
+      grpc_server->Shutdown();
+      return 1;
+    }
+    std::string metrics_addr = fmt::format("{}:{}", HostOf(metrics_listen), http.port());
+    WriteFileAtomic(settings->data_dir + "/metrics.addr", metrics_addr + "\n");
+    spdlog::info("metrics and status page on http://{}/", metrics_addr);
   }
   core_ref.store(&core);
   WriteFileAtomic(AddrFile(settings->data_dir), bound + "\n");
@@ -207,6 +223,7 @@ int RunServer(const ServerFlags& flags) {
     spdlog::info("signal {}: shutting down; running tasks keep running on their agents", sig);
     break;
   }
+  http.Stop();
   core.Quiesce();
   grpc_server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
   core_ref.store(nullptr);

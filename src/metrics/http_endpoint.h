@@ -1,0 +1,52 @@
+// The HTTP side of server.metrics_listen: Prometheus /metrics, the web status page at /, and
+// /healthz. A small blocking server (cpp-httplib, a few worker threads); it is meant for scrapes
+// and people, not for agent traffic.
+#pragma once
+
+#include <functional>
+#include <memory>
+#include <string>
+#include <thread>
+
+#include "common/status.h"
+#include "metrics/registry.h"
+
+namespace httplib {
+class Server;
+}
+
+namespace tidepool::metrics {
+
+class HttpEndpoint {
+ public:
+  HttpEndpoint();
+  ~HttpEndpoint();  // Stop()
+  HttpEndpoint(const HttpEndpoint&) = delete;
+  HttpEndpoint& operator=(const HttpEndpoint&) = delete;
+
+  // listen: "HOST:PORT" or "[IPV6]:PORT"; port 0 picks a free port (see port()).
+  // Serves, until Stop():
+  //   GET /metrics  registry->Render(), Content-Type kContentType
+  //   GET /         status_page_html() as text/html (a stub page linking /metrics if it is empty)
+  //   GET /healthz  "ok"
+  //   anything else 404
+  // Fails, naming the address, on a malformed address, a host that does not resolve, or a port
+  // that cannot be bound (e.g. in use). registry must outlive the endpoint (or Stop()).
+  // The callbacks run on the endpoint's worker threads, possibly several at once.
+  Status Start(const std::string& listen, Registry* registry,
+               std::function<std::string()> status_page_html);
+
+  // The bound port once Start succeeded, else 0.
+  int port() const { return port_; }
+
+  // Closes the listening socket and joins the server thread. Idempotent. A connection that is
+  // idle in keep-alive can delay it by up to the 2 s keep-alive timeout.
+  void Stop();
+
+ private:
+  std::unique_ptr<httplib::Server> server_;
+  std::thread thread_;
+  int port_ = 0;
+};
+
+}  // namespace tidepool::metrics
