@@ -57,6 +57,10 @@ PoolController::PoolController(config::PoolConfig cfg, std::unique_ptr<backends:
       server_address_(std::move(server_address)),
       alive_(std::make_shared<bool>(true)),
       named_in_flight_(std::make_shared<NamedInFlight>()),
+      create_bucket_(cfg_.auto_scaler && cfg_.auto_scaler->create_rate_per_second > 0
+                         ? cfg_.auto_scaler->create_rate_per_second
+                         : 1e9,
+                     cfg_.auto_scaler ? std::max(1, cfg_.auto_scaler->max_concurrent_creates) : 10),
       started_at_(Clock::now()) {}
 
 PoolController::~PoolController() { Stop(); }
@@ -208,17 +212,7 @@ void PoolController::ArmWake(std::optional<TimePoint> at) {
 
 void PoolController::LaunchCreates() {
   const int max_in_flight = cfg_.auto_scaler ? std::max(1, cfg_.auto_scaler->max_concurrent_creates) : 10;
-  const double rate = cfg_.auto_scaler && cfg_.auto_scaler->create_rate_per_second > 0
-                          ? cfg_.auto_scaler->create_rate_per_second
-                          : 1e9;
-  const double burst = max_in_flight;
   const TimePoint now = Clock::now();
-  if (create_tokens_ < 0) {
-    create_tokens_ = burst;
-  } else {
-    create_tokens_ = std::min(burst, create_tokens_ + rate * std::chrono::duration<double>(now - create_tokens_at_).count());
-  }
-  create_tokens_at_ = now;
   while (!create_queue_.empty() && creates_in_flight_ < max_in_flight) {
     uint64_t id = create_queue_.front();
     auto it = workers_.find(id);
@@ -226,11 +220,10 @@ void PoolController::LaunchCreates() {
       create_queue_.pop_front();
       continue;
     }
-    if (create_tokens_ < 1) {
+    if (!create_bucket_.TryTake(now)) {
       // Rate-limited: come back when the next token is there.
       if (!create_timer_) {
-        auto wait = std::chrono::duration_cast<Millis>(std::chrono::duration<double>((1 - create_tokens_) / rate)) +
-                    Millis(1);
+        Millis wait = create_bucket_.WaitFor(now);
         auto alive = alive_;
         create_timer_ = timers_->After(wait, [this, alive] {
           hooks_.post([this, alive] {
@@ -242,7 +235,6 @@ void PoolController::LaunchCreates() {
       }
       break;
     }
-    create_tokens_ -= 1;
     create_queue_.pop_front();
     ++creates_in_flight_;
     last_create_attempt_ = now;

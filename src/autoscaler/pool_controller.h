@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "autoscaler/planner.h"
+#include "autoscaler/token_bucket.h"
 #include "autoscaler/worker.h"
 #include "backends/backend.h"
 #include "common/executor.h"
@@ -147,9 +148,7 @@ class PoolController {
 
   std::deque<uint64_t> create_queue_;  // requested workers not yet handed to the backend
   int creates_in_flight_ = 0;
-  // Token bucket for backend creates (create_rate, burst max_concurrent_creates).
-  double create_tokens_ = -1;  // -1 = not started: full
-  TimePoint create_tokens_at_{};
+  TokenBucket create_bucket_;  // create_rate, burst max_concurrent_creates
   TimerQueue::TimerId create_timer_ = 0;
   TimePoint last_create_attempt_{};
   int consecutive_create_failures_ = 0;

@@ -30,6 +30,9 @@ void AddServerFlags(CLI::App* sub, server::ServerFlags* f) {
   sub->add_option("--db", f->db, "sqlite:PATH or a postgresql:// URL");
   sub->add_option("--metrics-listen", f->metrics_listen, "HOST:PORT for Prometheus /metrics");
   sub->add_option("--log-level", f->log_level, "trace|debug|info|warn|error")->default_str("info");
+  sub->add_option("--worker-lost-grace", f->worker_lost_grace,
+                  "how long a disconnected worker's tasks wait for it before they are requeued or fail")
+      ->default_str("60s");
 }
 
 std::vector<std::string> ServerArgs(const server::ServerFlags& f) {
@@ -52,6 +55,7 @@ std::vector<std::string> ServerArgs(const server::ServerFlags& f) {
   add("--db", f.db);
   add("--metrics-listen", f.metrics_listen);
   add("--log-level", f.log_level);
+  add("--worker-lost-grace", f.worker_lost_grace);
   return a;
 }
 

@@ -173,8 +173,7 @@ agent_pools:
             "  t.yaml:2:3: server.db (PostgreSQL store)\n"
             "  t.yaml:6:5: pool gpu: selectors (selectors and backup pools)\n"
             "  t.yaml:8:18: pool gpu: auto_scaler.backend.mithril_spot_bid "
-            "(mithril_spot_bid backend)\n"
-            "  t.yaml:14:5: pool fixed: fixed (fixed-size pools)\n");
+            "(mithril_spot_bid backend)\n");
   EXPECT_THAT(s, Not(HasSubstr("SECRET")));
   EXPECT_THAT(s, Not(HasSubstr("pw-123")));
 }

@@ -12,6 +12,7 @@
 #include <grpcpp/grpcpp.h>
 #include <spdlog/spdlog.h>
 
+#include "common/duration.h"
 #include "common/fs.h"
 #include "common/logging.h"
 #include "common/strings.h"
@@ -189,6 +190,14 @@ int RunServer(const ServerFlags& flags) {
   opts.data_dir = settings->data_dir;
   opts.agent_address = advertise;
   opts.agent_binary = SelfExe();
+  if (!flags.worker_lost_grace.empty()) {
+    auto grace = ParseDuration(flags.worker_lost_grace);
+    if (!grace.ok()) {
+      fmt::print(stderr, "tidepool: --worker-lost-grace: {}\n", grace.status().message());
+      return 2;
+    }
+    opts.worker_lost_grace = *grace;
+  }
   Core core(std::move(opts), std::move(store).value(), std::move(tokens).value());
   if (Status s = core.Start(); !s.ok()) {
     fmt::print(stderr, "tidepool: {}\n", s.message());

@@ -16,6 +16,7 @@ struct ServerFlags {
   std::string db;
   std::string metrics_listen;
   std::string log_level = "info";
+  std::string worker_lost_grace;  // how long a lost worker's tasks wait for it (default 60s)
 };
 
 struct Settings {

@@ -156,7 +156,7 @@ std::string OnePool(const std::string& name, int max_agents, const std::vector<s
 
 std::string DefaultConfig() { return OnePool("local", 4, {"max_idle_agents: 4", "idle_decay: \"60s\""}); }
 
-Server::Server(const std::string& config_yaml) {
+Server::Server(const std::string& config_yaml, std::vector<std::string> flags) : flags_(std::move(flags)) {
   const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
   std::string name = info ? std::string(info->test_suite_name()) + "." + info->name() : "harness";
   dir_ = (fs::temp_directory_path() / ("tidepool-it-" + std::to_string(getpid()) + "-" + name)).string();
@@ -186,7 +186,9 @@ void Server::Start() {
   std::string listen = address_.empty() ? "127.0.0.1:0" : address_;
   o.argv = {BinDir() + "/tidepool", "server", "--config", config_path_, "--data-dir", data_dir_, "--listen",
             listen, "--log-level", "debug"};
-  o.env = EnvWith({});
+  o.argv.insert(o.argv.end(), flags_.begin(), flags_.end());
+  // The command backend's scripts run with the server's environment: let them find `tidepool`.
+  o.env = EnvWith({{"PATH", BinDir() + ":" + std::string(std::getenv("PATH") ? std::getenv("PATH") : "/usr/bin:/bin")}});
   o.cwd = dir_;
   o.new_session = true;
   o.stdout_path = dir_ + "/server.log";

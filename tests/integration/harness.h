@@ -77,8 +77,8 @@ std::string OnePool(const std::string& name, int max_agents, const std::vector<s
 
 class Server {
  public:
-  // An empty config means DefaultConfig().
-  explicit Server(const std::string& config_yaml = "");
+  // An empty config means DefaultConfig(). `flags` are extra `tidepool server` flags.
+  explicit Server(const std::string& config_yaml = "", std::vector<std::string> flags = {});
   ~Server();  // stops the server and every agent it started
 
   // Starts (or restarts, on the same data dir) and waits until it answers.
@@ -115,6 +115,7 @@ class Server {
   std::string config_path_;
   std::string address_;
   pid_t pid_ = -1;
+  std::vector<std::string> flags_;
 };
 
 }  // namespace tidepool::testing
