@@ -1,0 +1,106 @@
+// Internal to the core's implementation files: core.cc (life cycle, agents, pools, metrics),
+// core_tasks.cc (tasks: submit, trees, dependencies, results), core_schedule.cc (queues, the
+// match, dispatch).
+#pragma once
+
+#include <chrono>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "server/core.h"
+
+namespace tidepool::server {
+
+using autoscaler::Phase;
+using autoscaler::PoolController;
+using autoscaler::Worker;
+
+
+constexpr int kMaxNameLength = 128;
+// How long a hello with a valid token but a name its pool does not know yet may wait for it.
+constexpr std::chrono::seconds kHelloHold{60};
+
+inline v1::WorkerState ToProto(Phase p) {
+  switch (p) {
+    case Phase::kRequested: return v1::WORKER_STATE_REQUESTED;
+    case Phase::kStarting: return v1::WORKER_STATE_STARTING;
+    case Phase::kIdle: return v1::WORKER_STATE_IDLE;
+    case Phase::kBusy: return v1::WORKER_STATE_BUSY;
+    case Phase::kDraining: return v1::WORKER_STATE_DRAINING;
+    case Phase::kDeleting: return v1::WORKER_STATE_DELETING;
+    case Phase::kLost: return v1::WORKER_STATE_LOST;
+    case Phase::kUnknown: return v1::WORKER_STATE_UNKNOWN;
+  }
+  return v1::WORKER_STATE_UNSPECIFIED;
+}
+
+inline Phase FromProto(v1::WorkerState s) {
+  switch (s) {
+    case v1::WORKER_STATE_REQUESTED: return Phase::kRequested;
+    case v1::WORKER_STATE_STARTING: return Phase::kStarting;
+    case v1::WORKER_STATE_IDLE: return Phase::kIdle;
+    case v1::WORKER_STATE_BUSY: return Phase::kBusy;
+    case v1::WORKER_STATE_DRAINING: return Phase::kDraining;
+    case v1::WORKER_STATE_DELETING: return Phase::kDeleting;
+    case v1::WORKER_STATE_LOST: return Phase::kLost;
+    default: return Phase::kUnknown;
+  }
+}
+
+// A pool whose backend is configured but not built into this version: every call says so, the
+// pool shows the error, and tasks for it wait (and can be cancelled) instead of vanishing.
+class UnavailableBackend final : public backends::Backend {
+ public:
+  explicit UnavailableBackend(std::string why) : why_(std::move(why)) {}
+  Result<std::string> Create(const backends::CreateRequest&) override { return Unimplemented(why_); }
+  Status Delete(const std::string&) override { return Unimplemented(why_); }
+  Result<std::vector<backends::ListedWorker>> List() override { return std::vector<backends::ListedWorker>{}; }
+
+ private:
+  std::string why_;
+};
+
+inline bool IsInteractive(const v1::TaskSpec& s) { return s.kind() == v1::TASK_KIND_INTERACTIVE; }
+
+
+struct Core::Task {
+  store::TaskRecord rec;
+  PoolController* pool = nullptr;
+  std::string assigned;            // worker holding a slot for it ("" = none)
+  bool dispatch_pending = false;   // assignment written, not yet committed
+  bool dispatched = false;         // StartTask sent
+  bool cancel_requested = false;
+  std::string cancel_reason;
+  bool exit_sent = false;          // the vrun client has its Exited
+  std::shared_ptr<RunClient> client;
+  std::map<uint64_t, std::function<void(const v1::Task&)>> watchers;
+  TimerQueue::TimerId lost_timer = 0;
+  v1::Waiting last_waiting;
+  bool queued = false;
+
+  const std::string& id() const { return rec.status.id(); }
+  v1::Task& st() { return rec.status; }
+  int attempt() const { return rec.status.attempts(); }
+};
+
+struct Core::Session {
+  std::shared_ptr<AgentLink> link;
+  std::string worker;
+  std::string pool;
+  std::string instance_id;
+};
+
+// Where a task's output goes: its log files, or the attached vrun. Used without the core lock.
+class Core::OutputRoute {
+ public:
+  std::mutex mu;
+  int attempt = 0;
+  std::shared_ptr<LogSink> log;
+  std::shared_ptr<RunClient> client;
+  std::weak_ptr<AgentLink> agent;
+  uint64_t forwarded[3] = {0, 0, 0};  // interactive: bytes handed to the client, per stream
+};
+
+}  // namespace tidepool::server
