@@ -95,6 +95,9 @@ void PoolController::Start(const std::vector<Worker>& persisted) {
     w->created_at_ms = old.created_at_ms;
     w->labels = old.labels;
     w->address = old.address;
+    if (auto it = old.labels.find("batch"); it != old.labels.end() && batch_mode()) {
+      w->batch = std::strtoull(it->second.c_str(), nullptr, 10);
+    }
   }
   if (is_static()) return;
   Sync();
@@ -152,6 +155,16 @@ void PoolController::Event(const std::string& kind, const std::string& message) 
 void PoolController::Reconcile() {
   if (is_static() || !*alive_) return;
   const TimePoint now = Clock::now();
+  if (batch_mode()) {
+    // Batch pools never scale by the standard rules: workers come in batches for one task group
+    // and go when their shard is done. Here only failed batch creates are retried.
+    bool blocked = cooldown_until_ && now < *cooldown_until_;
+    for (auto& [batch, req] : batches_) {
+      if (!req.created && !req.in_flight && !blocked) LaunchBatch(batch);
+    }
+    ArmWake(blocked ? cooldown_until_ : std::nullopt);
+    return;
+  }
   Snapshot snap;
   snap.workers.reserve(workers_.size());
   for (const auto& [id, w] : workers_) {
@@ -616,7 +629,106 @@ Status PoolController::Delete(const std::string& name, bool force) {
   return Status::Ok();
 }
 
+bool PoolController::Healthy() const {
+  if (!backend_) return false;
+  if (cfg_.auto_scaler && cfg_.auto_scaler->max_agents <= 0) return false;
+  return !(cooldown_until_ && Clock::now() < *cooldown_until_);
+}
+
+int PoolController::PotentialSlots() const {
+  int slots = std::max(1, policy().slots_per_agent);
+  if (cfg_.auto_scaler) return cfg_.auto_scaler->max_agents * slots;
+  if (cfg_.fixed) return cfg_.fixed->count * slots;
+  int n = 0;
+  for (const auto& [id, w] : workers_) {
+    if (w->connected) n += w->slots;
+  }
+  return n;
+}
+
+void PoolController::RequestBatch(uint64_t batch, int count) {
+  if (batches_.count(batch)) return;
+  batches_[batch] = {count, false, false};
+  for (const auto& [id, w] : workers_) {
+    if (w->batch == batch) {
+      batches_[batch].created = true;  // made before a restart
+      return;
+    }
+  }
+  Event("scale_up", fmt::format("requesting a batch of {} worker{} (batch {})", count, count > 1 ? "s" : "", batch));
+  if (!(cooldown_until_ && Clock::now() < *cooldown_until_)) LaunchBatch(batch);
+}
+
+void PoolController::LaunchBatch(uint64_t batch) {
+  auto it = batches_.find(batch);
+  if (it == batches_.end() || it->second.in_flight || it->second.created) return;
+  it->second.in_flight = true;
+  int count = it->second.count;
+  backends::CreateRequest req;
+  req.pool = cfg_.name;
+  req.server_address = server_address_;
+  req.slots = std::max(1, policy().slots_per_agent);
+  req.token_for = hooks_.token_for;
+  std::shared_ptr<backends::Backend> backend = backend_;
+  auto alive = alive_;
+  auto post = hooks_.post;
+  auto record = hooks_.backend_call;
+  last_create_attempt_ = Clock::now();
+  executor_->Submit([=, this] {
+    auto t0 = Clock::now();
+    auto names = backend->CreateBatch(req, count, std::to_string(batch));
+    if (record) record("create_batch", names.ok() ? "ok" : "error", std::chrono::duration<double>(Clock::now() - t0).count());
+    post([=, this] {
+      if (*alive) OnBatchCreated(batch, names);
+    });
+  });
+}
+
+void PoolController::OnBatchCreated(uint64_t batch, Result<std::vector<std::string>> names) {
+  auto it = batches_.find(batch);
+  bool wanted = it != batches_.end();
+  if (wanted) it->second.in_flight = false;
+  if (!names.ok()) {
+    last_error_ = names.status().message();
+    last_error_at_ = Clock::now();
+    ++consecutive_create_failures_;
+    Millis delay = cfg_.auto_scaler ? cfg_.auto_scaler->scale_up_error_retry_delay : Millis(60000);
+    for (int i = 1; i < consecutive_create_failures_ && delay < kMaxCooldown; ++i) delay *= 2;
+    delay = std::min(delay, kMaxCooldown);
+    cooldown_until_ = Clock::now() + delay;
+    Event("allocation_error", fmt::format("batch create failed: {} (retry in {})", last_error_, FormatDuration(delay)));
+    Reconcile();
+    if (hooks_.changed) hooks_.changed();
+    return;
+  }
+  for (const std::string& name : *names) {
+    Worker* w = Find(name);
+    if (!w) w = Add(Phase::kStarting, name);
+    w->batch = batch;
+    w->labels["batch"] = std::to_string(batch);
+    hooks_.persist(*w);
+    if (!wanted) Remove(w, "its batch is no longer needed");
+  }
+  if (wanted) it->second.created = true;
+  if (hooks_.changed) hooks_.changed();
+}
+
+void PoolController::ReleaseBatch(uint64_t batch) {
+  batches_.erase(batch);
+  for (Worker* w : Workers()) {
+    if (w->batch == batch && w->used_slots == 0 && w->phase != Phase::kDeleting) Remove(w, "its batch is done");
+  }
+}
+
+void PoolController::Retire(Worker* w, const std::string& why) {
+  if (w->used_slots > 0) return;
+  Remove(w, why);
+}
+
 bool PoolController::AwaitingNames() const {
+  for (const auto& [batch, req] : batches_) {
+    if (req.in_flight) return true;
+  }
   for (const auto& [id, w] : workers_) {
     if (w->name.empty() && (w->phase == Phase::kRequested || w->phase == Phase::kStarting)) return true;
   }

@@ -92,6 +92,20 @@ class PoolController {
   void SlotsChanged(Worker* w, bool reconcile = true);
   void Heartbeat(Worker* w);
 
+  // For the scheduler: can this pool create workers now (has a backend, not in cooldown, max > 0)?
+  bool Healthy() const;
+  // Slots this pool could ever have (max_agents x slots; a static pool: what is connected).
+  int PotentialSlots() const;
+  bool batch_mode() const { return cfg_.auto_scaler && cfg_.auto_scaler->mode == config::PoolMode::kBatch; }
+
+  // MODE_BATCH (pools.md "Batch mode"): `count` workers created together through the backend's
+  // batch create, tagged with `batch`, for one task group; retried after a cooldown on failure.
+  void RequestBatch(uint64_t batch, int count);
+  // The group no longer needs its batch (it ended or was cancelled): its workers are deleted.
+  void ReleaseBatch(uint64_t batch);
+  // A batch worker has done its shard: it is not reused.
+  void Retire(Worker* w, const std::string& why);
+
   // `tidepool worker drain|delete`.
   Status Drain(const std::string& name);
   Status Delete(const std::string& name, bool force);
@@ -119,6 +133,8 @@ class PoolController {
   void Forget(Worker* w);
 
   void LaunchCreates();
+  void LaunchBatch(uint64_t batch);
+  void OnBatchCreated(uint64_t batch, Result<std::vector<std::string>> names);
   void OnCreateDone(uint64_t id, Result<std::string> result);
   void Remove(Worker* w, const std::string& why);
   void IssueDelete(Worker* w);
@@ -168,6 +184,12 @@ class PoolController {
 
   std::deque<PoolEvent> events_;
   int ghosts_ = 0;
+  struct BatchRequest {
+    int count = 0;
+    bool in_flight = false;
+    bool created = false;
+  };
+  std::map<uint64_t, BatchRequest> batches_;
   std::map<std::string, int64_t> last_event_ms_;  // by kind, for metrics
 
  public:

@@ -32,6 +32,7 @@ struct Worker {
   bool delete_done = false;       // the backend acknowledged the delete; awaiting the list's confirmation
   uint64_t delete_done_gen = 0;   // lists issued before the delete finished cannot confirm it
   bool drain_requested = false;   // `worker drain`: delete when idle
+  uint64_t batch = 0;             // MODE_BATCH: the batch (task group) it was created for; 0 = none
   int missing_lists = 0;          // consecutive backend lists without it
 
   int free_slots() const { return slots > used_slots ? slots - used_slots : 0; }

@@ -42,6 +42,8 @@ Status FillSpec(const CommonSpec& c, v1::TaskSpec* spec) {
       env[e.substr(0, eq)] = e.substr(eq + 1);
     }
   }
+  // Inside a task, what we submit is its child (tasks.md, "Ids and names").
+  if (const char* parent = std::getenv("TIDEPOOL_TASK_ID"); parent && *parent) spec->set_parent(parent);
   spec->set_pool(c.pool);
   spec->set_name(c.name);
   spec->set_priority(c.priority);

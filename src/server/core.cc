@@ -84,49 +84,122 @@ Status Core::Start() {
     queues_[name];
   }
 
-  // Tasks that were not final when the server stopped.
+  // Pools linked by a shared selector are matched together (one scheduling group).
+  for (auto& [name, pool] : pools_) sched_group_[name] = {pool.get()};
+  for (auto& [a, pa] : pools_) {
+    for (auto& [b, pb] : pools_) {
+      if (a >= b) continue;
+      bool shared = false;
+      for (const auto& sel : pa->config().selectors) {
+        const auto& other = pb->config().selectors;
+        shared |= std::find(other.begin(), other.end(), sel) != other.end();
+      }
+      if (!shared || sched_group_[a] == sched_group_[b]) continue;
+      std::vector<PoolController*> merged = sched_group_[a];
+      for (PoolController* p : sched_group_[b]) {
+        if (std::find(merged.begin(), merged.end(), p) == merged.end()) merged.push_back(p);
+      }
+      for (PoolController* p : merged) sched_group_[p->name()] = merged;
+    }
+  }
+
+  // Tasks that were not final when the server stopped: objects first, then their tree links
+  // (children of the same parent come back in submission order), then each one's state.
+  std::vector<Task*> restored;
   for (store::TaskRecord& rec : *unfinished) {
-    PoolController* pool = Pool(rec.status.pool());
     auto t = std::make_unique<Task>();
     t->rec = std::move(rec);
-    t->pool = pool;
-    Task* raw = t.get();
-    tasks_[raw->id()] = std::move(t);
-    if (!pool) {
-      Finish(raw, v1::TASK_STATE_FAILURE, fmt::format("pool {} no longer exists", raw->st().pool()));
+    t->parent = t->rec.status.parent();
+    t->is_group = t->rec.spec.shards() > 0;
+    t->own_done = t->is_group;
+    restored.push_back(t.get());
+    tasks_[t->id()] = std::move(t);
+  }
+  for (Task* t : restored) {
+    if (!t->is_group && t->st().state() != v1::TASK_STATE_RUNNING_SUBTASKS &&
+        t->st().state() != v1::TASK_STATE_RUNNING) {
+      continue;  // cannot have children
+    }
+    auto children = store_->ListTasks({.parent = t->id()});
+    if (!children.ok()) return children.status();
+    for (const store::TaskRecord& c : *children) {
+      t->children.push_back(c.status.id());
+      if (FindTask(c.status.id())) {
+        t->open_children++;
+      } else if (c.status.state() != v1::TASK_STATE_SUCCESS && t->failed_child.empty()) {
+        t->failed_child = fmt::format("{} ended {}", c.status.id(), api::StateName(c.status.state()));
+      }
+    }
+  }
+  for (Task* t : restored) {
+    v1::TaskSpec target = t->rec.spec;
+    auto eligible = ResolveTarget(target, nullptr);
+    if (!eligible.ok()) {
+      Finish(t, v1::TASK_STATE_FAILURE, eligible.status().message());
       continue;
     }
-    bool interactive = IsInteractive(raw->rec.spec);
-    if (raw->st().state() == v1::TASK_STATE_QUEUEING) {
-      if (interactive) {
-        Finish(raw, v1::TASK_STATE_CANCELLED, "server restarted before the task started; its vrun is gone");
-      } else {
-        Enqueue(raw);
+    t->eligible = *eligible;
+    bool interactive = IsInteractive(t->rec.spec);
+    Task* group = t->parent.empty() ? nullptr : FindTask(t->parent);
+    bool gang_shard = group && group->gang();
+    switch (t->st().state()) {
+      case v1::TASK_STATE_PENDING:
+        if (!gang_shard && !(group && group->is_group)) EvaluateDependencies(t);
+        break;
+      case v1::TASK_STATE_QUEUEING:
+        if (interactive) {
+          Finish(t, v1::TASK_STATE_CANCELLED, "server restarted before the task started; its vrun is gone");
+        } else if (!gang_shard) {
+          Enqueue(t);
+        }
+        break;
+      case v1::TASK_STATE_RUNNING_SUBTASKS:
+        if (t->gang()) {
+          bool any_running = false;
+          for (const std::string& cid : t->children) {
+            Task* c = FindTask(cid);
+            any_running |= c && c->st().state() == v1::TASK_STATE_RUNNING;
+          }
+          if (!any_running) Enqueue(t);  // its shards wait as one entry
+        } else if (!t->is_group) {
+          t->own_done = true;
+          bool ok = t->st().has_exit_code() && t->st().exit_code() == 0 && t->st().signal() == 0;
+          t->own_state = ok ? v1::TASK_STATE_SUCCESS : v1::TASK_STATE_FAILURE;
+          t->own_reason = t->st().reason();
+        }
+        if (t->open_children == 0) ResolveParent(t);
+        break;
+      case v1::TASK_STATE_RUNNING: {
+        t->assigned = t->st().worker();
+        t->dispatched = true;
+        auto route = std::make_shared<OutputRoute>();
+        route->attempt = t->attempt();
+        route->base[1] = t->st().log_base_stdout();
+        route->base[2] = t->st().log_base_stderr();
+        if (!interactive) {
+          auto sink = logs_.Sink(t->id());
+          if (sink.ok()) route->log = *sink;
+        } else {
+          // Its vrun went with the old server: stop it when its agent comes back.
+          t->cancel_requested = true;
+          t->cancel_reason = "server restarted; the attached vrun is gone";
+        }
+        {
+          std::lock_guard rl(routes_mu_);
+          routes_[t->id()] = route;
+        }
+        // Until its agent reattaches, the task is on a worker we cannot see.
+        std::string id = t->id();
+        int attempt = t->attempt();
+        t->lost_timer = timers_.After(opts_.worker_lost_grace, [this, id, attempt] {
+          Post([this, id, attempt] { LostGraceExpired(id, attempt); });
+        });
+        break;
       }
-    } else if (raw->st().state() == v1::TASK_STATE_RUNNING) {
-      raw->assigned = raw->st().worker();
-      raw->dispatched = true;
-      auto route = std::make_shared<OutputRoute>();
-      route->attempt = raw->attempt();
-      if (!interactive) {
-        auto sink = logs_.Sink(raw->id());
-        if (sink.ok()) route->log = *sink;
-      } else {
-        // Its vrun went with the old server: stop it when its agent comes back.
-        raw->cancel_requested = true;
-        raw->cancel_reason = "server restarted; the attached vrun is gone";
-      }
-      {
-        std::lock_guard rl(routes_mu_);
-        routes_[raw->id()] = route;
-      }
-      // Until its agent reattaches, the task is on a worker we cannot see.
-      std::string id = raw->id();
-      int attempt = raw->attempt();
-      raw->lost_timer = timers_.After(opts_.worker_lost_grace, [this, id, attempt] {
-        Post([this, id, attempt] { LostGraceExpired(id, attempt); });
-      });
+      default:
+        break;
     }
+    if (!t->final()) Persist(t);
   }
 
   std::map<std::string, std::vector<Worker>> by_pool;
@@ -144,19 +217,21 @@ Status Core::Start() {
       batcher_.Submit(store::Mutation::DeleteWorker(w.name));
     }
   }
-  for (auto& [name, pool] : pools_) {
-    pool->Start(by_pool[name]);
-    // Restored tasks hold slots on their (not yet reconnected) workers.
-    for (auto& [id, t] : tasks_) {
-      if (t->pool == pool.get() && !t->assigned.empty()) {
-        if (Worker* w = pool->Find(t->assigned)) {
-          w->used_slots++;
-          w->tasks.insert(id);
-        }
+  for (auto& [name, pool] : pools_) pool->Start(by_pool[name]);
+  // Restored running tasks hold slots on their (not yet reconnected) workers.
+  for (auto& [id, t] : tasks_) {
+    if (t->assigned.empty()) continue;
+    for (PoolController* p : t->eligible) {
+      if (Worker* w = p->Find(t->assigned)) {
+        t->pool = p;
+        w->used_slots++;
+        w->tasks.insert(id);
+        break;
       }
     }
-    Schedule(pool.get());
+    if (!t->pool && !t->eligible.empty()) t->pool = t->eligible.front();
   }
+  for (auto& [name, pool] : pools_) Schedule(pool.get());
   if (opts_.metrics) opts_.metrics->AddCollector([this](metrics::GaugeWriter& g) { CollectMetrics(g); });
   spdlog::info("core started: {} pools, {} unfinished tasks", pools_.size(), tasks_.size());
   return Status::Ok();
@@ -216,38 +291,6 @@ void Core::SendToWorker(const std::string& worker, v1::ServerMessage m) {
   if (it != session_by_worker_.end()) it->second->link->Send(std::move(m));
 }
 
-// ---- clients ---------------------------------------------------------------------------------
-
-// ---- scheduling ------------------------------------------------------------------------------
-
-void Core::Schedule(PoolController* pool) {
-  RetryHeldHellos(pool);
-  auto& queue = queues_[pool->name()];
-  if (!queue.empty()) {
-    std::vector<Worker*> workers = pool->SchedulableWorkers();
-    if (!workers.empty()) {
-      std::vector<scheduler::WorkerCandidate> cands;
-      int total_free = 0;
-      for (uint32_t i = 0; i < workers.size(); ++i) {
-        cands.push_back({i, workers[i]->free_slots(), workers[i]->used_slots > 0, workers[i]->phase_since});
-        total_free += workers[i]->free_slots();
-      }
-      std::vector<scheduler::FreeWorker> free = scheduler::PreferWorkers(std::move(cands));
-      std::vector<scheduler::QueuedTask> head;
-      std::vector<Task*> head_tasks;
-      for (auto& [key, t] : queue) {
-        if (static_cast<int>(head.size()) >= total_free) break;
-        head.push_back({static_cast<uint32_t>(head_tasks.size()), key.first, key.second});
-        head_tasks.push_back(t);
-      }
-      for (const scheduler::Assignment& a : scheduler::Match(head, free)) {
-        Dispatch(head_tasks[a.task], workers[a.worker]);
-      }
-    }
-  }
-  pool->Reconcile();
-  NotifyWaiting(pool);
-}
 
 // ---- agents ----------------------------------------------------------------------------------
 
@@ -446,13 +489,16 @@ std::optional<uint64_t> Core::AgentOutput(AgentLink* link, const v1::TaskOutput&
   std::unique_lock l(route->mu);
   // Only the agent running this attempt may write its output.
   if (route->attempt != out.attempt() || route->agent.lock().get() != link) return end;
+  int idx = out.stream() == v1::OUTPUT_STREAM_STDERR ? 2 : 1;
   if (route->log) {
     auto log = route->log;
+    uint64_t base = route->base[idx];
     l.unlock();
-    return log->Write(out.stream(), out.offset(), out.data());
+    // Offsets are per attempt; the files hold every attempt, this one from `base` on.
+    uint64_t stored = log->Write(out.stream(), base + out.offset(), out.data());
+    return stored >= base ? stored - base : 0;
   }
   if (!route->client) return end;
-  int idx = out.stream() == v1::OUTPUT_STREAM_STDERR ? 2 : 1;
   uint64_t& forwarded = route->forwarded[idx];
   if (end <= forwarded) return forwarded;
   if (out.offset() > forwarded) return forwarded;  // a gap: ask for a resend

@@ -134,22 +134,40 @@ class Core {
 
   // All below require mu_.
   Task* FindTask(const std::string& id);
-  Status ValidateSpec(v1::TaskSpec& spec, autoscaler::PoolController** pool);
-  Result<std::string> AssignId(const v1::TaskSpec& spec);
-  Task* AddTask(const std::string& id, v1::TaskSpec spec, autoscaler::PoolController* pool);
+  // Submission (core_tasks.cc): builds the task (and its shards), persists it, queues it.
+  Result<Task*> CreateTask(v1::TaskSpec spec, std::shared_ptr<RunClient> client, store::WriteBatcher::Callback on_commit);
+  Result<std::vector<autoscaler::PoolController*>> ResolveTarget(v1::TaskSpec& spec, const Task* parent);
+  Result<std::string> AssignId(const v1::TaskSpec& spec, const Task* parent);
+  Status ResolveDependencies(v1::TaskSpec& spec, const Task* parent);
+  Task* AddTask(const std::string& id, v1::TaskSpec spec);
   void Persist(Task* t, store::WriteBatcher::Callback cb = nullptr);
   void Changed(Task* t);  // persists and notifies watchers
-  void Enqueue(Task* t);
-  void Dequeue(Task* t);
-  void Schedule(autoscaler::PoolController* pool);
-  void ScheduleSoon(const std::string& pool);
-  void Dispatch(Task* t, autoscaler::Worker* w);
-  void OnDispatchCommitted(const std::string& task_id, int attempt);
+  void Notify(Task* t);   // watchers only
+  // Makes a task runnable: QUEUEING (queued), or for a group, its shards.
+  void Release(Task* t);
+  void EvaluateDependencies(Task* t);
+  void ChildFinal(Task* parent, Task* child);
+  void ResolveParent(Task* t);
+  void OwnCommandEnded(Task* t, v1::TaskState state, const std::string& reason);
+  void CancelTree(Task* t, const std::string& reason, std::vector<std::string>* cancelled);
   void Finish(Task* t, v1::TaskState state, const std::string& reason);
-  void ReleaseSlot(Task* t);
   void OnExited(Session* s, const v1::TaskExited& e);
   void WorkerLost(autoscaler::Worker* w);
   void LostGraceExpired(const std::string& task_id, int attempt);
+  void Requeue(Task* t, const std::string& why);
+  void GangShardStopped(Task* shard, const std::string& why);
+  void MaybeRestartGang(Task* group);
+  // Scheduling (core_schedule.cc).
+  void Enqueue(Task* t);
+  void Dequeue(Task* t);
+  autoscaler::PoolController* ChooseDemandPool(const Task* t, autoscaler::PoolController* exclude);
+  void Rehome(autoscaler::PoolController* unhealthy);
+  void Schedule(autoscaler::PoolController* pool);  // schedules the pool's whole selector group
+  void ScheduleSoon(const std::string& pool);
+  void Dispatch(Task* t, autoscaler::Worker* w);
+  void DispatchGang(Task* group, const std::vector<autoscaler::Worker*>& workers);
+  void OnDispatchCommitted(const std::string& task_id, int attempt);
+  void ReleaseSlot(Task* t);
   void NotifyWaiting(autoscaler::PoolController* pool);
   void CollectMetrics(metrics::GaugeWriter& g);
   void Attach(std::shared_ptr<AgentLink> link, const v1::AgentHello& hello, autoscaler::PoolController* pool,
@@ -180,8 +198,14 @@ class Core {
   // across this map and the store.
   std::unordered_map<std::string, std::unique_ptr<Task>> tasks_;
   std::map<std::string, std::unique_ptr<autoscaler::PoolController>> pools_;
-  // Per pool: queued tasks by (priority, seq).
+  // Per pool: queued entries by (priority, seq), and the slots they need in total.
   std::map<std::string, std::map<std::pair<int32_t, uint64_t>, Task*>> queues_;
+  std::map<std::string, int> queued_slots_;
+  // Pools linked by shared selectors are scheduled together.
+  std::map<std::string, std::vector<autoscaler::PoolController*>> sched_group_;
+  std::map<std::string, bool> last_healthy_;
+  // Dependency -> the tasks waiting on it.
+  std::unordered_map<std::string, std::vector<std::string>> dependents_;
   std::unordered_map<AgentLink*, std::unique_ptr<Session>> sessions_;
   std::unordered_map<std::string, Session*> session_by_worker_;
   std::unordered_map<std::string, std::string> last_instance_;  // worker -> its agent's instance id

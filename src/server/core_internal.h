@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "api/names.h"
 #include "server/core.h"
 
 namespace tidepool::server {
@@ -64,10 +65,39 @@ class UnavailableBackend final : public backends::Backend {
 
 inline bool IsInteractive(const v1::TaskSpec& s) { return s.kind() == v1::TASK_KIND_INTERACTIVE; }
 
+constexpr int kMaxShards = 10000;
 
+bool DependencySatisfied(const v1::TaskSpec& spec, const std::string& dep, v1::TaskState state);
+
+
+// A task in memory: unfinished ones, and final ones until their final state is committed.
+//
+// Kinds of tasks: a plain task runs its own command; a group (-N) has no command of its own and
+// runs its shards (children ID/0..N-1); a gang is a group whose shards start together, queued as
+// one entry. A nested task (submitted from inside another) is a child PARENT/NAME; a parent whose
+// own command ended waits in RUNNING_SUBTASKS until its children are final.
 struct Core::Task {
   store::TaskRecord rec;
+  // Where it may run (the pool itself, or a selector's pools accepting its kind, in preference
+  // order) and the pool whose queue it waits in / runs in.
+  std::vector<PoolController*> eligible;
   PoolController* pool = nullptr;
+  // Tree.
+  std::string parent;              // "" at the top level
+  std::vector<std::string> children;
+  int open_children = 0;           // children not final yet
+  std::string failed_child;        // the first child that did not succeed, and how
+  bool is_group = false;           // -N: no command of its own
+  bool own_done = false;           // its own command has ended (or it has none)
+  v1::TaskState own_state = v1::TASK_STATE_SUCCESS;
+  std::string own_reason;
+  // Dependencies not final yet.
+  int unmet_deps = 0;
+  // Gangs (on the group) and batch pools (on the queued entry).
+  bool gang_stopping = false;      // a shard was lost: the others are being stopped
+  std::string gang_stop_reason;
+  bool parked = false;             // a gang shard stopped, waiting for the gang to be requeued
+  uint64_t batch = 0;              // MODE_BATCH: the tag of the workers made for it
   std::string assigned;            // worker holding a slot for it ("" = none)
   bool dispatch_pending = false;   // assignment written, not yet committed
   bool dispatched = false;         // StartTask sent
@@ -83,6 +113,10 @@ struct Core::Task {
   const std::string& id() const { return rec.status.id(); }
   v1::Task& st() { return rec.status; }
   int attempt() const { return rec.status.attempts(); }
+  bool gang() const { return is_group && rec.spec.gang(); }
+  // Slots its queue entry needs at once: a gang's shards, else one.
+  int slots() const { return gang() ? static_cast<int>(children.size()) : 1; }
+  bool final() const { return api::IsFinal(rec.status.state()); }
 };
 
 struct Core::Session {
@@ -101,6 +135,7 @@ class Core::OutputRoute {
   std::shared_ptr<RunClient> client;
   std::weak_ptr<AgentLink> agent;
   uint64_t forwarded[3] = {0, 0, 0};  // interactive: bytes handed to the client, per stream
+  uint64_t base[3] = {0, 0, 0};       // batch: where this attempt's output starts in the log files
 };
 
 }  // namespace tidepool::server

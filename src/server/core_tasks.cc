@@ -8,40 +8,72 @@
 #include "api/names.h"
 #include "common/crypto.h"
 #include "common/time.h"
-#include "scheduler/matcher.h"
 #include "server/core_internal.h"
 
 namespace tidepool::server {
 
-Status Core::ValidateSpec(v1::TaskSpec& spec, PoolController** pool) {
-  if (spec.argv_size() == 0 || spec.argv(0).empty()) return InvalidArgument("no command given");
-  if (spec.shards() > 1 || spec.gang()) {
-    return Unimplemented("sharding (-N) and gang scheduling (--gang) are not supported by this server yet");
-  }
-  if (spec.after_size() || spec.after_success_size() || spec.after_fail_size()) {
-    return Unimplemented("task dependencies (--after...) are not supported by this server yet");
-  }
-  if (!spec.parent().empty()) return Unimplemented("nested tasks are not supported by this server yet");
-  if (spec.retries() < 0) return InvalidArgument("--retries must not be negative");
-  if (spec.timeout_ms() < 0) return InvalidArgument("--timeout must not be negative");
-  if (spec.pool().empty()) {
-    const config::PoolConfig* def = opts_.config.DefaultPool();
-    if (!def) return FailedPrecondition("no pool given and no default pool");
-    spec.set_pool(def->name);
-  }
-  *pool = Pool(spec.pool());
-  if (!*pool) return NotFound(fmt::format("pool not found: {}", spec.pool()));
-  return Status::Ok();
+namespace {
+
+bool Contains(const google::protobuf::RepeatedPtrField<std::string>& list, const std::string& v) {
+  return std::find(list.begin(), list.end(), v) != list.end();
 }
 
-Result<std::string> Core::AssignId(const v1::TaskSpec& spec) {
+}  // namespace
+
+// Whether `state`, the final state of dependency `dep`, lets a task with `spec` run:
+// --after: any outcome; --after-success: SUCCESS; --after-fail: FAILURE.
+bool DependencySatisfied(const v1::TaskSpec& spec, const std::string& dep, v1::TaskState state) {
+  if (Contains(spec.after_success(), dep) && state != v1::TASK_STATE_SUCCESS) return false;
+  if (Contains(spec.after_fail(), dep) && state != v1::TASK_STATE_FAILURE) return false;
+  return true;
+}
+
+// ---- submission ------------------------------------------------------------------------------
+
+Result<std::vector<PoolController*>> Core::ResolveTarget(v1::TaskSpec& spec, const Task* parent) {
+  if (spec.pool().empty()) {
+    if (parent) {
+      spec.set_pool(parent->rec.spec.pool());  // a child runs where its parent was sent
+    } else {
+      const config::PoolConfig* def = opts_.config.DefaultPool();
+      if (!def) return FailedPrecondition("no pool given and no default pool");
+      spec.set_pool(def->name);
+    }
+  }
+  const bool interactive = IsInteractive(spec);
+  auto accepts = [&](const PoolController* p) {
+    return interactive ? p->config().accepts_interactive : p->config().accepts_batch;
+  };
+  const char* kind = interactive ? "interactive" : "batch";
+  if (PoolController* p = Pool(spec.pool())) {
+    if (!accepts(p)) return FailedPrecondition(fmt::format("pool {} does not accept {} tasks", spec.pool(), kind));
+    return std::vector<PoolController*>{p};
+  }
+  // A selector: the pools carrying it, by selector_priority then name.
+  std::vector<PoolController*> carriers;
+  for (auto& [name, p] : pools_) {
+    const auto& sel = p->config().selectors;
+    if (std::find(sel.begin(), sel.end(), spec.pool()) != sel.end()) carriers.push_back(p.get());
+  }
+  if (carriers.empty()) return NotFound(fmt::format("pool not found: {}", spec.pool()));
+  std::stable_sort(carriers.begin(), carriers.end(), [](const PoolController* a, const PoolController* b) {
+    return a->config().selector_priority < b->config().selector_priority;
+  });
+  std::erase_if(carriers, [&](const PoolController* p) { return !accepts(p); });
+  if (carriers.empty()) {
+    return FailedPrecondition(fmt::format("no pool of selector {} accepts {} tasks", spec.pool(), kind));
+  }
+  return carriers;
+}
+
+Result<std::string> Core::AssignId(const v1::TaskSpec& spec, const Task* parent) {
   auto taken = [this](const std::string& id) -> Result<bool> {
     if (tasks_.count(id)) return true;
     auto r = store_->GetTask(id);
     if (!r.ok()) return r.status();
     return r->has_value();
   };
-  if (spec.name().empty()) {
+  if (spec.name().empty() && !parent) {
     for (int i = 0; i < 100; ++i) {
       std::string id = RandomId(i < 50 ? 6 : 10);
       auto t = taken(id);
@@ -50,17 +82,18 @@ Result<std::string> Core::AssignId(const v1::TaskSpec& spec) {
     }
     return Internal("could not find a free task id");
   }
-  const std::string& name = spec.name();
+  const std::string name = spec.name().empty() ? "task" : spec.name();
   if (name.size() > kMaxNameLength) return InvalidArgument(fmt::format("task name longer than {} characters", kMaxNameLength));
   for (unsigned char c : name) {
     if (c == '/') return InvalidArgument(fmt::format("task name {} contains '/'", name));
     if (c <= ' ' || c == 0x7f) return InvalidArgument(fmt::format("task name \"{}\" contains a space or control character", name));
   }
-  auto t = taken(name);
+  // Children are PARENT/NAME; a name used before gets _2, _3, ... (among siblings for children).
+  const std::string wanted = parent ? parent->id() + "/" + name : name;
+  auto t = taken(wanted);
   if (!t.ok()) return t.status();
-  if (!*t) return name;
-  // name_2, name_3, ...: one past the highest suffix in use.
-  std::string prefix = name + "_";
+  if (!*t) return wanted;
+  std::string prefix = wanted + "_";
   int highest = 1;
   auto consider = [&](const std::string& id) {
     if (id.rfind(prefix, 0) != 0) return;
@@ -75,13 +108,42 @@ Result<std::string> Core::AssignId(const v1::TaskSpec& spec) {
   return fmt::format("{}{}", prefix, highest + 1);
 }
 
-Core::Task* Core::AddTask(const std::string& id, v1::TaskSpec spec, PoolController* pool) {
+Status Core::ResolveDependencies(v1::TaskSpec& spec, const Task* parent) {
+  // A dependency is a task id or, for a child, a sibling's name. Stored resolved, so a restart
+  // needs no context to read them.
+  auto resolve = [&](std::string* dep) -> Status {
+    std::vector<std::string> candidates;
+    if (parent && dep->find('/') == std::string::npos) candidates.push_back(parent->id() + "/" + *dep);
+    candidates.push_back(*dep);
+    for (const std::string& c : candidates) {
+      if (tasks_.count(c)) {
+        *dep = c;
+        return Status::Ok();
+      }
+      auto r = store_->GetTask(c);
+      if (!r.ok()) return r.status();
+      if (r->has_value()) {
+        *dep = c;
+        return Status::Ok();
+      }
+    }
+    return InvalidArgument(fmt::format("dependency not found: {}", *dep));
+  };
+  for (auto* list : {spec.mutable_after(), spec.mutable_after_success(), spec.mutable_after_fail()}) {
+    for (std::string& dep : *list) {
+      if (Status s = resolve(&dep); !s.ok()) return s;
+    }
+  }
+  return Status::Ok();
+}
+
+Core::Task* Core::AddTask(const std::string& id, v1::TaskSpec spec) {
   auto t = std::make_unique<Task>();
-  t->pool = pool;
   t->rec.seq = next_seq_++;
   v1::Task& st = t->rec.status;
   st.set_id(id);
   st.set_name(spec.name());
+  st.set_parent(spec.parent());
   st.set_state(v1::TASK_STATE_QUEUEING);
   st.set_pool(spec.pool());
   st.set_priority(spec.priority());
@@ -91,19 +153,160 @@ Core::Task* Core::AddTask(const std::string& id, v1::TaskSpec spec, PoolControll
   *st.mutable_labels() = spec.labels();
   st.set_cwd(spec.cwd());
   st.set_timeout_ms(spec.timeout_ms());
+  t->parent = spec.parent();
   t->rec.spec = std::move(spec);
   Task* raw = t.get();
   tasks_[id] = std::move(t);
   return raw;
 }
 
-void Core::Persist(Task* t, store::WriteBatcher::Callback cb) {
-  batcher_.Submit(store::Mutation::PutTask(t->rec), std::move(cb));
+Result<Core::Task*> Core::CreateTask(v1::TaskSpec spec, std::shared_ptr<RunClient> client,
+                                     store::WriteBatcher::Callback on_commit) {
+  if (spec.argv_size() == 0 || spec.argv(0).empty()) return InvalidArgument("no command given");
+  if (spec.retries() < 0) return InvalidArgument("--retries must not be negative");
+  if (spec.timeout_ms() < 0) return InvalidArgument("--timeout must not be negative");
+  if (spec.shards() < 0) return InvalidArgument("-N must not be negative");
+  if (spec.gang() && spec.shards() < 1) return InvalidArgument("--gang needs -N SHARDS");
+  if (spec.shards() > kMaxShards) return InvalidArgument(fmt::format("-N {} is more than {} shards", spec.shards(), kMaxShards));
+  Task* parent = nullptr;
+  if (!spec.parent().empty()) {
+    parent = FindTask(spec.parent());
+    if (!parent || parent->final()) {
+      return FailedPrecondition(fmt::format("parent task {} is not running", spec.parent()));
+    }
+  }
+  auto eligible = ResolveTarget(spec, parent);
+  if (!eligible.ok()) return eligible.status();
+  if (spec.gang()) {
+    // A gang that can never fit is refused now rather than waiting forever.
+    int most = 0;
+    bool unbounded = false;
+    for (PoolController* p : *eligible) {
+      if (p->is_static()) unbounded = true;  // grows by hand
+      most = std::max(most, p->PotentialSlots());
+    }
+    if (!unbounded && spec.shards() > most) {
+      return FailedPrecondition(fmt::format("a gang of {} can never fit: {} holds at most {} slot{}", spec.shards(),
+                                            spec.pool(), most, most == 1 ? "" : "s"));
+    }
+  }
+  if (Status s = ResolveDependencies(spec, parent); !s.ok()) return s;
+  auto id = AssignId(spec, parent);
+  if (!id.ok()) return id.status();
+
+  const int shards = spec.shards();
+  Task* t = AddTask(*id, spec);
+  t->eligible = *eligible;
+  t->client = client;
+  std::vector<Task*> created{t};
+  if (shards > 0) {
+    t->is_group = true;
+    t->own_done = true;
+    for (int i = 0; i < shards; ++i) {
+      v1::TaskSpec cs = spec;
+      cs.set_shards(0);
+      cs.set_gang(false);
+      cs.clear_after();
+      cs.clear_after_success();
+      cs.clear_after_fail();
+      cs.set_parent(*id);
+      cs.set_name(std::to_string(i));
+      auto& env = *cs.mutable_env();
+      env["TIDEPOOL_SHARD_ID"] = env["VELDA_SHARD_ID"] = std::to_string(i);
+      env["TIDEPOOL_TOTAL_SHARDS"] = env["VELDA_TOTAL_SHARDS"] = std::to_string(shards);
+      Task* c = AddTask(*id + "/" + std::to_string(i), std::move(cs));
+      c->eligible = *eligible;
+      t->children.push_back(c->id());
+      t->open_children++;
+      created.push_back(c);
+    }
+  }
+  if (parent) {
+    parent->children.push_back(*id);
+    parent->open_children++;
+  }
+  for (Task* c : created) {
+    if (c->is_group) continue;
+    auto route = std::make_shared<OutputRoute>();
+    if (client) {
+      route->client = client;
+    } else if (auto sink = logs_.Sink(c->id()); sink.ok()) {
+      route->log = *sink;
+    }
+    std::lock_guard rl(routes_mu_);
+    routes_[c->id()] = route;
+  }
+  // PENDING, QUEUEING (queued), or already FAILED_UPSTREAM; nothing is scheduled yet, so the
+  // records below are written before any dispatch of these tasks.
+  EvaluateDependencies(t);
+  for (size_t i = 0; i < created.size(); ++i) {
+    Persist(created[i], i + 1 == created.size() ? on_commit : nullptr);
+  }
+  return t;
 }
 
-void Core::Changed(Task* t) {
-  Persist(t);
-  for (auto& [id, fn] : t->watchers) fn(t->rec.status);
+void Core::EvaluateDependencies(Task* t) {
+  t->unmet_deps = 0;
+  std::string violated;
+  for (const auto* list : {&t->rec.spec.after(), &t->rec.spec.after_success(), &t->rec.spec.after_fail()}) {
+    for (const std::string& dep : *list) {
+      v1::TaskState state;
+      if (Task* d = FindTask(dep)) {
+        if (!d->final()) {
+          t->unmet_deps++;
+          auto& w = dependents_[dep];
+          if (std::find(w.begin(), w.end(), t->id()) == w.end()) w.push_back(t->id());
+          continue;
+        }
+        state = d->st().state();
+      } else {
+        auto r = store_->GetTask(dep);
+        if (!r.ok() || !r->has_value()) {
+          violated = fmt::format("dependency {} cannot be read", dep);
+          continue;
+        }
+        state = (*r)->status.state();
+      }
+      // Already final: evaluated now.
+      if (!DependencySatisfied(t->rec.spec, dep, state) && violated.empty()) {
+        violated = fmt::format("dependency {} ended {}", dep, api::StateName(state));
+      }
+    }
+  }
+  if (!violated.empty()) {
+    Finish(t, v1::TASK_STATE_FAILED_UPSTREAM, violated);
+  } else if (t->unmet_deps > 0) {
+    t->st().set_state(v1::TASK_STATE_PENDING);
+    for (const std::string& cid : t->children) {
+      if (Task* c = FindTask(cid)) c->st().set_state(v1::TASK_STATE_PENDING);
+    }
+  } else {
+    Release(t);
+  }
+}
+
+void Core::Release(Task* t) {
+  if (!t->is_group) {
+    t->st().set_state(v1::TASK_STATE_QUEUEING);
+    Enqueue(t);
+    Notify(t);
+    return;
+  }
+  // A group has no command: it waits for its shards. A gang's shards wait as one entry.
+  t->st().set_state(v1::TASK_STATE_RUNNING_SUBTASKS);
+  if (t->st().started_at_ms() == 0) t->st().set_started_at_ms(NowUnixMs());
+  for (const std::string& cid : t->children) {
+    Task* c = FindTask(cid);
+    if (!c || c->final()) continue;
+    if (t->gang()) {
+      c->st().set_state(v1::TASK_STATE_QUEUEING);
+      Notify(c);
+    } else {
+      Release(c);
+    }
+  }
+  if (t->gang()) Enqueue(t);
+  Notify(t);
 }
 
 void Core::Submit(v1::TaskSpec spec, std::function<void(Result<std::string>)> done) {
@@ -116,42 +319,28 @@ void Core::Submit(v1::TaskSpec spec, std::function<void(Result<std::string>)> do
   spec.set_kind(v1::TASK_KIND_BATCH);
   spec.set_tty(false);
   spec.set_stdin_null(true);
-  PoolController* pool = nullptr;
-  if (Status s = ValidateSpec(spec, &pool); !s.ok()) {
-    lock.unlock();
-    done(s);
-    return;
-  }
-  auto id = AssignId(spec);
-  if (!id.ok()) {
-    lock.unlock();
-    done(id.status());
-    return;
-  }
-  Task* t = AddTask(*id, std::move(spec), pool);
-  if (auto sink = logs_.Sink(*id); sink.ok()) {
-    auto route = std::make_shared<OutputRoute>();
-    route->log = *sink;
-    std::lock_guard rl(routes_mu_);
-    routes_[*id] = route;
-  }
-  std::string task_id = *id;
-  Persist(t, [this, task_id, done](const Status& s) {
+  auto id = std::make_shared<std::string>();
+  auto created = CreateTask(std::move(spec), nullptr, [this, id, done](const Status& s) {
     if (s.ok()) {
-      done(task_id);
+      done(*id);
       return;
     }
     done(Status(s.code(), fmt::format("the task could not be stored: {}", s.message())));
-    Post([this, task_id] {
-      // Never acknowledged, so never run: take it back out.
-      if (Task* t = FindTask(task_id); t && t->st().state() == v1::TASK_STATE_QUEUEING) {
-        Dequeue(t);
-        tasks_.erase(task_id);
+    Post([this, id] {
+      // Never acknowledged, so never run: cancel it (and its shards) and let it go.
+      if (Task* t = FindTask(*id); t && !t->final()) {
+        std::vector<std::string> ignored;
+        CancelTree(t, "the task could not be stored", &ignored);
       }
     });
   });
-  Enqueue(t);
-  Schedule(pool);
+  if (!created.ok()) {
+    lock.unlock();
+    done(created.status());
+    return;
+  }
+  *id = (*created)->id();
+  for (PoolController* p : (*created)->eligible) Schedule(p);
 }
 
 std::string Core::Run(std::shared_ptr<RunClient> client, v1::TaskSpec spec) {
@@ -161,39 +350,29 @@ std::string Core::Run(std::shared_ptr<RunClient> client, v1::TaskSpec spec) {
     return "";
   }
   spec.set_kind(v1::TASK_KIND_INTERACTIVE);
-  PoolController* pool = nullptr;
-  if (Status s = ValidateSpec(spec, &pool); !s.ok()) {
-    client->Finish(s);
-    return "";
-  }
-  auto id = AssignId(spec);
-  if (!id.ok()) {
-    client->Finish(id.status());
-    return "";
-  }
-  Task* t = AddTask(*id, std::move(spec), pool);
-  t->client = client;
-  auto route = std::make_shared<OutputRoute>();
-  route->client = client;
-  {
-    std::lock_guard rl(routes_mu_);
-    routes_[*id] = route;
-  }
-  std::string task_id = *id;
-  std::string pool_name = pool->name();
-  Persist(t, [client, task_id, pool_name](const Status& s) {
+  spec.set_shards(0);
+  spec.set_gang(false);
+  auto id = std::make_shared<std::string>();
+  auto pool_name = std::make_shared<std::string>();
+  auto created = CreateTask(std::move(spec), client, [client, id, pool_name](const Status& s) {
     if (!s.ok()) {
       client->Finish(Status(s.code(), fmt::format("the task could not be stored: {}", s.message())));
       return;
     }
     v1::RunEvent e;
-    e.mutable_accepted()->set_task_id(task_id);
-    e.mutable_accepted()->set_pool(pool_name);
+    e.mutable_accepted()->set_task_id(*id);
+    e.mutable_accepted()->set_pool(*pool_name);
     client->Send(std::move(e));
   });
-  Enqueue(t);
-  Schedule(pool);
-  return task_id;
+  if (!created.ok()) {
+    client->Finish(created.status());
+    return "";
+  }
+  Task* t = *created;
+  *id = t->id();
+  *pool_name = t->st().pool();
+  for (PoolController* p : t->eligible) Schedule(p);
+  return t->id();
 }
 
 void Core::RunInput(const std::string& task_id, const v1::RunRequest& req) {
@@ -320,31 +499,6 @@ Result<std::vector<v1::Task>> Core::ListTasks(const v1::ListTasksRequest& req) {
   return out;
 }
 
-Result<std::vector<std::string>> Core::CancelTask(const std::string& id) {
-  std::lock_guard lock(mu_);
-  Task* t = FindTask(id);
-  if (!t) {
-    auto r = store_->GetTask(id);
-    if (!r.ok()) return r.status();
-    if (!r->has_value()) return NotFound(fmt::format("task not found: {}", id));
-    return std::vector<std::string>{};  // already final
-  }
-  if (api::IsFinal(t->st().state())) return std::vector<std::string>{};
-  t->cancel_requested = true;
-  t->cancel_reason = "cancelled";
-  if (t->queued || t->st().state() == v1::TASK_STATE_PENDING) {
-    Finish(t, v1::TASK_STATE_CANCELLED, "cancelled");
-  } else if (t->dispatched) {
-    v1::ServerMessage c;
-    c.mutable_cancel()->set_task_id(id);
-    c.mutable_cancel()->set_grace_ms(opts_.kill_grace.count());
-    c.mutable_cancel()->set_reason("cancelled");
-    SendToWorker(t->assigned, std::move(c));
-  }
-  // Otherwise its dispatch is being committed: OnDispatchCommitted sees the flag.
-  return std::vector<std::string>{id};
-}
-
 uint64_t Core::Watch(const std::string& id, std::function<void(const v1::Task&)> fn) {
   std::unique_lock lock(mu_);
   if (Task* t = FindTask(id)) {
@@ -385,7 +539,65 @@ Result<std::pair<std::shared_ptr<LogSink>, bool>> Core::Logs(const std::string& 
   return std::make_pair(*sink, true);
 }
 
+void Core::Persist(Task* t, store::WriteBatcher::Callback cb) {
+  batcher_.Submit(store::Mutation::PutTask(t->rec), std::move(cb));
+}
+
+void Core::Changed(Task* t) {
+  Persist(t);
+  for (auto& [id, fn] : t->watchers) fn(t->rec.status);
+}
+
+Result<std::vector<std::string>> Core::CancelTask(const std::string& id) {
+  std::lock_guard lock(mu_);
+  Task* t = FindTask(id);
+  if (!t) {
+    auto r = store_->GetTask(id);
+    if (!r.ok()) return r.status();
+    if (!r->has_value()) return NotFound(fmt::format("task not found: {}", id));
+    return std::vector<std::string>{};  // already final
+  }
+  std::vector<std::string> cancelled;
+  CancelTree(t, "cancelled", &cancelled);
+  for (auto& [name, pool] : pools_) ScheduleSoon(name);
+  return cancelled;
+}
+
+void Core::CancelTree(Task* t, const std::string& reason, std::vector<std::string>* cancelled) {
+  if (t->final()) return;
+  cancelled->push_back(t->id());
+  t->cancel_requested = true;
+  t->cancel_reason = reason;
+  for (const std::string& cid : std::vector<std::string>(t->children)) {
+    if (Task* c = FindTask(cid)) CancelTree(c, reason, cancelled);
+  }
+  if (t->final()) return;  // a group whose last open child was just cancelled has resolved
+  if (t->is_group) {
+    Dequeue(t);  // a gang waiting as one entry
+    if (t->open_children == 0) Finish(t, v1::TASK_STATE_CANCELLED, reason);
+  } else if (t->queued || t->st().state() == v1::TASK_STATE_PENDING || t->parked ||
+             (t->st().state() == v1::TASK_STATE_QUEUEING)) {
+    Finish(t, v1::TASK_STATE_CANCELLED, reason);
+  } else if (t->own_done) {
+    if (t->open_children == 0) Finish(t, v1::TASK_STATE_CANCELLED, reason);
+  } else if (t->dispatched) {
+    v1::ServerMessage c;
+    c.mutable_cancel()->set_task_id(t->id());
+    c.mutable_cancel()->set_grace_ms(opts_.kill_grace.count());
+    c.mutable_cancel()->set_reason(reason);
+    SendToWorker(t->assigned, std::move(c));
+  }
+  // Otherwise its dispatch is being committed: OnDispatchCommitted sees the flag.
+}
+
+void Core::Notify(Task* t) {
+  for (auto& [wid, fn] : t->watchers) fn(t->rec.status);
+}
+
+// ---- results ---------------------------------------------------------------------------------
+
 void Core::Finish(Task* t, v1::TaskState state, const std::string& reason) {
+  if (t->final()) return;
   Dequeue(t);
   v1::Task& st = t->st();
   st.set_state(state);
@@ -435,6 +647,88 @@ void Core::Finish(Task* t, v1::TaskState state, const std::string& reason) {
   });
   for (auto& [wid, fn] : t->watchers) fn(st);
   t->watchers.clear();
+  const std::string id2 = t->id();
+  // A group or parent that ends before its children (cancelled, failed upstream) takes them along.
+  for (const std::string& cid : std::vector<std::string>(t->children)) {
+    Task* c = FindTask(cid);
+    if (c && !c->final() && (c->queued || c->st().state() == v1::TASK_STATE_PENDING || c->parked)) {
+      Finish(c, state == v1::TASK_STATE_CANCELLED ? state : v1::TASK_STATE_FAILED_UPSTREAM,
+             fmt::format("{} ended {}", id2, api::StateName(state)));
+    }
+  }
+  // A batch pool's workers for this entry are no longer needed.
+  if (t->batch && t->pool && t->pool->batch_mode()) t->pool->ReleaseBatch(t->batch);
+  // Dependants: released, or failed upstream (which propagates down their chains).
+  if (auto it = dependents_.find(id2); it != dependents_.end()) {
+    std::vector<std::string> waiting = std::move(it->second);
+    dependents_.erase(it);
+    for (const std::string& did : waiting) {
+      Task* d = FindTask(did);
+      if (!d || d->st().state() != v1::TASK_STATE_PENDING) continue;
+      if (!DependencySatisfied(d->rec.spec, id2, state)) {
+        Finish(d, v1::TASK_STATE_FAILED_UPSTREAM, fmt::format("dependency {} ended {}", id2, api::StateName(state)));
+      } else if (--d->unmet_deps == 0) {
+        Release(d);
+        Persist(d);
+        for (const std::string& cid : d->children) {
+          if (Task* c = FindTask(cid)) Persist(c);
+        }
+        if (d->pool) ScheduleSoon(d->pool->name());
+      }
+    }
+  }
+  if (!t->parent.empty()) {
+    if (Task* p = FindTask(t->parent)) ChildFinal(p, t);
+  }
+}
+
+void Core::ChildFinal(Task* p, Task* child) {
+  if (p->open_children > 0) p->open_children--;
+  if (child->st().state() != v1::TASK_STATE_SUCCESS && p->failed_child.empty()) {
+    p->failed_child = fmt::format("{} ended {}", child->id(), api::StateName(child->st().state()));
+  }
+  if (p->gang() && p->gang_stopping) {
+    MaybeRestartGang(p);
+    return;
+  }
+  if (p->own_done && p->open_children == 0) ResolveParent(p);
+}
+
+void Core::ResolveParent(Task* t) {
+  // SUCCESS iff its own command (if any) and all its children succeeded.
+  if (t->cancel_requested) {
+    Finish(t, v1::TASK_STATE_CANCELLED, t->cancel_reason);
+  } else if (t->own_state != v1::TASK_STATE_SUCCESS) {
+    Finish(t, t->own_state, t->own_reason);
+  } else if (!t->failed_child.empty()) {
+    Finish(t, v1::TASK_STATE_FAILURE, "subtask " + t->failed_child);
+  } else {
+    Finish(t, v1::TASK_STATE_SUCCESS, "");
+  }
+}
+
+// Its own command is over: final now, or RUNNING_SUBTASKS until its children are.
+void Core::OwnCommandEnded(Task* t, v1::TaskState state, const std::string& reason) {
+  t->own_done = true;
+  t->own_state = state;
+  t->own_reason = reason;
+  if (t->open_children == 0) {
+    Finish(t, state, reason);
+    return;
+  }
+  t->st().set_state(v1::TASK_STATE_RUNNING_SUBTASKS);
+  if (!reason.empty()) t->st().set_reason(reason);
+  Changed(t);
+}
+
+void Core::Requeue(Task* t, const std::string& why) {
+  spdlog::info("task {}: {}; requeued (attempt {} of {})", t->id(), why, t->attempt() + 1, t->rec.spec.retries() + 1);
+  t->st().set_state(v1::TASK_STATE_QUEUEING);
+  t->st().set_worker("");
+  t->st().set_reason(why + "; requeued");
+  t->cancel_requested = false;
+  Changed(t);
+  Enqueue(t);
 }
 
 void Core::OnExited(Session* s, const v1::TaskExited& e) {
@@ -475,9 +769,21 @@ void Core::OnExited(Session* s, const v1::TaskExited& e) {
     reason = fmt::format("exit code {}", e.exit_code());
   }
   PoolController* pool = t->pool;
+  Worker* w = pool ? pool->Find(t->assigned) : nullptr;
+  uint64_t batch_worker = w ? w->batch : 0;
   ReleaseSlot(t);
-  Finish(t, state, reason);
-  // The agent may forget the exit only once the final state is durable.
+  // A batch pool's worker did its shard: it is not reused.
+  if (batch_worker && (w = pool->Find(s->worker))) pool->Retire(w, "its batch task is done");
+  Task* group = t->parent.empty() ? nullptr : FindTask(t->parent);
+  if (group && group->gang() && group->gang_stopping) {
+    GangShardStopped(t, "stopped with its gang");
+  } else if (state == v1::TASK_STATE_FAILURE && !t->cancel_requested && t->rec.spec.retry_on_failure() &&
+             t->attempt() <= t->rec.spec.retries() && !IsInteractive(t->rec.spec) && !(group && group->gang())) {
+    Requeue(t, reason);
+  } else {
+    OwnCommandEnded(t, state, reason);
+  }
+  // The agent may forget the exit only once what it reported is durable.
   std::weak_ptr<AgentLink> link = s->link;
   batcher_.Submit(store::Mutation::PutTask(t->rec), [link, ack](const Status& st) {
     if (!st.ok()) return;  // it will report again after reconnecting
@@ -497,19 +803,86 @@ void Core::LostGraceExpired(const std::string& id, int attempt) {
   PoolController* pool = t->pool;
   std::string worker = t->assigned;
   ReleaseSlot(t);
-  if (t->cancel_requested) {
-    Finish(t, v1::TASK_STATE_CANCELLED, t->cancel_reason);
+  Task* group = t->parent.empty() ? nullptr : FindTask(t->parent);
+  if (group && group->gang()) {
+    GangShardStopped(t, fmt::format("lost with worker {}", worker));
+  } else if (t->cancel_requested) {
+    OwnCommandEnded(t, v1::TASK_STATE_CANCELLED, t->cancel_reason);
   } else if (t->attempt() <= t->rec.spec.retries() && !IsInteractive(t->rec.spec)) {
-    spdlog::info("task {}: worker {} lost; requeued (attempt {} of {})", id, worker, t->attempt(),
-                 t->rec.spec.retries() + 1);
-    t->st().set_state(v1::TASK_STATE_QUEUEING);
-    t->st().set_worker("");
-    Changed(t);
-    Enqueue(t);
+    Requeue(t, fmt::format("worker {} lost", worker));
   } else {
-    Finish(t, v1::TASK_STATE_FAILURE, "worker lost");
+    OwnCommandEnded(t, v1::TASK_STATE_FAILURE, "worker lost");
   }
   if (pool) Schedule(pool);
+}
+
+// ---- gangs -----------------------------------------------------------------------------------
+
+// A shard of a running gang stopped (its worker was lost, or it was stopped with its gang):
+// the whole gang stops, and is requeued as a whole if its retries allow.
+void Core::GangShardStopped(Task* shard, const std::string& why) {
+  Task* g = FindTask(shard->parent);
+  shard->parked = true;
+  shard->st().set_state(v1::TASK_STATE_QUEUEING);
+  shard->st().set_worker("");
+  shard->st().set_reason(why);
+  Changed(shard);
+  if (!g) return;
+  if (!g->gang_stopping) {
+    g->gang_stopping = true;
+    g->gang_stop_reason = fmt::format("shard {} {}", shard->id(), why);
+    spdlog::info("gang {}: {}; stopping its other shards", g->id(), g->gang_stop_reason);
+    for (const std::string& cid : g->children) {
+      Task* c = FindTask(cid);
+      if (!c || c == shard || c->final() || c->parked || c->assigned.empty()) continue;
+      c->cancel_requested = true;
+      c->cancel_reason = "gang stopped: " + g->gang_stop_reason;
+      if (c->dispatched) {
+        v1::ServerMessage m;
+        m.mutable_cancel()->set_task_id(c->id());
+        m.mutable_cancel()->set_grace_ms(opts_.kill_grace.count());
+        m.mutable_cancel()->set_reason(c->cancel_reason);
+        SendToWorker(c->assigned, std::move(m));
+      }
+    }
+  }
+  MaybeRestartGang(g);
+}
+
+void Core::MaybeRestartGang(Task* g) {
+  bool all_stopped = true, any_final = false;
+  for (const std::string& cid : g->children) {
+    Task* c = FindTask(cid);
+    if (!c || c->final()) {
+      any_final = true;
+      continue;
+    }
+    if (!c->parked) all_stopped = false;
+  }
+  if (!all_stopped) return;  // shards still stopping
+  g->gang_stopping = false;
+  if (!any_final && !g->cancel_requested && g->attempt() <= g->rec.spec.retries()) {
+    spdlog::info("gang {}: requeued as a whole (attempt {} of {})", g->id(), g->attempt() + 1, g->rec.spec.retries() + 1);
+    for (const std::string& cid : g->children) {
+      Task* c = FindTask(cid);
+      c->parked = false;
+      c->cancel_requested = false;
+      c->st().set_state(v1::TASK_STATE_QUEUEING);
+      Changed(c);
+    }
+    g->st().set_reason(g->gang_stop_reason + "; requeued");
+    Changed(g);
+    Enqueue(g);
+    return;
+  }
+  for (const std::string& cid : std::vector<std::string>(g->children)) {
+    Task* c = FindTask(cid);
+    if (!c || c->final()) continue;
+    c->parked = false;
+    bool lost = c->st().reason().rfind("lost", 0) == 0;
+    Finish(c, g->cancel_requested ? v1::TASK_STATE_CANCELLED : v1::TASK_STATE_FAILURE,
+           g->cancel_requested ? g->cancel_reason : (lost ? "worker lost" : "gang stopped: " + g->gang_stop_reason));
+  }
 }
 
 }  // namespace tidepool::server
