@@ -330,6 +330,7 @@ class Agent {
     if (s.tty()) o.env.push_back("TERM=" + (s.term().empty() ? std::string("xterm") : s.term()));
     o.cwd = s.cwd().empty() ? flags_.work_dir : s.cwd();
     o.new_session = true;
+    o.die_with_parent = true;  // a task does not outlive its agent
 
     int out_pipe[2] = {-1, -1}, err_pipe[2] = {-1, -1}, in_pipe[2] = {-1, -1};
     int master = -1, slave = -1;

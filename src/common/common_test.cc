@@ -102,6 +102,55 @@ TEST(Process, SpawnUsesChildPathAndCwdAndOwnSession) {
   ASSERT_EQ(system(cmd.c_str()), 0);
 }
 
+TEST(Process, DieWithParentKillsTheChildWhenItsParentDies) {
+  // A middle process spawns a long sleep that must die with it; the test then kills the middle.
+  char tmpl[] = "/tmp/tidepool-pdeath-XXXXXX";
+  ASSERT_NE(mkdtemp(tmpl), nullptr);
+  std::string pidfile = std::string(tmpl) + "/pid";
+  pid_t middle = fork();
+  if (middle == 0) {
+    SpawnOptions o;
+    o.argv = {"sleep", "1000"};
+    o.env = {"PATH=/usr/bin:/bin"};
+    o.die_with_parent = true;
+    SpawnResult r = Spawn(o);
+    FILE* f = fopen(pidfile.c_str(), "w");
+    fprintf(f, "%d\n", r.pid);
+    fclose(f);
+    pause();
+    _exit(0);
+  }
+  pid_t sleeper = 0;
+  for (int i = 0; i < 5000 && sleeper == 0; ++i) {
+    FILE* f = fopen(pidfile.c_str(), "r");
+    if (f) {
+      if (fscanf(f, "%d", &sleeper) != 1) sleeper = 0;
+      fclose(f);
+    }
+    usleep(1000);
+  }
+  ASSERT_GT(sleeper, 0);
+  auto st = ReadProcStat(sleeper);
+  ASSERT_TRUE(st);
+  EXPECT_TRUE(ProcessAlive(sleeper, st->start_time));
+  kill(middle, SIGKILL);
+  waitpid(middle, nullptr, 0);
+  bool gone = false;
+  for (int i = 0; i < 5000 && !gone; ++i) {
+    gone = !ProcessAlive(sleeper, st->start_time);
+    usleep(1000);
+  }
+  EXPECT_TRUE(gone);
+  // Errors are reported the same way as with posix_spawn.
+  SpawnOptions bad;
+  bad.argv = {"no-such-command-here"};
+  bad.env = {"PATH=/usr/bin:/bin"};
+  bad.die_with_parent = true;
+  EXPECT_EQ(Spawn(bad).error, SpawnError::kNotFound);
+  std::string cmd = std::string("rm -rf ") + tmpl;
+  ASSERT_EQ(system(cmd.c_str()), 0);
+}
+
 TEST(Process, StartTimeIdentifiesProcess) {
   auto self = ReadProcStat(getpid());
   ASSERT_TRUE(self);

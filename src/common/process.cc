@@ -1,9 +1,14 @@
 #include "common/process.h"
 
 #include <fcntl.h>
+#include <sched.h>
 #include <signal.h>
 #include <spawn.h>
+#include <sys/mman.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -55,6 +60,87 @@ std::optional<std::string> Resolve(const std::string& cmd, const std::vector<std
   return std::nullopt;
 }
 
+// The child side of SpawnDieWithParent. It shares the parent's memory (CLONE_VM) while the
+// parent waits (CLONE_VFORK), so it only makes async-signal-safe calls, and reports a failure
+// through `error` before _exit.
+struct CloneChild {
+  const SpawnOptions* o;
+  const char* exe;
+  char* const* argv;
+  char* const* envp;
+  pid_t parent;
+  int error = 0;
+};
+
+int CloneChildMain(void* arg) {
+  auto* c = static_cast<CloneChild*>(arg);
+  const SpawnOptions& o = *c->o;
+  // Default dispositions, then an empty mask (signals were blocked around clone).
+  struct sigaction dfl {};
+  dfl.sa_handler = SIG_DFL;
+  for (int sig = 1; sig < NSIG; ++sig) {
+    if (sig != SIGKILL && sig != SIGSTOP) sigaction(sig, &dfl, nullptr);
+  }
+  sigset_t empty;
+  sigemptyset(&empty);
+  if (o.new_session && setsid() < 0) goto fail;
+  if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0) goto fail;
+  if (getppid() != c->parent) _exit(127);  // the parent is already gone
+  if (!o.tty_path.empty()) {
+    int fd = open(o.tty_path.c_str(), O_RDWR);  // as session leader: the controlling terminal
+    if (fd < 0 || dup2(fd, 0) < 0 || dup2(fd, 1) < 0 || dup2(fd, 2) < 0) goto fail;
+  } else {
+    int fds[3] = {o.stdin_fd, o.stdout_fd, o.stderr_fd};
+    for (int target = 0; target < 3; ++target) {
+      int fd = fds[target];
+      if (fd < 0) fd = open("/dev/null", target == 0 ? O_RDONLY : O_WRONLY);
+      if (fd < 0 || dup2(fd, target) < 0) goto fail;
+    }
+  }
+  if (!o.cwd.empty() && chdir(o.cwd.c_str()) != 0) goto fail;
+  syscall(SYS_close_range, 3U, ~0U, 0U);
+  sigprocmask(SIG_SETMASK, &empty, nullptr);
+  execve(c->exe, c->argv, c->envp);
+fail:
+  c->error = errno;
+  _exit(127);
+}
+
+SpawnResult SpawnDieWithParent(const SpawnOptions& o, const std::string& exe, std::vector<char*>& argv,
+                               std::vector<char*>& envp) {
+  SpawnResult r;
+  constexpr size_t kStack = 64 * 1024;
+  void* stack = mmap(nullptr, kStack, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
+  if (stack == MAP_FAILED) {
+    r.error = SpawnError::kOther;
+    r.message = fmt::format("cannot start {}: {}", o.argv[0], std::strerror(errno));
+    return r;
+  }
+  CloneChild child{&o, exe.c_str(), argv.data(), envp.data(), getpid()};
+  sigset_t all, saved;
+  sigfillset(&all);
+  pthread_sigmask(SIG_BLOCK, &all, &saved);  // no handler may run in the shared-memory child
+  pid_t pid = clone(CloneChildMain, static_cast<char*>(stack) + kStack, CLONE_VM | CLONE_VFORK | SIGCHLD, &child);
+  int clone_errno = errno;
+  pthread_sigmask(SIG_SETMASK, &saved, nullptr);
+  munmap(stack, kStack);
+  if (pid < 0) {
+    r.error = SpawnError::kOther;
+    r.message = fmt::format("cannot start {}: {}", o.argv[0], std::strerror(clone_errno));
+    return r;
+  }
+  if (child.error != 0) {  // it never reached its program
+    waitpid(pid, nullptr, 0);
+    bool not_found = child.error == ENOENT || child.error == EACCES;
+    r.error = not_found ? SpawnError::kNotFound : SpawnError::kOther;
+    r.message = not_found ? fmt::format("command not found: {}", o.argv[0])
+                          : fmt::format("cannot start {}: {}", o.argv[0], std::strerror(child.error));
+    return r;
+  }
+  r.pid = pid;
+  return r;
+}
+
 }  // namespace
 
 SpawnResult Spawn(const SpawnOptions& o) {
@@ -78,6 +164,13 @@ SpawnResult Spawn(const SpawnOptions& o) {
     r.message = fmt::format("command not found: {}", o.argv[0]);
     return r;
   }
+
+  std::vector<char*> argv, envp;
+  for (const auto& a : o.argv) argv.push_back(const_cast<char*>(a.c_str()));
+  argv.push_back(nullptr);
+  for (const auto& e : o.env) envp.push_back(const_cast<char*>(e.c_str()));
+  envp.push_back(nullptr);
+  if (o.die_with_parent) return SpawnDieWithParent(o, *exe, argv, envp);
 
   posix_spawn_file_actions_t fa;
   posix_spawnattr_t attr;
@@ -114,12 +207,6 @@ SpawnResult Spawn(const SpawnOptions& o) {
     setup(2, o.stderr_fd, o.stderr_path, O_WRONLY | O_CREAT | O_APPEND);
   }
   posix_spawn_file_actions_addclosefrom_np(&fa, 3);
-
-  std::vector<char*> argv, envp;
-  for (const auto& a : o.argv) argv.push_back(const_cast<char*>(a.c_str()));
-  argv.push_back(nullptr);
-  for (const auto& e : o.env) envp.push_back(const_cast<char*>(e.c_str()));
-  envp.push_back(nullptr);
 
   pid_t pid = -1;
   int rc = posix_spawn(&pid, exe->c_str(), &fa, &attr, argv.data(), envp.data());

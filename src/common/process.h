@@ -29,6 +29,10 @@ struct SpawnOptions {
   std::string stderr_path;         // opened for append
   // A terminal to open as fds 0-2; with new_session it becomes the controlling terminal.
   std::string tty_path;
+  // SIGKILL the child when the spawning thread's process dies (PR_SET_PDEATHSIG): a task dies
+  // with its agent, as it would with its machine, so a requeued task never runs twice at once.
+  // The spawning thread must live as long as the child (the agent's event loop does).
+  bool die_with_parent = false;
 };
 
 enum class SpawnError { kNone, kNotFound, kNoCwd, kOther };

@@ -151,6 +151,7 @@ agent_pools:
   - name: gpu
     default: true
     selectors: [train]
+    labels: { zone: a }
     auto_scaler:
       backend: { mithril_spot_bid: { api_token: mt-SECRET } }
       max_agents: 4
@@ -171,8 +172,8 @@ agent_pools:
             "  fixed  fixed backend=local  count=3\n"
             "not yet active:\n"
             "  t.yaml:2:3: server.db (PostgreSQL store)\n"
-            "  t.yaml:6:5: pool gpu: selectors (selectors and backup pools)\n"
-            "  t.yaml:8:18: pool gpu: auto_scaler.backend.mithril_spot_bid "
+            "  t.yaml:7:5: pool gpu: labels (resource-group labels)\n"
+            "  t.yaml:9:18: pool gpu: auto_scaler.backend.mithril_spot_bid "
             "(mithril_spot_bid backend)\n");
   EXPECT_THAT(s, Not(HasSubstr("SECRET")));
   EXPECT_THAT(s, Not(HasSubstr("pw-123")));
@@ -200,10 +201,14 @@ TEST(Features, Table) {
   EXPECT_STREQ(FindFeature("create_limits")->description, "create rate limits");
 }
 
-TEST(Features, BatchModeIsReportedAsInactive) {
+TEST(Features, BatchModeIsReportedIffInactive) {
   LoadResult r = Load("agent_pools:\n  - name: a\n    auto_scaler:\n      backend: { local: {} }\n"
                       "      mode: batch\n");
   ASSERT_TRUE(r.config);
+  if (IsFeatureActive("batch_mode")) {
+    EXPECT_TRUE(r.config->inactive.empty());
+    return;
+  }
   ASSERT_EQ(r.config->inactive.size(), 1u);
   const InactiveField& f = r.config->inactive[0];
   EXPECT_EQ(f.pool, "a");
@@ -211,6 +216,18 @@ TEST(Features, BatchModeIsReportedAsInactive) {
   EXPECT_EQ(f.feature, "batch mode");
   EXPECT_EQ(f.pos.line, 5);
   EXPECT_EQ(f.pos.column, 7);
+}
+
+TEST(Features, ScheduleIsReportedWithItsPosition) {
+  // `schedule` (time-window pre-scaling) is not built yet.
+  ASSERT_FALSE(IsFeatureActive("schedule"));
+  LoadResult r = Load("agent_pools:\n  - name: a\n    auto_scaler:\n      backend: { local: {} }\n"
+                      "      max_agents: 2\n      schedule:\n        - { days: [mon-fri], hours: \"08:00-19:00\", min_agents: 1 }\n");
+  ASSERT_TRUE(r.config) << ::testing::PrintToString(ErrorStrings(r));
+  ASSERT_EQ(r.config->inactive.size(), 1u);
+  EXPECT_EQ(r.config->inactive[0].field, "auto_scaler.schedule");
+  EXPECT_EQ(r.config->inactive[0].feature, "time-window pre-scaling");
+  EXPECT_EQ(r.config->inactive[0].pos.line, 6);
 }
 
 }  // namespace

@@ -276,9 +276,10 @@ Core::Task* Core::FindTask(const std::string& id) {
   return it == tasks_.end() ? nullptr : it->second.get();
 }
 
+// Demand in slots: a waiting gang of N needs N.
 int Core::WaitingFor(const std::string& pool) const {
-  auto it = queues_.find(pool);
-  return it == queues_.end() ? 0 : static_cast<int>(it->second.size());
+  auto it = queued_slots_.find(pool);
+  return it == queued_slots_.end() ? 0 : it->second;
 }
 
 Core::Session* Core::SessionOf(AgentLink* link) {

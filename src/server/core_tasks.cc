@@ -713,7 +713,7 @@ void Core::OwnCommandEnded(Task* t, v1::TaskState state, const std::string& reas
   t->own_state = state;
   t->own_reason = reason;
   if (t->open_children == 0) {
-    Finish(t, state, reason);
+    ResolveParent(t);  // its children (if any) may have ended first, and not all well
     return;
   }
   t->st().set_state(v1::TASK_STATE_RUNNING_SUBTASKS);

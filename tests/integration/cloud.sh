@@ -59,6 +59,7 @@ case "${1:-}" in
     echo "$name"
     ;;
   batch)
+    log "batch $2 $3"
     for _ in $(seq 1 "$2"); do
       name="vm-$(od -An -N4 -tx4 /dev/urandom | tr -d ' ')"
       boot_vm "$name" yes "$3"

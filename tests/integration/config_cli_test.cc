@@ -59,12 +59,14 @@ TEST_F(ConfigCli, ValidateSummarisesAndReportsInactiveFields) {
       backend:
         command: { start: "echo w", stop: "true", list: "true" }
       max_agents: 2
+      schedule:
+        - { days: [mon-fri], hours: "08:00-19:00", min_agents: 1 }
 )");
   ProcResult v = RunProcess({BinDir() + "/tidepool", "config", "validate", path}, {}, dir_.string());
   EXPECT_EQ(v.exit_code, 0) << v.err;
   EXPECT_NE(v.out.find("cpu"), std::string::npos);
   EXPECT_NE(v.out.find("not yet active"), std::string::npos) << v.out;
-  EXPECT_NE(v.out.find("selectors"), std::string::npos) << v.out;
+  EXPECT_NE(v.out.find("auto_scaler.schedule (time-window pre-scaling)"), std::string::npos) << v.out;
 }
 
 TEST_F(ConfigCli, EveryVeldaReferenceExampleValidates) {

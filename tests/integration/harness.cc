@@ -41,6 +41,14 @@ std::vector<std::string> Lines(const std::string& text) {
   return out;
 }
 
+std::vector<std::string> SplitWords(const std::string& text) {
+  std::vector<std::string> out;
+  std::stringstream ss(text);
+  std::string w;
+  while (ss >> w) out.push_back(w);
+  return out;
+}
+
 namespace {
 
 int counter = 0;

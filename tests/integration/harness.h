@@ -34,6 +34,7 @@ std::string SourceDir();
 std::string ReadAll(const std::string& path);
 void WriteAll(const std::string& path, const std::string& content);
 std::vector<std::string> Lines(const std::string& text);
+std::vector<std::string> SplitWords(const std::string& text);
 
 // A process running in the background with its output going to files.
 class Background {

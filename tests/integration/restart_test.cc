@@ -54,6 +54,34 @@ TEST(Restart, SigkilledServerLosesNothingWhileBatchTasksRun) {
   EXPECT_EQ(std::set<std::string>(ran.begin(), ran.end()), std::set<std::string>(ids.begin(), ids.end()));
 }
 
+TEST(Restart, TreesDependenciesAndGangsSurviveASigkill) {
+  Server server(OnePool("local", 8, {"max_idle_agents: 8", "idle_decay: \"60s\""}));
+  std::string gate = server.dir() + "/gate";
+  std::string runs = server.dir() + "/runs";
+  std::string wait = "while [ ! -e " + gate + " ]; do sleep 0.05; done; echo $TIDEPOOL_TASK_ID >> " + runs;
+  std::string shards = Lines(server.Vbatch({"--name", "shards", "-N", "2", "sh", "-c", wait}).out)[0];
+  std::string gang = Lines(server.Vbatch({"--name", "gang", "-N", "2", "--gang", "sh", "-c", wait}).out)[0];
+  std::string after = Lines(server.Vbatch({"--name", "after", "--after-success", "shards", "sh", "-c", wait}).out)[0];
+  std::string parent = Lines(server.Vbatch({"--name", "parent", "sh", "-c", "vbatch --name child sh -c '" + wait + "'"}).out)[0];
+  ASSERT_TRUE(WaitFor([&] { return server.Task("parent")["state"] == "RUNNING_SUBTASKS" &&
+                                   server.Task("gang/1")["state"] == "RUNNING"; }));
+  EXPECT_EQ(server.Task("after")["state"], "PENDING");
+  server.Kill();
+  server.Start();
+  WriteAll(gate, "");
+  for (const std::string id : {"shards", "gang", "after", "parent"}) {
+    EXPECT_EQ(server.WaitTask(id, 120s)["state"], "SUCCESS") << id;
+  }
+  // Everything ran exactly once, the dependant after its dependency.
+  auto ran = Lines(ReadAll(runs));
+  std::multiset<std::string> counted(ran.begin(), ran.end());
+  for (const std::string id : {"shards/0", "shards/1", "gang/0", "gang/1", "after", "parent/child"}) {
+    EXPECT_EQ(counted.count(id), 1u) << id;
+  }
+  EXPECT_GT(std::find(ran.begin(), ran.end(), "after") - ran.begin(),
+            std::find(ran.begin(), ran.end(), "shards/1") - ran.begin());
+}
+
 TEST(Restart, QueuedTasksSurviveARestart) {
   Server server(OnePool("none", 0));
   ProcResult r = server.Vbatch({"echo", "later"});
