@@ -290,13 +290,7 @@ void PoolController::LaunchCreates() {
         if (hooks_.backend_call) {
           hooks_.backend_call("create", "timeout", std::chrono::duration<double>(CallTimeout(cfg_.backend())).count());
         }
-        last_error_ = fmt::format("create timed out after {}", FormatDuration(CallTimeout(cfg_.backend())));
-        last_error_at_ = Clock::now();
-        Event("allocation_error", last_error_);
-        ++consecutive_create_failures_;
-        Millis delay = cfg_.auto_scaler ? cfg_.auto_scaler->scale_up_error_retry_delay : Millis(60000);
-        for (int i = 1; i < consecutive_create_failures_ && delay < kMaxCooldown; ++i) delay *= 2;
-        cooldown_until_ = Clock::now() + std::min(delay, kMaxCooldown);
+        AllocationFailed(fmt::format("create timed out after {}", FormatDuration(CallTimeout(cfg_.backend()))));
         w->delete_when_named = true;  // if the create still succeeds, delete what it made
         SetPhase(w, Phase::kDeleting);
         Reconcile();
@@ -326,16 +320,7 @@ void PoolController::OnCreateDone(uint64_t id, Result<std::string> result) {
   if (!result.ok()) {
     bool timed_out = w->delete_when_named;
     Forget(w);
-    if (!timed_out) {
-      last_error_ = result.status().message();
-      last_error_at_ = Clock::now();
-      ++consecutive_create_failures_;
-      Millis delay = cfg_.auto_scaler ? cfg_.auto_scaler->scale_up_error_retry_delay : Millis(60000);
-      for (int i = 1; i < consecutive_create_failures_ && delay < kMaxCooldown; ++i) delay *= 2;
-      delay = std::min(delay, kMaxCooldown);
-      cooldown_until_ = Clock::now() + delay;
-      Event("allocation_error", fmt::format("create failed: {} (retry in {})", last_error_, FormatDuration(delay)));
-    }
+    if (!timed_out) AllocationFailed("create failed: " + result.status().message());
   } else {
     const std::string& name = *result;
     if (!name.empty() && w->name.empty()) {
@@ -352,6 +337,20 @@ void PoolController::OnCreateDone(uint64_t id, Result<std::string> result) {
   LaunchCreates();
   Reconcile();
   if (hooks_.changed) hooks_.changed();
+}
+
+// A failed or timed-out create: shown (pool get, metrics, waiting vruns) and a cooldown,
+// scale_up_error_retry_delay doubled per consecutive failure up to 10 min. The pool retries by
+// itself when it ends.
+void PoolController::AllocationFailed(const std::string& error) {
+  last_error_ = error;
+  last_error_at_ = Clock::now();
+  ++consecutive_create_failures_;
+  Millis delay = cfg_.auto_scaler ? cfg_.auto_scaler->scale_up_error_retry_delay : Millis(60000);
+  for (int i = 1; i < consecutive_create_failures_ && delay < kMaxCooldown; ++i) delay *= 2;
+  delay = std::min(delay, kMaxCooldown);
+  cooldown_until_ = Clock::now() + delay;
+  Event("allocation_error", fmt::format("{} (retry in {})", error, FormatDuration(delay)));
 }
 
 void PoolController::Remove(Worker* w, const std::string& why) {
@@ -689,14 +688,7 @@ void PoolController::OnBatchCreated(uint64_t batch, Result<std::vector<std::stri
   bool wanted = it != batches_.end();
   if (wanted) it->second.in_flight = false;
   if (!names.ok()) {
-    last_error_ = names.status().message();
-    last_error_at_ = Clock::now();
-    ++consecutive_create_failures_;
-    Millis delay = cfg_.auto_scaler ? cfg_.auto_scaler->scale_up_error_retry_delay : Millis(60000);
-    for (int i = 1; i < consecutive_create_failures_ && delay < kMaxCooldown; ++i) delay *= 2;
-    delay = std::min(delay, kMaxCooldown);
-    cooldown_until_ = Clock::now() + delay;
-    Event("allocation_error", fmt::format("batch create failed: {} (retry in {})", last_error_, FormatDuration(delay)));
+    AllocationFailed("batch create failed: " + names.status().message());
     Reconcile();
     if (hooks_.changed) hooks_.changed();
     return;

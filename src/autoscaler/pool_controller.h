@@ -133,6 +133,7 @@ class PoolController {
   void Forget(Worker* w);
 
   void LaunchCreates();
+  void AllocationFailed(const std::string& error);
   void LaunchBatch(uint64_t batch);
   void OnBatchCreated(uint64_t batch, Result<std::vector<std::string>> names);
   void OnCreateDone(uint64_t id, Result<std::string> result);
