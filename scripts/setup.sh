@@ -16,7 +16,9 @@ PACKAGES=(
   # tests and benchmarks
   libgtest-dev libgmock-dev libbenchmark-dev
   # used by the tests and scripts themselves
-  procps iproute2 python3 util-linux
+  procps iproute2 python3 util-linux openssl
+  # fuzzing (libFuzzer and the sanitizer runtimes come with clang 14's compiler-rt)
+  clang libclang-rt-14-dev
 )
 
 missing=()

@@ -28,6 +28,7 @@
 
 #include "agent/connection.h"
 #include "common/crypto.h"
+#include "common/fs.h"
 #include "common/logging.h"
 #include "common/process.h"
 
@@ -125,7 +126,7 @@ class Agent {
         BeginShutdown("refused by the server");
       });
     };
-    conn_ = std::make_unique<Connection>(flags_.server, std::move(cb));
+    conn_ = std::make_unique<Connection>(flags_.server, std::move(cb), flags_.keepalive_ms, credentials_);
     conn_->Start();
     spdlog::info("agent {} (pool {}, {} slot{}) dialing {}", flags_.name, flags_.pool, flags_.slots,
                  flags_.slots > 1 ? "s" : "", flags_.server);
@@ -655,6 +656,11 @@ class Agent {
 
   AgentFlags flags_;
   std::string instance_id_;
+
+ public:
+  std::shared_ptr<grpc::ChannelCredentials> credentials_;
+
+ private:
   int epfd_ = -1, evfd_ = -1, sigfd_ = -1;
   std::unordered_map<int, std::function<void(uint32_t)>> handlers_;
   std::priority_queue<Timer, std::vector<Timer>, std::greater<Timer>> timers_;
@@ -682,6 +688,20 @@ int RunAgent(const AgentFlags& flags) {
   }
   signal(SIGPIPE, SIG_IGN);
   Agent agent(flags);
+  if (!flags.tls_ca.empty() || !flags.tls_cert.empty()) {
+    grpc::SslCredentialsOptions ssl;
+    for (auto [path, out] : {std::pair{&flags.tls_ca, &ssl.pem_root_certs}, {&flags.tls_cert, &ssl.pem_cert_chain},
+                             {&flags.tls_key, &ssl.pem_private_key}}) {
+      if (path->empty()) continue;
+      auto text = ReadFile(*path);
+      if (!text.ok()) {
+        spdlog::error("agent: {}", text.status().message());
+        return 2;
+      }
+      *out = std::move(text).value();
+    }
+    agent.credentials_ = grpc::SslCredentials(ssl);
+  }
   return agent.Run();
 }
 

@@ -7,18 +7,20 @@
 
 namespace tidepool::agent {
 
-Connection::Connection(std::string server, Callbacks callbacks) : server_(std::move(server)), cb_(std::move(callbacks)) {
+Connection::Connection(std::string server, Callbacks callbacks, int keepalive_ms,
+                       std::shared_ptr<grpc::ChannelCredentials> credentials)
+    : server_(std::move(server)), cb_(std::move(callbacks)) {
   grpc::ChannelArguments args;
-  // Notice a dead server or a cut link within about half a minute, even when idle.
-  args.SetInt(GRPC_ARG_KEEPALIVE_TIME_MS, 10000);
-  args.SetInt(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 10000);
+  // Notice a dead server or a cut link within about two keepalive periods, even when idle.
+  args.SetInt(GRPC_ARG_KEEPALIVE_TIME_MS, keepalive_ms);
+  args.SetInt(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, keepalive_ms);
   args.SetInt(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
   args.SetInt(GRPC_ARG_HTTP2_MAX_PINGS_WITHOUT_DATA, 0);
   args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 100);
   args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 100);
   args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 5000);
   args.SetMaxReceiveMessageSize(16 * 1024 * 1024);
-  channel_ = grpc::CreateCustomChannel(server_, grpc::InsecureChannelCredentials(), args);
+  channel_ = grpc::CreateCustomChannel(server_, credentials ? credentials : grpc::InsecureChannelCredentials(), args);
   stub_ = v1::AgentService::NewStub(channel_);
 }
 

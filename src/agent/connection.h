@@ -36,7 +36,9 @@ class Connection {
     std::function<void(const std::string& why)> refused;
   };
 
-  Connection(std::string server, Callbacks callbacks);
+  // credentials: null = plaintext.
+  Connection(std::string server, Callbacks callbacks, int keepalive_ms = 10000,
+             std::shared_ptr<grpc::ChannelCredentials> credentials = nullptr);
   ~Connection();
 
   void Start();

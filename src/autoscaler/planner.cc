@@ -19,14 +19,6 @@ bool CountsInSize(Phase p) {
          p == Phase::kBusy || p == Phase::kUnknown;
 }
 
-// Working state while a plan is built; victims leave `candidates` as they are chosen.
-struct State {
-  int size = 0;
-  int idle = 0;
-  // Victim candidates in preference order: not connected (newest first), then idle (longest first).
-  std::vector<const WorkerView*> candidates;
-};
-
 int OfferedSlots(const WorkerView& w, int slots_per_agent) {
   switch (w.phase) {
     case Phase::kRequested:
@@ -40,23 +32,67 @@ int OfferedSlots(const WorkerView& w, int slots_per_agent) {
   }
 }
 
-// Picks and removes the next victim; nullptr when none may go.
-const WorkerView* TakeVictim(State& st, const Policy& policy, int slots) {
-  for (auto it = st.candidates.begin(); it != st.candidates.end(); ++it) {
-    const WorkerView* w = *it;
-    int offered = OfferedSlots(*w, slots);
-    // An idle victim must leave the pool at or above min_idle (a not-connected one always goes first).
-    if (w->phase == Phase::kIdle && st.idle - offered < policy.min_idle) continue;
-    st.candidates.erase(it);
-    st.size -= 1;
-    st.idle -= offered;
-    return w;
+// A victim candidate, by value (sorting pointers into the snapshot costs a cache miss per
+// comparison at 100k workers).
+struct Candidate {
+  TimePoint since;
+  uint64_t id;
+  uint32_t index;      // position in the snapshot: the tie-break a stable sort would keep
+  bool not_connected;
+  bool requested;
+  int offered;
+};
+
+// Preference order: not connected first (newest first, requested before starting), then idle
+// (longest idle first, then by id); ties in snapshot order. A strict total order.
+bool Before(const Candidate& a, const Candidate& b) {
+  if (a.not_connected != b.not_connected) return a.not_connected;
+  if (a.not_connected) {
+    if (a.since != b.since) return a.since > b.since;
+    if (a.requested != b.requested) return a.requested;
+  } else {
+    if (a.since != b.since) return a.since < b.since;
+    if (a.id != b.id) return a.id < b.id;
   }
-  return nullptr;
+  return a.index < b.index;
+}
+
+// Working state while a plan is built. Candidates are ordered lazily: most plans take no victim,
+// so the order is only paid for when one is taken (a heap: O(n) to build, O(log n) per victim).
+struct State {
+  int size = 0;
+  int idle = 0;
+  std::vector<Candidate> heap;  // candidates not yet taken or ruled out
+  bool heapified = false;
+  size_t remaining = 0;         // candidates not taken (ruled-out ones still count, as before)
+};
+
+bool HeapAfter(const Candidate& a, const Candidate& b) { return Before(b, a); }
+
+// Picks and removes the next victim; false when none may go.
+// An idle candidate that would leave idle below min_idle is ruled out for the rest of the plan:
+// idle only goes down once victims are being taken, so it could never qualify later.
+bool TakeVictim(State& st, const Policy& policy, Candidate* out) {
+  if (!st.heapified) {
+    std::make_heap(st.heap.begin(), st.heap.end(), HeapAfter);
+    st.heapified = true;
+  }
+  while (!st.heap.empty()) {
+    std::pop_heap(st.heap.begin(), st.heap.end(), HeapAfter);
+    Candidate c = st.heap.back();
+    st.heap.pop_back();
+    if (!c.not_connected && st.idle - c.offered < policy.min_idle) continue;  // ruled out
+    st.remaining -= 1;
+    st.size -= 1;
+    st.idle -= c.offered;
+    *out = c;
+    return true;
+  }
+  return false;
 }
 
 bool SurplusRemovable(const State& st, const Policy& policy, int slots) {
-  return st.size > policy.min_agents && st.idle - slots >= policy.min_idle && !st.candidates.empty();
+  return st.size > policy.min_agents && st.idle - slots >= policy.min_idle && st.remaining > 0;
 }
 
 }  // namespace
@@ -67,27 +103,19 @@ Plan MakePlan(const Snapshot& snap, const Policy& policy, TimePoint now) {
   Plan plan;
   State st;
   bool has_unknown = false;
-  std::vector<const WorkerView*> not_connected, idle;
-  for (const WorkerView& w : snap.workers) {
+  for (size_t i = 0; i < snap.workers.size(); ++i) {
+    const WorkerView& w = snap.workers[i];
     if (CountsInSize(w.phase)) st.size += 1;
-    st.idle += OfferedSlots(w, slots);
+    int offered = OfferedSlots(w, slots);
+    st.idle += offered;
     if (w.phase == Phase::kUnknown) has_unknown = true;
-    if (NotConnected(w.phase)) not_connected.push_back(&w);
-    if (w.phase == Phase::kIdle) idle.push_back(&w);
+    if (NotConnected(w.phase) || w.phase == Phase::kIdle) {
+      st.heap.push_back({w.since, w.id, static_cast<uint32_t>(i), NotConnected(w.phase),
+                         w.phase == Phase::kRequested, offered});
+    }
   }
+  st.remaining = st.heap.size();
   st.idle -= snap.waiting_tasks;
-  // Newest not-connected first (least invested), requested before starting on ties.
-  std::stable_sort(not_connected.begin(), not_connected.end(), [](const WorkerView* a, const WorkerView* b) {
-    if (a->since != b->since) return a->since > b->since;
-    return a->phase == Phase::kRequested && b->phase != Phase::kRequested;
-  });
-  // Idle longest first; ties by id for determinism.
-  std::stable_sort(idle.begin(), idle.end(), [](const WorkerView* a, const WorkerView* b) {
-    if (a->since != b->since) return a->since < b->since;
-    return a->id < b->id;
-  });
-  st.candidates = std::move(not_connected);
-  st.candidates.insert(st.candidates.end(), idle.begin(), idle.end());
 
   // Scale up.
   const bool held_by_unknown = has_unknown && now < snap.started_at + policy.initial_delay;
@@ -103,10 +131,10 @@ Plan MakePlan(const Snapshot& snap, const Policy& policy, TimePoint now) {
 
   // Remove at once what exceeds max_idle.
   bool removed_now = false;
+  Candidate v;
   while (st.size > policy.min_agents && st.idle > max_idle) {
-    const WorkerView* v = TakeVictim(st, policy, slots);
-    if (!v) break;
-    plan.removals.push_back(v->id);
+    if (!TakeVictim(st, policy, &v)) break;
+    plan.removals.push_back(v.id);
     removed_now = true;
   }
 
@@ -115,12 +143,11 @@ Plan MakePlan(const Snapshot& snap, const Policy& policy, TimePoint now) {
   while (SurplusRemovable(st, policy, slots)) {
     if (!timer) timer = now;
     if (now < *timer + policy.idle_decay) break;
-    const WorkerView* v = TakeVictim(st, policy, slots);
-    if (!v) {
+    if (!TakeVictim(st, policy, &v)) {
       timer.reset();
       break;
     }
-    plan.removals.push_back(v->id);
+    plan.removals.push_back(v.id);
     timer = now;  // the next surplus worker waits a full idle_decay again
     if (policy.idle_decay.count() > 0) break;
   }

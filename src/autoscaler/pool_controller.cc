@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <climits>
+#include <utility>
 
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
@@ -152,6 +153,14 @@ void PoolController::Event(const std::string& kind, const std::string& message) 
   spdlog::info("pool {}: {}: {}", cfg_.name, kind, message);
 }
 
+void PoolController::NoteDemand(bool waiting) {
+  if (!waiting) {
+    demand_since_.reset();
+  } else if (!demand_since_) {
+    demand_since_ = Clock::now();
+  }
+}
+
 void PoolController::Reconcile() {
   if (is_static() || !*alive_) return;
   const TimePoint now = Clock::now();
@@ -249,6 +258,9 @@ void PoolController::LaunchCreates() {
       break;
     }
     create_queue_.pop_front();
+    it->second->create_launched = true;
+    std::optional<TimePoint> demand = std::exchange(demand_since_, std::nullopt);
+    auto latency = hooks_.scale_up_latency;
     ++creates_in_flight_;
     last_create_attempt_ = now;
     backends::CreateRequest req;
@@ -271,6 +283,7 @@ void PoolController::LaunchCreates() {
     auto record = hooks_.backend_call;
     executor_->Submit([=, this] {
       auto t0 = Clock::now();
+      if (demand && latency) latency(std::chrono::duration<double>(t0 - *demand).count());
       Result<std::string> r = backend->Create(req);
       if (record) record("create", r.ok() ? "ok" : "error", std::chrono::duration<double>(Clock::now() - t0).count());
       // Even after a timeout the result is delivered: a worker that was made after the pool
@@ -358,6 +371,12 @@ void PoolController::Remove(Worker* w, const std::string& why) {
     case Phase::kBusy:
       return;  // never: the planner does not choose busy workers, and drain waits for them
     case Phase::kRequested:
+      if (w->name.empty() && !w->create_launched) {
+        // Still queued behind the create limits: nothing exists to delete.
+        Event("scale_down", fmt::format("cancelling a requested worker before its create ({})", why));
+        Forget(w);
+        return;
+      }
       if (w->name.empty()) {
         w->delete_when_named = true;
         SetPhase(w, Phase::kDeleting);
@@ -462,6 +481,7 @@ void PoolController::OnListed(Result<std::vector<backends::ListedWorker>> listed
     ScheduleSync(interval);
     return;
   }
+  listed_once_ = true;
   std::set<std::string> present;
   for (const auto& lw : *listed) {
     present.insert(lw.name);
@@ -718,6 +738,8 @@ void PoolController::Retire(Worker* w, const std::string& why) {
 }
 
 bool PoolController::AwaitingNames() const {
+  // After a restart, an agent may reconnect before the first list says its machine exists.
+  if (backend_ && !listed_once_) return true;
   for (const auto& [batch, req] : batches_) {
     if (req.in_flight) return true;
   }

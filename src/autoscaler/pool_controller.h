@@ -55,6 +55,9 @@ class PoolController {
     // Every backend call as it ends: op create|delete|list|create_batch, result ok|error|timeout.
     // Called on executor threads (must be thread-safe).
     std::function<void(const std::string& op, const std::string& result, double seconds)> backend_call;
+    // P4: from the first task waiting for this pool to the backend create call it caused, as the
+    // call starts (on an executor thread).
+    std::function<void(double seconds)> scale_up_latency;
   };
 
   PoolController(config::PoolConfig cfg, std::unique_ptr<backends::Backend> backend, Hooks hooks,
@@ -72,6 +75,9 @@ class PoolController {
   void Stop();
 
   // Runs the planner and acts on its plan. Cheap; call after anything changes.
+  // The core's queue for this pool became non-empty (true) or empty (false): the start and end
+  // of the demand whose create latency is measured (scale_up_latency).
+  void NoteDemand(bool waiting);
   void Reconcile();
 
   // An agent says hello. Returns the worker it is, or PERMISSION_DENIED naming why not.
@@ -168,6 +174,7 @@ class PoolController {
   TokenBucket create_bucket_;  // create_rate, burst max_concurrent_creates
   TimerQueue::TimerId create_timer_ = 0;
   TimePoint last_create_attempt_{};
+  std::optional<TimePoint> demand_since_;  // first task waiting with no create launched for it since
   int consecutive_create_failures_ = 0;
   std::optional<TimePoint> cooldown_until_;
   std::string last_error_;
@@ -178,6 +185,7 @@ class PoolController {
   TimerQueue::TimerId wake_timer_ = 0;
   TimerQueue::TimerId sync_timer_ = 0;
   bool sync_in_flight_ = false;
+  bool listed_once_ = false;  // until the first successful list, any valid-token agent may be ours
   bool sync_requested_ = false;
   uint64_t list_generation_ = 0;   // increments per list issued
   TimePoint started_at_{};

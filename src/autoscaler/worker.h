@@ -27,6 +27,7 @@ struct Worker {
   int64_t last_seen_ms = 0;
 
   // Lifecycle bookkeeping.
+  bool create_launched = false;   // its backend create call was made (not just queued)
   bool delete_when_named = false; // chosen as a victim while its create was in flight
   bool delete_in_flight = false;
   bool delete_done = false;       // the backend acknowledged the delete; awaiting the list's confirmation

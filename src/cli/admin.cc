@@ -13,6 +13,7 @@
 #include "agent/agent.h"
 #include "cli/client.h"
 #include "cli/commands.h"
+#include "common/duration.h"
 #include "common/fs.h"
 #include "common/process.h"
 #include "common/strings.h"
@@ -33,6 +34,9 @@ void AddServerFlags(CLI::App* sub, server::ServerFlags* f) {
   sub->add_option("--worker-lost-grace", f->worker_lost_grace,
                   "how long a disconnected worker's tasks wait for it before they are requeued or fail")
       ->default_str("60s");
+  sub->add_option("--heartbeat-interval", f->heartbeat_interval,
+                  "how often agents send a heartbeat; a connection silent for 3 intervals is closed")
+      ->default_str("5s");
 }
 
 std::vector<std::string> ServerArgs(const server::ServerFlags& f) {
@@ -56,6 +60,7 @@ std::vector<std::string> ServerArgs(const server::ServerFlags& f) {
   add("--metrics-listen", f.metrics_listen);
   add("--log-level", f.log_level);
   add("--worker-lost-grace", f.worker_lost_grace);
+  add("--heartbeat-interval", f.heartbeat_interval);
   return a;
 }
 
@@ -120,6 +125,7 @@ int Up(const server::ServerFlags& flags) {
     if (addr.ok() && !Trim(*addr).empty()) {
       ClientOptions co;
       co.server = std::string(Trim(*addr));
+      if (s->config.server.tls) co.tls_ca = s->config.server.tls->cert;
       Client client(co);
       v1::ServerInfo info;
       auto ctx = client.Context();
@@ -173,6 +179,9 @@ int Agent(agent::AgentFlags f, const std::vector<std::string>& labels, int slots
     f.name = Split(host, '.')[0];
   }
   if (f.token.empty()) f.token = EnvOr("TIDEPOOL_WORKER_TOKEN", "");
+  if (f.tls_ca.empty()) f.tls_ca = EnvOr("TIDEPOOL_TLS_CA", "");
+  if (f.tls_cert.empty()) f.tls_cert = EnvOr("TIDEPOOL_TLS_CERT", "");
+  if (f.tls_key.empty()) f.tls_key = EnvOr("TIDEPOOL_TLS_KEY", "");
   f.slots = slots_flag > 0 ? slots_flag : std::atoi(EnvOr("TIDEPOOL_SLOTS", "1").c_str());
   if (f.slots <= 0) f.slots = 1;
   if (f.pool.empty()) {
@@ -234,8 +243,25 @@ void AddAdminCommands(CLI::App& app, int* rc) {
     sub->add_option("--slots", *slots, "tasks at once (default $TIDEPOOL_SLOTS, else 1)");
     sub->add_option("--work-dir", f->work_dir, "directory for tasks without one");
     sub->add_option("--label", *labels, "K=V (repeatable)")->allow_extra_args(false);
+    sub->add_option("--tls-ca", f->tls_ca, "use TLS, trusting this CA certificate (default $TIDEPOOL_TLS_CA)");
+    sub->add_option("--tls-cert", f->tls_cert, "this agent's certificate, for mTLS (default $TIDEPOOL_TLS_CERT)");
+    sub->add_option("--tls-key", f->tls_key, "this agent's key, for mTLS (default $TIDEPOOL_TLS_KEY)");
     sub->add_option("--log-level", f->log_level, "trace|debug|info|warn|error")->default_str("info");
-    sub->callback([f, labels, slots, rc] { *rc = Agent(*f, *labels, *slots); });
+    auto keepalive = std::make_shared<std::string>();
+    sub->add_option("--keepalive", *keepalive, "ping the server this often when idle (default $TIDEPOOL_KEEPALIVE, else 10s)");
+    sub->callback([f, labels, slots, keepalive, rc] {
+      std::string k = !keepalive->empty() ? *keepalive : EnvOr("TIDEPOOL_KEEPALIVE", "");
+      if (!k.empty()) {
+        auto d = ParseDuration(k);
+        if (!d.ok() || d->count() < 100) {
+          fmt::print(stderr, "tidepool agent: --keepalive {}: {}\n", k, d.ok() ? "at least 100ms" : d.status().message());
+          *rc = kExitUsage;
+          return;
+        }
+        f->keepalive_ms = static_cast<int>(d->count());
+      }
+      *rc = Agent(*f, *labels, *slots);
+    });
   }
   {
     CLI::App* cfg = app.add_subcommand("config", "Configuration tools");

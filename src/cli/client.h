@@ -8,17 +8,16 @@
 #include <CLI/CLI.hpp>
 #include <grpcpp/grpcpp.h>
 
+#include "cli/client_env.h"
 #include "tidepool/v1/pool.grpc.pb.h"
 #include "tidepool/v1/task.grpc.pb.h"
 
 namespace tidepool::cli {
 
-constexpr int kExitTidepoolFailed = 255;
-constexpr int kExitUsage = 2;
-
 struct ClientOptions {
   std::string server;  // --server
   std::string token;   // --token
+  std::string tls_ca;  // --tls-ca: talk TLS, trusting this CA (default $TIDEPOOL_TLS_CA)
 };
 
 // Adds --server and --token to a (sub)command.

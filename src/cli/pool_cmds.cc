@@ -59,7 +59,7 @@ int ListPools(PoolOpts& o) {
   if (o.json) {
     nlohmann::json arr = nlohmann::json::array();
     for (const auto& p : resp.pools()) arr.push_back(api::PoolJson(p));
-    fmt::print("{}\n", arr.dump(2));
+    fmt::print("{}\n", arr.dump(2, ' ', false, nlohmann::json::error_handler_t::replace));
     return 0;
   }
   Table table({"NAME", "SELECTORS", "BACKEND", "WORKERS(idle/busy/starting/unknown)", "QUEUED", "MIN", "MAX", "STATUS"});
@@ -100,7 +100,7 @@ int GetPool(PoolOpts& o) {
     for (const auto& e : d.events()) {
       j["events"].push_back({{"at", FormatRfc3339(e.at_ms())}, {"kind", e.kind()}, {"message", e.message()}});
     }
-    fmt::print("{}\n", j.dump(2));
+    fmt::print("{}\n", j.dump(2, ' ', false, nlohmann::json::error_handler_t::replace));
     return 0;
   }
   fmt::print("pool:       {}{}\n", p.name(), p.default_() ? " (default)" : "");
@@ -142,7 +142,7 @@ int ListWorkers(PoolOpts& o) {
   if (o.json) {
     nlohmann::json arr = nlohmann::json::array();
     for (const auto& w : resp.workers()) arr.push_back(api::WorkerJson(w));
-    fmt::print("{}\n", arr.dump(2));
+    fmt::print("{}\n", arr.dump(2, ' ', false, nlohmann::json::error_handler_t::replace));
     return 0;
   }
   Table table({"NAME", "POOL", "STATE", "SLOTS", "AGE", "LAST-SEEN", "LABELS"});

@@ -197,20 +197,9 @@ class Session {
   int StatusOf(const v1::Exited& x) {
     ClearProgress();
     term_.Restore();
-    if (x.state() == v1::TASK_STATE_SUCCESS) return 0;
-    if (x.command_not_found()) {
-      fmt::print(stderr, "{}\n", x.reason());
-      return 127;
-    }
-    if (x.state() == v1::TASK_STATE_CANCELLED) {
-      if (!cancel_sent_ && !opts_.quiet) fmt::print(stderr, "tidepool: task {} was cancelled\n", task_id_);
-      return 130;
-    }
-    if (x.reason() == "timeout" && !opts_.quiet) fmt::print(stderr, "tidepool: task {} timed out\n", task_id_);
-    if (x.signal() > 0) return 128 + x.signal();
-    if (x.has_exit_code()) return x.exit_code();
-    fmt::print(stderr, "tidepool: task {} failed: {}\n", task_id_, x.reason());
-    return kExitTidepoolFailed;
+    RunEnd end{x.state() == v1::TASK_STATE_SUCCESS, x.state() == v1::TASK_STATE_CANCELLED, x.has_exit_code(),
+               x.exit_code(), x.signal(), x.reason(), x.command_not_found()};
+    return RunExitStatus(end, task_id_, opts_.quiet, cancel_sent_);
   }
 
   int Exit(int rc) {
@@ -298,8 +287,7 @@ class Session {
     if (elapsed < std::chrono::seconds(1)) return;
     int secs = static_cast<int>(std::chrono::duration_cast<std::chrono::seconds>(elapsed).count());
     const v1::Waiting& w = *waiting_;
-    std::string line = fmt::format("waiting for a worker in pool {}: {} starting, {} idle, position {} in queue", w.pool(),
-                                   w.starting(), w.idle(), w.position());
+    std::string line = WaitingLine(w.pool(), w.starting(), w.idle(), w.position());
     if (isatty(STDERR_FILENO)) {
       fmt::print(stderr, "\r\033[K{} ({}s)", line, secs);
       progress_shown_ = true;

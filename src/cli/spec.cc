@@ -11,14 +11,6 @@
 
 namespace tidepool::cli {
 
-bool IsLocalOnlyVariable(const std::string& key) {
-  static const char* exact[] = {"TERM", "DISPLAY", "XAUTHORITY", "SHLVL", "_", "OLDPWD", "PWD", "TERMCAP", "COLUMNS", "LINES"};
-  for (const char* e : exact) {
-    if (key == e) return true;
-  }
-  return key.rfind("SSH_", 0) == 0 || key.rfind("TMUX", 0) == 0;
-}
-
 Status FillSpec(const CommonSpec& c, v1::TaskSpec* spec) {
   for (const auto& a : c.command) spec->add_argv(a);
   char buf[4096];

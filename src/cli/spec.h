@@ -5,6 +5,7 @@
 #include <string>
 #include <vector>
 
+#include "cli/client_env.h"
 #include "common/status.h"
 #include "tidepool/v1/common.pb.h"
 
@@ -22,8 +23,5 @@ struct CommonSpec {
 
 // Fills argv, cwd, env, pool, name, priority, timeout. Errors name the bad flag.
 Status FillSpec(const CommonSpec& c, v1::TaskSpec* spec);
-
-// True for variables that describe the local terminal or session (never sent).
-bool IsLocalOnlyVariable(const std::string& key);
 
 }  // namespace tidepool::cli

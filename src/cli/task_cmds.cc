@@ -62,7 +62,7 @@ int List(TaskOpts& o) {
   if (o.json) {
     nlohmann::json arr = nlohmann::json::array();
     for (const auto& t : resp.tasks()) arr.push_back(api::TaskJson(t));
-    fmt::print("{}\n", arr.dump(2));
+    fmt::print("{}\n", arr.dump(2, ' ', false, nlohmann::json::error_handler_t::replace));
     return 0;
   }
   Table table({"ID", "STATE", "POOL", "WORKER", "EXIT", "AGE", "COMMAND"});
@@ -85,7 +85,7 @@ int Get(TaskOpts& o) {
   auto ctx = client.Context();
   if (grpc::Status st = client.tasks().GetTask(ctx.get(), req, &t); !st.ok()) return client.Fail(st);
   if (o.json) {
-    fmt::print("{}\n", api::TaskJson(t).dump(2));
+    fmt::print("{}\n", api::TaskJson(t).dump(2, ' ', false, nlohmann::json::error_handler_t::replace));
     return 0;
   }
   auto line = [](const char* k, const std::string& v) { fmt::print("{:<10} {}\n", k, v.empty() ? "-" : v); };

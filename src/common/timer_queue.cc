@@ -57,7 +57,10 @@ void TimerQueue::Loop() {
     }
     auto first = by_time_.begin();
     if (first->first > Clock::now()) {
-      cv_.wait_until(lock, first->first);
+      // Copy the deadline: wait_until reads it again after waking, and Cancel() may have
+      // erased the node it lives in meanwhile.
+      const Clock::time_point deadline = first->first;
+      cv_.wait_until(lock, deadline);
       continue;
     }
     TimerId id = first->second;

@@ -56,6 +56,7 @@ class Builder {
     }
     const json& pools = Sub(root, "agent_pools");
     for (size_t i = 0; i < pools.size(); ++i) {
+      if (!pools[i].is_object()) continue;  // the schema check has reported it (found by fuzz_config)
       out_.pools.push_back(BuildPool(pools[i], ItemPath("agent_pools", i)));
     }
     return std::move(out_);

@@ -57,7 +57,7 @@ std::string BackendConfig::Fingerprint() const {
   // Over the redacted form: rotating a controller credential (api_token) is not a new worker
   // template, and no secret-derived bytes ever leave the process. json dumps objects with sorted
   // keys, so equal configs hash equally.
-  std::string canonical = type + "\n" + Redacted().dump();
+  std::string canonical = type + "\n" + Redacted().dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
   return HmacSha256Hex("tidepool-backend-fingerprint", canonical).substr(0, 16);
 }
 

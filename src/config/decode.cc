@@ -6,7 +6,10 @@
 #include <cstdlib>
 #include <limits>
 #include <optional>
+#include <sstream>
 
+#include <fmt/format.h>
+#include <yaml-cpp/eventhandler.h>
 #include <yaml-cpp/yaml.h>
 
 #include "common/duration.h"
@@ -515,23 +518,57 @@ class Decoder {
   PosIndex* index_;
 };
 
+// Where each document of a YAML stream starts; nothing else.
+class DocumentStarts : public YAML::EventHandler {
+ public:
+  std::vector<YAML::Mark> marks;
+  void OnDocumentStart(const YAML::Mark& mark) override { marks.push_back(mark); }
+  void OnDocumentEnd() override {}
+  void OnNull(const YAML::Mark&, YAML::anchor_t) override {}
+  void OnAlias(const YAML::Mark&, YAML::anchor_t) override {}
+  void OnScalar(const YAML::Mark&, const std::string&, YAML::anchor_t, const std::string&) override {}
+  void OnSequenceStart(const YAML::Mark&, const std::string&, YAML::anchor_t, YAML::EmitterStyle::value) override {}
+  void OnSequenceEnd() override {}
+  void OnMapStart(const YAML::Mark&, const std::string&, YAML::anchor_t, YAML::EmitterStyle::value) override {}
+  void OnMapEnd() override {}
+};
+
 }  // namespace
 
 Document DecodeYaml(const std::string& text, const std::string& file, const EnvLookup& env,
                     std::vector<ConfigError>* errors) {
   Document doc;
   doc.file = file;
+  // YAML allows no C0 control characters but tab, LF and CR (its c-printable set).
+  for (size_t i = 0, line = 1, col = 1; i < text.size(); ++i, ++col) {
+    unsigned char c = static_cast<unsigned char>(text[i]);
+    if (c == '\n') {
+      ++line;
+      col = 0;
+    } else if ((c < 0x20 && c != '\t' && c != '\r') || c == 0x7f) {
+      errors->push_back({SourcePos{file, static_cast<int>(line), static_cast<int>(col)},
+                         fmt::format("control character 0x{:02x} is not allowed in YAML", c)});
+      return doc;
+    }
+  }
   std::vector<YAML::Node> docs;
   try {
-    docs = YAML::LoadAll(text);
+    // Never YAML::LoadAll: on some inputs (",\x02", found by fuzz_config) yaml-cpp 0.7 yields
+    // empty documents forever. Count documents with the event parser, stopping at the second.
+    std::istringstream in(text);
+    YAML::Parser parser(in);
+    DocumentStarts starts;
+    while (starts.marks.size() < 2 && parser.HandleNextDocument(starts)) {
+    }
+    if (starts.marks.size() > 1) {
+      errors->push_back({ToPos(file, starts.marks[1]),
+                         "only one YAML document per file (put further pools in the first one, or "
+                         "in another file of a config directory)"});
+    }
+    if (!starts.marks.empty()) docs.push_back(YAML::Load(text));
   } catch (const YAML::Exception& e) {
     errors->push_back({ToPos(file, e.mark), "YAML syntax error: " + e.msg});
     return doc;
-  }
-  if (docs.size() > 1) {
-    errors->push_back({ToPos(file, docs[1].Mark()),
-                       "only one YAML document per file (put further pools in the first one, or "
-                       "in another file of a config directory)"});
   }
   if (docs.empty() || docs[0].IsNull()) return doc;
   Decoder decoder(file, env, errors, &doc.index);

@@ -272,6 +272,26 @@ TEST(ConfigErrors, PodTemplateMustBeAMapping) {
                       5, 37, "pod_template: expected a mapping, got \"pod.yaml\"");
 }
 
+// Found by fuzz_config: a pool that is a plain string used to throw out of the loader.
+TEST(ConfigErrors, APoolThatIsNotAMappingIsAnErrorNotACrash) {
+  LoadResult r = Load("agent_pools:\n  - nlab\n  - name: lab-2\n");
+  EXPECT_THAT(ErrorStrings(r),
+              ElementsAre("t.yaml:2:5: agent_pools[0]: expected a mapping (the fields of agent_pools[0]), got \"nlab\""));
+}
+
+// Found by fuzz_config: ",\x02" made yaml-cpp's LoadAll produce documents forever.
+TEST(ConfigErrors, ControlCharactersAreRefusedAtTheirPosition) {
+  EXPECT_THAT(ErrorStrings(Load(std::string(",\x02"))),
+              ElementsAre("t.yaml:1:2: control character 0x02 is not allowed in YAML"));
+  EXPECT_THAT(ErrorStrings(Load(std::string("agent_pools:\n  - name: a\x7f\n"))),
+              ElementsAre("t.yaml:2:12: control character 0x7f is not allowed in YAML"));
+}
+
+TEST(ConfigErrors, ASecondDocumentIsAnError) {
+  EXPECT_THAT(ErrorStrings(Load("agent_pools: []\n---\nagent_pools: []\n")),
+              ElementsAre(HasSubstr("only one YAML document per file")));
+}
+
 TEST(ConfigErrors, EachBadListItemIsReportedAtItsOwnPosition) {
   LoadResult r = Load("agent_pools:\n  - name: a\n    kinds: [[x], gang]\n");
   EXPECT_THAT(ErrorStrings(r),

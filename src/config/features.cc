@@ -7,8 +7,8 @@ namespace {
 // The one place that says what is built. Keep ids in sync with features.h.
 constexpr Feature kFeatures[] = {
     {"metrics_listen", "Prometheus metrics endpoint", true},
-    {"tls", "TLS", false},
-    {"auth", "users and roles", false},
+    {"tls", "TLS", true},
+    {"auth", "users and roles", true},
     {"postgres", "PostgreSQL store", false},
     {"selectors", "selectors and backup pools", true},
     {"kinds", "task kinds per pool", true},

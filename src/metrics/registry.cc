@@ -129,6 +129,10 @@ std::vector<double> DefaultSecondsBuckets() {
   return {.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 120, 300};
 }
 
+std::vector<double> FineSecondsBuckets() {
+  return {.00005, .0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 10};
+}
+
 // ---- Histogram ----
 
 Histogram::Histogram(std::vector<double> bounds) : bounds_(std::move(bounds)) {

@@ -39,6 +39,8 @@ using Labels = std::vector<std::pair<std::string, std::string>>;
 // Prometheus' default buckets, extended for slow cloud calls:
 // .005 .01 .025 .05 .1 .25 .5 1 2.5 5 10 30 60 120 300 (seconds; +Inf is implicit).
 std::vector<double> DefaultSecondsBuckets();
+// 50 us .. 10 s, for the sub-millisecond latencies of the server's own decisions.
+std::vector<double> FineSecondsBuckets();
 
 // A monotonic counter. Negative and NaN increments are ignored.
 class Counter {

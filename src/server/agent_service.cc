@@ -1,6 +1,7 @@
 // AgentService.Connect: one bidirectional stream per worker.
 #include <spdlog/spdlog.h>
 
+#include "server/core_internal.h"
 #include "server/outbox.h"
 #include "server/services.h"
 
@@ -44,6 +45,7 @@ class AgentStream final : public grpc::ServerBidiReactor<v1::AgentMessage, v1::S
       outbox_->Finish(grpc::Status::OK);
       return;
     }
+    link_->last_heard_ms = SteadyMs();
     if (!attached_) {
       if (!in_.has_hello()) {
         outbox_->Finish(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "the first message must be a hello"));
@@ -121,14 +123,45 @@ class Refuse final : public grpc::ServerBidiReactor<v1::AgentMessage, v1::Server
 
 }  // namespace
 
+Result<Caller> Authenticator::Identify(const grpc::CallbackServerContext* ctx) const {
+  if (!users_) return Caller{};
+  const auto& md = ctx->client_metadata();
+  auto it = md.find("authorization");
+  std::string token;
+  if (it != md.end()) {
+    std::string value(it->second.data(), it->second.size());
+    if (value.rfind("Bearer ", 0) == 0) token = value.substr(7);
+  }
+  return IdentifyToken(token);
+}
+
+Result<Caller> Authenticator::IdentifyToken(const std::string& token) const {
+  if (!users_) return Caller{};
+  if (const User* u = users_->Authenticate(token)) return Caller{u, u->name};
+  if (Core* core = core_->load()) {
+    std::string task = core->tokens().TaskOfToken(token);
+    if (!task.empty()) {
+      std::string owner = core->TaskOwner(task);
+      if (const User* u = users_->Find(owner)) return Caller{u, u->name};
+    }
+  }
+  return Status(StatusCode::kUnauthenticated,
+                token.empty() ? "this server needs a token: --token, $TIDEPOOL_TOKEN or ~/.config/tidepool/token"
+                              : "the token was not accepted");
+}
+
 grpc::Status ToGrpc(const Status& s) {
   if (s.ok()) return grpc::Status::OK;
   return grpc::Status(static_cast<grpc::StatusCode>(s.code()), s.message());
 }
 
-grpc::ServerBidiReactor<v1::AgentMessage, v1::ServerMessage>* AgentService::Connect(grpc::CallbackServerContext*) {
+grpc::ServerBidiReactor<v1::AgentMessage, v1::ServerMessage>* AgentService::Connect(grpc::CallbackServerContext* ctx) {
   Core* core = core_->load();
   if (!core) return new Refuse(grpc::Status(grpc::StatusCode::UNAVAILABLE, "the server is starting"));
+  if (need_certificates_ && !(ctx->auth_context() && ctx->auth_context()->IsPeerAuthenticated())) {
+    return new Refuse(grpc::Status(grpc::StatusCode::PERMISSION_DENIED,
+                                   "agents must present a client certificate signed by server.tls.client_ca (mTLS)"));
+  }
   return new AgentStream(core);
 }
 

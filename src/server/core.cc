@@ -70,6 +70,13 @@ Status Core::Start() {
     hooks.token_for = [this](const std::string& n) { return tokens_.WorkerToken(n); };
     hooks.waiting_tasks = [this, name] { return WaitingFor(name); };
     if (metrics::Registry* reg = opts_.metrics) {
+      hooks.scale_up_latency = [reg, name](double seconds) {
+        spdlog::debug("pool {}: create call {} us after demand", name, static_cast<int64_t>(seconds * 1e6));
+        reg->Histogram("tidepool_scale_up_latency_seconds",
+                       "From the first task waiting for a pool to the backend create call it caused",
+                       {{"pool", name}}, metrics::FineSecondsBuckets())
+            .Observe(seconds);
+      };
       hooks.backend_call = [reg, name](const std::string& op, const std::string& result, double seconds) {
         reg->Counter("tidepool_backend_calls_total", "Backend calls by pool, operation and result",
                      {{"pool", name}, {"op", op}, {"result", result}})
@@ -233,6 +240,7 @@ Status Core::Start() {
   }
   for (auto& [name, pool] : pools_) Schedule(pool.get());
   if (opts_.metrics) opts_.metrics->AddCollector([this](metrics::GaugeWriter& g) { CollectMetrics(g); });
+  timers_.After(opts_.heartbeat_interval, [this] { Post([this] { CheckHeartbeats(); }); });
   spdlog::info("core started: {} pools, {} unfinished tasks", pools_.size(), tasks_.size());
   return Status::Ok();
 }
@@ -296,7 +304,9 @@ void Core::SendToWorker(const std::string& worker, v1::ServerMessage m) {
 // ---- agents ----------------------------------------------------------------------------------
 
 HelloOutcome Core::AgentHello(std::shared_ptr<AgentLink> link, const v1::AgentHello& hello, Status* refusal) {
+  const auto arrived = std::chrono::steady_clock::now();
   std::lock_guard lock(mu_);
+  link->hello_at = arrived;
   if (stopped_) {
     *refusal = Unavailable("the server is shutting down");
     return HelloOutcome::kRefused;
@@ -379,6 +389,8 @@ void Core::Attach(std::shared_ptr<AgentLink> link, const v1::AgentHello& hello, 
   session->worker = w->name;
   session->pool = pool->name();
   session->instance_id = hello.instance_id();
+  session->awaiting_first_start = hello.tasks_size() == 0;
+  link->last_heard_ms = SteadyMs();
   Session* s = session.get();
   sessions_[link.get()] = std::move(session);
   session_by_worker_[w->name] = s;
@@ -451,6 +463,18 @@ void Core::Attach(std::shared_ptr<AgentLink> link, const v1::AgentHello& hello, 
   Schedule(pool);
 }
 
+void Core::CheckHeartbeats() {
+  int64_t now = SteadyMs();
+  for (auto& [link, s] : sessions_) {
+    int64_t silent_ms = now - link->last_heard_ms.load();
+    if (silent_ms <= 3 * opts_.heartbeat_interval.count()) continue;
+    spdlog::warn("worker {}: nothing heard for {} s; closing its connection", s->worker, silent_ms / 1000);
+    link->Close(Unavailable("no heartbeat"));  // its stream ends and AgentGone follows
+    link->last_heard_ms = now;                 // do not close it twice
+  }
+  timers_.After(opts_.heartbeat_interval, [this] { Post([this] { CheckHeartbeats(); }); });
+}
+
 void Core::AgentMessage(AgentLink* link, const v1::AgentMessage& msg) {
   std::lock_guard lock(mu_);
   Session* s = SessionOf(link);
@@ -463,6 +487,21 @@ void Core::AgentMessage(AgentLink* link, const v1::AgentMessage& msg) {
       break;
     case v1::AgentMessage::kExited:
       OnExited(s, msg.exited());
+      break;
+    case v1::AgentMessage::kStarted:
+      if (s->awaiting_first_start) {
+        s->awaiting_first_start = false;
+        double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - link->hello_at).count();
+        spdlog::debug("worker {}: first task running {} us after its hello", s->worker,
+                      static_cast<int64_t>(seconds * 1e6));
+        if (opts_.metrics) {
+          opts_.metrics
+              ->Histogram("tidepool_worker_first_task_seconds",
+                          "From a fresh worker's hello to its first task's process running (agent's report)",
+                          {{"pool", s->pool}}, metrics::FineSecondsBuckets())
+              .Observe(seconds);
+        }
+      }
       break;
     case v1::AgentMessage::kStdinAck: {
       Task* t = FindTask(msg.stdin_ack().task_id());
@@ -667,17 +706,20 @@ v1::Pool Core::PoolProto(PoolController& pool) {
   return p;
 }
 
-std::vector<v1::Pool> Core::ListPools() {
+std::vector<v1::Pool> Core::ListPools(const Caller& caller) {
   std::lock_guard lock(mu_);
   std::vector<v1::Pool> out;
-  for (auto& [name, pool] : pools_) out.push_back(PoolProto(*pool));
+  for (auto& [name, pool] : pools_) {
+    if (caller.Can(name, Role::kView)) out.push_back(PoolProto(*pool));
+  }
   return out;
 }
 
-Result<v1::PoolDetail> Core::GetPool(const std::string& name) {
+Result<v1::PoolDetail> Core::GetPool(const std::string& name, const Caller& caller) {
   std::lock_guard lock(mu_);
   PoolController* pool = Pool(name);
   if (!pool) return NotFound(fmt::format("pool not found: {}", name));
+  if (!caller.Can(name, Role::kView)) return caller.Denied(name, Role::kView);
   v1::PoolDetail d;
   *d.mutable_pool() = PoolProto(*pool);
   autoscaler::Policy pol = pool->policy();
@@ -705,20 +747,22 @@ Result<v1::PoolDetail> Core::GetPool(const std::string& name) {
   return d;
 }
 
-std::vector<v1::Worker> Core::ListWorkers(const std::string& pool_name) {
+std::vector<v1::Worker> Core::ListWorkers(const std::string& pool_name, const Caller& caller) {
   std::lock_guard lock(mu_);
   std::vector<v1::Worker> out;
   for (auto& [name, pool] : pools_) {
     if (!pool_name.empty() && name != pool_name) continue;
+    if (!caller.Can(name, Role::kView)) continue;
     for (Worker* w : pool->Workers()) out.push_back(WorkerProto(*w));
   }
   return out;
 }
 
-Result<v1::Worker> Core::DrainWorker(const std::string& name) {
+Result<v1::Worker> Core::DrainWorker(const std::string& name, const Caller& caller) {
   std::lock_guard lock(mu_);
   for (auto& [pname, pool] : pools_) {
     if (Worker* w = pool->Find(name)) {
+      if (!caller.Can(pname, Role::kManage)) return caller.Denied(pname, Role::kManage);
       if (Status s = pool->Drain(name); !s.ok()) return s;
       if (Worker* still = pool->Find(name)) return WorkerProto(*still);
       (void)w;
@@ -730,10 +774,11 @@ Result<v1::Worker> Core::DrainWorker(const std::string& name) {
   return NotFound(fmt::format("worker not found: {}", name));
 }
 
-Result<v1::Worker> Core::DeleteWorker(const std::string& name, bool force) {
+Result<v1::Worker> Core::DeleteWorker(const std::string& name, bool force, const Caller& caller) {
   std::lock_guard lock(mu_);
   for (auto& [pname, pool] : pools_) {
     if (pool->Find(name)) {
+      if (!caller.Can(pname, Role::kManage)) return caller.Denied(pname, Role::kManage);
       if (Status s = pool->Delete(name, force); !s.ok()) return s;
       if (Worker* still = pool->Find(name)) return WorkerProto(*still);
       v1::Worker gone;

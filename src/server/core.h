@@ -28,6 +28,7 @@
 #include "common/timer_queue.h"
 #include "config/config.h"
 #include "metrics/registry.h"
+#include "server/auth.h"
 #include "server/log_store.h"
 #include "server/tokens.h"
 #include "store/store.h"
@@ -46,6 +47,10 @@ class AgentLink {
   virtual void Close(const Status& why) = 0;
   // A hello that was held (HelloOutcome::kPending) has been accepted: start reading the stream.
   virtual void Accepted() = 0;
+  // Steady-clock milliseconds of the last message received, whatever it was.
+  std::atomic<int64_t> last_heard_ms{0};
+  // When its hello reached the core (P5: hello -> first task running). Set under the core lock.
+  std::chrono::steady_clock::time_point hello_at{};
 };
 
 enum class HelloOutcome { kAccepted, kPending, kRefused };
@@ -68,6 +73,7 @@ struct CoreOptions {
   std::chrono::milliseconds kill_grace{10000};
   std::chrono::milliseconds heartbeat_interval{5000};
   metrics::Registry* metrics = nullptr;  // optional; must outlive the core
+  bool auth = false;                     // users and roles are on: tasks get task tokens
 };
 
 class Core {
@@ -85,28 +91,28 @@ class Core {
 
   // ---- clients ----
   // vbatch: `done` gets the id once the task is durable, or the error.
-  void Submit(v1::TaskSpec spec, std::function<void(Result<std::string>)> done);
+  void Submit(v1::TaskSpec spec, std::function<void(Result<std::string>)> done, const Caller& caller = {});
   // vrun: the client receives Accepted once durable, then Waiting/Started/Output/Exited.
   // Returns the task id, or "" when refused (the client was finished with the error).
-  std::string Run(std::shared_ptr<RunClient> client, v1::TaskSpec spec);
+  std::string Run(std::shared_ptr<RunClient> client, v1::TaskSpec spec, const Caller& caller = {});
   void RunInput(const std::string& task_id, const v1::RunRequest& request);
   void RunClientGone(const std::string& task_id);
 
-  Result<v1::Task> GetTask(const std::string& id);
-  Result<std::vector<v1::Task>> ListTasks(const v1::ListTasksRequest& request);
-  Result<std::vector<std::string>> CancelTask(const std::string& id);
-  // Calls `fn` with the task now and at every change until final. Returns 0 if the task does not
-  // exist; `fn` may be called under the core lock and must not call back into the core.
-  uint64_t Watch(const std::string& id, std::function<void(const v1::Task&)> fn);
+  Result<v1::Task> GetTask(const std::string& id, const Caller& caller = {});
+  Result<std::vector<v1::Task>> ListTasks(const v1::ListTasksRequest& request, const Caller& caller = {});
+  Result<std::vector<std::string>> CancelTask(const std::string& id, const Caller& caller = {});
+  // Calls `fn` with the task now and at every change until final; returns the watch id (UINT64_MAX
+  // for a task already final). `fn` may be called under the core lock and must not call back in.
+  Result<uint64_t> Watch(const std::string& id, std::function<void(const v1::Task&)> fn, const Caller& caller = {});
   void Unwatch(const std::string& id, uint64_t watch_id);
   // The log sink of a task, and whether the task is final already.
-  Result<std::pair<std::shared_ptr<LogSink>, bool>> Logs(const std::string& id);
+  Result<std::pair<std::shared_ptr<LogSink>, bool>> Logs(const std::string& id, const Caller& caller = {});
 
-  std::vector<v1::Pool> ListPools();
-  Result<v1::PoolDetail> GetPool(const std::string& name);
-  std::vector<v1::Worker> ListWorkers(const std::string& pool);
-  Result<v1::Worker> DrainWorker(const std::string& name);
-  Result<v1::Worker> DeleteWorker(const std::string& name, bool force);
+  std::vector<v1::Pool> ListPools(const Caller& caller = {});
+  Result<v1::PoolDetail> GetPool(const std::string& name, const Caller& caller = {});
+  std::vector<v1::Worker> ListWorkers(const std::string& pool, const Caller& caller = {});
+  Result<v1::Worker> DrainWorker(const std::string& name, const Caller& caller = {});
+  Result<v1::Worker> DeleteWorker(const std::string& name, bool force, const Caller& caller = {});
 
   // ---- agents ----
   // Verifies identity; on success the link is attached to its worker and welcomed. An agent with
@@ -120,6 +126,9 @@ class Core {
   // Task output, without the core lock; returns the stored offset to acknowledge (or nullopt
   // to acknowledge later, when the client has taken it).
   std::optional<uint64_t> AgentOutput(AgentLink* link, const v1::TaskOutput& out);
+
+  // The owner of an unfinished task (for task tokens); "" if none.
+  std::string TaskOwner(const std::string& id);
 
   // The web status page at metrics_listen.
   std::string StatusPage();
@@ -135,7 +144,13 @@ class Core {
   // All below require mu_.
   Task* FindTask(const std::string& id);
   // Submission (core_tasks.cc): builds the task (and its shards), persists it, queues it.
-  Result<Task*> CreateTask(v1::TaskSpec spec, std::shared_ptr<RunClient> client, store::WriteBatcher::Callback on_commit);
+  // `on_commit` runs once every record is durable (or failed), on the store's writer thread,
+  // with the new task's id and pool: it may run before CreateTask returns.
+  using Committed = std::function<void(const Status&, const std::string& id, const std::string& pool)>;
+  Result<Task*> CreateTask(v1::TaskSpec spec, std::shared_ptr<RunClient> client, Committed on_commit,
+                           const Caller& caller);
+  // May the caller see (and cancel) this task: its owner, or a manager of its pool.
+  bool MaySee(const Caller& caller, const v1::Task& t);
   Result<std::vector<autoscaler::PoolController*>> ResolveTarget(v1::TaskSpec& spec, const Task* parent);
   Result<std::string> AssignId(const v1::TaskSpec& spec, const Task* parent);
   Status ResolveDependencies(v1::TaskSpec& spec, const Task* parent);
@@ -175,6 +190,8 @@ class Core {
   void RetryHeldHellos(autoscaler::PoolController* pool);
   int WaitingFor(const std::string& pool) const;
   void Post(std::function<void()> fn);
+  // Closes sessions silent for three heartbeat intervals (a cut link TCP has not noticed yet).
+  void CheckHeartbeats();
   autoscaler::PoolController* Pool(const std::string& name);
   v1::Worker WorkerProto(const autoscaler::Worker& w) const;
   v1::Pool PoolProto(autoscaler::PoolController& p);

@@ -124,7 +124,14 @@ struct Core::Session {
   std::string worker;
   std::string pool;
   std::string instance_id;
+  // A fresh worker (it held no tasks at hello) whose first task has not started yet.
+  bool awaiting_first_start = false;
 };
+
+inline int64_t SteadyMs() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
 
 // Where a task's output goes: its log files, or the attached vrun. Used without the core lock.
 class Core::OutputRoute {

@@ -22,6 +22,7 @@ void Core::Enqueue(Task* t) {
     t->pool = ChooseDemandPool(t, nullptr);
   }
   queues_[t->pool->name()][{t->st().priority(), t->rec.seq}] = t;
+  if (queued_slots_[t->pool->name()] == 0) t->pool->NoteDemand(true);
   queued_slots_[t->pool->name()] += t->slots();
   t->queued = true;
   if (t->pool->batch_mode()) {
@@ -35,6 +36,7 @@ void Core::Dequeue(Task* t) {
   if (!t->queued) return;
   queues_[t->pool->name()].erase({t->st().priority(), t->rec.seq});
   queued_slots_[t->pool->name()] -= t->slots();
+  if (queued_slots_[t->pool->name()] == 0) t->pool->NoteDemand(false);
   t->queued = false;
 }
 
@@ -287,6 +289,8 @@ void Core::OnDispatchCommitted(const std::string& id, int attempt) {
   env["TIDEPOOL_POOL"] = t->st().pool();
   env["TIDEPOOL_WORKER_NAME"] = t->assigned;
   env["TIDEPOOL_SERVER"] = opts_.agent_address;
+  // With users and roles, `vbatch` inside the task acts as the task's owner.
+  if (opts_.auth) env["TIDEPOOL_TOKEN"] = tokens_.TaskToken(id);
   if (!spec.cwd().empty()) env["PWD"] = spec.cwd();
   start->set_tty(spec.tty());
   *start->mutable_terminal_size() = spec.terminal_size();

@@ -160,8 +160,8 @@ Core::Task* Core::AddTask(const std::string& id, v1::TaskSpec spec) {
   return raw;
 }
 
-Result<Core::Task*> Core::CreateTask(v1::TaskSpec spec, std::shared_ptr<RunClient> client,
-                                     store::WriteBatcher::Callback on_commit) {
+Result<Core::Task*> Core::CreateTask(v1::TaskSpec spec, std::shared_ptr<RunClient> client, Committed on_commit,
+                                     const Caller& caller) {
   if (spec.argv_size() == 0 || spec.argv(0).empty()) return InvalidArgument("no command given");
   if (spec.retries() < 0) return InvalidArgument("--retries must not be negative");
   if (spec.timeout_ms() < 0) return InvalidArgument("--timeout must not be negative");
@@ -175,8 +175,21 @@ Result<Core::Task*> Core::CreateTask(v1::TaskSpec spec, std::shared_ptr<RunClien
       return FailedPrecondition(fmt::format("parent task {} is not running", spec.parent()));
     }
   }
+  if (parent && !MaySee(caller, parent->rec.status)) {
+    return caller.Denied(parent->st().pool(), Role::kManage);  // someone else's task
+  }
   auto eligible = ResolveTarget(spec, parent);
   if (!eligible.ok()) return eligible.status();
+  // Only the pools the caller may submit to (a selector keeps the ones allowed).
+  std::vector<PoolController*> allowed;
+  for (PoolController* p : *eligible) {
+    if (caller.Can(p->name(), Role::kSubmit)) allowed.push_back(p);
+  }
+  if (allowed.empty()) return caller.Denied(eligible->front()->name(), Role::kSubmit);
+  *eligible = std::move(allowed);
+  // A child belongs to its parent's owner; a task's own token replaces any the caller sent.
+  std::string owner = parent ? parent->st().owner() : caller.name;
+  if (opts_.auth) spec.mutable_env()->erase("TIDEPOOL_TOKEN");
   if (spec.gang()) {
     // A gang that can never fit is refused now rather than waiting forever.
     int most = 0;
@@ -196,6 +209,7 @@ Result<Core::Task*> Core::CreateTask(v1::TaskSpec spec, std::shared_ptr<RunClien
 
   const int shards = spec.shards();
   Task* t = AddTask(*id, spec);
+  t->st().set_owner(owner);
   t->eligible = *eligible;
   t->client = client;
   std::vector<Task*> created{t};
@@ -215,6 +229,7 @@ Result<Core::Task*> Core::CreateTask(v1::TaskSpec spec, std::shared_ptr<RunClien
       env["TIDEPOOL_SHARD_ID"] = env["VELDA_SHARD_ID"] = std::to_string(i);
       env["TIDEPOOL_TOTAL_SHARDS"] = env["VELDA_TOTAL_SHARDS"] = std::to_string(shards);
       Task* c = AddTask(*id + "/" + std::to_string(i), std::move(cs));
+      c->st().set_owner(owner);
       c->eligible = *eligible;
       t->children.push_back(c->id());
       t->open_children++;
@@ -239,8 +254,11 @@ Result<Core::Task*> Core::CreateTask(v1::TaskSpec spec, std::shared_ptr<RunClien
   // PENDING, QUEUEING (queued), or already FAILED_UPSTREAM; nothing is scheduled yet, so the
   // records below are written before any dispatch of these tasks.
   EvaluateDependencies(t);
+  std::string task_id = t->id(), pool = t->st().pool();
   for (size_t i = 0; i < created.size(); ++i) {
-    Persist(created[i], i + 1 == created.size() ? on_commit : nullptr);
+    store::WriteBatcher::Callback cb;
+    if (i + 1 == created.size()) cb = [on_commit, task_id, pool](const Status& s) { on_commit(s, task_id, pool); };
+    Persist(created[i], std::move(cb));
   }
   return t;
 }
@@ -309,7 +327,7 @@ void Core::Release(Task* t) {
   Notify(t);
 }
 
-void Core::Submit(v1::TaskSpec spec, std::function<void(Result<std::string>)> done) {
+void Core::Submit(v1::TaskSpec spec, std::function<void(Result<std::string>)> done, const Caller& caller) {
   std::unique_lock lock(mu_);
   if (stopped_) {
     lock.unlock();
@@ -319,31 +337,29 @@ void Core::Submit(v1::TaskSpec spec, std::function<void(Result<std::string>)> do
   spec.set_kind(v1::TASK_KIND_BATCH);
   spec.set_tty(false);
   spec.set_stdin_null(true);
-  auto id = std::make_shared<std::string>();
-  auto created = CreateTask(std::move(spec), nullptr, [this, id, done](const Status& s) {
+  auto created = CreateTask(std::move(spec), nullptr, [this, done](const Status& s, const std::string& id, const std::string&) {
     if (s.ok()) {
-      done(*id);
+      done(id);
       return;
     }
     done(Status(s.code(), fmt::format("the task could not be stored: {}", s.message())));
     Post([this, id] {
       // Never acknowledged, so never run: cancel it (and its shards) and let it go.
-      if (Task* t = FindTask(*id); t && !t->final()) {
+      if (Task* t = FindTask(id); t && !t->final()) {
         std::vector<std::string> ignored;
         CancelTree(t, "the task could not be stored", &ignored);
       }
     });
-  });
+  }, caller);
   if (!created.ok()) {
     lock.unlock();
     done(created.status());
     return;
   }
-  *id = (*created)->id();
   for (PoolController* p : (*created)->eligible) Schedule(p);
 }
 
-std::string Core::Run(std::shared_ptr<RunClient> client, v1::TaskSpec spec) {
+std::string Core::Run(std::shared_ptr<RunClient> client, v1::TaskSpec spec, const Caller& caller) {
   std::lock_guard lock(mu_);
   if (stopped_) {
     client->Finish(Unavailable("the server is shutting down"));
@@ -352,25 +368,21 @@ std::string Core::Run(std::shared_ptr<RunClient> client, v1::TaskSpec spec) {
   spec.set_kind(v1::TASK_KIND_INTERACTIVE);
   spec.set_shards(0);
   spec.set_gang(false);
-  auto id = std::make_shared<std::string>();
-  auto pool_name = std::make_shared<std::string>();
-  auto created = CreateTask(std::move(spec), client, [client, id, pool_name](const Status& s) {
+  auto created = CreateTask(std::move(spec), client, [client](const Status& s, const std::string& id, const std::string& pool) {
     if (!s.ok()) {
       client->Finish(Status(s.code(), fmt::format("the task could not be stored: {}", s.message())));
       return;
     }
     v1::RunEvent e;
-    e.mutable_accepted()->set_task_id(*id);
-    e.mutable_accepted()->set_pool(*pool_name);
+    e.mutable_accepted()->set_task_id(id);
+    e.mutable_accepted()->set_pool(pool);
     client->Send(std::move(e));
-  });
+  }, caller);
   if (!created.ok()) {
     client->Finish(created.status());
     return "";
   }
   Task* t = *created;
-  *id = t->id();
-  *pool_name = t->st().pool();
   for (PoolController* p : t->eligible) Schedule(p);
   return t->id();
 }
@@ -449,18 +461,40 @@ void Core::RunClientGone(const std::string& task_id) {
   }
 }
 
-Result<v1::Task> Core::GetTask(const std::string& id) {
+Result<v1::Task> Core::GetTask(const std::string& id, const Caller& caller) {
+  v1::Task t;
   {
     std::lock_guard lock(mu_);
-    if (Task* t = FindTask(id)) return t->rec.status;
+    if (Task* found = FindTask(id)) t = found->rec.status;
   }
-  auto r = store_->GetTask(id);
-  if (!r.ok()) return r.status();
-  if (!r->has_value()) return NotFound(fmt::format("task not found: {}", id));
-  return (*r)->status;
+  if (t.id().empty()) {
+    auto r = store_->GetTask(id);
+    if (!r.ok()) return r.status();
+    if (!r->has_value()) return NotFound(fmt::format("task not found: {}", id));
+    t = (*r)->status;
+  }
+  std::lock_guard lock(mu_);
+  if (!MaySee(caller, t)) return caller.Denied(t.pool(), Role::kManage);
+  return t;
 }
 
-Result<std::vector<v1::Task>> Core::ListTasks(const v1::ListTasksRequest& req) {
+bool Core::MaySee(const Caller& caller, const v1::Task& t) {
+  if (!caller.user || t.owner() == caller.name) return true;
+  if (Pool(t.pool())) return caller.Can(t.pool(), Role::kManage);
+  for (auto& [name, p] : pools_) {  // a selector: managing any of its pools is enough
+    const auto& sel = p->config().selectors;
+    if (std::find(sel.begin(), sel.end(), t.pool()) != sel.end() && caller.Can(name, Role::kManage)) return true;
+  }
+  return false;
+}
+
+std::string Core::TaskOwner(const std::string& id) {
+  std::lock_guard lock(mu_);
+  Task* t = FindTask(id);
+  return t && !t->final() ? t->st().owner() : "";
+}
+
+Result<std::vector<v1::Task>> Core::ListTasks(const v1::ListTasksRequest& req, const Caller& caller) {
   store::TaskQuery q;
   if (!req.all()) q.finished_after_ms = NowUnixMs() - 3600 * 1000;  // unfinished + the last hour
   q.state = req.state();
@@ -481,7 +515,9 @@ Result<std::vector<v1::Task>> Core::ListTasks(const v1::ListTasksRequest& req) {
       if (!seen.count(id)) out.push_back(t->rec.status);
     }
   }
+  std::lock_guard lock(mu_);
   std::erase_if(out, [&](const v1::Task& t) {
+    if (!MaySee(caller, t)) return true;
     if (req.state() != v1::TASK_STATE_UNSPECIFIED && t.state() != req.state()) return true;
     if (!req.pool().empty() && t.pool() != req.pool()) return true;
     for (const auto& [k, v] : req.labels()) {
@@ -499,9 +535,10 @@ Result<std::vector<v1::Task>> Core::ListTasks(const v1::ListTasksRequest& req) {
   return out;
 }
 
-uint64_t Core::Watch(const std::string& id, std::function<void(const v1::Task&)> fn) {
+Result<uint64_t> Core::Watch(const std::string& id, std::function<void(const v1::Task&)> fn, const Caller& caller) {
   std::unique_lock lock(mu_);
   if (Task* t = FindTask(id)) {
+    if (!MaySee(caller, t->rec.status)) return caller.Denied(t->st().pool(), Role::kManage);
     uint64_t wid = next_watch_++;
     fn(t->rec.status);
     if (!api::IsFinal(t->st().state())) t->watchers[wid] = std::move(fn);
@@ -509,7 +546,11 @@ uint64_t Core::Watch(const std::string& id, std::function<void(const v1::Task&)>
   }
   lock.unlock();
   auto r = store_->GetTask(id);
-  if (!r.ok() || !r->has_value()) return 0;
+  if (!r.ok()) return r.status();
+  if (!r->has_value()) return NotFound(fmt::format("task not found: {}", id));
+  lock.lock();
+  if (!MaySee(caller, (*r)->status)) return caller.Denied((*r)->status.pool(), Role::kManage);
+  lock.unlock();
   fn((*r)->status);
   return UINT64_MAX;
 }
@@ -519,11 +560,12 @@ void Core::Unwatch(const std::string& id, uint64_t watch_id) {
   if (Task* t = FindTask(id)) t->watchers.erase(watch_id);
 }
 
-Result<std::pair<std::shared_ptr<LogSink>, bool>> Core::Logs(const std::string& id) {
+Result<std::pair<std::shared_ptr<LogSink>, bool>> Core::Logs(const std::string& id, const Caller& caller) {
   bool final = true;
   {
     std::lock_guard lock(mu_);
     if (Task* t = FindTask(id)) {
+      if (!MaySee(caller, t->rec.status)) return caller.Denied(t->st().pool(), Role::kManage);
       final = api::IsFinal(t->st().state());
       auto sink = logs_.Sink(id);
       if (!sink.ok()) return sink.status();
@@ -533,6 +575,10 @@ Result<std::pair<std::shared_ptr<LogSink>, bool>> Core::Logs(const std::string& 
   auto r = store_->GetTask(id);
   if (!r.ok()) return r.status();
   if (!r->has_value()) return NotFound(fmt::format("task not found: {}", id));
+  {
+    std::lock_guard lock(mu_);
+    if (!MaySee(caller, (*r)->status)) return caller.Denied((*r)->status.pool(), Role::kManage);
+  }
   auto sink = logs_.Sink(id);
   if (!sink.ok()) return sink.status();
   logs_.Release(id);
@@ -548,15 +594,17 @@ void Core::Changed(Task* t) {
   for (auto& [id, fn] : t->watchers) fn(t->rec.status);
 }
 
-Result<std::vector<std::string>> Core::CancelTask(const std::string& id) {
+Result<std::vector<std::string>> Core::CancelTask(const std::string& id, const Caller& caller) {
   std::lock_guard lock(mu_);
   Task* t = FindTask(id);
   if (!t) {
     auto r = store_->GetTask(id);
     if (!r.ok()) return r.status();
     if (!r->has_value()) return NotFound(fmt::format("task not found: {}", id));
+    if (!MaySee(caller, (*r)->status)) return caller.Denied((*r)->status.pool(), Role::kManage);
     return std::vector<std::string>{};  // already final
   }
+  if (!MaySee(caller, t->rec.status)) return caller.Denied(t->st().pool(), Role::kManage);
   std::vector<std::string> cancelled;
   CancelTree(t, "cancelled", &cancelled);
   for (auto& [name, pool] : pools_) ScheduleSoon(name);
@@ -658,6 +706,11 @@ void Core::Finish(Task* t, v1::TaskState state, const std::string& reason) {
   }
   // A batch pool's workers for this entry are no longer needed.
   if (t->batch && t->pool && t->pool->batch_mode()) t->pool->ReleaseBatch(t->batch);
+  // The parent hears of this task before its dependants fail upstream because of it, so that
+  // a parent's reason names the subtask that failed, not a sibling it took along.
+  if (!t->parent.empty()) {
+    if (Task* p = FindTask(t->parent)) ChildFinal(p, t);
+  }
   // Dependants: released, or failed upstream (which propagates down their chains).
   if (auto it = dependents_.find(id2); it != dependents_.end()) {
     std::vector<std::string> waiting = std::move(it->second);
@@ -676,9 +729,6 @@ void Core::Finish(Task* t, v1::TaskState state, const std::string& reason) {
         if (d->pool) ScheduleSoon(d->pool->name());
       }
     }
-  }
-  if (!t->parent.empty()) {
-    if (Task* p = FindTask(t->parent)) ChildFinal(p, t);
   }
 }
 

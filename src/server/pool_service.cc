@@ -9,12 +9,17 @@ namespace {
 
 grpc::Status NotStarted() { return grpc::Status(grpc::StatusCode::UNAVAILABLE, "the server is starting"); }
 
-// Runs `fn(core)` if the core is up, then finishes the call with its status.
+// Runs `fn(core, caller)` if the core is up and the caller known, then finishes the call.
 template <class Fn>
-grpc::ServerUnaryReactor* Unary(grpc::CallbackServerContext* ctx, CoreRef* ref, Fn fn) {
+grpc::ServerUnaryReactor* Unary(grpc::CallbackServerContext* ctx, CoreRef* ref, const Authenticator* auth, Fn fn) {
   auto* reactor = ctx->DefaultReactor();
   Core* core = ref->load();
-  reactor->Finish(core ? ToGrpc(fn(core)) : NotStarted());
+  if (!core) {
+    reactor->Finish(NotStarted());
+    return reactor;
+  }
+  auto caller = auth->Identify(ctx);
+  reactor->Finish(caller.ok() ? ToGrpc(fn(core, *caller)) : ToGrpc(caller.status()));
   return reactor;
 }
 
@@ -22,16 +27,16 @@ grpc::ServerUnaryReactor* Unary(grpc::CallbackServerContext* ctx, CoreRef* ref, 
 
 grpc::ServerUnaryReactor* PoolService::ListPools(grpc::CallbackServerContext* ctx, const v1::ListPoolsRequest*,
                                                  v1::ListPoolsResponse* resp) {
-  return Unary(ctx, core_, [&](Core* core) {
-    for (auto& p : core->ListPools()) *resp->add_pools() = std::move(p);
+  return Unary(ctx, core_, auth_, [&](Core* core, const Caller& caller) {
+    for (auto& p : core->ListPools(caller)) *resp->add_pools() = std::move(p);
     return Status::Ok();
   });
 }
 
 grpc::ServerUnaryReactor* PoolService::GetPool(grpc::CallbackServerContext* ctx, const v1::GetPoolRequest* req,
                                                v1::PoolDetail* resp) {
-  return Unary(ctx, core_, [&](Core* core) {
-    auto d = core->GetPool(req->name());
+  return Unary(ctx, core_, auth_, [&](Core* core, const Caller& caller) {
+    auto d = core->GetPool(req->name(), caller);
     if (!d.ok()) return d.status();
     *resp = std::move(d).value();
     return Status::Ok();
@@ -40,16 +45,16 @@ grpc::ServerUnaryReactor* PoolService::GetPool(grpc::CallbackServerContext* ctx,
 
 grpc::ServerUnaryReactor* PoolService::ListWorkers(grpc::CallbackServerContext* ctx, const v1::ListWorkersRequest* req,
                                                    v1::ListWorkersResponse* resp) {
-  return Unary(ctx, core_, [&](Core* core) {
-    for (auto& w : core->ListWorkers(req->pool())) *resp->add_workers() = std::move(w);
+  return Unary(ctx, core_, auth_, [&](Core* core, const Caller& caller) {
+    for (auto& w : core->ListWorkers(req->pool(), caller)) *resp->add_workers() = std::move(w);
     return Status::Ok();
   });
 }
 
 grpc::ServerUnaryReactor* PoolService::DrainWorker(grpc::CallbackServerContext* ctx, const v1::WorkerRequest* req,
                                                    v1::WorkerResponse* resp) {
-  return Unary(ctx, core_, [&](Core* core) {
-    auto w = core->DrainWorker(req->name());
+  return Unary(ctx, core_, auth_, [&](Core* core, const Caller& caller) {
+    auto w = core->DrainWorker(req->name(), caller);
     if (!w.ok()) return w.status();
     *resp->mutable_worker() = std::move(w).value();
     return Status::Ok();
@@ -58,8 +63,8 @@ grpc::ServerUnaryReactor* PoolService::DrainWorker(grpc::CallbackServerContext* 
 
 grpc::ServerUnaryReactor* PoolService::DeleteWorker(grpc::CallbackServerContext* ctx, const v1::WorkerRequest* req,
                                                     v1::WorkerResponse* resp) {
-  return Unary(ctx, core_, [&](Core* core) {
-    auto w = core->DeleteWorker(req->name(), req->force());
+  return Unary(ctx, core_, auth_, [&](Core* core, const Caller& caller) {
+    auto w = core->DeleteWorker(req->name(), req->force(), caller);
     if (!w.ok()) return w.status();
     *resp->mutable_worker() = std::move(w).value();
     return Status::Ok();

@@ -21,6 +21,7 @@
 #include "metrics/process.h"
 #include "metrics/registry.h"
 #include "server/core.h"
+#include "server/fast_service.h"
 #include "server/services.h"
 #include "store/store.h"
 
@@ -140,13 +141,73 @@ int RunServer(const ServerFlags& flags) {
     return 1;
   }
 
+  // Users and roles (auth.users_file): every client call then needs a token.
+  std::optional<Users> users;
+  if (!settings->config.server.users_file.empty()) {
+    auto loaded = Users::Load(settings->config.server.users_file);
+    if (!loaded.ok()) {
+      fmt::print(stderr, "{}\n", loaded.status().message());
+      return 2;
+    }
+    users = std::move(loaded).value();
+    spdlog::info("auth: {} user{} from {}", users->size(), users->size() == 1 ? "" : "s",
+                 settings->config.server.users_file);
+  } else {
+    std::string host = HostOf(settings->listen);
+    if (host != "127.0.0.1" && host != "localhost" && host != "[::1]" && host != "::1") {
+      spdlog::warn("listening on {} without auth.users_file: anyone who can reach it can run commands here",
+                   settings->listen);
+    }
+  }
+  // TLS (server.tls); with client_ca, agents must present a certificate it signed (mTLS).
+  std::shared_ptr<grpc::ServerCredentials> credentials = grpc::InsecureServerCredentials();
+  bool agents_need_certificates = false;
+  if (const auto& tls = settings->config.server.tls) {
+    auto cert = ReadFile(tls->cert);
+    auto key = ReadFile(tls->key);
+    if (!cert.ok() || !key.ok()) {
+      fmt::print(stderr, "tidepool: server.tls: {}\n", (!cert.ok() ? cert.status() : key.status()).message());
+      return 2;
+    }
+    grpc::SslServerCredentialsOptions o(tls->client_ca.empty() ? GRPC_SSL_DONT_REQUEST_CLIENT_CERTIFICATE
+                                                               : GRPC_SSL_REQUEST_CLIENT_CERTIFICATE_AND_VERIFY);
+    if (!tls->client_ca.empty()) {
+      auto ca = ReadFile(tls->client_ca);
+      if (!ca.ok()) {
+        fmt::print(stderr, "tidepool: server.tls.client_ca: {}\n", ca.status().message());
+        return 2;
+      }
+      o.pem_root_certs = *ca;
+      agents_need_certificates = true;
+    }
+    o.pem_key_cert_pairs.push_back({*key, *cert});
+    credentials = grpc::SslServerCredentials(o);
+    // Agents this server starts trust it (a self-signed certificate is its own CA), unless the
+    // operator said otherwise.
+    if (!std::getenv("TIDEPOOL_TLS_CA")) setenv("TIDEPOOL_TLS_CA", tls->cert.c_str(), 1);
+  }
+
   CoreRef core_ref{nullptr};
   ServerInfoSource info{"0.1.0", "", settings->data_dir, NowUnixMs()};
-  AgentService agent_service(&core_ref);
-  TaskService task_service(&core_ref);
+  Authenticator authenticator(users ? &*users : nullptr, &core_ref);
+  AgentService agent_service(&core_ref, agents_need_certificates);
+  TaskService task_service(&core_ref, &authenticator);
   int port = 0;
   grpc::ServerBuilder builder;
-  builder.AddListeningPort(settings->listen, grpc::InsecureServerCredentials(), &port);
+  // Without TLS the front door owns the port: it serves fast clients (vrun/vbatch without gRPC)
+  // and hands every other connection to the gRPC server, which then listens nowhere itself.
+  // With TLS gRPC keeps its own port; fast clients, which speak no TLS, fall back to gRPC.
+  FastFrontDoor front_door(&core_ref, &authenticator);
+  const bool front_door_owns_port = !settings->config.server.tls.has_value();
+  if (front_door_owns_port) {
+    if (Status s = front_door.Listen(settings->listen, &port); !s.ok()) {
+      spdlog::debug("listen: {}", s.message());
+      fmt::print(stderr, "tidepool: cannot listen on {} (address in use or not available)\n", settings->listen);
+      return 1;
+    }
+  } else {
+    builder.AddListeningPort(settings->listen, credentials, &port);
+  }
   builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
   builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIME_MS, 20000);
   builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 10000);
@@ -163,7 +224,7 @@ int RunServer(const ServerFlags& flags) {
   std::string bound;
   {
     // Resolve ":0" ports by building first; the address is then fixed for the process.
-    pool_service = std::make_unique<PoolService>(&core_ref, info);
+    pool_service = std::make_unique<PoolService>(&core_ref, &authenticator, info);
     pool_service_ptr = pool_service.get();
     builder.RegisterService(pool_service_ptr);
   }
@@ -172,6 +233,12 @@ int RunServer(const ServerFlags& flags) {
     fmt::print(stderr, "tidepool: cannot listen on {} (address in use or not available)\n", settings->listen);
     return 1;
   }
+  // However this function returns, the front door stops before the gRPC server it feeds goes.
+  struct StopFrontDoor {
+    FastFrontDoor* door;
+    ~StopFrontDoor() { door->Stop(); }
+  } stop_front_door{&front_door};
+  if (front_door_owns_port) front_door.Start(grpc_server.get());
   bound = fmt::format("{}:{}", HostOf(settings->listen), port);
   pool_service_ptr->set_listen(bound);
 
@@ -186,21 +253,31 @@ int RunServer(const ServerFlags& flags) {
   metrics::AddProcessCollector(registry);
   CoreOptions opts;
   opts.metrics = &registry;
+  opts.auth = users.has_value();
   opts.config = settings->config;
   opts.data_dir = settings->data_dir;
   opts.agent_address = advertise;
   opts.agent_binary = SelfExe();
-  if (!flags.worker_lost_grace.empty()) {
-    auto grace = ParseDuration(flags.worker_lost_grace);
-    if (!grace.ok()) {
-      fmt::print(stderr, "tidepool: --worker-lost-grace: {}\n", grace.status().message());
-      return 2;
+  auto duration_flag = [](const char* name, const std::string& text, std::chrono::milliseconds* out,
+                          bool may_be_zero) {
+    if (text.empty()) return true;
+    auto d = ParseDuration(text);
+    if (d.ok() && d->count() <= 0 && !may_be_zero) d = InvalidArgument("must be positive");
+    if (!d.ok()) {
+      fmt::print(stderr, "tidepool: {}: {}\n", name, d.status().message());
+      return false;
     }
-    opts.worker_lost_grace = *grace;
+    *out = *d;
+    return true;
+  };
+  if (!duration_flag("--worker-lost-grace", flags.worker_lost_grace, &opts.worker_lost_grace, true) ||
+      !duration_flag("--heartbeat-interval", flags.heartbeat_interval, &opts.heartbeat_interval, false)) {
+    return 2;
   }
   Core core(std::move(opts), std::move(store).value(), std::move(tokens).value());
   if (Status s = core.Start(); !s.ok()) {
     fmt::print(stderr, "tidepool: {}\n", s.message());
+    front_door.Stop();
     grpc_server->Shutdown();
     return 1;
   }
@@ -210,6 +287,7 @@ int RunServer(const ServerFlags& flags) {
     if (Status s = http.Start(metrics_listen, &registry, [&core] { return core.StatusPage(); }); !s.ok()) {
       fmt::print(stderr, "tidepool: metrics endpoint: {}\n", s.message());
       core.Stop();
+      front_door.Stop();
       grpc_server->Shutdown();
       return 1;
     }
@@ -234,6 +312,7 @@ int RunServer(const ServerFlags& flags) {
   }
   http.Stop();
   core.Quiesce();
+  front_door.Stop();
   grpc_server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
   core_ref.store(nullptr);
   core.Stop();

@@ -17,6 +17,7 @@ struct ServerFlags {
   std::string metrics_listen;
   std::string log_level = "info";
   std::string worker_lost_grace;  // how long a lost worker's tasks wait for it (default 60s)
+  std::string heartbeat_interval;  // agents beat this often; 3 silent intervals close a link (default 5s)
 };
 
 struct Settings {

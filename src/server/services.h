@@ -6,6 +6,7 @@
 #include <atomic>
 #include <memory>
 
+#include "server/auth.h"
 #include "server/core.h"
 #include "tidepool/v1/agent.grpc.pb.h"
 #include "tidepool/v1/pool.grpc.pb.h"
@@ -18,6 +19,23 @@ using CoreRef = std::atomic<Core*>;
 
 grpc::Status ToGrpc(const Status& s);
 
+// What every call gets before the core is published.
+inline Status ServerStarting() { return Unavailable("the server is starting"); }
+
+// Who is calling: with users configured, the bearer token in the `authorization` metadata (a
+// user's token, or a task token acting as the task's owner); without, everyone is trusted.
+class Authenticator {
+ public:
+  Authenticator(const Users* users, CoreRef* core) : users_(users), core_(core) {}
+  Result<Caller> Identify(const grpc::CallbackServerContext* ctx) const;
+  // The same for a bearer token given directly ("" = none), as the fast protocol's hello carries it.
+  Result<Caller> IdentifyToken(const std::string& token) const;
+
+ private:
+  const Users* users_;  // nullptr = auth off
+  CoreRef* core_;
+};
+
 struct ServerInfoSource {
   std::string version;
   std::string listen;
@@ -27,16 +45,18 @@ struct ServerInfoSource {
 
 class AgentService final : public v1::AgentService::CallbackService {
  public:
-  explicit AgentService(CoreRef* core) : core_(core) {}
+  // need_certificates: mTLS is on (server.tls.client_ca): agents must present a verified certificate.
+  AgentService(CoreRef* core, bool need_certificates) : core_(core), need_certificates_(need_certificates) {}
   grpc::ServerBidiReactor<v1::AgentMessage, v1::ServerMessage>* Connect(grpc::CallbackServerContext* ctx) override;
 
  private:
   CoreRef* core_;
+  bool need_certificates_;
 };
 
 class TaskService final : public v1::TaskService::CallbackService {
  public:
-  explicit TaskService(CoreRef* core) : core_(core) {}
+  TaskService(CoreRef* core, const Authenticator* auth) : core_(core), auth_(auth) {}
   grpc::ServerBidiReactor<v1::RunRequest, v1::RunEvent>* Run(grpc::CallbackServerContext* ctx) override;
   grpc::ServerUnaryReactor* Submit(grpc::CallbackServerContext* ctx, const v1::SubmitRequest* req,
                                    v1::SubmitResponse* resp) override;
@@ -53,11 +73,13 @@ class TaskService final : public v1::TaskService::CallbackService {
 
  private:
   CoreRef* core_;
+  const Authenticator* auth_;
 };
 
 class PoolService final : public v1::PoolService::CallbackService {
  public:
-  PoolService(CoreRef* core, ServerInfoSource info) : core_(core), info_(std::move(info)) {}
+  PoolService(CoreRef* core, const Authenticator* auth, ServerInfoSource info)
+      : core_(core), auth_(auth), info_(std::move(info)) {}
   // Set once, before the core is published (calls are refused until then).
   void set_listen(const std::string& listen) { info_.listen = listen; }
   grpc::ServerUnaryReactor* ListPools(grpc::CallbackServerContext* ctx, const v1::ListPoolsRequest* req,
@@ -75,6 +97,7 @@ class PoolService final : public v1::PoolService::CallbackService {
 
  private:
   CoreRef* core_;
+  const Authenticator* auth_;
   ServerInfoSource info_;
 };
 

@@ -17,7 +17,7 @@ namespace {
 
 constexpr size_t kLogChunk = 256 * 1024;
 
-grpc::Status NotStarted() { return grpc::Status(grpc::StatusCode::UNAVAILABLE, "the server is starting"); }
+grpc::Status NotStarted() { return ToGrpc(ServerStarting()); }
 
 class RunClientImpl final : public RunClient {
  public:
@@ -32,7 +32,7 @@ class RunClientImpl final : public RunClient {
 // vrun: the first request is the spec; later ones are stdin, signals, resizes and cancel.
 class RunStream final : public grpc::ServerBidiReactor<v1::RunRequest, v1::RunEvent> {
  public:
-  explicit RunStream(Core* core) : core_(core) {
+  RunStream(Core* core, Caller caller) : core_(core), caller_(std::move(caller)) {
     outbox_ = std::make_shared<Outbox<v1::RunEvent>>([this](const v1::RunEvent* e) { StartWrite(e); },
                                                     [this](const grpc::Status& s) { Finish(s); });
     StartRead(&in_);
@@ -49,7 +49,7 @@ class RunStream final : public grpc::ServerBidiReactor<v1::RunRequest, v1::RunEv
         outbox_->Finish(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "the first request must carry the task"));
         return;
       }
-      task_id_ = core_->Run(std::make_shared<RunClientImpl>(outbox_), std::move(*in_.mutable_start()));
+      task_id_ = core_->Run(std::make_shared<RunClientImpl>(outbox_), std::move(*in_.mutable_start()), caller_);
       if (task_id_.empty()) return;  // refused; the outbox has the error
     } else {
       core_->RunInput(task_id_, in_);
@@ -74,6 +74,7 @@ class RunStream final : public grpc::ServerBidiReactor<v1::RunRequest, v1::RunEv
   }
 
   Core* core_;
+  Caller caller_;
   v1::RunRequest in_;
   std::string task_id_;
   bool gone_ = false;
@@ -187,15 +188,22 @@ class LogStream final : public grpc::ServerWriteReactor<v1::LogChunk> {
 // One message per state change of a task, until it is final.
 class WatchStream final : public grpc::ServerWriteReactor<v1::Task> {
  public:
-  WatchStream(Core* core, const std::string& id) : core_(core), id_(id) {
+  WatchStream(Core* core, const std::string& id, const Caller& caller) : core_(core), id_(id) {
     outbox_ = std::make_shared<Outbox<v1::Task>>([this](const v1::Task* t) { StartWrite(t); },
                                                 [this](const grpc::Status& s) { Finish(s); });
     auto outbox = outbox_;
-    watch_ = core_->Watch(id_, [outbox](const v1::Task& t) {
-      outbox->Send(t);
-      if (api::IsFinal(t.state())) outbox->Finish(grpc::Status::OK);
-    });
-    if (watch_ == 0) outbox_->Finish(grpc::Status(grpc::StatusCode::NOT_FOUND, "task not found: " + id_));
+    auto watch = core_->Watch(
+        id_,
+        [outbox](const v1::Task& t) {
+          outbox->Send(t);
+          if (api::IsFinal(t.state())) outbox->Finish(grpc::Status::OK);
+        },
+        caller);
+    if (!watch.ok()) {
+      outbox_->Finish(ToGrpc(watch.status()));
+    } else {
+      watch_ = *watch;
+    }
   }
   void OnWriteDone(bool ok) override { outbox_->OnWriteDone(ok); }
   void OnCancel() override { outbox_->Finish(grpc::Status::CANCELLED); }
@@ -230,10 +238,12 @@ v1::Task Public(v1::Task t) { return t; }
 
 }  // namespace
 
-grpc::ServerBidiReactor<v1::RunRequest, v1::RunEvent>* TaskService::Run(grpc::CallbackServerContext*) {
+grpc::ServerBidiReactor<v1::RunRequest, v1::RunEvent>* TaskService::Run(grpc::CallbackServerContext* ctx) {
   Core* core = core_->load();
   if (!core) return new FinishedBidi(NotStarted());
-  return new RunStream(core);
+  auto caller = auth_->Identify(ctx);
+  if (!caller.ok()) return new FinishedBidi(ToGrpc(caller.status()));
+  return new RunStream(core, *caller);
 }
 
 grpc::ServerUnaryReactor* TaskService::Submit(grpc::CallbackServerContext* ctx, const v1::SubmitRequest* req,
@@ -244,14 +254,22 @@ grpc::ServerUnaryReactor* TaskService::Submit(grpc::CallbackServerContext* ctx, 
     reactor->Finish(NotStarted());
     return reactor;
   }
-  core->Submit(req->spec(), [reactor, resp](Result<std::string> id) {
-    if (!id.ok()) {
-      reactor->Finish(ToGrpc(id.status()));
-      return;
-    }
-    resp->set_id(*id);
-    reactor->Finish(grpc::Status::OK);
-  });
+  auto caller = auth_->Identify(ctx);
+  if (!caller.ok()) {
+    reactor->Finish(ToGrpc(caller.status()));
+    return reactor;
+  }
+  core->Submit(
+      req->spec(),
+      [reactor, resp](Result<std::string> id) {
+        if (!id.ok()) {
+          reactor->Finish(ToGrpc(id.status()));
+          return;
+        }
+        resp->set_id(*id);
+        reactor->Finish(grpc::Status::OK);
+      },
+      *caller);
   return reactor;
 }
 
@@ -263,7 +281,12 @@ grpc::ServerUnaryReactor* TaskService::ListTasks(grpc::CallbackServerContext* ct
     reactor->Finish(NotStarted());
     return reactor;
   }
-  auto tasks = core->ListTasks(*req);
+  auto caller = auth_->Identify(ctx);
+  if (!caller.ok()) {
+    reactor->Finish(ToGrpc(caller.status()));
+    return reactor;
+  }
+  auto tasks = core->ListTasks(*req, *caller);
   if (!tasks.ok()) {
     reactor->Finish(ToGrpc(tasks.status()));
     return reactor;
@@ -281,7 +304,12 @@ grpc::ServerUnaryReactor* TaskService::GetTask(grpc::CallbackServerContext* ctx,
     reactor->Finish(NotStarted());
     return reactor;
   }
-  auto t = core->GetTask(req->id());
+  auto caller = auth_->Identify(ctx);
+  if (!caller.ok()) {
+    reactor->Finish(ToGrpc(caller.status()));
+    return reactor;
+  }
+  auto t = core->GetTask(req->id(), *caller);
   if (!t.ok()) {
     reactor->Finish(ToGrpc(t.status()));
     return reactor;
@@ -299,7 +327,12 @@ grpc::ServerUnaryReactor* TaskService::CancelTask(grpc::CallbackServerContext* c
     reactor->Finish(NotStarted());
     return reactor;
   }
-  auto r = core->CancelTask(req->id());
+  auto caller = auth_->Identify(ctx);
+  if (!caller.ok()) {
+    reactor->Finish(ToGrpc(caller.status()));
+    return reactor;
+  }
+  auto r = core->CancelTask(req->id(), *caller);
   if (!r.ok()) {
     reactor->Finish(ToGrpc(r.status()));
     return reactor;
@@ -309,21 +342,25 @@ grpc::ServerUnaryReactor* TaskService::CancelTask(grpc::CallbackServerContext* c
   return reactor;
 }
 
-grpc::ServerWriteReactor<v1::LogChunk>* TaskService::StreamLogs(grpc::CallbackServerContext*,
+grpc::ServerWriteReactor<v1::LogChunk>* TaskService::StreamLogs(grpc::CallbackServerContext* ctx,
                                                                 const v1::StreamLogsRequest* req) {
   Core* core = core_->load();
   if (!core) return new FinishedWriter<v1::LogChunk>(NotStarted());
-  auto logs = core->Logs(req->id());
+  auto caller = auth_->Identify(ctx);
+  if (!caller.ok()) return new FinishedWriter<v1::LogChunk>(ToGrpc(caller.status()));
+  auto logs = core->Logs(req->id(), *caller);
   if (!logs.ok()) return new FinishedWriter<v1::LogChunk>(ToGrpc(logs.status()));
   bool both = !req->stdout() && !req->stderr();
   return new LogStream(logs->first, logs->second, req->follow(), both || req->stdout(), both || req->stderr());
 }
 
-grpc::ServerWriteReactor<v1::Task>* TaskService::WatchTask(grpc::CallbackServerContext*,
+grpc::ServerWriteReactor<v1::Task>* TaskService::WatchTask(grpc::CallbackServerContext* ctx,
                                                            const v1::WatchTaskRequest* req) {
   Core* core = core_->load();
   if (!core) return new FinishedWriter<v1::Task>(NotStarted());
-  return new WatchStream(core, req->id());
+  auto caller = auth_->Identify(ctx);
+  if (!caller.ok()) return new FinishedWriter<v1::Task>(ToGrpc(caller.status()));
+  return new WatchStream(core, req->id(), *caller);
 }
 
 }  // namespace tidepool::server

@@ -21,6 +21,10 @@ class TokenAuthority {
   std::string JoinToken(const std::string& pool) const;
   bool VerifyWorker(const std::string& worker_name, const std::string& token) const;
   bool VerifyJoin(const std::string& pool, const std::string& token) const;
+  // A task token acts as the task's owner while the task is unfinished (see auth.h).
+  std::string TaskToken(const std::string& task_id) const;
+  // The task id a valid task token names, or "" if it is not one.
+  std::string TaskOfToken(const std::string& token) const;
 
  private:
   explicit TokenAuthority(std::string secret) : secret_(std::move(secret)) {}

@@ -154,5 +154,17 @@ TEST_F(Batch, TaskListFiltersAndJsonFields) {
   EXPECT_FALSE(labelled[0].contains("env"));
 }
 
+// Found by fuzz_config: JSON output of a string that is not UTF-8 used to throw. A command's
+// arguments and output are bytes; listings show them with U+FFFD where they are not text.
+TEST_F(Batch, ArgumentsThatAreNotUtf8AreRunAndListed) {
+  std::string id = Submit({"sh", "-c", "printf 'ok\\n'", "x\xff"});
+  nlohmann::json t = server.WaitTask(id);
+  EXPECT_EQ(t["state"], "SUCCESS") << t.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+  EXPECT_EQ(server.Tidepool({"task", "logs", id}).out, "ok\n");
+  nlohmann::json listed = server.Json({"task", "get", id});
+  ASSERT_EQ(listed["command"].size(), 4u) << listed["command"];
+  EXPECT_EQ(listed["command"][3], "x\xef\xbf\xbd");
+}
+
 }  // namespace
 }  // namespace tidepool::testing

@@ -221,5 +221,24 @@ TEST(Drift, BoundedConcurrentCreatesAndCreateRate) {
   EXPECT_EQ(peak, 2);
 }
 
+// Workers queued behind max_concurrent_creates that are no longer wanted are dropped before
+// their create; the one whose create hangs is cut off by the timeout. None stays "deleting".
+TEST(Drift, CancelledDemandDropsQueuedCreates) {
+  Cloud cloud(CloudDir());
+  Server server(cloud.Config(4, {"max_concurrent_creates: 1", "sync_loop_interval: \"1s\""}, "2s"));
+  cloud.Set("hang");
+  std::vector<std::string> ids;
+  for (int i = 0; i < 3; ++i) ids.push_back(Lines(server.Vbatch({"sleep", "1"}).out)[0]);
+  ASSERT_TRUE(WaitFor([&] { return cloud.Count("hang") == 1; }));
+  EXPECT_EQ(server.Workers("cloud", {"requested"}), 3);
+  for (const auto& id : ids) server.Tidepool({"task", "cancel", id});
+  cloud.Clear("hang");
+  EXPECT_TRUE(WaitFor([&] {
+    return server.Workers("cloud", {"requested", "starting", "deleting", "idle", "busy", "lost", "unknown"}) == 0;
+  })) << server.Pool("cloud").dump(2);
+  // Only the launched create ever reached the cloud.
+  EXPECT_EQ(cloud.Count("hang"), 1);
+}
+
 }  // namespace
 }  // namespace tidepool::testing

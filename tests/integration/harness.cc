@@ -164,7 +164,9 @@ std::string OnePool(const std::string& name, int max_agents, const std::vector<s
 
 std::string DefaultConfig() { return OnePool("local", 4, {"max_idle_agents: 4", "idle_decay: \"60s\""}); }
 
-Server::Server(const std::string& config_yaml, std::vector<std::string> flags) : flags_(std::move(flags)) {
+Server::Server(const std::string& config_yaml, std::vector<std::string> flags, std::string listen,
+               std::map<std::string, std::string> env)
+    : flags_(std::move(flags)), listen_(std::move(listen)), env_(std::move(env)) {
   const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
   std::string name = info ? std::string(info->test_suite_name()) + "." + info->name() : "harness";
   dir_ = (fs::temp_directory_path() / ("tidepool-it-" + std::to_string(getpid()) + "-" + name)).string();
@@ -191,12 +193,14 @@ void Server::Start() {
   ::unlink((data_dir_ + "/server.addr").c_str());
   SpawnOptions o;
   // First start: any free port. A restart keeps the address, as agents dial it.
-  std::string listen = address_.empty() ? "127.0.0.1:0" : address_;
+  std::string listen = !address_.empty() ? address_ : !listen_.empty() ? listen_ : "127.0.0.1:0";
   o.argv = {BinDir() + "/tidepool", "server", "--config", config_path_, "--data-dir", data_dir_, "--listen",
             listen, "--log-level", "debug"};
   o.argv.insert(o.argv.end(), flags_.begin(), flags_.end());
   // The command backend's scripts run with the server's environment: let them find `tidepool`.
-  o.env = EnvWith({{"PATH", BinDir() + ":" + std::string(std::getenv("PATH") ? std::getenv("PATH") : "/usr/bin:/bin")}});
+  std::map<std::string, std::string> env = env_;
+  env["PATH"] = BinDir() + ":" + std::string(std::getenv("PATH") ? std::getenv("PATH") : "/usr/bin:/bin");
+  o.env = EnvWith(env);
   o.cwd = dir_;
   o.new_session = true;
   o.stdout_path = dir_ + "/server.log";

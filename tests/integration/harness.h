@@ -79,7 +79,10 @@ std::string OnePool(const std::string& name, int max_agents, const std::vector<s
 class Server {
  public:
   // An empty config means DefaultConfig(). `flags` are extra `tidepool server` flags.
-  explicit Server(const std::string& config_yaml = "", std::vector<std::string> flags = {});
+  // `listen` is the first start's --listen (empty: 127.0.0.1:0, any free port on loopback).
+  explicit Server(const std::string& config_yaml = "", std::vector<std::string> flags = {},
+                  std::string listen = "",
+                  std::map<std::string, std::string> env = {});
   ~Server();  // stops the server and every agent it started
 
   // Starts (or restarts, on the same data dir) and waits until it answers.
@@ -117,6 +120,8 @@ class Server {
   std::string address_;
   pid_t pid_ = -1;
   std::vector<std::string> flags_;
+  std::string listen_;
+  std::map<std::string, std::string> env_;  // extra environment for the server process
 };
 
 }  // namespace tidepool::testing

@@ -224,6 +224,24 @@ TEST(Work, RetriesRequeueAfterWorkerLossAndOnFailureWhenAsked) {
   EXPECT_EQ(pf["attempts"], 1);
 }
 
+// A stopped agent keeps its TCP connection open, so only the missing heartbeats tell the
+// server it is gone: after 3 silent intervals the link is closed and the grace runs out.
+TEST(Work, SilentAgentIsCutOffAfterThreeMissedHeartbeats) {
+  Server server(DefaultConfig(), {"--worker-lost-grace", "1s", "--heartbeat-interval", "300ms"});
+  std::string started = server.dir() + "/started";
+  std::string id = Id(server.Vbatch({"sh", "-c", "echo x > " + started + "; sleep 600"}));
+  ASSERT_TRUE(WaitFor([&] { return !ReadAll(started).empty(); }));
+  pid_t agent = AgentOf(server, server.Task(id)["worker"]);
+  ASSERT_GT(agent, 0);
+  ::kill(agent, SIGSTOP);
+  nlohmann::json t = server.WaitTask(id, 60s);
+  ::kill(agent, SIGKILL);
+  ::kill(agent, SIGCONT);
+  EXPECT_EQ(t["state"], "FAILURE") << t.dump();
+  EXPECT_EQ(t["reason"], "worker lost") << t.dump();
+  EXPECT_NE(server.ServerLog().find("nothing heard for"), std::string::npos);
+}
+
 TEST(Work, LostGangShardStopsTheGangAndRequeuesItWhole) {
   Server server(OnePool("local", 4, {"max_idle_agents: 4", "idle_decay: \"60s\""}), {"--worker-lost-grace", "1s"});
   std::string runs = server.dir() + "/runs";

@@ -150,7 +150,8 @@ std::vector<std::string> CommandBackend::BaseEnv(const std::string& server, int 
   std::vector<std::string> env = CurrentEnvironment();
   // A stale identity inherited from the server's own environment must not reach an agent.
   std::erase_if(env, [](const std::string& kv) {
-    return kv.rfind("TIDEPOOL_", 0) == 0 || kv.rfind("WORKER_NAME=", 0) == 0;
+    // The server's own TIDEPOOL_* settings are not the scripts'; TLS settings are shared.
+    return (kv.rfind("TIDEPOOL_", 0) == 0 && kv.rfind("TIDEPOOL_TLS_", 0) != 0) || kv.rfind("WORKER_NAME=", 0) == 0;
   });
   env.push_back("TIDEPOOL_SERVER=" + server);
   env.push_back("TIDEPOOL_POOL=" + ctx_.pool);

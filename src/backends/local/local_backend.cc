@@ -70,7 +70,10 @@ Result<std::string> LocalBackend::Create(const CreateRequest& req) {
     o.argv = agent;
   }
   o.env = CurrentEnvironment();
-  std::erase_if(o.env, [](const std::string& kv) { return kv.rfind("TIDEPOOL_", 0) == 0 || kv.rfind("AGENT_NAME=", 0) == 0; });
+  // The server's own TIDEPOOL_* settings are not the agent's; TLS settings are shared.
+  std::erase_if(o.env, [](const std::string& kv) {
+    return (kv.rfind("TIDEPOOL_", 0) == 0 && kv.rfind("TIDEPOOL_TLS_", 0) != 0) || kv.rfind("AGENT_NAME=", 0) == 0;
+  });
   o.env.push_back("TIDEPOOL_SERVER=" + req.server_address);
   o.env.push_back("TIDEPOOL_POOL=" + req.pool);
   o.env.push_back("TIDEPOOL_WORKER_NAME=" + name);

@@ -1,0 +1,52 @@
+# Helpers for the end-to-end benchmarks (sourced). Built on ../lib.sh (server start, cleanup).
+# Timing follows ../../../shared/bench/slurm exactly, so the two sides compare: wall time of the
+# whole client process from bash's $EPOCHREALTIME, statistics as its sb_stats prints them.
+ROOT="${ROOT:-$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)}"
+# shellcheck source=../lib.sh
+source "$ROOT/bench/lib.sh"
+VRUN="$BUILD_DIR/src/vrun"
+VBATCH="$BUILD_DIR/src/vbatch"
+
+# stdin: one number per line -> "n=.. min=.. median=.. p90=.. max=.. mean=.." (sb_stats' format)
+e2e_stats() {
+  sort -n | awk '{a[NR]=$1; s+=$1}
+    END {
+      if (NR == 0) { print "no samples"; exit 1 }
+      p50 = a[int((NR + 1) / 2)]; if (NR % 2 == 0) p50 = (a[NR/2] + a[NR/2 + 1]) / 2
+      i90 = int(0.9 * NR + 0.999999); if (i90 < 1) i90 = 1; if (i90 > NR) i90 = NR
+      i99 = int(0.99 * NR + 0.999999); if (i99 < 1) i99 = 1; if (i99 > NR) i99 = NR
+      printf "n=%d min=%.3f median=%.3f p90=%.3f p99=%.3f max=%.3f mean=%.3f\n", NR, a[1], p50, a[i90], a[i99], a[NR], s / NR
+    }'
+}
+
+# The CLI against the bench server.
+tp() { TIDEPOOL_SERVER="$SERVER_ADDR" "$TIDEPOOL" "$@"; }
+
+# e2e_wait POOL JQ-LIKE-PYTHON-EXPR TIMEOUT_S: until `pool get POOL --json` satisfies the python
+# expression over `p` (e.g. "p['idle_slots'] >= 8").
+e2e_wait_pool() {
+  local pool="$1" expr="$2" timeout="${3:-60}" deadline=$((SECONDS + ${3:-60}))
+  while ((SECONDS < deadline)); do
+    if tp pool get "$pool" --json 2>/dev/null | python3 -c "import json,sys; p=json.load(sys.stdin); sys.exit(0 if ($expr) else 1)"; then
+      return 0
+    fi
+    sleep 0.1
+  done
+  tp pool get "$pool" --json >&2 || true
+  bench_die "pool $pool: '$expr' not true within ${timeout}s"
+}
+
+# e2e_wait_task ID TIMEOUT_S: until the task is final; prints its state.
+e2e_wait_task() {
+  local id="$1" deadline=$((SECONDS + ${2:-600})) state
+  while ((SECONDS < deadline)); do
+    state=$(tp task get "$id" --json 2>/dev/null | python3 -c "import json,sys; print(json.load(sys.stdin).get('state',''))")
+    case "$state" in SUCCESS|FAILURE|CANCELLED) echo "$state"; return 0 ;; esac
+    sleep 0.05
+  done
+  bench_die "task $id not final within ${2:-600}s"
+}
+
+e2e_header() {
+  echo "# $1: $(date -u +%FT%TZ), host: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(uname -r)"
+}

@@ -1,0 +1,97 @@
+#include "cli/client_env.h"
+
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
+
+#include <fmt/format.h>
+
+#include "common/status.h"
+#include "common/strings.h"
+
+namespace tidepool::cli {
+
+namespace {
+
+std::string Env(const char* name) {
+  const char* v = std::getenv(name);
+  return v && *v ? v : "";
+}
+
+}  // namespace
+
+std::string ResolveServer(const std::string& flag) {
+  if (!flag.empty()) return flag;
+  std::string env = Env("TIDEPOOL_SERVER");
+  return !env.empty() ? env : "127.0.0.1:7700";
+}
+
+std::string ResolveToken(const std::string& flag) {
+  if (!flag.empty()) return flag;
+  if (std::string env = Env("TIDEPOOL_TOKEN"); !env.empty()) return env;
+  if (const char* home = std::getenv("HOME")) {
+    std::ifstream in(std::string(home) + "/.config/tidepool/token");
+    std::string line;
+    if (in && std::getline(in, line)) return std::string(Trim(line));
+  }
+  return "";
+}
+
+std::string ResolveTlsCa(const std::string& flag) { return !flag.empty() ? flag : Env("TIDEPOOL_TLS_CA"); }
+
+bool IsLocalOnlyVariable(const std::string& key) {
+  static const char* exact[] = {"TERM", "DISPLAY", "XAUTHORITY", "SHLVL", "_", "OLDPWD", "PWD", "TERMCAP", "COLUMNS", "LINES"};
+  for (const char* e : exact) {
+    if (key == e) return true;
+  }
+  return key.rfind("SSH_", 0) == 0 || key.rfind("TMUX", 0) == 0;
+}
+
+int ReportFailure(int code, const std::string& message, const std::string& address) {
+  switch (static_cast<StatusCode>(code)) {
+    case StatusCode::kUnavailable:
+      if (message.find("starting") != std::string::npos || message.find("shutting down") != std::string::npos) {
+        fmt::print(stderr, "tidepool: the server at {} is {}\n", address,
+                   message.find("starting") != std::string::npos ? "starting" : "shutting down");
+      } else {
+        fmt::print(stderr, "tidepool: cannot reach the server at {}\n", address);
+      }
+      return kExitTidepoolFailed;
+    case StatusCode::kNotFound:
+    case StatusCode::kUnauthenticated:
+    case StatusCode::kFailedPrecondition:
+    case StatusCode::kInvalidArgument:
+    case StatusCode::kPermissionDenied:
+    case StatusCode::kUnimplemented:
+    case StatusCode::kAlreadyExists:
+      fmt::print(stderr, "{}\n", message);
+      return 1;
+    default:
+      fmt::print(stderr, "tidepool: {} (from the server at {})\n", message, address);
+      return kExitTidepoolFailed;
+  }
+}
+
+int RunExitStatus(const RunEnd& x, const std::string& task_id, bool quiet, bool cancel_sent) {
+  if (x.success) return 0;
+  if (x.command_not_found) {
+    fmt::print(stderr, "{}\n", x.reason);
+    return 127;
+  }
+  if (x.cancelled) {
+    if (!cancel_sent && !quiet) fmt::print(stderr, "tidepool: task {} was cancelled\n", task_id);
+    return 130;
+  }
+  if (x.reason == "timeout" && !quiet) fmt::print(stderr, "tidepool: task {} timed out\n", task_id);
+  if (x.signal > 0) return 128 + x.signal;
+  if (x.has_exit_code) return x.exit_code;
+  fmt::print(stderr, "tidepool: task {} failed: {}\n", task_id, x.reason);
+  return kExitTidepoolFailed;
+}
+
+std::string WaitingLine(const std::string& pool, int starting, int idle, int position) {
+  return fmt::format("waiting for a worker in pool {}: {} starting, {} idle, position {} in queue", pool, starting,
+                     idle, position);
+}
+
+}  // namespace tidepool::cli

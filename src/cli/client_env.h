@@ -1,0 +1,44 @@
+// What the full client (client.cc, over gRPC) and the fast client (src/fastclient, vrun/vbatch
+// without gRPC) share: finding the server and the credentials, the environment a task is given,
+// and how failures are reported and turned into exit statuses. Free of gRPC and protobuf.
+#pragma once
+
+#include <string>
+
+namespace tidepool::cli {
+
+constexpr int kExitTidepoolFailed = 255;
+constexpr int kExitUsage = 2;
+
+// --server, else $TIDEPOOL_SERVER, else 127.0.0.1:7700.
+std::string ResolveServer(const std::string& flag);
+// --token, else $TIDEPOOL_TOKEN, else the first line of ~/.config/tidepool/token; "" if none.
+std::string ResolveToken(const std::string& flag);
+// --tls-ca, else $TIDEPOOL_TLS_CA; "" = plaintext.
+std::string ResolveTlsCa(const std::string& flag);
+
+// True for variables that describe the local terminal or session (never sent).
+bool IsLocalOnlyVariable(const std::string& key);
+
+// Prints the failure of a call ("tidepool: MESSAGE", or the message itself for errors the user
+// can act on) and returns the exit status for it. `code` is a gRPC status code.
+int ReportFailure(int code, const std::string& message, const std::string& address);
+
+// How a vrun's task ended (RunEvent.Exited).
+struct RunEnd {
+  bool success = false;    // state SUCCESS
+  bool cancelled = false;  // state CANCELLED
+  bool has_exit_code = false;
+  int exit_code = 0;
+  int signal = 0;
+  std::string reason;
+  bool command_not_found = false;
+};
+// vrun's exit status for it (cli.md), printing what is to be said on stderr. `cancel_sent`: the
+// user cancelled it while queued (Ctrl-C), which needs no message.
+int RunExitStatus(const RunEnd& end, const std::string& task_id, bool quiet, bool cancel_sent);
+
+// vrun's progress line while its task waits for a worker (without the elapsed time).
+std::string WaitingLine(const std::string& pool, int starting, int idle, int position);
+
+}  // namespace tidepool::cli

@@ -1,0 +1,979 @@
+// The fast vrun/vbatch (see fast_client.h). Mirrors src/cli/run.cc and batch.cc; what they
+// print and return comes from the code both share (cli/client_env.h).
+#include "fastclient/fast_client.h"
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
+#include <termios.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cctype>
+#include <cerrno>
+#include <chrono>
+#include <condition_variable>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <map>
+#include <mutex>
+#include <optional>
+#include <set>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+
+#include "cli/client_env.h"
+#include "common/duration.h"
+#include "common/fast_protocol.h"
+
+extern char** environ;
+
+namespace tidepool::fastclient {
+
+namespace {
+
+using nlohmann::json;
+using Clock = std::chrono::steady_clock;
+
+constexpr uint64_t kStdinWindow = 1 << 20;        // as run.cc: stdin bytes in flight before we wait
+constexpr int kConnectTimeoutMs = 20000;          // gRPC's minimum connect timeout
+constexpr int kWelcomeTimeoutMs = 10000;          // no answer to the hello by then: fall back
+constexpr int kUnavailable = 14, kUnimplemented = 12, kUnknown = 2;  // gRPC status codes
+
+const char* Name(Mode m) { return m == Mode::kRun ? "vrun" : "vbatch"; }
+
+bool Tracing() {
+  const char* t = std::getenv("TIDEPOOL_CLIENT_TRACE");
+  return t && *t && std::strcmp(t, "0") != 0;
+}
+
+// ---- fallback: the full client -------------------------------------------------------------
+
+struct Args {
+  Mode mode;
+  int argc;
+  char** argv;
+};
+
+// Replaces this process with `tidepool` (next to this binary), invoked as vrun/vbatch with the
+// same arguments. Only ever called before a request with an effect was sent.
+[[noreturn]] void Fallback(const Args& a, const std::string& why) {
+  if (Tracing()) fmt::print(stderr, "tidepool-client: fallback to the full client: {}\n", why);
+  std::fflush(stderr);
+  std::vector<char*> argv;
+  std::string name = Name(a.mode);  // the full client dispatches on argv[0]'s basename
+  argv.push_back(name.data());
+  for (int i = 1; i < a.argc; ++i) argv.push_back(a.argv[i]);
+  argv.push_back(nullptr);
+  std::string full = "tidepool";
+  char self[4096];
+  ssize_t n = ::readlink("/proc/self/exe", self, sizeof(self) - 1);
+  if (n > 0) {
+    std::string path(self, static_cast<size_t>(n));
+    full = path.substr(0, path.rfind('/') + 1) + "tidepool";
+    ::execv(full.c_str(), argv.data());
+  }
+  ::execvp("tidepool", argv.data());
+  fmt::print(stderr, "{}: cannot run the full client {}: {}\n", Name(a.mode), full, std::strerror(errno));
+  _exit(cli::kExitTidepoolFailed);
+}
+
+// ---- options (the subset of run.cc / batch.cc this client handles itself) -----------------
+
+enum Opt {
+  kPool, kTty, kNoInput, kCwd, kEnv, kName, kPriority, kTimeout, kQuiet, kServer, kToken, kTlsCa,
+  kShards, kGang, kAfter, kAfterSuccess, kAfterFail, kRetries, kRetryOnFailure, kPin, kLabel, kFollow,
+};
+
+struct OptSpec {
+  char short_name;  // 0 = none
+  const char* long_name;  // nullptr = none
+  bool value;
+  bool repeatable;
+  Opt opt;
+};
+
+constexpr OptSpec kRunOpts[] = {
+    {'P', "pool", true, false, kPool},    {0, "tty", true, false, kTty},
+    {'I', "noinput", false, false, kNoInput}, {'C', nullptr, true, false, kCwd},
+    {'e', nullptr, true, true, kEnv},     {0, "name", true, false, kName},
+    {0, "priority", true, false, kPriority}, {0, "timeout", true, false, kTimeout},
+    {'q', "quiet", false, false, kQuiet}, {0, "server", true, false, kServer},
+    {0, "token", true, false, kToken},    {0, "tls-ca", true, false, kTlsCa},
+};
+
+constexpr OptSpec kBatchOpts[] = {
+    {'P', "pool", true, false, kPool},          {'N', nullptr, true, false, kShards},
+    {0, "gang", false, false, kGang},           {0, "name", true, false, kName},
+    {0, "after", true, true, kAfter},           {0, "after-success", true, true, kAfterSuccess},
+    {0, "after-fail", true, true, kAfterFail},  {0, "retries", true, false, kRetries},
+    {0, "retry-on-failure", false, false, kRetryOnFailure}, {0, "pin", false, false, kPin},
+    {0, "timeout", true, false, kTimeout},      {0, "priority", true, false, kPriority},
+    {'l', nullptr, true, true, kLabel},         {'C', nullptr, true, false, kCwd},
+    {'e', nullptr, true, true, kEnv},           {'f', "follow", false, false, kFollow},
+    {0, "server", true, false, kServer},        {0, "token", true, false, kToken},
+    {0, "tls-ca", true, false, kTlsCa},
+};
+
+struct Options {
+  std::map<Opt, std::vector<std::string>> values;  // flags hold one empty string
+  std::vector<std::string> command;
+  bool Has(Opt o) const { return values.count(o) > 0; }
+  std::string Get(Opt o, const std::string& def = "") const {
+    auto it = values.find(o);
+    return it == values.end() ? def : it->second.front();
+  }
+  std::vector<std::string> All(Opt o) const {
+    auto it = values.find(o);
+    return it == values.end() ? std::vector<std::string>{} : it->second;
+  }
+};
+
+// Reads the options the way the full client does (main_cli.cc's SplitCommand, then CLI11), or
+// says why this client should not be the one to read them: anything unknown, unusual or wrong
+// (including --help) goes to the full client, which knows every option and every message.
+std::optional<std::string> ParseOptions(const Args& a, Options* o) {
+  const OptSpec* begin = a.mode == Mode::kRun ? std::begin(kRunOpts) : std::begin(kBatchOpts);
+  const OptSpec* end = a.mode == Mode::kRun ? std::end(kRunOpts) : std::end(kBatchOpts);
+  auto set = [&](const OptSpec& s, std::string value) -> std::optional<std::string> {
+    auto& v = o->values[s.opt];
+    if (!v.empty() && !s.repeatable) return fmt::format("option given twice");
+    if (s.value && (value.empty() || value[0] == '-' || value[0] == '=')) {
+      return fmt::format("unusual option value \"{}\"", value);
+    }
+    v.push_back(std::move(value));
+    return std::nullopt;
+  };
+  int i = 1;
+  for (; i < a.argc; ++i) {
+    std::string w = a.argv[i];
+    if (w == "--") {
+      ++i;
+      break;
+    }
+    if (w.size() < 2 || w[0] != '-') break;
+    if (w.rfind("--", 0) == 0) {
+      auto eq = w.find('=');
+      std::string name = w.substr(2, eq == std::string::npos ? std::string::npos : eq - 2);
+      const OptSpec* s = begin;
+      while (s != end && !(s->long_name && name == s->long_name)) ++s;
+      if (s == end) return fmt::format("option {}", w);
+      std::string value;
+      if (s->value) {
+        if (eq != std::string::npos) {
+          value = w.substr(eq + 1);
+        } else if (i + 1 < a.argc) {
+          value = a.argv[++i];
+        } else {
+          return fmt::format("{} without a value", w);
+        }
+      } else if (eq != std::string::npos) {
+        return fmt::format("a value for flag {}", w);
+      }
+      if (auto why = set(*s, value)) return why;
+      continue;
+    }
+    for (size_t k = 1; k < w.size(); ++k) {  // -X, -Xvalue, or flags like -Iq
+      const OptSpec* s = begin;
+      while (s != end && s->short_name != w[k]) ++s;
+      if (s == end) return fmt::format("option -{}", w[k]);
+      if (!s->value) {
+        if (auto why = set(*s, "")) return why;
+        continue;
+      }
+      std::string value = w.substr(k + 1);
+      if (value.empty()) {
+        if (i + 1 >= a.argc) return fmt::format("-{} without a value", w[k]);
+        value = a.argv[++i];
+      }
+      if (auto why = set(*s, value)) return why;
+      break;
+    }
+  }
+  for (; i < a.argc; ++i) o->command.emplace_back(a.argv[i]);
+  if (o->command.empty()) return std::string("no command");
+  return std::nullopt;
+}
+
+// A plain decimal int; anything CLI11 might read otherwise (it takes 0x.. and 0.. as hex and
+// octal) goes to the full client.
+std::optional<int> PlainInt(const std::string& s) {
+  size_t start = !s.empty() && s[0] == '-' ? 1 : 0;
+  if (s.size() == start || s.size() - start > 9) return std::nullopt;
+  if (s[start] == '0' && s.size() - start > 1) return std::nullopt;
+  for (size_t i = start; i < s.size(); ++i) {
+    if (s[i] < '0' || s[i] > '9') return std::nullopt;
+  }
+  return std::atoi(s.c_str());
+}
+
+// Strict UTF-8 (RFC 3629: no overlong forms, surrogates or code points past U+10FFFF), as
+// protobuf requires of string fields.
+bool IsUtf8(std::string_view s) {
+  size_t i = 0;
+  while (i < s.size()) {
+    auto c = static_cast<unsigned char>(s[i]);
+    if (c < 0x80) {
+      ++i;
+      continue;
+    }
+    size_t n;
+    uint32_t cp;
+    if ((c & 0xE0) == 0xC0) {
+      n = 1, cp = c & 0x1F;
+    } else if ((c & 0xF0) == 0xE0) {
+      n = 2, cp = c & 0x0F;
+    } else if ((c & 0xF8) == 0xF0) {
+      n = 3, cp = c & 0x07;
+    } else {
+      return false;
+    }
+    if (i + n >= s.size()) return false;  // truncated
+    for (size_t k = 1; k <= n; ++k) {
+      auto cc = static_cast<unsigned char>(s[i + k]);
+      if ((cc & 0xC0) != 0x80) return false;
+      cp = cp << 6 | (cc & 0x3F);
+    }
+    static constexpr uint32_t kMin[] = {0, 0x80, 0x800, 0x10000};
+    if (cp < kMin[n] || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) return false;
+    i += n + 1;
+  }
+  return true;
+}
+
+// Protobuf's wire format, enough to write a TaskSpec (proto/tidepool/v1/common.proto) exactly
+// as the full client's protobuf would: proto3 defaults are left out; repeated and map entries
+// are written even when empty. The server parses it with the generated code.
+class ProtoWriter {
+ public:
+  const std::string& bytes() const { return out_; }
+  bool utf8() const { return utf8_; }
+  void String(int field, std::string_view v) {
+    if (!v.empty()) RepeatedString(field, v);
+  }
+  void RepeatedString(int field, std::string_view v) {
+    utf8_ = utf8_ && IsUtf8(v);
+    Bytes(field, v);
+  }
+  void Int(int field, int64_t v) {  // int32/int64/enum: negative values take ten bytes
+    if (v == 0) return;
+    Tag(field, 0);
+    Varint(static_cast<uint64_t>(v));
+  }
+  void Bool(int field, bool v) { Int(field, v ? 1 : 0); }
+  void Message(int field, const ProtoWriter& m) {
+    utf8_ = utf8_ && m.utf8_;
+    Bytes(field, m.out_);
+  }
+  void MapEntry(int field, const std::string& key, const std::string& value) {
+    ProtoWriter e;
+    e.String(1, key);
+    e.String(2, value);
+    Message(field, e);
+  }
+
+ private:
+  void Varint(uint64_t v) {
+    while (v >= 0x80) {
+      out_.push_back(static_cast<char>(v | 0x80));
+      v >>= 7;
+    }
+    out_.push_back(static_cast<char>(v));
+  }
+  void Tag(int field, int wire_type) { Varint(static_cast<uint64_t>(field) << 3 | static_cast<uint64_t>(wire_type)); }
+  void Bytes(int field, std::string_view v) {
+    Tag(field, 2);
+    Varint(v.size());
+    out_.append(v.data(), v.size());
+  }
+  std::string out_;
+  bool utf8_ = true;
+};
+
+// TaskSpec field numbers (proto/tidepool/v1/common.proto).
+enum SpecField {
+  kArgv = 1, kSpecCwd = 2, kSpecEnv = 3, kSpecPool = 4, kSpecName = 5, kSpecPriority = 6, kTimeoutMs = 7, kKind = 8,
+  kSpecTty = 9, kTerminalSize = 10, kTerm = 11, kStdinNull = 12, kLabels = 13, kParent = 14, kSpecShards = 15,
+  kSpecGang = 16, kSpecAfter = 17, kSpecAfterSuccess = 18, kSpecAfterFail = 19, kSpecRetries = 20,
+  kSpecRetryOnFailure = 21, kSpecPin = 22,
+};
+constexpr int kTaskKindInteractive = 1, kTaskKindBatch = 2;
+
+ProtoWriter TerminalSize() {
+  ProtoWriter size;
+  winsize ws{};
+  if (ioctl(STDOUT_FILENO, TIOCGWINSZ, &ws) == 0 || ioctl(STDIN_FILENO, TIOCGWINSZ, &ws) == 0) {
+    size.Int(1, ws.ws_row);
+    size.Int(2, ws.ws_col);
+  }
+  return size;
+}
+
+// The TaskSpec that cli/spec.cc's FillSpec and run.cc / batch.cc build, or why this client
+// should leave it to the full client.
+std::optional<std::string> BuildSpec(Mode mode, const Options& o, bool tty, ProtoWriter* spec) {
+  ProtoWriter& s = *spec;
+  for (const std::string& arg : o.command) s.RepeatedString(kArgv, arg);
+  char buf[4096];
+  std::string here = getcwd(buf, sizeof(buf)) ? buf : "/";
+  std::string c = o.Get(kCwd);
+  std::string cwd = c.empty() ? here : (c[0] == '/' ? c : here + "/" + c);
+  s.String(kSpecCwd, cwd);
+  std::map<std::string, std::string> env;
+  for (char** e = environ; e && *e; ++e) {
+    std::string kv = *e;
+    auto eq = kv.find('=');
+    if (eq == std::string::npos) continue;
+    std::string key = kv.substr(0, eq);
+    if (!cli::IsLocalOnlyVariable(key)) env[key] = kv.substr(eq + 1);
+  }
+  env["PWD"] = cwd;
+  for (const std::string& e : o.All(kEnv)) {
+    auto eq = e.find('=');
+    if (eq == 0 || e.empty()) return "-e " + e;
+    if (eq == std::string::npos) {
+      if (const char* v = std::getenv(e.c_str())) env[e] = v;
+    } else {
+      env[e.substr(0, eq)] = e.substr(eq + 1);
+    }
+  }
+  for (const auto& [k, v] : env) s.MapEntry(kSpecEnv, k, v);
+  s.String(kSpecPool, o.Get(kPool));
+  s.String(kSpecName, o.Get(kName));
+  auto priority = PlainInt(o.Get(kPriority, "0"));
+  if (!priority) return "--priority " + o.Get(kPriority);
+  s.Int(kSpecPriority, *priority);
+  if (o.Has(kTimeout)) {
+    auto d = ParseDuration(o.Get(kTimeout));
+    if (!d.ok()) return "--timeout " + o.Get(kTimeout);
+    s.Int(kTimeoutMs, d->count());
+  }
+  if (mode == Mode::kRun) {
+    s.Int(kKind, kTaskKindInteractive);
+    s.Bool(kSpecTty, tty);
+    if (tty) {
+      s.Message(kTerminalSize, TerminalSize());
+      const char* term = std::getenv("TERM");
+      s.String(kTerm, term && *term ? term : "xterm");
+    }
+    s.Bool(kStdinNull, o.Has(kNoInput));
+  } else {
+    s.Int(kKind, kTaskKindBatch);
+    s.Bool(kStdinNull, true);
+    for (const std::string& l : o.All(kLabel)) {
+      auto eq = l.find('=');
+      if (eq == std::string::npos || eq == 0) return "-l " + l;
+    }
+    std::map<std::string, std::string> labels;
+    for (const std::string& l : o.All(kLabel)) labels[l.substr(0, l.find('='))] = l.substr(l.find('=') + 1);
+    for (const auto& [k, v] : labels) s.MapEntry(kLabels, k, v);
+  }
+  if (const char* parent = std::getenv("TIDEPOOL_TASK_ID"); parent && *parent) s.String(kParent, parent);
+  if (mode == Mode::kBatch) {
+    auto shards = PlainInt(o.Get(kShards, "0"));
+    auto retries = PlainInt(o.Get(kRetries, "0"));
+    if (!shards) return "-N " + o.Get(kShards);
+    if (!retries || *retries < 0) return "--retries " + o.Get(kRetries);
+    s.Int(kSpecShards, *shards);
+    s.Bool(kSpecGang, o.Has(kGang));
+    for (const std::string& t : o.All(kAfter)) s.RepeatedString(kSpecAfter, t);
+    for (const std::string& t : o.All(kAfterSuccess)) s.RepeatedString(kSpecAfterSuccess, t);
+    for (const std::string& t : o.All(kAfterFail)) s.RepeatedString(kSpecAfterFail, t);
+    s.Int(kSpecRetries, *retries);
+    s.Bool(kSpecRetryOnFailure, o.Has(kRetryOnFailure));
+    s.Bool(kSpecPin, o.Has(kPin));
+  }
+  // Text that is not UTF-8 is the full client's to handle (protobuf strings must be UTF-8).
+  if (!s.utf8()) return std::string("the command, its environment or an option is not valid UTF-8");
+  return std::nullopt;
+}
+
+// ---- the connection ------------------------------------------------------------------------
+
+// "HOST:PORT" with a plain host name, IPv4 or [IPv6] address; anything else (gRPC target URIs
+// such as unix:PATH or dns:///NAME) is for the full client.
+bool SplitAddress(const std::string& address, std::string* host, std::string* port) {
+  auto colon = address.rfind(':');
+  if (colon == std::string::npos || colon + 1 == address.size()) return false;
+  *host = address.substr(0, colon);
+  *port = address.substr(colon + 1);
+  for (char ch : *port) {
+    if (ch < '0' || ch > '9') return false;
+  }
+  if (host->size() > 2 && host->front() == '[' && host->back() == ']') {
+    *host = host->substr(1, host->size() - 2);
+    for (char ch : *host) {
+      if (!std::isxdigit(static_cast<unsigned char>(ch)) && ch != ':' && ch != '.') return false;
+    }
+    return true;
+  }
+  if (host->empty()) return false;
+  for (char ch : *host) {
+    if (!std::isalnum(static_cast<unsigned char>(ch)) && ch != '.' && ch != '-' && ch != '_') return false;
+  }
+  return true;
+}
+
+class Connection {
+ public:
+  ~Connection() {
+    if (fd_ >= 0) ::close(fd_);
+  }
+  int fd() const { return fd_; }
+
+  enum class Outcome { kConnected, kUnreachable, kNameNotResolved };
+
+  // kUnreachable: the caller says so, as the full client would.
+  Outcome Connect(const std::string& host, const std::string& port) {
+    std::vector<sockaddr_storage> addrs;
+    auto numeric = [&](const std::string& h) {
+      sockaddr_storage ss{};
+      auto* a4 = reinterpret_cast<sockaddr_in*>(&ss);
+      auto* a6 = reinterpret_cast<sockaddr_in6*>(&ss);
+      uint16_t p = htons(static_cast<uint16_t>(std::atoi(port.c_str())));
+      if (::inet_pton(AF_INET, h.c_str(), &a4->sin_addr) == 1) {
+        a4->sin_family = AF_INET;
+        a4->sin_port = p;
+      } else if (::inet_pton(AF_INET6, h.c_str(), &a6->sin6_addr) == 1) {
+        a6->sin6_family = AF_INET6;
+        a6->sin6_port = p;
+      } else {
+        return false;
+      }
+      addrs.push_back(ss);
+      return true;
+    };
+    if (!numeric(host)) {
+      if (host == "localhost") {
+        numeric("127.0.0.1");
+        numeric("::1");
+      } else {
+#if TIDEPOOL_FASTCLIENT_RESOLVE_NAMES
+        addrinfo hints{};
+        hints.ai_family = AF_UNSPEC;
+        hints.ai_socktype = SOCK_STREAM;
+        hints.ai_flags = AI_NUMERICSERV;
+        addrinfo* res = nullptr;
+        if (::getaddrinfo(host.c_str(), port.c_str(), &hints, &res) != 0) return Outcome::kUnreachable;
+        for (addrinfo* ai = res; ai; ai = ai->ai_next) {
+          sockaddr_storage ss{};
+          std::memcpy(&ss, ai->ai_addr, std::min<size_t>(ai->ai_addrlen, sizeof(ss)));
+          addrs.push_back(ss);
+        }
+        ::freeaddrinfo(res);
+#else
+        // A static binary would need glibc's NSS modules at run time to resolve names: names
+        // are the full client's (gRPC resolves them).
+        return Outcome::kNameNotResolved;
+#endif
+      }
+    }
+    for (const sockaddr_storage& ss : addrs) {
+      socklen_t len = ss.ss_family == AF_INET ? sizeof(sockaddr_in) : sizeof(sockaddr_in6);
+      int fd = ::socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+      if (fd < 0) continue;
+      int rc = ::connect(fd, reinterpret_cast<const sockaddr*>(&ss), len);
+      if (rc != 0 && errno == EINPROGRESS) {
+        pollfd p{fd, POLLOUT, 0};
+        int err = 0;
+        socklen_t elen = sizeof(err);
+        if (::poll(&p, 1, kConnectTimeoutMs) == 1 && ::getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &elen) == 0 && err == 0) {
+          rc = 0;
+        }
+      }
+      if (rc != 0) {
+        ::close(fd);
+        continue;
+      }
+      ::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) & ~O_NONBLOCK);
+      int one = 1;
+      ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+      ::setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof(one));
+      int idle = 20, intvl = 10, cnt = 3;  // a vanished server is noticed, as with gRPC keepalive
+      ::setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof(idle));
+      ::setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &intvl, sizeof(intvl));
+      ::setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &cnt, sizeof(cnt));
+      fd_ = fd;
+      return Outcome::kConnected;
+    }
+    return Outcome::kUnreachable;
+  }
+
+  // Any thread. false once the connection broke (later frames are dropped, as the full
+  // client's writes are once its stream is closed).
+  bool Write(uint8_t type, std::string_view payload, bool magic = false) {
+    std::string buf;
+    if (magic) buf.append(fast::kMagic, sizeof(fast::kMagic));
+    fast::AppendFrame(buf, type, payload);
+    std::lock_guard lock(write_mu_);
+    if (write_closed_) return false;
+    const char* p = buf.data();
+    size_t left = buf.size();
+    while (left > 0) {
+      ssize_t n = ::send(fd_, p, left, MSG_NOSIGNAL);
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0) {
+        write_closed_ = true;
+        return false;
+      }
+      p += n;
+      left -= static_cast<size_t>(n);
+    }
+    return true;
+  }
+
+  // The main thread. Reads exactly n bytes; false on EOF, error or (with a deadline) timeout.
+  bool ReadExact(char* out, size_t n, int timeout_ms = -1) {
+    while (n > 0) {
+      if (pos_ == len_) {
+        if (timeout_ms >= 0) {
+          pollfd p{fd_, POLLIN, 0};
+          int r;
+          do {
+            r = ::poll(&p, 1, timeout_ms);
+          } while (r < 0 && errno == EINTR);
+          if (r <= 0) return false;
+        }
+        ssize_t got = ::recv(fd_, buf_, sizeof(buf_), 0);
+        if (got < 0 && errno == EINTR) continue;
+        if (got <= 0) return false;
+        pos_ = 0;
+        len_ = static_cast<size_t>(got);
+      }
+      size_t take = std::min(n, len_ - pos_);
+      std::memcpy(out, buf_ + pos_, take);
+      pos_ += take;
+      out += take;
+      n -= take;
+    }
+    return true;
+  }
+
+  // One frame; false on EOF/error, or a frame over the limit (then *oversize).
+  bool ReadFrame(uint8_t* type, std::string* payload, int timeout_ms = -1, bool* oversize = nullptr) {
+    char h[fast::kHeaderSize];
+    if (!ReadExact(h, sizeof(h), timeout_ms)) return false;
+    uint32_t len = fast::FrameLength(h);
+    if (len > fast::kMaxEventFrame) {
+      if (oversize) *oversize = true;
+      return false;
+    }
+    *type = fast::FrameTypeOf(h);
+    payload->resize(len);
+    return ReadExact(payload->data(), len, timeout_ms);
+  }
+
+ private:
+  int fd_ = -1;
+  std::mutex write_mu_;
+  bool write_closed_ = false;
+  char buf_[64 * 1024];
+  size_t pos_ = 0, len_ = 0;
+};
+
+json ParseJson(const std::string& payload) {
+  json j = json::parse(payload, nullptr, /*allow_exceptions=*/false);
+  return j.is_object() ? j : json::object();
+}
+std::string Str(const json& j, const char* key) {
+  auto it = j.find(key);
+  return it != j.end() && it->is_string() ? it->get<std::string>() : "";
+}
+int64_t Int(const json& j, const char* key) {
+  auto it = j.find(key);
+  return it != j.end() && it->is_number_integer() ? it->get<int64_t>() : 0;
+}
+bool Bool(const json& j, const char* key) {
+  auto it = j.find(key);
+  return it != j.end() && it->is_boolean() && it->get<bool>();
+}
+
+// How a request ended when no event said so: FINISH's status, or the connection's loss.
+struct Finish {
+  int code = kUnavailable;
+  std::string message = "the connection to the server was lost";
+};
+
+// Connects; an exit status if the server cannot be reached (said as the full client says it).
+std::optional<int> ConnectTo(const Args& a, Connection& conn, const std::string& address) {
+  std::string host, port;
+  if (!SplitAddress(address, &host, &port)) Fallback(a, fmt::format("server address {} is not HOST:PORT", address));
+  switch (conn.Connect(host, port)) {
+    case Connection::Outcome::kConnected:
+      return std::nullopt;
+    case Connection::Outcome::kNameNotResolved:
+      Fallback(a, fmt::format("server address {} is a name, not an IP address", address));
+    case Connection::Outcome::kUnreachable:
+      break;
+  }
+  fmt::print(stderr, "tidepool: cannot reach the server at {}\n", address);
+  return cli::kExitTidepoolFailed;
+}
+
+// Says hello. Returns only on the fast path (WELCOME) or with an exit status to give (refused
+// as the full client would be: a token, a server still starting); anything else (not our
+// protocol: an old server, TLS on the port ...) falls back.
+std::optional<int> Hello(const Args& a, Connection& conn, const std::string& address, const std::string& token) {
+  if (!IsUtf8(token)) Fallback(a, "the token is not text");
+  json hello{{"v", fast::kVersion}};
+  if (!token.empty()) hello["token"] = token;
+  if (!conn.Write(fast::kHello, hello.dump(), /*magic=*/true)) {
+    Fallback(a, "the server closed the connection");
+  }
+  char magic[sizeof(fast::kMagic)];
+  if (!conn.ReadExact(magic, sizeof(magic), kWelcomeTimeoutMs) || std::memcmp(magic, fast::kMagic, sizeof(magic)) != 0) {
+    Fallback(a, fmt::format("the server at {} does not speak the fast protocol", address));
+  }
+  uint8_t type = 0;
+  std::string payload;
+  if (!conn.ReadFrame(&type, &payload, kWelcomeTimeoutMs)) Fallback(a, "no welcome from the server");
+  if (type == fast::kWelcome) return std::nullopt;
+  if (type != fast::kFinish) Fallback(a, "unexpected answer to the hello");
+  json f = ParseJson(payload);
+  int code = static_cast<int>(Int(f, "code"));
+  if (code == kUnimplemented) Fallback(a, Str(f, "message"));
+  // Refused before anything was asked (a token, a server still starting): as the full client.
+  int rc = cli::ReportFailure(code, Str(f, "message"), address);
+  return rc == 1 ? cli::kExitTidepoolFailed : rc;
+}
+
+// ---- vrun ------------------------------------------------------------------------------------
+
+struct Terminal {
+  bool raw = false;
+  termios saved{};
+  void MakeRaw() {
+    if (tcgetattr(STDIN_FILENO, &saved) != 0) return;
+    termios t = saved;
+    cfmakeraw(&t);
+    if (tcsetattr(STDIN_FILENO, TCSANOW, &t) == 0) raw = true;
+  }
+  void Restore() {
+    if (raw) tcsetattr(STDIN_FILENO, TCSANOW, &saved);
+    raw = false;
+  }
+};
+
+void WriteAll(int fd, const std::string& data) {
+  const char* p = data.data();
+  size_t left = data.size();
+  while (left > 0) {
+    ssize_t n = ::write(fd, p, left);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return;  // the reader went away (EPIPE): nothing sensible to do with the rest
+    }
+    p += n;
+    left -= static_cast<size_t>(n);
+  }
+}
+
+std::string WindowSize() {
+  winsize ws{};
+  json size = json::object();
+  if (ioctl(STDOUT_FILENO, TIOCGWINSZ, &ws) == 0 || ioctl(STDIN_FILENO, TIOCGWINSZ, &ws) == 0) {
+    size["rows"] = ws.ws_row;
+    size["cols"] = ws.ws_col;
+  } else {
+    size["rows"] = 0;
+    size["cols"] = 0;
+  }
+  return size.dump();
+}
+
+sigset_t ForwardedSignals() {
+  sigset_t sigs;
+  sigemptyset(&sigs);
+  for (int s : {SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGWINCH}) sigaddset(&sigs, s);
+  return sigs;
+}
+
+struct Waiting {
+  std::string pool, allocation_error;
+  int starting = 0, idle = 0, position = 0;
+};
+
+// cli/run.cc's Session over the fast protocol.
+class RunSession {
+ public:
+  RunSession(Connection& conn, std::string address, bool tty, bool quiet, bool noinput)
+      : conn_(conn), address_(std::move(address)), tty_(tty), quiet_(quiet), noinput_(noinput) {}
+
+  [[noreturn]] void Run(const std::string& spec) {
+    sigset_t sigs = ForwardedSignals();
+    started_at_ = Clock::now();
+    conn_.Write(fast::kRun, spec);
+    std::thread(&RunSession::SignalLoop, this, sigs).detach();
+
+    uint8_t type = 0;
+    std::string payload;
+    bool oversize = false;
+    Finish finish;
+    while (conn_.ReadFrame(&type, &payload, -1, &oversize)) {
+      if (type == fast::kFinish) {
+        json f = ParseJson(payload);
+        finish.code = static_cast<int>(Int(f, "code"));
+        finish.message = Str(f, "message");
+        break;
+      }
+      if (int rc = Handle(type, payload); rc >= 0) Exit(rc);
+    }
+    if (oversize) finish = Finish{kUnknown, "a reply from the server was over the size limit"};
+    ClearProgress();
+    if (cancel_sent_) Exit(130);
+    if (finish.code != 0) {
+      term_.Restore();
+      if (finish.code == kUnavailable && !task_id_.empty()) {
+        fmt::print(stderr, "tidepool: lost the connection to the server at {} (task {})\n", address_, task_id_);
+        Exit(cli::kExitTidepoolFailed);
+      }
+      int rc = cli::ReportFailure(finish.code, finish.message, address_);
+      Exit(rc == 1 ? cli::kExitTidepoolFailed : rc);
+    }
+    fmt::print(stderr, "tidepool: the server ended task {} without an exit status\n", task_id_);
+    Exit(cli::kExitTidepoolFailed);
+  }
+
+ private:
+  // Returns an exit status when the session is over, else -1.
+  int Handle(uint8_t type, const std::string& payload) {
+    switch (type) {
+      case fast::kStdout:
+      case fast::kStderr:
+        WriteAll(type == fast::kStderr ? STDERR_FILENO : STDOUT_FILENO, payload);
+        return -1;
+      case fast::kAccepted: {
+        json j = ParseJson(payload);
+        std::lock_guard lock(mu_);
+        task_id_ = Str(j, "task_id");
+        return -1;
+      }
+      case fast::kWaiting: {
+        json j = ParseJson(payload);
+        std::lock_guard lock(mu_);
+        waiting_ = Waiting{Str(j, "pool"), Str(j, "allocation_error"), static_cast<int>(Int(j, "starting")),
+                           static_cast<int>(Int(j, "idle")), static_cast<int>(Int(j, "position"))};
+        if (!waiting_->allocation_error.empty() && shown_errors_.insert(waiting_->allocation_error).second && !quiet_) {
+          ClearProgressLocked();
+          fmt::print(stderr, "tidepool: pool {}: {}\n", waiting_->pool, waiting_->allocation_error);
+        }
+        DrawProgressLocked(/*changed=*/true);
+        return -1;
+      }
+      case fast::kStarted: {
+        bool first;
+        {
+          std::lock_guard lock(mu_);
+          ClearProgressLocked();
+          first = !started_;
+          started_ = true;
+        }
+        if (!first) return -1;
+        if (tty_ && isatty(STDIN_FILENO)) term_.MakeRaw();
+        if (!noinput_) std::thread(&RunSession::StdinLoop, this).detach();
+        return -1;
+      }
+      case fast::kStdinWritten: {
+        json j = ParseJson(payload);
+        std::lock_guard lock(mu_);
+        stdin_acked_ = static_cast<uint64_t>(Int(j, "written"));
+        stdin_cv_.notify_all();
+        return -1;
+      }
+      case fast::kExited: {
+        json j = ParseJson(payload);
+        ClearProgress();
+        term_.Restore();
+        std::string state = Str(j, "state");
+        cli::RunEnd end{state == "SUCCESS", state == "CANCELLED", Bool(j, "has_exit_code"),
+                        static_cast<int>(Int(j, "exit_code")), static_cast<int>(Int(j, "signal")), Str(j, "reason"),
+                        Bool(j, "command_not_found")};
+        std::string id;
+        {
+          std::lock_guard lock(mu_);
+          id = task_id_;
+        }
+        return cli::RunExitStatus(end, id, quiet_, cancel_sent_);
+      }
+      default:
+        return -1;  // a newer server's event this client does not know
+    }
+  }
+
+  [[noreturn]] void Exit(int rc) {
+    term_.Restore();
+    std::fflush(stdout);
+    std::fflush(stderr);
+    // Threads may still sit in blocking reads (stdin); end the process without unwinding them.
+    _exit(rc);
+  }
+
+  void StdinLoop() {
+    char buf[64 * 1024];
+    while (true) {
+      ssize_t n = ::read(STDIN_FILENO, buf, sizeof(buf));
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0) {
+        conn_.Write(fast::kStdinEof, "");
+        return;
+      }
+      {
+        std::unique_lock lock(mu_);
+        stdin_cv_.wait(lock, [&] { return stdin_sent_ - stdin_acked_ < kStdinWindow; });
+        stdin_sent_ += static_cast<uint64_t>(n);
+      }
+      conn_.Write(fast::kStdin, std::string_view(buf, static_cast<size_t>(n)));
+    }
+  }
+
+  void SignalLoop(sigset_t sigs) {
+    timespec tick{0, 250 * 1000 * 1000};
+    while (true) {
+      int sig = sigtimedwait(&sigs, nullptr, &tick);
+      if (sig < 0) {
+        std::lock_guard lock(mu_);
+        DrawProgressLocked(/*changed=*/false);
+        continue;
+      }
+      bool started;
+      {
+        std::lock_guard lock(mu_);
+        started = started_;
+      }
+      if (sig == SIGWINCH) {
+        if (tty_ && started) conn_.Write(fast::kResize, WindowSize());
+        continue;
+      }
+      if (!started) {
+        // Still queued: the request is withdrawn and the server forgets it.
+        cancel_sent_ = true;
+        conn_.Write(fast::kCancel, "");
+        continue;
+      }
+      auto now = Clock::now();
+      if (sig == SIGINT && last_int_ && now - *last_int_ < std::chrono::seconds(1)) {
+        conn_.Write(fast::kSignal, json{{"signal", SIGKILL}}.dump());
+        ClearProgress();
+        Exit(130);
+      }
+      if (sig == SIGINT) last_int_ = now;
+      conn_.Write(fast::kSignal, json{{"signal", sig}}.dump());
+    }
+  }
+
+  void DrawProgressLocked(bool changed) {
+    if (quiet_ || started_ || !waiting_) return;
+    auto elapsed = Clock::now() - started_at_;
+    if (elapsed < std::chrono::seconds(1)) return;
+    int secs = static_cast<int>(std::chrono::duration_cast<std::chrono::seconds>(elapsed).count());
+    const Waiting& w = *waiting_;
+    std::string line = cli::WaitingLine(w.pool, w.starting, w.idle, w.position);
+    if (isatty(STDERR_FILENO)) {
+      fmt::print(stderr, "\r\033[K{} ({}s)", line, secs);
+      progress_shown_ = true;
+    } else if (changed || !progress_printed_once_) {
+      if (line != last_plain_line_) fmt::print(stderr, "{}\n", line);
+      last_plain_line_ = line;
+      progress_printed_once_ = true;
+    }
+  }
+  void ClearProgressLocked() {
+    if (progress_shown_) fmt::print(stderr, "\r\033[K");
+    progress_shown_ = false;
+  }
+  void ClearProgress() {
+    std::lock_guard lock(mu_);
+    ClearProgressLocked();
+  }
+
+  Connection& conn_;
+  const std::string address_;
+  const bool tty_, quiet_, noinput_;
+  Terminal term_;
+  std::mutex mu_;
+  std::condition_variable stdin_cv_;
+  bool started_ = false;
+  std::string task_id_;
+  std::optional<Waiting> waiting_;
+  std::set<std::string> shown_errors_;
+  Clock::time_point started_at_;
+  bool progress_shown_ = false;
+  bool progress_printed_once_ = false;
+  std::string last_plain_line_;
+  uint64_t stdin_sent_ = 0, stdin_acked_ = 0;
+  std::atomic<bool> cancel_sent_{false};
+  std::optional<Clock::time_point> last_int_;
+};
+
+// ---- vbatch ----------------------------------------------------------------------------------
+
+int Submit(Connection& conn, const std::string& address, const std::string& spec) {
+  conn.Write(fast::kSubmit, spec);
+  uint8_t type = 0;
+  std::string payload, id;
+  Finish finish;
+  bool oversize = false;
+  while (conn.ReadFrame(&type, &payload, -1, &oversize)) {
+    if (type == fast::kSubmitted) id = Str(ParseJson(payload), "id");
+    if (type == fast::kFinish) {
+      json f = ParseJson(payload);
+      finish.code = static_cast<int>(Int(f, "code"));
+      finish.message = Str(f, "message");
+      break;
+    }
+  }
+  if (oversize) finish = Finish{kUnknown, "a reply from the server was over the size limit"};
+  if (finish.code != 0 || id.empty()) {
+    int rc = cli::ReportFailure(finish.code != 0 ? finish.code : kUnknown,
+                                finish.code != 0 ? finish.message : "no task id in the reply", address);
+    return rc == 1 ? cli::kExitTidepoolFailed : rc;
+  }
+  fmt::print("{}\n", id);
+  std::fflush(stdout);
+  return 0;
+}
+
+}  // namespace
+
+int Main(Mode mode, int argc, char** argv) {
+  Args a{mode, argc, argv};
+  Options o;
+  if (auto why = ParseOptions(a, &o)) Fallback(a, *why);
+  if (mode == Mode::kBatch && o.Has(kFollow)) Fallback(a, "-f");
+  if (!cli::ResolveTlsCa(o.Get(kTlsCa)).empty()) Fallback(a, "TLS");
+  std::string tty_mode = o.Get(kTty, "auto");
+  if (tty_mode != "auto" && tty_mode != "yes" && tty_mode != "no") Fallback(a, "--tty " + tty_mode);
+  bool tty = mode == Mode::kRun &&
+             (tty_mode == "yes" || (tty_mode == "auto" && isatty(STDIN_FILENO) && isatty(STDOUT_FILENO)));
+  ProtoWriter spec;
+  if (auto why = BuildSpec(mode, o, tty, &spec)) Fallback(a, *why);
+  const std::string& payload = spec.bytes();
+
+  std::string address = cli::ResolveServer(o.Get(kServer));
+  Connection conn;
+  if (auto rc = ConnectTo(a, conn, address)) return *rc;
+  if (auto rc = Hello(a, conn, address, cli::ResolveToken(o.Get(kToken)))) return *rc;
+  if (Tracing()) fmt::print(stderr, "tidepool-client: fast path ({})\n", address);
+
+  if (mode == Mode::kBatch) return Submit(conn, address, payload);
+  // From here on this client is vrun. As in run.cc: the forwarded signals are taken by our
+  // signal thread only (every thread inherits the mask), and a closed stdout is not fatal.
+  sigset_t sigs = ForwardedSignals();
+  pthread_sigmask(SIG_BLOCK, &sigs, nullptr);
+  signal(SIGPIPE, SIG_IGN);
+  RunSession session(conn, address, tty, o.Has(kQuiet), o.Has(kNoInput));
+  session.Run(payload);
+}
+
+}  // namespace tidepool::fastclient

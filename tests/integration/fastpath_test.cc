@@ -1,0 +1,414 @@
+// The fast client (src/fastclient): `vrun` and `vbatch` speak the fast protocol to the server's
+// usual port, behave exactly as the full client (`tidepool run` / `tidepool batch`, which is
+// also what they fall back to), and fall back for whatever they do not handle. The server's
+// port serves both protocols and survives garbage. TIDEPOOL_CLIENT_TRACE=1 makes the client say
+// which path ran.
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <regex>
+
+#include "harness.h"
+
+namespace tidepool::testing {
+namespace {
+
+constexpr char kFast[] = "tidepool-client: fast path";
+constexpr char kFallback[] = "tidepool-client: fallback";
+
+std::map<std::string, std::string> Traced(std::map<std::string, std::string> env) {
+  env["TIDEPOOL_CLIENT_TRACE"] = "1";
+  return env;
+}
+
+ProcResult Client(Server& server, const std::string& bin, const std::vector<std::string>& args,
+               std::map<std::string, std::string> extra_env = {}, const std::string& stdin_data = "") {
+  std::vector<std::string> argv;
+  if (bin == "tidepool run" || bin == "tidepool batch") {
+    argv = {BinDir() + "/tidepool", bin.substr(9)};
+  } else {
+    argv = {BinDir() + "/" + bin};
+  }
+  argv.insert(argv.end(), args.begin(), args.end());
+  auto env = server.ClientEnv();
+  for (auto& [k, v] : extra_env) env[k] = v;
+  return RunProcess(argv, env, server.dir(), stdin_data);
+}
+
+// Task ids differ between two runs of the same command: compare messages without them.
+std::string WithoutTaskIds(const std::string& text) {
+  return std::regex_replace(text, std::regex("task [A-Za-z0-9_/-]+"), "task ID");
+}
+
+// ---- a raw TCP client for the hostile-input tests ----
+
+class Raw {
+ public:
+  explicit Raw(const std::string& address) {
+    auto colon = address.rfind(':');
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_port = htons(static_cast<uint16_t>(std::stoi(address.substr(colon + 1))));
+    inet_pton(AF_INET, address.substr(0, colon).c_str(), &a.sin_addr);
+    fd_ = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    EXPECT_EQ(connect(fd_, reinterpret_cast<sockaddr*>(&a), sizeof(a)), 0);
+  }
+  ~Raw() { close(fd_); }
+  void Send(const std::string& bytes) { EXPECT_EQ(send(fd_, bytes.data(), bytes.size(), MSG_NOSIGNAL), static_cast<ssize_t>(bytes.size())); }
+  void CloseWrite() { shutdown(fd_, SHUT_WR); }
+  // Everything until the server closes its side (or `deadline`); `closed` says whether it did.
+  std::string ReadToEnd(bool* closed, std::chrono::milliseconds deadline = 30s) {
+    std::string got;
+    auto end = std::chrono::steady_clock::now() + deadline;
+    *closed = false;
+    while (std::chrono::steady_clock::now() < end) {
+      pollfd p{fd_, POLLIN, 0};
+      if (poll(&p, 1, 100) <= 0) continue;
+      char buf[4096];
+      ssize_t n = recv(fd_, buf, sizeof(buf), 0);
+      if (n <= 0) {
+        *closed = true;
+        break;
+      }
+      got.append(buf, static_cast<size_t>(n));
+    }
+    return got;
+  }
+
+ private:
+  int fd_ = -1;
+};
+
+std::string Frame(uint8_t type, const std::string& payload) {
+  uint32_t n = static_cast<uint32_t>(payload.size());
+  std::string f = {static_cast<char>(n >> 24), static_cast<char>(n >> 16), static_cast<char>(n >> 8), static_cast<char>(n),
+                   static_cast<char>(type)};
+  return f + payload;
+}
+const std::string kHello = std::string("TPF1") + Frame(1, "{\"v\":1}");
+
+// The FINISH frame's message in what the server sent, "" if none.
+std::string FinishMessage(const std::string& reply) {
+  size_t at = reply.find("\"message\":\"");
+  if (at == std::string::npos) return "";
+  at += 11;
+  return reply.substr(at, reply.find('"', at) - at);
+}
+
+class FastPath : public ::testing::Test {
+ protected:
+  Server server;
+};
+
+TEST_F(FastPath, VrunAndVbatchTakeTheFastPath) {
+  ProcResult r = Client(server, "vrun", {"echo", "hi"}, Traced({}));
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(r.out, "hi\n");
+  EXPECT_NE(r.err.find(kFast), std::string::npos) << r.err;
+  EXPECT_EQ(r.err.find(kFallback), std::string::npos) << r.err;
+  ProcResult b = Client(server, "vbatch", {"--name", "fast", "-l", "k=v", "sh", "-c", "echo batch-out"}, Traced({}));
+  EXPECT_EQ(b.exit_code, 0) << b.err;
+  EXPECT_NE(b.err.find(kFast), std::string::npos) << b.err;
+  ASSERT_EQ(Lines(b.out).size(), 1u);
+  std::string id = Lines(b.out)[0];
+  EXPECT_EQ(id, "fast");
+  nlohmann::json t = server.WaitTask(id);
+  EXPECT_EQ(t["state"], "SUCCESS");
+  EXPECT_EQ(server.Tidepool({"task", "logs", id}).out, "batch-out\n");
+  // Without the trace the client says nothing of the kind.
+  ProcResult quiet = server.Vrun({"true"});
+  EXPECT_EQ(quiet.err, "");
+}
+
+TEST_F(FastPath, SameOutputAndExitStatusAsTheFullClient) {
+  const std::vector<std::vector<std::string>> cases = {
+      {"echo", "a b", "$HOME", ""},
+      {"sh", "-c", "echo out; echo err >&2; exit 7"},
+      {"sh", "-c", "kill -TERM $$"},
+      {"sh", "-c", "kill -KILL $$"},
+      {"no-such-command-anywhere"},
+      {"-I", "sh", "-c", "cat; echo done"},
+      {"-C", "/usr", "-e", "GREETING=hello", "-e", "PATH", "sh", "-c", "pwd; echo $GREETING $PWD"},
+      {"-q", "--name", "named", "--priority", "3", "sh", "-c", "echo $TIDEPOOL_TASK_ID"},
+      {"--tty", "no", "sh", "-c", "test -t 1 || echo notty"},
+      {"--tty", "yes", "sh", "-c", "test -t 0 && test -t 1 && echo tty"},
+      {"-P", "nope", "true"},
+      {"--server", "127.0.0.1:1", "true"},
+      {"--timeout", "1s", "sleep", "60"},
+      {"--", "echo", "--bogus"},
+      {"echo", "-n", "x"},
+  };
+  for (const auto& args : cases) {
+    // (No stdin with a PTY: whether its echo shows depends on when the command exits.)
+    std::string input = args[0] == "--tty" ? "" : "some stdin\n";
+    ProcResult fast = Client(server, "vrun", args, {}, input);
+    ProcResult full = Client(server, "tidepool run", args, {}, input);
+    std::string what = args[0] + " " + (args.size() > 1 ? args[1] : "");
+    EXPECT_EQ(fast.exit_code, full.exit_code) << what << "\nfast: " << fast.err << "\nfull: " << full.err;
+    if (args[0] == "-q") {
+      // The task ids differ (named, named_2) but have the same form.
+      EXPECT_EQ(fast.out.substr(0, 5), full.out.substr(0, 5)) << what;
+    } else {
+      EXPECT_EQ(fast.out, full.out) << what;
+    }
+    EXPECT_EQ(WithoutTaskIds(fast.err), WithoutTaskIds(full.err)) << what;
+  }
+  // Stdin arrives whole and in order, in many chunks (flow control).
+  std::string big;
+  for (int i = 0; i < 100000; ++i) big += std::to_string(i) + "\n";
+  ProcResult fast = Client(server, "vrun", {"sh", "-c", "cat | md5sum; echo err >&2"}, Traced({}), big);
+  ProcResult full = Client(server, "tidepool run", {"sh", "-c", "cat | md5sum; echo err >&2"}, {}, big);
+  EXPECT_NE(fast.err.find(kFast), std::string::npos) << fast.err;
+  EXPECT_EQ(fast.out, full.out);
+  EXPECT_EQ(fast.out, RunProcess({"/bin/sh", "-c", "md5sum"}, {}, server.dir(), big).out);
+  // vbatch: one id line, exit 0; the same refusal as the full client for an unknown pool.
+  ProcResult bf = Client(server, "vbatch", {"-P", "nope", "true"});
+  ProcResult bg = Client(server, "tidepool batch", {"-P", "nope", "true"});
+  EXPECT_EQ(bf.exit_code, 255);
+  EXPECT_EQ(bf.exit_code, bg.exit_code);
+  EXPECT_EQ(bf.err, bg.err);
+}
+
+TEST_F(FastPath, SignalsAreForwardedAndQueuedRunsAreWithdrawn) {
+  auto env = server.ClientEnv();
+  env["TIDEPOOL_CLIENT_TRACE"] = "1";
+  Background b({BinDir() + "/vrun", "sh", "-c", "trap 'echo got-term; exit 3' TERM; echo ready; while :; do sleep 0.05; done"},
+               env, server.dir());
+  ASSERT_TRUE(WaitFor([&] { return b.Stdout().find("ready") != std::string::npos; }));
+  b.Signal(SIGTERM);
+  ProcResult r = b.Wait();
+  EXPECT_EQ(r.exit_code, 3);
+  EXPECT_NE(r.out.find("got-term"), std::string::npos);
+  EXPECT_NE(r.err.find(kFast), std::string::npos) << r.err;
+}
+
+TEST(FastPathQueue, CtrlCWhileQueuedCancelsAndExits130) {
+  // A pool that can never start a worker: the run waits, and Ctrl-C withdraws it.
+  Server server(OnePool("none", 0));
+  auto env = server.ClientEnv();
+  env["TIDEPOOL_CLIENT_TRACE"] = "1";
+  Background b({BinDir() + "/vrun", "true"}, env, server.dir());
+  ASSERT_TRUE(WaitFor([&] { return server.Pool("none")["queued"] == 1; }));
+  b.Signal(SIGINT);
+  ProcResult r = b.Wait();
+  EXPECT_EQ(r.exit_code, 130);
+  EXPECT_NE(r.err.find(kFast), std::string::npos) << r.err;
+  ASSERT_TRUE(WaitFor([&] { return server.Pool("none")["queued"] == 0; }));
+  nlohmann::json tasks = server.Json({"task", "list"});
+  ASSERT_EQ(tasks.size(), 1u);
+  EXPECT_EQ(tasks[0]["state"], "CANCELLED");
+}
+
+TEST_F(FastPath, FallsBackForWhatItDoesNotHandle) {
+  // An unknown flag: the full client's usage error.
+  ProcResult unknown = Client(server, "vrun", {"--bogus", "true"}, Traced({}));
+  EXPECT_EQ(unknown.exit_code, 2);
+  EXPECT_NE(unknown.err.find(kFallback), std::string::npos) << unknown.err;
+  EXPECT_NE(unknown.err.find("vrun: unknown option --bogus"), std::string::npos) << unknown.err;
+  // --help is the full client's.
+  ProcResult help = Client(server, "vrun", {"--help"}, Traced({}));
+  EXPECT_EQ(help.exit_code, 0);
+  EXPECT_NE(help.err.find(kFallback), std::string::npos);
+  EXPECT_NE(help.out.find("--noinput"), std::string::npos) << help.out;
+  // Unusual values, an invalid tty mode, no command: the full client says what is wrong.
+  ProcResult tty = Client(server, "vrun", {"--tty", "maybe", "true"}, Traced({}));
+  EXPECT_EQ(tty.exit_code, 2);
+  EXPECT_NE(tty.err.find("invalid tty mode: maybe"), std::string::npos) << tty.err;
+  EXPECT_EQ(Client(server, "vrun", {}).exit_code, 2);
+  EXPECT_EQ(Client(server, "vbatch", {}).exit_code, 2);
+  // A flag the fast client does not implement (vbatch -f) works through the full client.
+  ProcResult follow = Client(server, "vbatch", {"-f", "sh", "-c", "echo followed; exit 4"}, Traced({}));
+  EXPECT_NE(follow.err.find(kFallback), std::string::npos) << follow.err;
+  EXPECT_EQ(follow.exit_code, 4) << follow.err;
+  EXPECT_NE(follow.out.find("followed"), std::string::npos) << follow.out;
+  // A gRPC target that is not HOST:PORT.
+  ProcResult target = Client(server, "vrun", {"--server", "dns:///" + server.address(), "echo", "via-dns"}, Traced({}));
+  EXPECT_NE(target.err.find(kFallback), std::string::npos) << target.err;
+  EXPECT_EQ(target.out, "via-dns\n") << target.err;
+  // localhost is resolved by the fast client itself.
+  std::string port = server.address().substr(server.address().rfind(':') + 1);
+  ProcResult local = Client(server, "vrun", {"--server", "localhost:" + port, "echo", "via-localhost"}, Traced({}));
+  EXPECT_NE(local.err.find(kFast), std::string::npos) << local.err;
+  EXPECT_EQ(local.out, "via-localhost\n") << local.err;
+  // Nothing ran twice.
+  int echoes = 0;
+  for (auto& t : server.Json({"task", "list", "--all"})) echoes += t["command"][0] == "echo";
+  EXPECT_EQ(echoes, 2);
+}
+
+TEST(FastPathTls, ATlsServerIsServedByTheFullClient) {
+  std::string dir = "/tmp/tidepool-fast-tls-" + std::to_string(getpid());
+  std::filesystem::create_directories(dir);
+  ProcResult certs = RunProcess({"/bin/sh", "-c",
+                                 "set -e; openssl req -x509 -newkey rsa:2048 -nodes -keyout key.pem -out cert.pem -days 1 "
+                                 "-subj /CN=127.0.0.1 -addext subjectAltName=IP:127.0.0.1"},
+                                {}, dir);
+  ASSERT_EQ(certs.exit_code, 0) << certs.err;
+  Server server("server:\n  tls:\n    cert: " + dir + "/cert.pem\n    key: " + dir + "/key.pem\n" + DefaultConfig(), {},
+                "", {{"TIDEPOOL_TLS_CA", dir + "/cert.pem"}});
+  // Configured for TLS: straight to the full client.
+  ProcResult ok = Client(server, "vrun", {"--tls-ca", dir + "/cert.pem", "echo", "over-tls"}, Traced({}));
+  EXPECT_EQ(ok.exit_code, 0) << ok.err;
+  EXPECT_EQ(ok.out, "over-tls\n");
+  EXPECT_NE(ok.err.find(kFallback), std::string::npos) << ok.err;
+  ProcResult batch = Client(server, "vbatch", {"true"}, Traced({{"TIDEPOOL_TLS_CA", dir + "/cert.pem"}}));
+  EXPECT_EQ(batch.exit_code, 0) << batch.err;
+  EXPECT_NE(batch.err.find(kFallback), std::string::npos) << batch.err;
+  // Not configured for TLS: the server's TLS port refuses the fast hello, the client falls back
+  // and fails as the full client does.
+  ProcResult plain = Client(server, "vrun", {"true"}, Traced({}));
+  EXPECT_EQ(plain.exit_code, 255);
+  EXPECT_NE(plain.err.find(kFallback), std::string::npos) << plain.err;
+  EXPECT_NE(plain.err.find("cannot reach the server at " + server.address()), std::string::npos) << plain.err;
+  std::filesystem::remove_all(dir);
+}
+
+TEST_F(FastPath, GarbageIsRefusedAndTheOtherClientsKeepWorking) {
+  // A silent connection holds nothing up while it is being sniffed.
+  Raw silent(server.address());
+  {
+    // Not our preface, not HTTP/2: gRPC gets it and closes it.
+    Raw r(server.address());
+    r.Send("GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+    bool closed = false;
+    r.ReadToEnd(&closed);
+    EXPECT_TRUE(closed);
+  }
+  {
+    // Starts like ours but is not.
+    Raw r(server.address());
+    r.Send("TPX9 hello");
+    bool closed = false;
+    r.ReadToEnd(&closed);
+    EXPECT_TRUE(closed);
+  }
+  {
+    // A frame over the limit: refused with a reason, then closed.
+    Raw r(server.address());
+    r.Send(std::string("TPF1") + std::string("\xff\xff\xff\xff\x01", 5) + "xx");
+    bool closed = false;
+    std::string reply = r.ReadToEnd(&closed);
+    EXPECT_TRUE(closed);
+    EXPECT_NE(FinishMessage(reply).find("over the limit"), std::string::npos) << reply;
+  }
+  {
+    // The first frame must be the hello.
+    Raw r(server.address());
+    r.Send(std::string("TPF1") + Frame(2, "{}"));
+    bool closed = false;
+    std::string reply = r.ReadToEnd(&closed);
+    EXPECT_TRUE(closed);
+    EXPECT_NE(FinishMessage(reply).find("first frame must be the hello"), std::string::npos) << reply;
+  }
+  {
+    // A malformed hello, and an unknown protocol version.
+    Raw r(server.address());
+    r.Send(std::string("TPF1") + Frame(1, "{not json"));
+    bool closed = false;
+    EXPECT_NE(FinishMessage(r.ReadToEnd(&closed)).find("malformed hello"), std::string::npos);
+    Raw v(server.address());
+    v.Send(std::string("TPF1") + Frame(1, "{\"v\":99}"));
+    EXPECT_NE(FinishMessage(v.ReadToEnd(&closed)).find("version 99 is not supported"), std::string::npos);
+  }
+  {
+    // A task spec that is not one.
+    Raw r(server.address());
+    r.Send(kHello + Frame(2, "\x0a\xff\xff\xff\xff\x0f garbage"));
+    bool closed = false;
+    std::string reply = r.ReadToEnd(&closed);
+    EXPECT_TRUE(closed);
+    EXPECT_NE(FinishMessage(reply).find("not a valid TaskSpec"), std::string::npos) << reply;
+  }
+  {
+    // Garbage while running: refused; the task goes with its client.
+    Raw r(server.address());
+    // TaskSpec{argv: ["/bin/sleep", "60"], cwd: "/"} in protobuf's encoding.
+    r.Send(kHello + Frame(2, std::string("\x0a\x0a/bin/sleep\x0a\x02" "60\x12\x01/")));
+    ASSERT_TRUE(WaitFor([&] { return server.Workers("local", {"busy"}) == 1; }));
+    r.Send(Frame(6, "{\"signal\":\"TERM\"}"));
+    bool closed = false;
+    std::string reply = r.ReadToEnd(&closed);
+    EXPECT_TRUE(closed);
+    EXPECT_NE(FinishMessage(reply).find("malformed signal"), std::string::npos) << reply;
+  }
+  {
+    // A truncated frame, then the client goes: nothing but a closed connection.
+    Raw r(server.address());
+    r.Send(kHello + std::string("\x00\x00\x10\x00\x02{\"argv\"", 13));
+    r.CloseWrite();
+    bool closed = false;
+    r.ReadToEnd(&closed);
+    EXPECT_TRUE(closed);
+  }
+  // The port still serves both protocols.
+  ProcResult list = server.Tidepool({"pool", "list"});
+  EXPECT_EQ(list.exit_code, 0) << list.err;
+  ProcResult r = Client(server, "vrun", {"echo", "still-here"}, Traced({}));
+  EXPECT_EQ(r.out, "still-here\n") << r.err;
+  EXPECT_NE(r.err.find(kFast), std::string::npos) << r.err;
+  // Only the one well-formed run ever became a task (the sleep, cancelled with its client).
+  nlohmann::json tasks = server.Json({"task", "list", "--all"});
+  int sleeps = 0;
+  for (auto& t : tasks) {
+    if (t["command"][0] == "/bin/sleep") {
+      ++sleeps;
+      EXPECT_NE(server.WaitTask(t["id"])["state"], "SUCCESS");
+    }
+  }
+  EXPECT_EQ(sleeps, 1);
+}
+
+class FastPathAuth : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    users_ = "/tmp/tidepool-fast-users-" + std::to_string(getpid()) + ".yaml";
+    WriteAll(users_, "users:\n"
+                     "  - { name: alice, token: alice-token-0123456789, roles: { \"*\": submit } }\n"
+                     "  - { name: bob, token: bob-token-0123456789, roles: { \"*\": view } }\n");
+    server_ = std::make_unique<Server>("server:\n  auth: { users_file: " + users_ + " }\n" + DefaultConfig());
+  }
+  void TearDown() override {
+    server_.reset();
+    std::filesystem::remove(users_);
+  }
+  std::string users_;
+  std::unique_ptr<Server> server_;
+};
+
+TEST_F(FastPathAuth, RefusalsAreTheFullClientsAndTokensWork) {
+  for (const std::string& token : {std::string(""), std::string("not-a-user-token"), std::string("bob-token-0123456789")}) {
+    std::map<std::string, std::string> env;
+    if (!token.empty()) env["TIDEPOOL_TOKEN"] = token;
+    for (const char* mode : {"run", "batch"}) {
+      std::string fast_bin = std::string(mode) == "run" ? "vrun" : "vbatch";
+      ProcResult fast = Client(*server_, fast_bin, {"true"}, env);
+      ProcResult full = Client(*server_, std::string("tidepool ") + mode, {"true"}, env);
+      EXPECT_EQ(fast.exit_code, 255) << fast.err;
+      EXPECT_EQ(fast.exit_code, full.exit_code);
+      EXPECT_EQ(fast.err, full.err) << "token '" << token << "'";
+      EXPECT_EQ(fast.out, "");
+    }
+  }
+  ProcResult none = Client(*server_, "vrun", {"true"});
+  EXPECT_NE(none.err.find("needs a token"), std::string::npos) << none.err;
+  ProcResult bad = Client(*server_, "vrun", {"--token", "not-a-user-token", "true"});
+  EXPECT_NE(bad.err.find("the token was not accepted"), std::string::npos) << bad.err;
+  ProcResult bob = Client(*server_, "vrun", {"true"}, {{"TIDEPOOL_TOKEN", "bob-token-0123456789"}});
+  EXPECT_NE(bob.err.find("user bob lacks the submit role on pool local"), std::string::npos) << bob.err;
+  // alice runs, over the fast path, and so do the tasks she starts (with their task token).
+  ProcResult alice = Client(*server_, "vrun", {"sh", "-c", "vbatch --name child true"},
+                         Traced({{"TIDEPOOL_TOKEN", "alice-token-0123456789"}}));
+  EXPECT_EQ(alice.exit_code, 0) << alice.err;
+  EXPECT_NE(alice.err.find(kFast), std::string::npos) << alice.err;
+  EXPECT_NE(alice.out.find("/child"), std::string::npos) << alice.out;
+}
+
+}  // namespace
+}  // namespace tidepool::testing
