@@ -7,6 +7,7 @@
 #include <fmt/format.h>
 
 #include "api/names.h"
+#include "common/terminal_io.h"
 #include "cli/client.h"
 #include "cli/commands.h"
 #include "cli/spec.h"
@@ -27,20 +28,6 @@ struct BatchOpts {
   std::vector<std::string> labels;
   bool follow = false;
 };
-
-void WriteAll(int fd, const std::string& data) {
-  const char* p = data.data();
-  size_t left = data.size();
-  while (left > 0) {
-    ssize_t n = ::write(fd, p, left);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      return;
-    }
-    p += n;
-    left -= static_cast<size_t>(n);
-  }
-}
 
 int Submit(BatchOpts& o, std::vector<std::string> command) {
   if (command.empty()) {

@@ -14,6 +14,7 @@
 #include <fmt/format.h>
 
 #include "api/names.h"
+#include "common/terminal_io.h"
 #include "cli/client.h"
 #include "cli/commands.h"
 #include "cli/spec.h"
@@ -36,35 +37,6 @@ struct RunOpts {
   std::string timeout;
   bool quiet = false;
 };
-
-struct Terminal {
-  bool raw = false;
-  termios saved{};
-  void MakeRaw() {
-    if (tcgetattr(STDIN_FILENO, &saved) != 0) return;
-    termios t = saved;
-    cfmakeraw(&t);
-    if (tcsetattr(STDIN_FILENO, TCSANOW, &t) == 0) raw = true;
-  }
-  void Restore() {
-    if (raw) tcsetattr(STDIN_FILENO, TCSANOW, &saved);
-    raw = false;
-  }
-};
-
-void WriteAll(int fd, const std::string& data) {
-  const char* p = data.data();
-  size_t left = data.size();
-  while (left > 0) {
-    ssize_t n = ::write(fd, p, left);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      return;  // the reader went away (EPIPE): nothing sensible to do with the rest
-    }
-    p += n;
-    left -= static_cast<size_t>(n);
-  }
-}
 
 v1::TerminalSize WindowSize() {
   v1::TerminalSize size;
@@ -311,7 +283,7 @@ class Session {
   RunOpts opts_;
   std::vector<std::string> command_;
   bool tty_ = false;
-  Terminal term_;
+  RawTerminal term_;
   std::unique_ptr<grpc::ClientContext> ctx_;
   std::unique_ptr<grpc::ClientReaderWriter<v1::RunRequest, v1::RunEvent>> stream_;
   std::mutex write_mu_;

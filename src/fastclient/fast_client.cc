@@ -36,6 +36,7 @@
 #include "cli/client_env.h"
 #include "common/duration.h"
 #include "common/fast_protocol.h"
+#include "common/terminal_io.h"
 
 extern char** environ;
 
@@ -650,35 +651,6 @@ std::optional<int> Hello(const Args& a, Connection& conn, const std::string& add
 
 // ---- vrun ------------------------------------------------------------------------------------
 
-struct Terminal {
-  bool raw = false;
-  termios saved{};
-  void MakeRaw() {
-    if (tcgetattr(STDIN_FILENO, &saved) != 0) return;
-    termios t = saved;
-    cfmakeraw(&t);
-    if (tcsetattr(STDIN_FILENO, TCSANOW, &t) == 0) raw = true;
-  }
-  void Restore() {
-    if (raw) tcsetattr(STDIN_FILENO, TCSANOW, &saved);
-    raw = false;
-  }
-};
-
-void WriteAll(int fd, const std::string& data) {
-  const char* p = data.data();
-  size_t left = data.size();
-  while (left > 0) {
-    ssize_t n = ::write(fd, p, left);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      return;  // the reader went away (EPIPE): nothing sensible to do with the rest
-    }
-    p += n;
-    left -= static_cast<size_t>(n);
-  }
-}
-
 std::string WindowSize() {
   winsize ws{};
   json size = json::object();
@@ -900,7 +872,7 @@ class RunSession {
   Connection& conn_;
   const std::string address_;
   const bool tty_, quiet_, noinput_;
-  Terminal term_;
+  RawTerminal term_;
   std::mutex mu_;
   std::condition_variable stdin_cv_;
   bool started_ = false;
