@@ -1,5 +1,7 @@
 #include "cli/client_env.h"
 
+#include <unistd.h>
+
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
@@ -92,6 +94,22 @@ int RunExitStatus(const RunEnd& x, const std::string& task_id, bool quiet, bool 
 std::string WaitingLine(const std::string& pool, int starting, int idle, int position) {
   return fmt::format("waiting for a worker in pool {}: {} starting, {} idle, position {} in queue", pool, starting,
                      idle, position);
+}
+
+void WaitingProgress::Draw(const std::string& line, int seconds, bool changed) {
+  if (isatty(STDERR_FILENO)) {
+    fmt::print(stderr, "\r\033[K{} ({}s)", line, seconds);
+    shown_ = true;
+  } else if (changed || !printed_once_) {
+    if (line != last_plain_line_) fmt::print(stderr, "{}\n", line);
+    last_plain_line_ = line;
+    printed_once_ = true;
+  }
+}
+
+void WaitingProgress::Clear() {
+  if (shown_) fmt::print(stderr, "\r\033[K");
+  shown_ = false;
 }
 
 }  // namespace tidepool::cli

@@ -41,4 +41,17 @@ int RunExitStatus(const RunEnd& end, const std::string& task_id, bool quiet, boo
 // vrun's progress line while its task waits for a worker (without the elapsed time).
 std::string WaitingLine(const std::string& pool, int starting, int idle, int position);
 
+// Shows WaitingLine on stderr: redrawn in place with the seconds waited on a terminal, else
+// printed once per change as plain lines. Not thread-safe: callers hold their own lock.
+class WaitingProgress {
+ public:
+  void Draw(const std::string& line, int seconds, bool changed);
+  void Clear();  // erases an in-place line, if one is shown
+
+ private:
+  bool shown_ = false;
+  bool printed_once_ = false;
+  std::string last_plain_line_;
+};
+
 }  // namespace tidepool::cli

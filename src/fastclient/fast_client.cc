@@ -850,20 +850,9 @@ class RunSession {
     if (elapsed < std::chrono::seconds(1)) return;
     int secs = static_cast<int>(std::chrono::duration_cast<std::chrono::seconds>(elapsed).count());
     const Waiting& w = *waiting_;
-    std::string line = cli::WaitingLine(w.pool, w.starting, w.idle, w.position);
-    if (isatty(STDERR_FILENO)) {
-      fmt::print(stderr, "\r\033[K{} ({}s)", line, secs);
-      progress_shown_ = true;
-    } else if (changed || !progress_printed_once_) {
-      if (line != last_plain_line_) fmt::print(stderr, "{}\n", line);
-      last_plain_line_ = line;
-      progress_printed_once_ = true;
-    }
+    progress_.Draw(cli::WaitingLine(w.pool, w.starting, w.idle, w.position), secs, changed);
   }
-  void ClearProgressLocked() {
-    if (progress_shown_) fmt::print(stderr, "\r\033[K");
-    progress_shown_ = false;
-  }
+  void ClearProgressLocked() { progress_.Clear(); }
   void ClearProgress() {
     std::lock_guard lock(mu_);
     ClearProgressLocked();
@@ -880,9 +869,7 @@ class RunSession {
   std::optional<Waiting> waiting_;
   std::set<std::string> shown_errors_;
   Clock::time_point started_at_;
-  bool progress_shown_ = false;
-  bool progress_printed_once_ = false;
-  std::string last_plain_line_;
+  cli::WaitingProgress progress_;
   uint64_t stdin_sent_ = 0, stdin_acked_ = 0;
   std::atomic<bool> cancel_sent_{false};
   std::optional<Clock::time_point> last_int_;
