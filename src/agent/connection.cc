@@ -52,6 +52,22 @@ bool Connection::Send(uint64_t generation, v1::AgentMessage m) {
   return true;
 }
 
+void Connection::CoalesceOutput(v1::AgentMessage* m) {
+  // One write is in flight at a time, so while it was on the wire a fast task's output piled up
+  // here in pipe-sized pieces: send them as one message (P11: 4x the stored MB/s).
+  if (!m->has_output()) return;
+  v1::TaskOutput* o = m->mutable_output();
+  while (!outbox_.empty() && outbox_.front().has_output() && o->data().size() < kMaxCoalescedOutput) {
+    const v1::TaskOutput& next = outbox_.front().output();
+    if (next.task_id() != o->task_id() || next.attempt() != o->attempt() || next.stream() != o->stream() ||
+        next.offset() != o->offset() + o->data().size()) {
+      break;
+    }
+    o->mutable_data()->append(next.data());
+    outbox_.pop_front();
+  }
+}
+
 void Connection::Writer(uint64_t generation,
                         grpc::ClientReaderWriter<v1::AgentMessage, v1::ServerMessage>* stream) {
   while (true) {
@@ -62,6 +78,7 @@ void Connection::Writer(uint64_t generation,
       if (writer_stop_ || generation != generation_) return;
       m = std::move(outbox_.front());
       outbox_.pop_front();
+      CoalesceOutput(&m);
     }
     if (!stream->Write(m)) {
       std::lock_guard lock(mu_);

@@ -91,6 +91,17 @@ void Core::Schedule(PoolController* pool) {
     if (it != last_healthy_.end() && it->second && !healthy) Rehome(p);
     last_healthy_[p->name()] = healthy;
   }
+  auto finish = [&] {
+    for (PoolController* p : group) {
+      p->Reconcile();
+      NotifyWaiting(p);
+    }
+  };
+  // Nothing queued: nothing to place. (Every agent's hello schedules its pool; without this a
+  // pool of N connecting agents would sort N workers N times.)
+  bool any_queued = false;
+  for (PoolController* p : group) any_queued = any_queued || !queues_[p->name()].empty();
+  if (!any_queued) return finish();
 
   // Free slots, per pool, in the standard preference order.
   std::vector<std::vector<Worker*>> workers(group.size());
@@ -185,10 +196,7 @@ void Core::Schedule(PoolController* pool) {
     t->pool = to;
     Enqueue(t);
   }
-  for (PoolController* p : group) {
-    p->Reconcile();
-    NotifyWaiting(p);
-  }
+  finish();
 }
 
 void Core::DispatchGang(Task* g, const std::vector<Worker*>& workers) {

@@ -4,7 +4,8 @@
 // Output arrives with byte offsets (agent.proto): LogSink::Write stores each byte exactly once,
 // so output resent after a reconnect or a server restart is neither lost nor duplicated; the
 // offset it returns is what the agent may forget. Files are the source of truth for the
-// offset: after a restart a sink reopens at the file's size.
+// offset: after a restart a sink reopens at the file's size. A stream that never had a byte has
+// no file (readers take a missing file as empty).
 #pragma once
 
 #include <cstdint>
@@ -26,6 +27,7 @@ class LogSink {
   LogSink(const LogSink&) = delete;
   LogSink& operator=(const LogSink&) = delete;
 
+  // Reads the stored sizes; a stream's file is created by its first byte.
   Status Open();
   // Stores data[offset..]; returns the stream's stored size (everything before it is on file).
   uint64_t Write(v1::OutputStream stream, uint64_t offset, const std::string& data);
@@ -57,7 +59,7 @@ class LogSink {
 class LogStore {
  public:
   explicit LogStore(std::string dir);
-  // The sink for a task, opened (and its files created) on first use.
+  // The sink for a task, opened on first use.
   Result<std::shared_ptr<LogSink>> Sink(const std::string& task_id);
   // Drops the cached sink of a final task (followers keep theirs alive).
   void Release(const std::string& task_id);

@@ -60,6 +60,18 @@ TEST_F(LogStoreTest, ReopenedSinkContinuesAtTheFileSize) {
   EXPECT_EQ(std::filesystem::path(store.StdoutPath("a/0")).parent_path(), dir_);
 }
 
+TEST_F(LogStoreTest, AStreamHasAFileOnlyFromItsFirstByte) {
+  LogStore store(dir_.string());
+  auto sink = *store.Sink("quiet");
+  EXPECT_EQ(sink->size(v1::OUTPUT_STREAM_STDOUT), 0u);
+  EXPECT_EQ(sink->Write(v1::OUTPUT_STREAM_STDOUT, 0, ""), 0u);
+  EXPECT_FALSE(std::filesystem::exists(store.StdoutPath("quiet")));
+  EXPECT_FALSE(std::filesystem::exists(store.StderrPath("quiet")));
+  EXPECT_EQ(sink->Write(v1::OUTPUT_STREAM_STDERR, 0, "late"), 4u);
+  EXPECT_EQ(Slurp(store.StderrPath("quiet")), "late");
+  EXPECT_FALSE(std::filesystem::exists(store.StdoutPath("quiet")));
+}
+
 TEST_F(LogStoreTest, ListenersHearWritesAndCompletion) {
   LogStore store(dir_.string());
   auto sink = *store.Sink("t");

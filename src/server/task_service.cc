@@ -156,6 +156,8 @@ class LogStream final : public grpc::ServerWriteReactor<v1::LogChunk> {
       // Read "complete" before the sizes: if it was complete then, everything is in the files.
       bool complete = final || !follow || sink->complete();
       for (auto& src : sources) {
+        // A stream's file appears with its first byte.
+        if (src.fd < 0) src.fd = ::open(sink->path(src.stream).c_str(), O_RDONLY | O_CLOEXEC);
         if (src.fd < 0) continue;
         struct stat st {};
         uint64_t size = ::fstat(src.fd, &st) == 0 ? static_cast<uint64_t>(st.st_size) : 0;
