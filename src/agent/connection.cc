@@ -53,8 +53,8 @@ bool Connection::Send(uint64_t generation, v1::AgentMessage m) {
 }
 
 void Connection::CoalesceOutput(v1::AgentMessage* m) {
-  // One write is in flight at a time, so while it was on the wire a fast task's output piled up
-  // here in pipe-sized pieces: send them as one message (P11: 4x the stored MB/s).
+  // One write is in flight at a time, so while it waits (a slow link, a server behind) a fast
+  // task's output piles up here in pipe-sized pieces: send them as one message.
   if (!m->has_output()) return;
   v1::TaskOutput* o = m->mutable_output();
   while (!outbox_.empty() && outbox_.front().has_output() && o->data().size() < kMaxCoalescedOutput) {
