@@ -27,10 +27,16 @@ echo "compare-slurm: starting the Slurm peer (output in $OUT)" >&2
 (cd "$SLURM_DIR" && ./teardown.sh) > /dev/null 2>&1 || true
 
 echo "compare-slurm: Tidepool" >&2
-RUNS="$RUNS" "$ROOT/bench/e2e/p1_vrun.sh" > "$OUT/tidepool-p1.txt" 2>&1
-N="$N_SUBMIT" SUBMITTERS=1 "$ROOT/bench/e2e/p2_submit.sh" > "$OUT/tidepool-p2.txt" 2>&1
-N="$N_TASKS" "$ROOT/bench/e2e/p3_throughput.sh" > "$OUT/tidepool-p3.txt" 2>&1
-BOOT_DELAY="$BOOT_DELAY" RUNS=3 "$ROOT/bench/e2e/p10_cold.sh" > "$OUT/tidepool-p10.txt" 2>&1
+# A failed script leaves its figure as "?" in the table (and says so) instead of hiding the rest.
+failed=0
+step() {
+  local out="$1"; shift
+  "$@" > "$out" 2>&1 || { echo "compare-slurm: exit $? from $*; see $out" >&2; failed=1; }
+}
+step "$OUT/tidepool-p1.txt" env RUNS="$RUNS" "$ROOT/bench/e2e/p1_vrun.sh"
+step "$OUT/tidepool-p2.txt" env N="$N_SUBMIT" SUBMITTERS=1 "$ROOT/bench/e2e/p2_submit.sh"
+step "$OUT/tidepool-p3.txt" env N="$N_TASKS" "$ROOT/bench/e2e/p3_throughput.sh"
+step "$OUT/tidepool-p10.txt" env BOOT_DELAY="$BOOT_DELAY" RUNS=3 "$ROOT/bench/e2e/p10_cold.sh"
 
 field() { sed -n "s/.*$1=\([0-9.]*\).*/\1/p" | head -n1; }
 slurm_p1=$(grep 'srun -N1 -n1 true' "$OUT/slurm-srun.txt" | field median)
@@ -50,3 +56,4 @@ printf '%-44s %14s %14s %10s\n' "P1 warm run of true, median ms (lower wins)" "$
 printf '%-44s %14s %14s %10s\n' "P2 submissions/s, 1 submitter (higher wins)" "${slurm_p2:-?}" "${ours_p2:-?}" "$(ratio "$ours_p2" "$slurm_p2")"
 printf '%-44s %14s %14s %10s\n' "P3 trivial tasks completed/s (higher wins)" "${slurm_p3:-?}" "${ours_p3:-?}" "$(ratio "$ours_p3" "$slurm_p3")"
 printf '%-44s %14s %14s %10s\n' "P10 cold start overhead beyond ${BOOT_DELAY}s boot, ms" "${slurm_p10:-?}" "${ours_p10:-?}" "$(ratio "$slurm_p10" "$ours_p10")"
+exit "$failed"

@@ -9,7 +9,8 @@ BOOT_DELAY="${BOOT_DELAY:-2}"
 RUNS="${RUNS:-5}"
 bench_need "$TIDEPOOL" "$VRUN"
 bench_workdir
-trap 'for f in "$BENCH_WORK"/vms/*.pid; do [ -e "$f" ] && kill -KILL -- "-$(cat "$f")" 2>/dev/null; done; bench_cleanup' EXIT
+# A VM may be stopping (its pid file going) while this runs: nothing here may fail the script.
+trap 'for f in "$BENCH_WORK"/vms/*.pid; do pid=$(cat "$f" 2>/dev/null) && kill -KILL -- "-$pid" 2>/dev/null; done; bench_cleanup' EXIT
 mkdir -p "$BENCH_WORK/vms"
 call="VM_DIR=$BENCH_WORK/vms BOOT_DELAY=$BOOT_DELAY TIDEPOOL_BIN=$TIDEPOOL $ROOT/bench/e2e/vm.sh"
 bench_start_server "agent_pools:
