@@ -3,8 +3,8 @@
 // Each simulated agent has its OWN gRPC channel (a local subchannel pool and a unique channel
 // argument, so no two share a TCP connection), sends a real AgentHello (a static pool's join
 // token and a distinct worker name), waits for its Welcome and then heartbeats at the interval
-// the Welcome names, as `tidepool agent` does. By default each channel also pings the server
-// every 10 s when idle, like the real agent (--keepalive-ms 0 turns that off).
+// the Welcome names (and any later HeartbeatInterval), as `tidepool agent` does. By default each channel also pings the server
+// every 60 s when idle, like the real agent (--keepalive-ms 0 turns that off).
 //
 // Threads stay few: every stream is a gRPC callback reactor (gRPC's own pollers and executor
 // drive them all), and one heartbeat thread walks a timer heap. Connections are opened with at
@@ -60,7 +60,7 @@ struct Options {
   int n = 10000;
   double duration_s = 30;
   int heartbeat_ms = 0;  // 0: the interval the server's Welcome names
-  int keepalive_ms = 10000;
+  int keepalive_ms = 60000;
   int max_connecting = 200;
   double ramp_timeout_s = 300;
   std::string ready_file;
@@ -74,7 +74,7 @@ struct Options {
                "  -n, --agents N          agent streams to hold (default 10000)\n"
                "  --duration SECONDS      hold this long once all are connected; 0 = until SIGINT/SIGTERM (default 30)\n"
                "  --heartbeat-ms MS       heartbeat interval (default: what the server's Welcome says)\n"
-               "  --keepalive-ms MS       HTTP/2 keepalive ping per channel, like `tidepool agent` (default 10000; 0 = off)\n"
+               "  --keepalive-ms MS       HTTP/2 keepalive ping per channel, like `tidepool agent` (default 60000; 0 = off)\n"
                "  --max-connecting K      hellos in flight while ramping up (default 200)\n"
                "  --ramp-timeout SECONDS  give up waiting for welcomes after this (default 300)\n"
                "  --name-prefix P         worker names are P-0 .. P-(N-1) (default load-PID)\n"
@@ -160,7 +160,7 @@ class Agent final : public grpc::ClientBidiReactor<v1::AgentMessage, v1::ServerM
   std::atomic<bool> welcomed{false};
   int64_t started_ms = 0;
   int64_t welcome_ms = 0;  // hello -> welcome
-  int heartbeat_ms = 5000;
+  std::atomic<int> heartbeat_ms{5000};  // the Welcome's, then any later HeartbeatInterval
   grpc::Status status;  // valid once state == kDone
 
  private:
@@ -192,7 +192,7 @@ class Load {
       std::lock_guard lock(mu_);
       connecting_--;
       accepted_++;
-      int interval = o_.heartbeat_ms > 0 ? o_.heartbeat_ms : a->heartbeat_ms;
+      int interval = o_.heartbeat_ms > 0 ? o_.heartbeat_ms : a->heartbeat_ms.load();
       beats_.push({NowMs() + interval, a});
     }
     cv_.notify_all();
@@ -243,7 +243,7 @@ void Agent::Start(const Options& o, const std::string& instance) {
   args.SetString("tp.channel_id", std::to_string(index_));
   if (o.keepalive_ms > 0) {  // as src/agent/connection.cc
     args.SetInt(GRPC_ARG_KEEPALIVE_TIME_MS, o.keepalive_ms);
-    args.SetInt(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, o.keepalive_ms);
+    args.SetInt(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, std::min(o.keepalive_ms, 20000));
     args.SetInt(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
     args.SetInt(GRPC_ARG_HTTP2_MAX_PINGS_WITHOUT_DATA, 0);
   }
@@ -321,6 +321,9 @@ void Agent::OnReadDone(bool ok) {
     state = kAccepted;
     load_->Welcomed(this);
   }
+  if (in_.has_heartbeat_interval() && in_.heartbeat_interval().interval_ms() > 0) {
+    heartbeat_ms = static_cast<int>(in_.heartbeat_interval().interval_ms());
+  }
   // Anything else (a StartTask would be a surprise on an empty static pool) is ignored.
   StartRead(&in_);
 }
@@ -351,7 +354,7 @@ void Load::HeartbeatLoop() {
     bool alive = d.agent->Beat(&skipped);
     (skipped ? beats_skipped_ : beats_sent_)++;
     lock.lock();
-    int interval = o_.heartbeat_ms > 0 ? o_.heartbeat_ms : d.agent->heartbeat_ms;
+    int interval = o_.heartbeat_ms > 0 ? o_.heartbeat_ms : d.agent->heartbeat_ms.load();
     // Next beat one interval after this one was due (a late loop does not drift the cadence).
     if (alive) beats_.push({std::max(d.at + interval, now + 1), d.agent});
   }

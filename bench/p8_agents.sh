@@ -12,7 +12,7 @@
 #   WINDOW=30        seconds of the steady window
 #   SETTLE=10        seconds to wait after the last welcome before the window opens
 #   HEARTBEAT=5s     the server's --heartbeat-interval (agents beat at what the Welcome says)
-#   KEEPALIVE_MS=10000  HTTP/2 keepalive per channel (as `tidepool agent`; 0 = off)
+#   KEEPALIVE_MS=60000  HTTP/2 keepalive per channel (as `tidepool agent`; 0 = off)
 #   BASELINE=5       seconds of idle-server CPU sampled before the agents connect (0 = skip)
 #   BUILD_DIR=build  KEEP=1 keeps the scratch directory (server log, load generator output)
 # Targets (performance.md): 10,000 held, server RSS <= 400 MB, heartbeat CPU < 5% of a core.
@@ -24,7 +24,7 @@ N="${1:-10000}"
 WINDOW="${WINDOW:-30}"
 SETTLE="${SETTLE:-10}"
 HEARTBEAT="${HEARTBEAT:-5s}"
-KEEPALIVE_MS="${KEEPALIVE_MS:-10000}"
+KEEPALIVE_MS="${KEEPALIVE_MS:-60000}"
 BASELINE="${BASELINE:-5}"
 
 bench_need "$TIDEPOOL" "$AGENT_LOAD"

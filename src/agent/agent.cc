@@ -296,6 +296,10 @@ class Agent {
       case v1::ServerMessage::kDrain:
         draining_ = true;
         break;
+      case v1::ServerMessage::kHeartbeatInterval:
+        // Taken from the next beat on (the one already scheduled keeps its time).
+        if (m.heartbeat_interval().interval_ms() > 0) heartbeat_ = Millis(m.heartbeat_interval().interval_ms());
+        break;
       default:
         break;
     }

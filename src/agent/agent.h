@@ -21,7 +21,7 @@ struct AgentFlags {
   std::string work_dir;
   std::map<std::string, std::string> labels;
   std::string log_level = "info";
-  int keepalive_ms = 10000;  // ping the server this often when idle; a dead link is noticed in ~2x
+  int keepalive_ms = 60000;  // ping the server this often when idle; a dead link is noticed 20 s later
   // TLS: the CA to trust, and for mTLS this agent's certificate and key (PEM files).
   std::string tls_ca;
   std::string tls_cert;

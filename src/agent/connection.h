@@ -37,7 +37,7 @@ class Connection {
   };
 
   // credentials: null = plaintext.
-  Connection(std::string server, Callbacks callbacks, int keepalive_ms = 10000,
+  Connection(std::string server, Callbacks callbacks, int keepalive_ms = 60000,
              std::shared_ptr<grpc::ChannelCredentials> credentials = nullptr);
   ~Connection();
 

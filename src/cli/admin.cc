@@ -37,6 +37,11 @@ void AddServerFlags(CLI::App* sub, server::ServerFlags* f) {
   sub->add_option("--heartbeat-interval", f->heartbeat_interval,
                   "how often agents send a heartbeat; a connection silent for 3 intervals is closed")
       ->default_str("5s");
+  sub->add_option("--max-heartbeat-rate", f->max_heartbeat_rate,
+                  "heartbeats per second the server asks for from all agents together: with many agents each "
+                  "beats less often than --heartbeat-interval (0 = no cap)")
+      ->default_str("250")
+      ->check(CLI::Range(0, 1000000));
 }
 
 std::vector<std::string> ServerArgs(const server::ServerFlags& f) {
@@ -61,6 +66,7 @@ std::vector<std::string> ServerArgs(const server::ServerFlags& f) {
   add("--log-level", f.log_level);
   add("--worker-lost-grace", f.worker_lost_grace);
   add("--heartbeat-interval", f.heartbeat_interval);
+  if (f.max_heartbeat_rate >= 0) add("--max-heartbeat-rate", std::to_string(f.max_heartbeat_rate));
   return a;
 }
 
@@ -248,7 +254,7 @@ void AddAdminCommands(CLI::App& app, int* rc) {
     sub->add_option("--tls-key", f->tls_key, "this agent's key, for mTLS (default $TIDEPOOL_TLS_KEY)");
     sub->add_option("--log-level", f->log_level, "trace|debug|info|warn|error")->default_str("info");
     auto keepalive = std::make_shared<std::string>();
-    sub->add_option("--keepalive", *keepalive, "ping the server this often when idle (default $TIDEPOOL_KEEPALIVE, else 10s)");
+    sub->add_option("--keepalive", *keepalive, "ping the server this often when idle (default $TIDEPOOL_KEEPALIVE, else 60s)");
     sub->callback([f, labels, slots, keepalive, rc] {
       std::string k = !keepalive->empty() ? *keepalive : EnvOr("TIDEPOOL_KEEPALIVE", "");
       if (!k.empty()) {

@@ -397,9 +397,11 @@ void Core::Attach(std::shared_ptr<AgentLink> link, const v1::AgentHello& hello, 
   last_instance_[w->name] = hello.instance_id();
   agents_connected_++;
 
+  s->heartbeat_ms = HeartbeatIntervalFor(agents_connected_.load());
+  spdlog::debug("worker {}: heartbeat every {} ms", w->name, s->heartbeat_ms);
   v1::ServerMessage welcome;
   welcome.mutable_welcome()->set_worker_name(w->name);
-  welcome.mutable_welcome()->set_heartbeat_interval_ms(opts_.heartbeat_interval.count());
+  welcome.mutable_welcome()->set_heartbeat_interval_ms(s->heartbeat_ms);
   link->Send(std::move(welcome));
 
   // Reconcile what the agent holds with what we think it runs.
@@ -463,11 +465,32 @@ void Core::Attach(std::shared_ptr<AgentLink> link, const v1::AgentHello& hello, 
   Schedule(pool);
 }
 
+int64_t Core::HeartbeatIntervalFor(int connected) const {
+  int64_t ms = opts_.heartbeat_interval.count();
+  if (opts_.max_heartbeat_rate > 0) ms = std::max<int64_t>(ms, int64_t{connected} * 1000 / opts_.max_heartbeat_rate);
+  return ms;
+}
+
 void Core::CheckHeartbeats() {
   int64_t now = SteadyMs();
+  // More agents than when some of them joined: lengthen their intervals, so the server keeps
+  // hearing about max_heartbeat_rate beats per second in all (at most twice that: an agent is
+  // only told again once its interval would at least double). Intervals are never shortened
+  // on a running link: an agent still beating at a longer interval must not be cut off.
+  const int64_t desired = HeartbeatIntervalFor(agents_connected_.load());
+  for (auto& [link, s] : sessions_) {
+    if (desired >= 2 * s->heartbeat_ms) {
+      s->heartbeat_ms = desired;
+      spdlog::debug("worker {}: heartbeat every {} ms from now ({} agents connected)", s->worker, desired,
+                    agents_connected_.load());
+      v1::ServerMessage m;
+      m.mutable_heartbeat_interval()->set_interval_ms(desired);
+      link->Send(std::move(m));
+    }
+  }
   for (auto& [link, s] : sessions_) {
     int64_t silent_ms = now - link->last_heard_ms.load();
-    if (silent_ms <= 3 * opts_.heartbeat_interval.count()) continue;
+    if (silent_ms <= 3 * s->heartbeat_ms) continue;
     spdlog::warn("worker {}: nothing heard for {} s; closing its connection", s->worker, silent_ms / 1000);
     link->Close(Unavailable("no heartbeat"));  // its stream ends and AgentGone follows
     link->last_heard_ms = now;                 // do not close it twice

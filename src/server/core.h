@@ -72,6 +72,11 @@ struct CoreOptions {
   std::chrono::milliseconds worker_lost_grace{60000};
   std::chrono::milliseconds kill_grace{10000};
   std::chrono::milliseconds heartbeat_interval{5000};
+  // The most heartbeats per second the server asks for in total (as Nomad's
+  // max_heartbeats_per_second, whose default is 50): an agent is given heartbeat_interval, or
+  // connected/this seconds when that is longer, so 10,000 agents beat every 40 s, not every 5
+  // (P8). 0 = no cap.
+  int max_heartbeat_rate = 250;
   metrics::Registry* metrics = nullptr;  // optional; must outlive the core
   bool auth = false;                     // users and roles are on: tasks get task tokens
 };
@@ -190,7 +195,9 @@ class Core {
   void RetryHeldHellos(autoscaler::PoolController* pool);
   int WaitingFor(const std::string& pool) const;
   void Post(std::function<void()> fn);
-  // Closes sessions silent for three heartbeat intervals (a cut link TCP has not noticed yet).
+  // The heartbeat interval for an agent joining `connected` others (Options::max_heartbeat_rate).
+  int64_t HeartbeatIntervalFor(int connected) const;
+  // Closes sessions silent for three of their heartbeat intervals (a cut link TCP has not noticed yet).
   void CheckHeartbeats();
   autoscaler::PoolController* Pool(const std::string& name);
   v1::Worker WorkerProto(const autoscaler::Worker& w) const;

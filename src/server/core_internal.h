@@ -126,6 +126,8 @@ struct Core::Session {
   std::string instance_id;
   // A fresh worker (it held no tasks at hello) whose first task has not started yet.
   bool awaiting_first_start = false;
+  // The interval this agent was told to beat at (its welcome); 3 of them silent close the link.
+  int64_t heartbeat_ms = 5000;
 };
 
 inline int64_t SteadyMs() {

@@ -18,6 +18,7 @@ struct ServerFlags {
   std::string log_level = "info";
   std::string worker_lost_grace;  // how long a lost worker's tasks wait for it (default 60s)
   std::string heartbeat_interval;  // agents beat this often; 3 silent intervals close a link (default 5s)
+  int max_heartbeat_rate = -1;     // heartbeats/s the server asks for in all (-1: default 250; 0 = no cap)
 };
 
 struct Settings {

@@ -242,6 +242,26 @@ TEST(Work, SilentAgentIsCutOffAfterThreeMissedHeartbeats) {
   EXPECT_NE(server.ServerLog().find("nothing heard for"), std::string::npos);
 }
 
+// With many agents each is told to beat less often, so the server hears at most
+// --max-heartbeat-rate heartbeats per second in all; the silence cut-off follows each agent's own
+// interval. Rate 1/s: the first agent is welcomed with 1 s and the second with 2 s; then the first
+// is told 2 s too (with two connected, 1 s would be twice the rate).
+TEST(Work, HeartbeatIntervalGrowsWithTheAgentsConnectedUpToTheRateCap) {
+  Server server(OnePool("local", 2, {"min_agents: 2", "idle_decay: \"60s\""}),
+                {"--worker-lost-grace", "1s", "--heartbeat-interval", "300ms", "--max-heartbeat-rate", "1"});
+  ASSERT_TRUE(WaitFor([&] { return server.Workers("local", {"idle"}) == 2; }));
+  std::string log = server.ServerLog();
+  EXPECT_NE(log.find("heartbeat every 1000 ms"), std::string::npos) << log;
+  EXPECT_NE(log.find("heartbeat every 2000 ms"), std::string::npos) << log;
+  EXPECT_EQ(log.find("heartbeat every 300 ms"), std::string::npos) << log;
+  EXPECT_TRUE(WaitFor([&] { return server.ServerLog().find("heartbeat every 2000 ms from now") != std::string::npos; }))
+      << server.ServerLog();
+  // Heartbeats at 1-2 s keep both links open well past 3 x 300 ms.
+  std::this_thread::sleep_for(3s);
+  EXPECT_EQ(server.ServerLog().find("nothing heard for"), std::string::npos);
+  EXPECT_EQ(server.Workers("local", {"idle"}), 2);
+}
+
 TEST(Work, LostGangShardStopsTheGangAndRequeuesItWhole) {
   Server server(OnePool("local", 4, {"max_idle_agents: 4", "idle_decay: \"60s\""}), {"--worker-lost-grace", "1s"});
   std::string runs = server.dir() + "/runs";
