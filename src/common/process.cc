@@ -70,6 +70,7 @@ struct CloneChild {
   char* const* envp;
   pid_t parent;
   int error = 0;
+  int error_fd = -1;  // TSan builds only (see SpawnDieWithParent): where the child writes `error`
 };
 
 int CloneChildMain(void* arg) {
@@ -98,11 +99,19 @@ int CloneChildMain(void* arg) {
     }
   }
   if (!o.cwd.empty() && chdir(o.cwd.c_str()) != 0) goto fail;
-  syscall(SYS_close_range, 3U, ~0U, 0U);
+  if (c->error_fd >= 3) {  // keep it open until exec (it is close-on-exec)
+    syscall(SYS_close_range, 3U, static_cast<unsigned>(c->error_fd - 1), 0U);
+    syscall(SYS_close_range, static_cast<unsigned>(c->error_fd + 1), ~0U, 0U);
+  } else {
+    syscall(SYS_close_range, 3U, ~0U, 0U);
+  }
   sigprocmask(SIG_SETMASK, &empty, nullptr);
   execve(c->exe, c->argv, c->envp);
 fail:
   c->error = errno;
+  if (c->error_fd >= 0) {
+    [[maybe_unused]] ssize_t n = write(c->error_fd, &c->error, sizeof(c->error));
+  }
   _exit(127);
 }
 
@@ -120,8 +129,28 @@ SpawnResult SpawnDieWithParent(const SpawnOptions& o, const std::string& exe, st
   sigset_t all, saved;
   sigfillset(&all);
   pthread_sigmask(SIG_BLOCK, &all, &saved);  // no handler may run in the shared-memory child
+#if defined(__SANITIZE_THREAD__)
+  // TSan's clone interceptor does its fork bookkeeping inside a CLONE_VM child, i.e. on the
+  // parent's own memory: the parent is then taken for "forked while multi-threaded" and killed
+  // at its next pthread_create. So TSan builds fork (which it supports) and learn of a failed
+  // exec through a close-on-exec pipe instead of shared memory. Same behaviour, slower.
+  int error_pipe[2];
+  if (pipe2(error_pipe, O_CLOEXEC) != 0) error_pipe[0] = error_pipe[1] = -1;
+  child.error_fd = error_pipe[1];
+  pid_t pid = fork();
+  if (pid == 0) _exit(CloneChildMain(&child));
+  int clone_errno = errno;
+  if (error_pipe[1] >= 0) ::close(error_pipe[1]);
+  if (pid > 0 && error_pipe[0] >= 0) {
+    ssize_t n;
+    do n = read(error_pipe[0], &child.error, sizeof(child.error));  // 0 bytes: exec succeeded
+    while (n < 0 && errno == EINTR);
+  }
+  if (error_pipe[0] >= 0) ::close(error_pipe[0]);
+#else
   pid_t pid = clone(CloneChildMain, static_cast<char*>(stack) + kStack, CLONE_VM | CLONE_VFORK | SIGCHLD, &child);
   int clone_errno = errno;
+#endif
   pthread_sigmask(SIG_SETMASK, &saved, nullptr);
   munmap(stack, kStack);
   if (pid < 0) {

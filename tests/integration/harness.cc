@@ -5,6 +5,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -51,7 +52,7 @@ std::vector<std::string> SplitWords(const std::string& text) {
 
 namespace {
 
-int counter = 0;
+std::atomic<int> counter{0};  // RunProcess runs on many test threads at once (the chaos test)
 
 std::vector<std::string> EnvWith(const std::map<std::string, std::string>& extra) {
   std::vector<std::string> env;

@@ -15,6 +15,7 @@
 #include <thread>
 
 #include <gtest/gtest.h>
+#include <spdlog/spdlog.h>
 
 #include "common/process.h"
 
@@ -421,6 +422,9 @@ TEST_F(CommandBackendTest, ConcurrentCallsFromManyThreadsAllSucceed) {
                         {"stop", "rm " + state + "/$1"},
                         {"list", "ls " + state}});
   ASSERT_TRUE(b);
+  // spdlog's registry is made on first use; the server makes it before any thread (InitLogging),
+  // so do the same here rather than let eight threads race to construct it.
+  spdlog::default_logger();
   constexpr int kThreads = 8, kPerThread = 5;
   const size_t fds_before = OpenFds();
   std::atomic<int> failures{0};
