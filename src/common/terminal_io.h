@@ -5,6 +5,7 @@
 #include <termios.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cerrno>
 #include <string>
 
@@ -26,9 +27,11 @@ inline void WriteAll(int fd, const std::string& data) {
   }
 }
 
-// Puts stdin in raw mode (for a remote PTY) and restores it.
+// Puts stdin in raw mode (for a remote PTY) and restores it. Restore may be called from two
+// threads at once (the run's end and a signal that ends the client; TSan found it): exactly one
+// of them restores.
 struct RawTerminal {
-  bool raw = false;
+  std::atomic<bool> raw{false};
   termios saved{};
   void MakeRaw() {
     if (tcgetattr(STDIN_FILENO, &saved) != 0) return;
@@ -37,8 +40,7 @@ struct RawTerminal {
     if (tcsetattr(STDIN_FILENO, TCSANOW, &t) == 0) raw = true;
   }
   void Restore() {
-    if (raw) tcsetattr(STDIN_FILENO, TCSANOW, &saved);
-    raw = false;
+    if (raw.exchange(false)) tcsetattr(STDIN_FILENO, TCSANOW, &saved);
   }
 };
 

@@ -475,13 +475,13 @@ void FastFrontDoor::PauseAccepting(bool paused) {
 // The one place a connection's descriptor is made; kept out of line so that scripts/tsan.supp can
 // name exactly this frame (see the entry there: gRPC closes handed-off sockets where TSan cannot
 // see it).
-[[gnu::noinline]] static int AcceptSocket(int listen_fd) {
+[[gnu::noinline]] static int FrontDoorAcceptSocket(int listen_fd) {
   return ::accept4(listen_fd, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
 }
 
 void FastFrontDoor::Accept(int listen_fd) {
   while (true) {
-    int fd = AcceptSocket(listen_fd);
+    int fd = FrontDoorAcceptSocket(listen_fd);
     if (fd < 0) {
       if (errno == EINTR || errno == ECONNABORTED) continue;
       if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {

@@ -225,7 +225,9 @@ TEST(Drift, BoundedConcurrentCreatesAndCreateRate) {
 // their create; the one whose create hangs is cut off by the timeout. None stays "deleting".
 TEST(Drift, CancelledDemandDropsQueuedCreates) {
   Cloud cloud(CloudDir());
-  Server server(cloud.Config(4, {"max_concurrent_creates: 1", "sync_loop_interval: \"1s\""}, "2s"));
+  // The hanging create is cut off after 8 s: the three cancels must land before that, which takes
+  // a few seconds of CLI start-ups under the sanitizers.
+  Server server(cloud.Config(4, {"max_concurrent_creates: 1", "sync_loop_interval: \"1s\""}, "8s"));
   cloud.Set("hang");
   std::vector<std::string> ids;
   for (int i = 0; i < 3; ++i) ids.push_back(Lines(server.Vbatch({"sleep", "1"}).out)[0]);

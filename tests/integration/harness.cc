@@ -194,7 +194,8 @@ void Server::Start() {
   ::unlink((data_dir_ + "/server.addr").c_str());
   SpawnOptions o;
   // First start: any free port. A restart keeps the address, as agents dial it.
-  std::string listen = !address_.empty() ? address_ : !listen_.empty() ? listen_ : "127.0.0.1:0";
+  std::string previous = address();
+  std::string listen = !previous.empty() ? previous : !listen_.empty() ? listen_ : "127.0.0.1:0";
   o.argv = {BinDir() + "/tidepool", "server", "--config", config_path_, "--data-dir", data_dir_, "--listen",
             listen, "--log-level", "debug"};
   o.argv.insert(o.argv.end(), flags_.begin(), flags_.end());
@@ -217,6 +218,7 @@ void Server::Start() {
     }
     std::string addr = ReadAll(data_dir_ + "/server.addr");
     if (addr.empty()) return false;
+    std::lock_guard lock(address_mu_);
     address_ = addr.substr(0, addr.find('\n'));
     return true;
   }, 30s);
@@ -265,7 +267,7 @@ void Server::KillAgents() {
 }
 
 std::map<std::string, std::string> Server::ClientEnv() const {
-  return {{"TIDEPOOL_SERVER", address_}, {"PATH", BinDir() + ":/usr/local/bin:/usr/bin:/bin"}};
+  return {{"TIDEPOOL_SERVER", address()}, {"PATH", BinDir() + ":/usr/local/bin:/usr/bin:/bin"}};
 }
 
 ProcResult Server::Tidepool(const std::vector<std::string>& args, const std::string& stdin_data) {

@@ -11,6 +11,7 @@
 #include <chrono>
 #include <functional>
 #include <map>
+#include <mutex>
 #include <string>
 #include <utility>
 #include <vector>
@@ -90,7 +91,11 @@ class Server {
   void Stop(int sig = SIGTERM);  // and wait for it to exit
   void Kill() { Stop(SIGKILL); }
 
-  const std::string& address() const { return address_; }
+  // A copy: a restart (Start) may change it while test threads read it (the chaos test).
+  std::string address() const {
+    std::lock_guard lock(address_mu_);
+    return address_;
+  }
   const std::string& data_dir() const { return data_dir_; }
   const std::string& dir() const { return dir_; }  // scratch space for the test
   std::string ServerLog() const;
@@ -117,7 +122,8 @@ class Server {
   std::string dir_;
   std::string data_dir_;
   std::string config_path_;
-  std::string address_;
+  mutable std::mutex address_mu_;
+  std::string address_;  // guarded by address_mu_
   pid_t pid_ = -1;
   std::vector<std::string> flags_;
   std::string listen_;
