@@ -36,6 +36,11 @@ class AgentStream final : public grpc::ServerBidiReactor<v1::AgentMessage, v1::S
     outbox_ = std::make_shared<Outbox<v1::ServerMessage>>(
         [this](const v1::ServerMessage* m) { StartWrite(m); }, [this](const grpc::Status& s) { Finish(s); });
     link_ = std::make_shared<Link>(outbox_);
+    // gRPC may call OnCancel on another thread as soon as Connect returns, and its hand-off of
+    // this object is inside libgrpc++, out of TSan's sight: publish the initialised object
+    // through the flags OnCancel reads first (release here, seq_cst load there).
+    attached_.store(false, std::memory_order_release);
+    held_.store(false, std::memory_order_release);
     StartRead(&in_);
   }
 

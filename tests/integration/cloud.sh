@@ -8,7 +8,7 @@
 #   cloud.sh vm NAME               (tests) make a VM without an agent, outside any pool
 # A VM is a process group: a wrapper shell that runs the agent and stays up after it (a machine
 # whose agent crashed is still a machine). State and knobs live in $CLOUD_DIR:
-#   ledger      append-only record of every call: "start NAME PID", "stop NAME", "fail", "hang" ...
+#   ledger      append-only record of every call: "start NAME PID", "stop NAME", "fail", "hang PID" ...
 #   fail        if present, start fails with this file's text on stderr
 #   hang        if present, start hangs (the backend's timeout must cut it off)
 #   no_agent    if present, VMs boot but never run an agent (never connect)
@@ -40,7 +40,7 @@ case "${1:-}" in
   start)
     [ -e "$CLOUD_DIR/concurrency" ] && { log "begin"; sleep 0.3; log "end"; }
     if [ -e "$CLOUD_DIR/fail" ]; then log "fail"; cat "$CLOUD_DIR/fail" >&2; exit 1; fi
-    if [ -e "$CLOUD_DIR/hang" ]; then log "hang"; sleep 100000; fi
+    if [ -e "$CLOUD_DIR/hang" ]; then log "hang $$"; sleep 100000; fi
     if [ -e "$CLOUD_DIR/plan" ]; then
       outcome=$(flock "$CLOUD_DIR/plan.lock" -c "head -n1 '$CLOUD_DIR/plan'; sed -i 1d '$CLOUD_DIR/plan'")
     else
@@ -52,7 +52,7 @@ case "${1:-}" in
       [ "$r" -lt "$fail_pct" ] && outcome=fail
     fi
     if [ "$outcome" = fail ]; then log "fail"; echo "out of capacity (simulated)" >&2; exit 1; fi
-    if [ "$outcome" = hang ]; then log "hang"; sleep 100000; fi
+    if [ "$outcome" = hang ]; then log "hang $$"; sleep 100000; fi
     name="vm-$(od -An -N4 -tx4 /dev/urandom | tr -d ' ')"
     agent=yes; [ -e "$CLOUD_DIR/no_agent" ] && agent=no
     boot_vm "$name" "$agent"
