@@ -56,7 +56,9 @@ if [ "$KIND" = address ]; then
   export UBSAN_OPTIONS="$common:log_path=$REPORTS/ubsan"
   unset TSAN_OPTIONS || true
 else
-  export TSAN_OPTIONS="$common:log_path=$REPORTS/tsan:suppressions=$ROOT/scripts/tsan.supp:second_deadlock_stack=1:exitcode=66"
+  # history_size=7 (the most): a suppression can only match a stack TSan can still restore, and
+  # the descriptor-number entry of tsan.supp needs the older access's stack (the accept4).
+  export TSAN_OPTIONS="$common:log_path=$REPORTS/tsan:suppressions=$ROOT/scripts/tsan.supp:second_deadlock_stack=1:exitcode=66:history_size=7"
   unset ASAN_OPTIONS UBSAN_OPTIONS || true
 fi
 
