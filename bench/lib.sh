@@ -34,6 +34,16 @@ bench_cleanup() {
     wait "$pid" 2>/dev/null || true
   done
   BENCH_PIDS=()
+  # Agents the local backend started outlive a stopped server by design (they wait for it to
+  # come back); a benchmark's must not outlive the benchmark and load the next one. Killed after
+  # the server, which would otherwise replace them; their pids are in the backend's ledgers
+  # ("NAME PID START" lines).
+  if [ -n "${SERVER_DATA:-}" ] && [ -d "$SERVER_DATA/backends/local" ]; then
+    for pid in $(awk '{print $2}' "$SERVER_DATA"/backends/local/*.ledger 2>/dev/null); do
+      kill -KILL -- "-$pid" 2>/dev/null || true
+      kill -KILL "$pid" 2>/dev/null || true
+    done
+  fi
   if [ -n "$BENCH_WORK" ] && [ "${KEEP:-0}" != 1 ]; then rm -rf "$BENCH_WORK"; fi
   if [ -n "$BENCH_WORK" ] && [ "${KEEP:-0}" = 1 ]; then echo "kept $BENCH_WORK" >&2; fi
 }
