@@ -259,6 +259,7 @@ void PoolController::LaunchCreates() {
     }
     create_queue_.pop_front();
     it->second->create_launched = true;
+    it->second->create_in_flight = true;
     std::optional<TimePoint> demand = std::exchange(demand_since_, std::nullopt);
     auto latency = hooks_.scale_up_latency;
     ++creates_in_flight_;
@@ -317,6 +318,7 @@ void PoolController::OnCreateDone(uint64_t id, Result<std::string> result) {
   --creates_in_flight_;
   auto it = workers_.find(id);
   Worker* w = it == workers_.end() ? nullptr : it->second.get();
+  if (w) w->create_in_flight = false;
   if (result.ok() && !result->empty()) {
     std::lock_guard lock(named_in_flight_->mu);
     named_in_flight_->by_name.erase(*result);
@@ -336,6 +338,21 @@ void PoolController::OnCreateDone(uint64_t id, Result<std::string> result) {
     if (!timed_out) AllocationFailed("create failed: " + result.status().message());
   } else {
     const std::string& name = *result;
+    Worker* found = name.empty() || !w->name.empty() ? nullptr : Find(name);
+    if (found && found != w) {
+      // A list (or the agent's hello) saw this machine before its create returned and gave it
+      // a record of its own, as an unknown worker: that record is the one we asked for. Keep it
+      // (it may be running work), drop the placeholder, and never delete the machine twice.
+      bool cancelled = w->delete_when_named;
+      Forget(w);
+      if (found->phase == Phase::kUnknown) SetPhase(found, Phase::kStarting);
+      hooks_.persist(*found);
+      if (cancelled) Remove(found, "surplus capacity (cancelled while its create was in flight)");
+      LaunchCreates();
+      Reconcile();
+      if (hooks_.changed) hooks_.changed();
+      return;
+    }
     if (!name.empty() && w->name.empty()) {
       w->name = name;
       by_name_[name] = w;
@@ -394,8 +411,8 @@ void PoolController::Remove(Worker* w, const std::string& why) {
 }
 
 void PoolController::IssueDelete(Worker* w) {
-  if (w->name.empty()) {
-    w->delete_when_named = true;
+  if (w->name.empty() || w->create_in_flight) {
+    w->delete_when_named = true;  // OnCreateDone issues it
     return;
   }
   if (w->delete_in_flight || !backend_) return;
@@ -425,6 +442,7 @@ void PoolController::OnDeleteDone(uint64_t id, Status status) {
   if (status.ok()) {
     w->delete_done = true;
     w->delete_done_gen = list_generation_;
+    w->delete_done_at = Clock::now();
     ScheduleSync(Millis(0));  // confirm with a list rather than assume
   } else {
     last_error_ = fmt::format("delete {}: {}", w->name, status.message());
@@ -487,6 +505,13 @@ void PoolController::OnListed(Result<std::vector<backends::ListedWorker>> listed
     present.insert(lw.name);
     if (Worker* w = Find(lw.name)) {
       w->missing_lists = 0;
+      if (w->phase == Phase::kDeleting && w->delete_done && gen > w->delete_done_gen &&
+          Clock::now() - w->delete_done_at >= 3 * interval) {
+        // Acknowledged three sync intervals ago, yet still listed: ask again (CheckTimeouts below).
+        // A machine merely slow to go gets a harmless second delete; one that stays is not
+        // left "deleting" forever.
+        w->delete_done = false;
+      }
       continue;
     }
     {

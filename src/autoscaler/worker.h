@@ -28,10 +28,15 @@ struct Worker {
 
   // Lifecycle bookkeeping.
   bool create_launched = false;   // its backend create call was made (not just queued)
-  bool delete_when_named = false; // chosen as a victim while its create was in flight
+  bool create_in_flight = false;  // ... and has not returned (its agent may connect before it does)
+  bool delete_when_named = false; // chosen as a victim while its create was in flight: delete it
+                                  // once the create has returned (never before: the backend
+                                  // cannot delete what, as far as it knows, it has not made yet)
   bool delete_in_flight = false;
   bool delete_done = false;       // the backend acknowledged the delete; awaiting the list's confirmation
   uint64_t delete_done_gen = 0;   // lists issued before the delete finished cannot confirm it
+  TimePoint delete_done_at{};     // when the backend acknowledged it (a delete still listed a
+                                  // sync interval later is issued again)
   bool drain_requested = false;   // `worker drain`: delete when idle
   uint64_t batch = 0;             // MODE_BATCH: the batch (task group) it was created for; 0 = none
   int missing_lists = 0;          // consecutive backend lists without it

@@ -83,7 +83,7 @@ Config DefaultConfig(int cpus) {
   pool.pos = {config.source, 0, 0};
   AutoscalerConfig a;
   a.backend.type = "local";
-  a.backend.fields = {{"boot_delay", 0}};  // what the loader stores for `local: {}`
+  a.backend.fields = {{"boot_delay", 0}, {"api_delay", 0}};  // what the loader stores for `local: {}`
   a.backend.pos = pool.pos;
   a.max_agents = cpus;
   a.min_agents = 0;

@@ -139,7 +139,7 @@ TEST(Loader, Defaults) {
   EXPECT_EQ(a.mode, PoolMode::kStandard);
   EXPECT_EQ(a.max_concurrent_creates, 10);
   EXPECT_DOUBLE_EQ(a.create_rate_per_second, 2.0);
-  EXPECT_EQ(a.backend.fields, nlohmann::json({{"boot_delay", 0}}));
+  EXPECT_EQ(a.backend.fields, nlohmann::json({{"boot_delay", 0}, {"api_delay", 0}}));
   EXPECT_TRUE(r.config->pools[1].is_static());
   EXPECT_EQ(r.config->pools[1].backend(), nullptr);
   EXPECT_TRUE(r.config->inactive.empty());  // nothing beyond what is built

@@ -143,8 +143,10 @@ const Message* Tailscale() {
 }
 
 const Message* Local() {
-  // boot_delay simulates a slow boot (benchmarks).
-  static const Message m{"local", {WithDefault(Duration("boot_delay"), 0)}};
+  // Simulations for benchmarks and tests: boot_delay, a slow boot (the agent starts that long
+  // after the create); api_delay, a slow cloud API (the create answers that long after the
+  // agent was started, so the agent may connect before its create has returned).
+  static const Message m{"local", {WithDefault(Duration("boot_delay"), 0), WithDefault(Duration("api_delay"), 0)}};
   return &m;
 }
 

@@ -3,6 +3,7 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -70,7 +71,10 @@ std::vector<std::string> Cloud::Started() const {
 std::vector<std::string> Cloud::Stopped() const {
   std::vector<std::string> out;
   for (const auto& l : Ledger()) {
-    if (l.rfind("stop ", 0) == 0) out.push_back(l.substr(5));
+    // Each name once: a machine still listed a while after its stop is stopped again.
+    if (l.rfind("stop ", 0) == 0 && std::find(out.begin(), out.end(), l.substr(5)) == out.end()) {
+      out.push_back(l.substr(5));
+    }
   }
   return out;
 }

@@ -25,7 +25,7 @@ class Cloud {
   std::vector<std::string> Ledger() const;
   int Count(const std::string& verb) const;            // ledger lines starting with verb
   std::vector<std::string> Started() const;            // names, in order
-  std::vector<std::string> Stopped() const;
+  std::vector<std::string> Stopped() const;            // names, each once, in order of first stop
   bool Alive(const std::string& name) const;           // the VM's wrapper process exists
   std::vector<std::string> AliveVms() const;
   pid_t VmPid(const std::string& name) const;

@@ -17,6 +17,8 @@
 #               when it runs out, starts succeed (makes a faulty run repeatable from a seed)
 #   fail_pct / hang_pct   random faults for start, in percent, when there is no plan
 #   concurrency          each start records "begin"/"end" lines around a short sleep
+#   slow_return          start answers this many seconds after its VM is up ("returned NAME")
+#   stop_ignored         the next stop exits 0 without deleting anything ("stop-ignored NAME")
 set -u
 : "${CLOUD_DIR:?CLOUD_DIR must be set}"
 ledger="$CLOUD_DIR/ledger"
@@ -56,6 +58,10 @@ case "${1:-}" in
     name="vm-$(od -An -N4 -tx4 /dev/urandom | tr -d ' ')"
     agent=yes; [ -e "$CLOUD_DIR/no_agent" ] && agent=no
     boot_vm "$name" "$agent"
+    # slow_return: the VM (and its agent) is up, but the create call answers only after this
+    # many seconds, as a cloud API may: the agent can connect before its create returns.
+    if [ -e "$CLOUD_DIR/slow_return" ]; then sleep "$(cat "$CLOUD_DIR/slow_return")"; fi
+    log "returned $name"
     echo "$name"
     ;;
   batch)
@@ -70,6 +76,9 @@ case "${1:-}" in
     boot_vm "$2" no
     ;;
   stop)
+    # stop_ignored: this one stop answers "done" and deletes nothing (a cloud call that was
+    # accepted and then lost); the knob is used up.
+    if [ -e "$CLOUD_DIR/stop_ignored" ]; then rm -f "$CLOUD_DIR/stop_ignored"; log "stop-ignored $2"; exit 0; fi
     log "stop $2"
     pid=$(awk -v n="$2" '$1=="start" && $2==n {print $3}' "$ledger" | tail -1)
     [ -n "$pid" ] && kill -KILL -- "-$pid" 2>/dev/null

@@ -4,6 +4,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <set>
 
 #include "cloud.h"
@@ -42,6 +43,47 @@ TEST(Drift, CommandBackendCreatesUsesAndDeletesWorkers) {
   // Idle for idle_decay: stop is called with that name ($1 and ${WORKER_NAME}), the VM goes,
   // and the worker leaves the books once the list confirms it.
   ASSERT_TRUE(WaitFor([&] { return server.Workers("cloud") == 0; })) << server.Pool("cloud").dump(2);
+  EXPECT_EQ(cloud.Stopped(), std::vector<std::string>{vm});
+  EXPECT_FALSE(cloud.Alive(vm));
+}
+
+// A machine whose create call has not answered yet is listed (an unknown worker), its agent
+// connects and takes a task; the create's placeholder is cancelled as surplus. When the create
+// answers with that machine's name, the two records are one worker: the machine, busy, is kept
+// and its task finishes (before, the placeholder took the name and deleted the machine under it).
+TEST(Drift, MachineSeenBeforeItsCreateAnsweredIsOneWorkerAndKeepsItsWork) {
+  Cloud cloud(CloudDir());
+  cloud.Set("slow_return", "3");
+  Server server(cloud.Config(1, {"max_idle_agents: 0", "sync_loop_interval: \"1s\""}));
+  ProcResult b = server.Vbatch({"sh", "-c", "sleep 4; echo finished"});
+  ASSERT_EQ(b.exit_code, 0) << b.err;
+  std::string id = Lines(b.out)[0];
+  nlohmann::json t = server.WaitTask(id);
+  EXPECT_EQ(t["state"], "SUCCESS") << t.dump(2);
+  EXPECT_EQ(t["attempts"], 1) << t.dump(2);
+  EXPECT_EQ(server.Tidepool({"task", "logs", id}).out, "finished\n");
+  ASSERT_EQ(cloud.Started().size(), 1u);
+  std::string vm = cloud.Started()[0];
+  std::vector<std::string> ledger = cloud.Ledger();
+  auto returned = std::find(ledger.begin(), ledger.end(), "returned " + vm);
+  ASSERT_NE(returned, ledger.end());
+  EXPECT_EQ(std::find(ledger.begin(), returned, "stop " + vm), returned) << "deleted before its create answered";
+  ASSERT_TRUE(WaitFor([&] { return server.Workers("cloud") == 0; })) << server.Pool("cloud").dump(2);
+  EXPECT_FALSE(cloud.Alive(vm));
+}
+
+// A delete the backend acknowledged but did not carry out: the next lists still show the
+// machine, so the pool asks again (reconcile, don't assume) instead of waiting forever.
+TEST(Drift, DeleteThatDidNotTakeIsIssuedAgain) {
+  Cloud cloud(CloudDir());
+  Server server(cloud.Config(1, {"max_idle_agents: 0", "sync_loop_interval: \"1s\""}));
+  cloud.Set("stop_ignored");
+  ProcResult r = server.Vrun({"true"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  ASSERT_EQ(cloud.Started().size(), 1u);
+  std::string vm = cloud.Started()[0];
+  ASSERT_TRUE(WaitFor([&] { return server.Workers("cloud") == 0; })) << server.Pool("cloud").dump(2);
+  EXPECT_EQ(cloud.Count("stop-ignored"), 1);
   EXPECT_EQ(cloud.Stopped(), std::vector<std::string>{vm});
   EXPECT_FALSE(cloud.Alive(vm));
 }

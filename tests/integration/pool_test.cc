@@ -136,6 +136,20 @@ TEST(Pool, ListingsAsTablesAndJson) {
   EXPECT_NE(missing.err.find("pool not found: zzz"), std::string::npos);
 }
 
+// The agent connects (its name came with its token) and finishes its task before the create
+// call has answered; the pool, with no idle capacity wanted, picks it for deletion at once.
+// That delete waits for the create's answer: asked before it, the backend knew no such worker,
+// said "done", and the worker stayed "deleting" with its agent up (seen in the P4/P5 benchmark).
+TEST(Pool, WorkerIdleBeforeItsCreateAnsweredIsDeletedOnceItHas) {
+  Server server(OnePool("slow", 1, {"max_idle_agents: 0", "sync_loop_interval: \"1h\""}, "{ api_delay: \"2s\" }"));
+  ProcResult r = server.Vrun({"echo", "early"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(r.out, "early\n");
+  // A sync interval of an hour: only the delete itself can make the worker go.
+  ASSERT_TRUE(WaitFor([&] { return server.Workers("slow") == 0; }, 30s)) << server.Pool("slow").dump(2);
+  EXPECT_TRUE(server.AgentPids().empty());
+}
+
 TEST(Pool, SlotsLetOneWorkerRunSeveralTasks) {
   Server server(OnePool("wide", 1, {"default_slots_per_agent: 3", "max_idle_agents: 3", "idle_decay: \"60s\""}));
   std::string marker = server.dir() + "/concurrent";

@@ -16,20 +16,22 @@
 namespace tidepool::backends {
 
 Result<std::unique_ptr<Backend>> LocalBackend::Make(const config::BackendConfig& cfg, const BackendContext& ctx) {
-  std::chrono::milliseconds boot_delay{0};
-  if (cfg.fields.contains("boot_delay") && cfg.fields["boot_delay"].is_number_integer()) {
-    boot_delay = std::chrono::milliseconds(cfg.fields["boot_delay"].get<int64_t>());
-  }
-  auto backend = std::unique_ptr<LocalBackend>(new LocalBackend(ctx, boot_delay));
+  auto millis = [&](const char* field) {
+    bool set = cfg.fields.contains(field) && cfg.fields[field].is_number_integer();
+    return std::chrono::milliseconds(set ? cfg.fields[field].get<int64_t>() : 0);
+  };
+  auto backend = std::unique_ptr<LocalBackend>(new LocalBackend(ctx, millis("boot_delay"), millis("api_delay")));
   if (Status s = MakeDirs(ctx.data_dir + "/backends/local"); !s.ok()) return s;
   if (Status s = MakeDirs(backend->log_dir_); !s.ok()) return s;
   backend->LoadLedger();
   return std::unique_ptr<Backend>(std::move(backend));
 }
 
-LocalBackend::LocalBackend(BackendContext ctx, std::chrono::milliseconds boot_delay)
+LocalBackend::LocalBackend(BackendContext ctx, std::chrono::milliseconds boot_delay,
+                           std::chrono::milliseconds api_delay)
     : ctx_(std::move(ctx)),
       boot_delay_(boot_delay),
+      api_delay_(api_delay),
       ledger_path_(ctx_.data_dir + "/backends/local/" + ctx_.pool + ".ledger"),
       log_dir_(ctx_.data_dir + "/workers") {}
 
@@ -85,6 +87,9 @@ Result<std::string> LocalBackend::Create(const CreateRequest& req) {
   SpawnResult r = Spawn(o);
   if (r.pid < 0) return Internal(fmt::format("cannot start agent: {}", r.message));
   auto st = ReadProcStat(r.pid);
+  // The simulated slow API: until it answers, the backend does not know this machine (a delete
+  // of the name would find nothing), as a cloud's would not.
+  if (api_delay_.count() > 0) std::this_thread::sleep_for(api_delay_);
   std::lock_guard lock(mu_);
   ledger_[name] = Entry{r.pid, st ? st->start_time : 0};
   if (Status s = SaveLedgerLocked(); !s.ok()) spdlog::warn("local backend: {}", s.message());

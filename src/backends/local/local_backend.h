@@ -2,7 +2,8 @@
 //
 // create: spawn the agent in its own session (so it outlives the server and gets its own
 //         process group), with name and token in its environment; `boot_delay` simulates a
-//         machine's boot time before the agent starts.
+//         machine's boot time before the agent starts; `api_delay` a cloud API that answers
+//         only that long after the machine is up (the agent may connect first).
 // delete: SIGTERM the group, SIGKILL after the grace period; returns once the process is gone.
 // list:   the processes it started that are still alive, identified by pid + start time so a
 //         reused pid is never mistaken for a worker. The ledger of started processes lives in
@@ -37,7 +38,7 @@ class LocalBackend final : public Backend {
     uint64_t start_time = 0;
   };
 
-  LocalBackend(BackendContext ctx, std::chrono::milliseconds boot_delay);
+  LocalBackend(BackendContext ctx, std::chrono::milliseconds boot_delay, std::chrono::milliseconds api_delay);
   void LoadLedger();
   Status SaveLedgerLocked();
   // Alive and ours; reaps it if it is our zombie child.
@@ -45,6 +46,7 @@ class LocalBackend final : public Backend {
 
   BackendContext ctx_;
   std::chrono::milliseconds boot_delay_;
+  std::chrono::milliseconds api_delay_;
   std::string ledger_path_;
   std::string log_dir_;
   std::mutex mu_;
