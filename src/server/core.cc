@@ -32,6 +32,7 @@ Core::~Core() { Stop(); }
 
 void Core::Post(std::function<void()> fn) {
   posts_.Submit([this, fn = std::move(fn)] {
+    store::WriteBatcher::Hold group(&batcher_);  // one operation's records, one commit
     std::lock_guard lock(mu_);
     if (!stopped_) fn();
   });
@@ -305,6 +306,8 @@ void Core::SendToWorker(const std::string& worker, v1::ServerMessage m) {
 
 HelloOutcome Core::AgentHello(std::shared_ptr<AgentLink> link, const v1::AgentHello& hello, Status* refusal) {
   const auto arrived = std::chrono::steady_clock::now();
+  // The worker's record and the dispatch of its first task go into one commit.
+  store::WriteBatcher::Hold group(&batcher_);
   std::lock_guard lock(mu_);
   link->hello_at = arrived;
   if (stopped_) {
@@ -463,6 +466,12 @@ void Core::Attach(std::shared_ptr<AgentLink> link, const v1::AgentHello& hello, 
   }
   pool->SlotsChanged(w, false);
   Schedule(pool);
+  if (spdlog::should_log(spdlog::level::debug)) {
+    spdlog::debug("worker {}: hello handled in {} us", w->name,
+                  std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() -
+                                                                        link->hello_at)
+                      .count());
+  }
 }
 
 int64_t Core::HeartbeatIntervalFor(int connected) const {
@@ -499,6 +508,8 @@ void Core::CheckHeartbeats() {
 }
 
 void Core::AgentMessage(AgentLink* link, const v1::AgentMessage& msg) {
+  // An exit report finishes a task and may dispatch the next: one commit.
+  store::WriteBatcher::Hold group(&batcher_);
   std::lock_guard lock(mu_);
   Session* s = SessionOf(link);
   if (!s) return;

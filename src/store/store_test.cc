@@ -156,6 +156,24 @@ TEST_F(StoreTest, BatcherGroupsConcurrentWritesAndCallsBackAfterCommit) {
   EXPECT_EQ(store_->ListTasks({})->size(), 400u);
 }
 
+TEST_F(StoreTest, WhatIsSubmittedUnderAHoldIsOneCommitMadeAfterIt) {
+  WriteBatcher batcher(store_.get());
+  std::atomic<int> committed{0};
+  uint64_t before = batcher.commits();
+  {
+    WriteBatcher::Hold hold(&batcher);
+    batcher.Submit(Mutation::PutTask(Task("first", 1)), [&](const Status& s) { committed += s.ok(); });
+    // Time for an idle writer to pick the first one up on its own (it must not).
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    EXPECT_EQ(committed.load(), 0);
+    EXPECT_FALSE((*store_->GetTask("first")).has_value());
+    batcher.Submit(Mutation::PutTask(Task("second", 2)), [&](const Status& s) { committed += s.ok(); });
+  }
+  batcher.Flush();
+  EXPECT_EQ(committed.load(), 2);
+  EXPECT_EQ(batcher.commits() - before, 1u);
+}
+
 TEST_F(StoreTest, CommitFailureIsReportedToTheCaller) {
   WriteBatcher batcher(store_.get());
   // Two different tasks with the same seq violate the UNIQUE constraint.

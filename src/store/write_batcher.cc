@@ -23,6 +23,20 @@ void WriteBatcher::Submit(Mutation m, Callback on_commit) {
   cv_.notify_one();
 }
 
+void WriteBatcher::Acquire() {
+  std::lock_guard lock(mu_);
+  ++holds_;
+}
+
+void WriteBatcher::Release() {
+  bool wake;
+  {
+    std::lock_guard lock(mu_);
+    wake = --holds_ == 0 && !pending_.empty();
+  }
+  if (wake) cv_.notify_one();
+}
+
 void WriteBatcher::Flush() {
   std::unique_lock lock(mu_);
   uint64_t target = submitted_;
@@ -50,7 +64,7 @@ void WriteBatcher::Loop() {
   while (true) {
     {
       std::unique_lock lock(mu_);
-      cv_.wait(lock, [this] { return stopping_ || !pending_.empty(); });
+      cv_.wait(lock, [this] { return stopping_ || (!pending_.empty() && holds_ == 0); });
       if (pending_.empty()) return;  // stopping and drained
       batch.swap(pending_);
       callbacks.swap(callbacks_);

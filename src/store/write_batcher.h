@@ -4,6 +4,8 @@
 // holding it is durable, or failed. Mutations commit in submission order. The writer commits
 // whatever is queued as soon as the previous commit ends, so batches grow under load and stay
 // single mutations when idle: latency is one commit, throughput is many mutations per fsync.
+// A Hold groups what one operation writes: while one lives, no new commit starts, so a worker's
+// hello and the dispatch it leads to are one fsync, not two in a row.
 #pragma once
 
 #include <condition_variable>
@@ -32,8 +34,23 @@ class WriteBatcher {
 
   uint64_t commits() const;  // number of transactions so far (for tests and benchmarks)
 
+  // While a Hold lives, the writer starts no new commit (one already running finishes). Keep it
+  // to one short operation, and never Flush() under it (that would wait for itself).
+  class Hold {
+   public:
+    explicit Hold(WriteBatcher* b) : b_(b) { b_->Acquire(); }
+    ~Hold() { b_->Release(); }
+    Hold(const Hold&) = delete;
+    Hold& operator=(const Hold&) = delete;
+
+   private:
+    WriteBatcher* b_;
+  };
+
  private:
   void Loop();
+  void Acquire();
+  void Release();
 
   Store* store_;
   mutable std::mutex mu_;
@@ -44,6 +61,7 @@ class WriteBatcher {
   uint64_t submitted_ = 0;
   uint64_t committed_ = 0;
   uint64_t commits_ = 0;
+  int holds_ = 0;
   bool stopping_ = false;
   std::thread thread_;
 };
