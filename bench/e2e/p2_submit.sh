@@ -29,7 +29,7 @@ done
 wait "${pids[@]}"  # not a bare wait: the server is a background job too
 t1="${EPOCHREALTIME/./}"
 acked=$(cat "$BENCH_WORK"/ids.* | grep -c . || true)
-listed=$(tp task list --json | python3 -c "import json,sys; print(sum(1 for t in json.load(sys.stdin) if t['state'] == 'QUEUEING'))")
+listed=$(tp task list --json | $PYTHON -c "import json,sys; print(sum(1 for t in json.load(sys.stdin) if t['state'] == 'QUEUEING'))")
 e2e_header "p2_submit"
 awk -v n="$acked" -v us="$((t1 - t0))" -v s="$SUBMITTERS" -v l="$listed" \
   'BEGIN { printf "vbatch x%d submitters: %d tasks acknowledged in %.2f s = %.1f tasks/s (%d listed as QUEUEING)\n", s, n, us/1e6, n/(us/1e6), l }'

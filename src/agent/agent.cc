@@ -40,7 +40,7 @@ using Clock = std::chrono::steady_clock;
 using Millis = std::chrono::milliseconds;
 
 constexpr size_t kReadChunk = 1024 * 1024;
-constexpr uint64_t kUnackedLimit = 16 * 1024 * 1024;  // per stream
+constexpr uint64_t kUnackedLimit = 32 * 1024 * 1024;  // per stream; = the server's stream window
 constexpr Millis kDrainAfterExit{2000};               // stragglers holding the pipes open
 constexpr Millis kShutdownGrace{5000};
 
@@ -444,8 +444,8 @@ class Agent {
       std::string data(read_buf_.data(), static_cast<size_t>(n));
       uint64_t offset = b->produced;
       b->produced += static_cast<uint64_t>(n);
-      b->chunks.emplace_back(offset, data);
       SendOutput(*t, *b, offset, data);
+      b->chunks.emplace_back(offset, std::move(data));  // kept until acknowledged (a resend)
       if (b->unacked() >= kUnackedLimit) {
         // The server (or its client) is behind: stop reading; the task waits on its writes.
         Unwatch(b->fd);

@@ -52,8 +52,9 @@ class Connection {
   void Writer(uint64_t generation, grpc::ClientReaderWriter<v1::AgentMessage, v1::ServerMessage>* stream);
   // Appends to *m (task output) the queued output that continues it; caller holds mu_.
   void CoalesceOutput(v1::AgentMessage* m);
-  // Well under the server's 16 MiB message limit.
-  static constexpr size_t kMaxCoalescedOutput = 4 * 1024 * 1024;
+  // Well under the server's 16 MiB message limit, and small against its 32 MiB stream window so
+  // that several messages are in flight at once (P11).
+  static constexpr size_t kMaxCoalescedOutput = 1024 * 1024;
 
   std::string server_;
   Callbacks cb_;
