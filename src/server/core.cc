@@ -508,8 +508,10 @@ void Core::CheckHeartbeats() {
 }
 
 void Core::AgentMessage(AgentLink* link, const v1::AgentMessage& msg) {
-  // An exit report finishes a task and may dispatch the next: one commit.
-  store::WriteBatcher::Hold group(&batcher_);
+  // An exit report finishes a task and may dispatch the next: one commit. (Heartbeats, the
+  // bulk of messages at scale, write nothing and skip this.)
+  std::optional<store::WriteBatcher::Hold> group;
+  if (msg.has_exited()) group.emplace(&batcher_);
   std::lock_guard lock(mu_);
   Session* s = SessionOf(link);
   if (!s) return;
