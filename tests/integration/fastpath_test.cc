@@ -127,6 +127,43 @@ TEST_F(FastPath, VrunAndVbatchTakeTheFastPath) {
   EXPECT_EQ(quiet.err, "");
 }
 
+// With musl-tools, `vbatch` is the C client (src/fastclient/vbatch_lite.c) for the common case:
+// it must send what the C++ client sends (environment, directory, pool, name, shards), and hand
+// anything else over to it (`tidepool-vbatch`), having sent nothing with an effect.
+TEST_F(FastPath, VbatchInCSubmitsTheCommonCaseItselfAndHandsOverTheRest) {
+  if (!std::filesystem::exists(BinDir() + "/tidepool-vbatch")) GTEST_SKIP() << "built without musl-gcc";
+  std::string dir = server.dir() + "/sub dir";
+  std::filesystem::create_directories(dir);
+  auto env = server.ClientEnv();
+  env["TIDEPOOL_CLIENT_TRACE"] = "1";
+  env["LITE_VAR"] = "value with spaces \"and quotes\"";
+  env["SSH_AUTH_SOCK"] = "/local/only";
+  ProcResult b = RunProcess({BinDir() + "/vbatch", "-P", "local", "--name=lite", "-N2", "--", "sh", "-c",
+                             "echo \"$LITE_VAR|${SSH_AUTH_SOCK-unset}|$PWD|$(pwd)|$TIDEPOOL_POOL\""},
+                            env, dir);
+  ASSERT_EQ(b.exit_code, 0) << b.err;
+  EXPECT_NE(b.err.find("tidepool-client: fast path (lite"), std::string::npos) << b.err;
+  EXPECT_EQ(b.out, "lite\n");
+  nlohmann::json group = server.WaitTask("lite");
+  EXPECT_EQ(group["state"], "SUCCESS") << group.dump(2);
+  for (const char* shard : {"lite/0", "lite/1"}) {
+    EXPECT_EQ(server.Tidepool({"task", "logs", shard}).out,
+              "value with spaces \"and quotes\"|unset|" + dir + "|" + dir + "|local\n")
+        << shard;
+  }
+  // Options it does not handle go to the C++ client, which takes the fast path in turn.
+  ProcResult labelled = RunProcess({BinDir() + "/vbatch", "-l", "k=v", "true"}, env, dir);
+  EXPECT_EQ(labelled.exit_code, 0) << labelled.err;
+  EXPECT_NE(labelled.err.find("lite vbatch hands over"), std::string::npos) << labelled.err;
+  EXPECT_NE(labelled.err.find("tidepool-client: fast path ("), std::string::npos) << labelled.err;
+  // A refusal from the server is reported as the other clients report it.
+  ProcResult unknown_pool = RunProcess({BinDir() + "/vbatch", "-P", "no-such-pool", "true"}, env, dir);
+  ProcResult full = RunProcess({BinDir() + "/tidepool", "batch", "-P", "no-such-pool", "true"}, server.ClientEnv(), dir);
+  EXPECT_EQ(unknown_pool.exit_code, full.exit_code);
+  EXPECT_NE(unknown_pool.err.find(full.err), std::string::npos) << unknown_pool.err << " vs " << full.err;
+  EXPECT_NE(full.err, "");
+}
+
 TEST_F(FastPath, SameOutputAndExitStatusAsTheFullClient) {
   const std::vector<std::vector<std::string>> cases = {
       {"echo", "a b", "$HOME", ""},
