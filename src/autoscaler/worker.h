@@ -35,8 +35,8 @@ struct Worker {
   bool delete_in_flight = false;
   bool delete_done = false;       // the backend acknowledged the delete; awaiting the list's confirmation
   uint64_t delete_done_gen = 0;   // lists issued before the delete finished cannot confirm it
-  TimePoint delete_done_at{};     // when the backend acknowledged it (a delete still listed a
-                                  // sync interval later is issued again)
+  TimePoint delete_done_at{};     // when the backend acknowledged it (a delete still listed
+                                  // three sync intervals later is issued again)
   bool drain_requested = false;   // `worker drain`: delete when idle
   uint64_t batch = 0;             // MODE_BATCH: the batch (task group) it was created for; 0 = none
   int missing_lists = 0;          // consecutive backend lists without it

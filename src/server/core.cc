@@ -32,8 +32,10 @@ Core::~Core() { Stop(); }
 
 void Core::Post(std::function<void()> fn) {
   posts_.Submit([this, fn = std::move(fn)] {
-    store::WriteBatcher::Hold group(&batcher_);  // one operation's records, one commit
     std::lock_guard lock(mu_);
+    // One operation's records, one commit. Taken under the core lock, so at most one hold
+    // exists: a queue of threads waiting for the lock cannot keep the writer from committing.
+    store::WriteBatcher::Hold group(&batcher_);
     if (!stopped_) fn();
   });
 }
@@ -306,9 +308,9 @@ void Core::SendToWorker(const std::string& worker, v1::ServerMessage m) {
 
 HelloOutcome Core::AgentHello(std::shared_ptr<AgentLink> link, const v1::AgentHello& hello, Status* refusal) {
   const auto arrived = std::chrono::steady_clock::now();
+  std::lock_guard lock(mu_);
   // The worker's record and the dispatch of its first task go into one commit.
   store::WriteBatcher::Hold group(&batcher_);
-  std::lock_guard lock(mu_);
   link->hello_at = arrived;
   if (stopped_) {
     *refusal = Unavailable("the server is shutting down");
@@ -508,11 +510,11 @@ void Core::CheckHeartbeats() {
 }
 
 void Core::AgentMessage(AgentLink* link, const v1::AgentMessage& msg) {
+  std::lock_guard lock(mu_);
   // An exit report finishes a task and may dispatch the next: one commit. (Heartbeats, the
   // bulk of messages at scale, write nothing and skip this.)
   std::optional<store::WriteBatcher::Hold> group;
   if (msg.has_exited()) group.emplace(&batcher_);
-  std::lock_guard lock(mu_);
   Session* s = SessionOf(link);
   if (!s) return;
   PoolController* pool = Pool(s->pool);

@@ -35,7 +35,9 @@ class WriteBatcher {
   uint64_t commits() const;  // number of transactions so far (for tests and benchmarks)
 
   // While a Hold lives, the writer starts no new commit (one already running finishes). Keep it
-  // to one short operation, and never Flush() under it (that would wait for itself).
+  // to one short operation, never Flush() under it (that would wait for itself), and take it
+  // under the lock that serialises those operations: holds that overlap without end would keep
+  // the writer from ever committing.
   class Hold {
    public:
     explicit Hold(WriteBatcher* b) : b_(b) { b_->Acquire(); }
