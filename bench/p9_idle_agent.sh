@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # P9 — idle agent footprint.
 #
-# Starts a server with one static pool and one real `tidepool agent` joined to it by hand,
+# Starts a server with one static pool and one real `tidepool agent` joined to it by hand (which,
+# with no TLS asked for, execs `tidepool-agent` beside it: the same pid, no gRPC in it),
 # waits until it is connected and settled, then samples the AGENT process over a window:
 # RSS (VmRSS, and its anon / file / shmem parts), CPU (utime+stime from /proc/PID/stat, and the
 # finer per-thread schedstat sum), threads, and what the resident memory is made of
@@ -63,6 +64,7 @@ echo "P9   Private clean+dirty           $(bench_mb "$(( $(R Private_Clean) + $(
 echo "P9   Shared clean+dirty            $(bench_mb "$(( $(R Shared_Clean) + $(R Shared_Dirty) ))") MB"
 echo "P9   Pss                           $(bench_mb "$(R Pss)") MB"
 echo "P9 agent CPU             $(bench_cpu_percent "$k0" "$k1" "$t0" "$t1") % of a core  (ticks $((k1 - k0)); schedstat $(bench_ns_percent "$n0" "$n1" "$t0" "$t1") %, $(awk -v a="$n0" -v b="$n1" 'BEGIN { printf "%.1f", (b - a) / 1e6 }') ms on CPU)"
+echo "P9 agent program         $(readlink "/proc/$AGENT_PID/exe")"
 echo "P9 agent threads         $(S Threads)   VmSize $(bench_mb "$(S VmSize)") MB"
 echo "P9 resident by mapping (kB: Rss, Private, Shared), top 12:"
 awk '

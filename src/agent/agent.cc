@@ -27,7 +27,7 @@
 #include <spdlog/spdlog.h>
 
 #include "agent/connection.h"
-#include "common/crypto.h"
+#include "common/random.h"
 #include "common/fs.h"
 #include "common/logging.h"
 #include "common/process.h"
@@ -80,7 +80,8 @@ struct TaskRun {
 
 class Agent {
  public:
-  explicit Agent(AgentFlags flags) : flags_(std::move(flags)), instance_id_(RandomId(12)) {}
+  Agent(AgentFlags flags, std::unique_ptr<Transport> transport)
+      : flags_(std::move(flags)), instance_id_(RandomId(12)), transport_(std::move(transport)) {}
 
   int Run() {
     epfd_ = ::epoll_create1(EPOLL_CLOEXEC);
@@ -126,7 +127,7 @@ class Agent {
         BeginShutdown("refused by the server");
       });
     };
-    conn_ = std::make_unique<Connection>(flags_.server, std::move(cb), flags_.keepalive_ms, credentials_);
+    conn_ = std::make_unique<Connection>(flags_.server, std::move(transport_), std::move(cb));
     conn_->Start();
     spdlog::info("agent {} (pool {}, {} slot{}) dialing {}", flags_.name, flags_.pool, flags_.slots,
                  flags_.slots > 1 ? "s" : "", flags_.server);
@@ -664,11 +665,7 @@ class Agent {
 
   AgentFlags flags_;
   std::string instance_id_;
-
- public:
-  std::shared_ptr<grpc::ChannelCredentials> credentials_;
-
- private:
+  std::unique_ptr<Transport> transport_;  // until the connection takes it
   int epfd_ = -1, evfd_ = -1, sigfd_ = -1;
   std::unordered_map<int, std::function<void(uint32_t)>> handlers_;
   std::priority_queue<Timer, std::vector<Timer>, std::greater<Timer>> timers_;
@@ -689,28 +686,14 @@ class Agent {
 
 }  // namespace
 
-int RunAgent(const AgentFlags& flags) {
+int RunAgent(const AgentFlags& flags, std::unique_ptr<Transport> transport) {
   InitLogging(flags.log_level);
   if (!flags.work_dir.empty() && ::chdir(flags.work_dir.c_str()) != 0) {
     spdlog::error("agent: --work-dir {}: {}", flags.work_dir, std::strerror(errno));
     return 2;
   }
   signal(SIGPIPE, SIG_IGN);
-  Agent agent(flags);
-  if (!flags.tls_ca.empty() || !flags.tls_cert.empty()) {
-    grpc::SslCredentialsOptions ssl;
-    for (auto [path, out] : {std::pair{&flags.tls_ca, &ssl.pem_root_certs}, {&flags.tls_cert, &ssl.pem_cert_chain},
-                             {&flags.tls_key, &ssl.pem_private_key}}) {
-      if (path->empty()) continue;
-      auto text = ReadFile(*path);
-      if (!text.ok()) {
-        spdlog::error("agent: {}", text.status().message());
-        return 2;
-      }
-      *out = std::move(text).value();
-    }
-    agent.credentials_ = grpc::SslCredentials(ssl);
-  }
+  Agent agent(flags, std::move(transport));
   return agent.Run();
 }
 

@@ -8,6 +8,7 @@
 #pragma once
 
 #include <map>
+#include <memory>
 #include <string>
 
 namespace tidepool::agent {
@@ -28,8 +29,10 @@ struct AgentFlags {
   std::string tls_key;
 };
 
+class Transport;  // connection.h
+
 // Runs until SIGTERM/SIGINT (tasks are then stopped) or until the server refuses the agent.
 // Returns the process exit status.
-int RunAgent(const AgentFlags& flags);
+int RunAgent(const AgentFlags& flags, std::unique_ptr<Transport> transport);
 
 }  // namespace tidepool::agent

@@ -8,24 +8,8 @@
 
 namespace tidepool::agent {
 
-Connection::Connection(std::string server, Callbacks callbacks, int keepalive_ms,
-                       std::shared_ptr<grpc::ChannelCredentials> credentials)
-    : server_(std::move(server)), cb_(std::move(callbacks)) {
-  grpc::ChannelArguments args;
-  // Notice a dead server or a cut link even when idle. Rarely needed: a healed link or a
-  // restarted server answers the next heartbeat with a reset, which ends the stream at once; but
-  // every ping costs the server CPU (P8), so the default period is long.
-  args.SetInt(GRPC_ARG_KEEPALIVE_TIME_MS, keepalive_ms);
-  args.SetInt(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, std::min(keepalive_ms, 20000));
-  args.SetInt(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
-  args.SetInt(GRPC_ARG_HTTP2_MAX_PINGS_WITHOUT_DATA, 0);
-  args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 100);
-  args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 100);
-  args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 5000);
-  args.SetMaxReceiveMessageSize(16 * 1024 * 1024);
-  channel_ = grpc::CreateCustomChannel(server_, credentials ? credentials : grpc::InsecureChannelCredentials(), args);
-  stub_ = v1::AgentService::NewStub(channel_);
-}
+Connection::Connection(std::string server, std::unique_ptr<Transport> transport, Callbacks callbacks)
+    : server_(std::move(server)), transport_(std::move(transport)), cb_(std::move(callbacks)) {}
 
 Connection::~Connection() { Stop(); }
 
@@ -38,7 +22,7 @@ void Connection::Stop() {
   }
   {
     std::lock_guard lock(mu_);
-    if (ctx_) ctx_->TryCancel();
+    if (current_) current_->Cancel();
     writer_stop_ = true;
   }
   cv_.notify_all();
@@ -71,8 +55,7 @@ void Connection::CoalesceOutput(v1::AgentMessage* m) {
   }
 }
 
-void Connection::Writer(uint64_t generation,
-                        grpc::ClientReaderWriter<v1::AgentMessage, v1::ServerMessage>* stream) {
+void Connection::Writer(uint64_t generation, AgentStream* stream) {
   while (true) {
     v1::AgentMessage m;
     {
@@ -84,11 +67,25 @@ void Connection::Writer(uint64_t generation,
       CoalesceOutput(&m);
     }
     if (!stream->Write(m)) {
-      std::lock_guard lock(mu_);
-      if (ctx_) ctx_->TryCancel();  // unblocks the reader, which ends this connection
+      stream->Cancel();  // unblocks the reader, which ends this connection
       return;
     }
   }
+}
+
+bool Connection::EndStream(AgentStream* stream, bool welcomed) {
+  Status st = stream->Finish();
+  {
+    std::lock_guard lock(mu_);
+    current_ = nullptr;
+  }
+  if (st.code() == StatusCode::kPermissionDenied) {
+    cb_.refused(st.message());
+    return true;
+  }
+  if (welcomed && !stopping_) spdlog::info("agent: connection to {} lost ({}); reconnecting", server_, st.message());
+  if (!welcomed && !stopping_) spdlog::debug("agent: cannot reach {} ({})", server_, st.message());
+  return false;
 }
 
 void Connection::Run() {
@@ -96,30 +93,20 @@ void Connection::Run() {
   auto backoff = std::chrono::milliseconds(100);
   uint64_t next_generation = 1;
   while (!stopping_) {
-    grpc::ClientContext ctx;
+    std::unique_ptr<AgentStream> stream = transport_->Open();
     {
       std::lock_guard lock(mu_);
-      ctx_ = &ctx;
+      current_ = stream.get();
     }
-    if (stopping_) break;
-    auto stream = stub_->Connect(&ctx);
+    if (stopping_) stream->Cancel();  // Stop() may have looked before current_ was set
     v1::AgentMessage hello;
     *hello.mutable_hello() = cb_.make_hello();
     v1::ServerMessage first;
-    bool ok = stream->Write(hello) && stream->Read(&first) && first.has_welcome();
-    if (!ok) {
-      stream->WritesDone();
-      grpc::Status st = stream->Finish();
-      {
-        std::lock_guard lock(mu_);
-        ctx_ = nullptr;
-      }
-      if (st.error_code() == grpc::StatusCode::PERMISSION_DENIED) {
-        cb_.refused(st.error_message());
-        return;
-      }
+    bool read = stream->Write(hello) && stream->Read(&first);
+    if (!read || !first.has_welcome()) {
+      if (read) stream->Cancel();  // a live stream that did not start with a welcome
+      if (EndStream(stream.get(), false)) return;
       if (!stopping_) {
-        spdlog::debug("agent: cannot reach {} ({}); retrying in {} ms", server_, st.error_message(), backoff.count());
         std::uniform_int_distribution<int> jitter(0, static_cast<int>(backoff.count() / 4));
         auto wait = backoff + std::chrono::milliseconds(jitter(rng));
         std::unique_lock lock(mu_);
@@ -149,17 +136,8 @@ void Connection::Run() {
     cv_.notify_all();
     writer.join();
     cb_.disconnected(gen);
-    ctx.TryCancel();
-    grpc::Status st = stream->Finish();
-    {
-      std::lock_guard lock(mu_);
-      ctx_ = nullptr;
-    }
-    if (st.error_code() == grpc::StatusCode::PERMISSION_DENIED) {
-      cb_.refused(st.error_message());
-      return;
-    }
-    if (!stopping_) spdlog::info("agent: connection to {} lost ({}); reconnecting", server_, st.error_message());
+    stream->Cancel();
+    if (EndStream(stream.get(), true)) return;
   }
 }
 

@@ -5,6 +5,9 @@
 // stream, a writer thread. Everything they receive goes to the owner through callbacks; the
 // owner sends through Send(). A refusal (PERMISSION_DENIED) is final: the owner is told and
 // the connection gives up, because retrying a wrong identity cannot succeed.
+//
+// How the stream travels is a Transport: the fast protocol on plain TCP (transport_fast.h, what
+// `tidepool-agent` speaks, no gRPC in the process) or gRPC (grpc/transport_grpc.h, for TLS).
 #pragma once
 
 #include <atomic>
@@ -16,11 +19,30 @@
 #include <string>
 #include <thread>
 
-#include <grpcpp/grpcpp.h>
-
-#include "tidepool/v1/agent.grpc.pb.h"
+#include "common/status.h"
+#include "tidepool/v1/agent.pb.h"
 
 namespace tidepool::agent {
+
+// One AgentService.Connect stream. Write and Read block; one thread may write while another
+// reads. Cancel (any thread) makes both return false.
+class AgentStream {
+ public:
+  virtual ~AgentStream() = default;
+  virtual bool Write(const v1::AgentMessage& m) = 0;
+  virtual bool Read(v1::ServerMessage* m) = 0;
+  virtual void Cancel() = 0;
+  // Once Read has returned false: why the stream ended (PERMISSION_DENIED = refused).
+  virtual Status Finish() = 0;
+};
+
+class Transport {
+ public:
+  virtual ~Transport() = default;
+  // A new stream to the server. Never null: a dial that fails gives a stream whose Write/Read
+  // fail and whose Finish says why.
+  virtual std::unique_ptr<AgentStream> Open() = 0;
+};
 
 class Connection {
  public:
@@ -36,9 +58,7 @@ class Connection {
     std::function<void(const std::string& why)> refused;
   };
 
-  // credentials: null = plaintext.
-  Connection(std::string server, Callbacks callbacks, int keepalive_ms = 60000,
-             std::shared_ptr<grpc::ChannelCredentials> credentials = nullptr);
+  Connection(std::string server, std::unique_ptr<Transport> transport, Callbacks callbacks);
   ~Connection();
 
   void Start();
@@ -47,26 +67,28 @@ class Connection {
   // `generation` is not the current connection.
   bool Send(uint64_t generation, v1::AgentMessage m);
 
- private:
-  void Run();
-  void Writer(uint64_t generation, grpc::ClientReaderWriter<v1::AgentMessage, v1::ServerMessage>* stream);
-  // Appends to *m (task output) the queued output that continues it; caller holds mu_.
-  void CoalesceOutput(v1::AgentMessage* m);
   // Well under the server's 16 MiB message limit, and small against its 32 MiB stream window so
   // that several messages are in flight at once (P11).
   static constexpr size_t kMaxCoalescedOutput = 1024 * 1024;
 
+ private:
+  void Run();
+  void Writer(uint64_t generation, AgentStream* stream);
+  // Appends to *m (task output) the queued output that continues it; caller holds mu_.
+  void CoalesceOutput(v1::AgentMessage* m);
+  // Ends `stream` (current_ is cleared); true if the server refused us (the caller stops).
+  bool EndStream(AgentStream* stream, bool welcomed);
+
   std::string server_;
+  std::unique_ptr<Transport> transport_;
   Callbacks cb_;
-  std::shared_ptr<grpc::Channel> channel_;
-  std::unique_ptr<v1::AgentService::Stub> stub_;
 
   std::mutex mu_;
   std::condition_variable cv_;
   std::deque<v1::AgentMessage> outbox_;
   uint64_t generation_ = 0;  // current connected stream; 0 = none
   bool writer_stop_ = false;
-  grpc::ClientContext* ctx_ = nullptr;
+  AgentStream* current_ = nullptr;  // being opened or connected; Stop() cancels it
   std::atomic<bool> stopping_{false};
   std::thread thread_;
 };

@@ -10,7 +10,8 @@
 
 #include <fmt/format.h>
 
-#include "agent/agent.h"
+#include "agent/agent_cli.h"
+#include "agent/grpc/transport_grpc.h"
 #include "cli/client.h"
 #include "cli/commands.h"
 #include "common/duration.h"
@@ -170,41 +171,6 @@ int Down(const server::ServerFlags& flags) {
   return 0;
 }
 
-std::string EnvOr(const char* name, const std::string& fallback) {
-  const char* v = std::getenv(name);
-  return v && *v ? v : fallback;
-}
-
-int Agent(agent::AgentFlags f, const std::vector<std::string>& labels, int slots_flag) {
-  if (f.server.empty()) f.server = EnvOr("TIDEPOOL_SERVER", "127.0.0.1:7700");
-  if (f.pool.empty()) f.pool = EnvOr("TIDEPOOL_POOL", "");
-  if (f.name.empty()) f.name = EnvOr("TIDEPOOL_WORKER_NAME", EnvOr("AGENT_NAME", ""));
-  if (f.name.empty()) {
-    char host[256] = {};
-    gethostname(host, sizeof(host) - 1);
-    f.name = Split(host, '.')[0];
-  }
-  if (f.token.empty()) f.token = EnvOr("TIDEPOOL_WORKER_TOKEN", "");
-  if (f.tls_ca.empty()) f.tls_ca = EnvOr("TIDEPOOL_TLS_CA", "");
-  if (f.tls_cert.empty()) f.tls_cert = EnvOr("TIDEPOOL_TLS_CERT", "");
-  if (f.tls_key.empty()) f.tls_key = EnvOr("TIDEPOOL_TLS_KEY", "");
-  f.slots = slots_flag > 0 ? slots_flag : std::atoi(EnvOr("TIDEPOOL_SLOTS", "1").c_str());
-  if (f.slots <= 0) f.slots = 1;
-  if (f.pool.empty()) {
-    fmt::print(stderr, "tidepool agent: no pool given (--pool or $TIDEPOOL_POOL)\n");
-    return kExitUsage;
-  }
-  for (const auto& l : labels) {
-    auto eq = l.find('=');
-    if (eq == std::string::npos || eq == 0) {
-      fmt::print(stderr, "tidepool agent: --label {}: expected K=V\n", l);
-      return kExitUsage;
-    }
-    f.labels[l.substr(0, eq)] = l.substr(eq + 1);
-  }
-  return agent::RunAgent(f);
-}
-
 int Validate(const std::string& path) {
   config::LoadResult r = config::LoadConfigPath(path);
   if (!r.errors.empty()) {
@@ -238,36 +204,8 @@ void AddAdminCommands(CLI::App& app, int* rc) {
     sub->callback([f, rc] { *rc = Down(*f); });
   }
   {
-    auto f = std::make_shared<agent::AgentFlags>();
-    auto labels = std::make_shared<std::vector<std::string>>();
-    auto slots = std::make_shared<int>(0);
     CLI::App* sub = app.add_subcommand("agent", "Run a worker's agent: dial the server and run tasks");
-    sub->add_option("--server", f->server, "HOST:PORT (default $TIDEPOOL_SERVER)");
-    sub->add_option("--pool", f->pool, "pool to join (default $TIDEPOOL_POOL)");
-    sub->add_option("--name", f->name, "worker name (default $TIDEPOOL_WORKER_NAME, $AGENT_NAME, short hostname)");
-    sub->add_option("--token", f->token, "worker or join token (default $TIDEPOOL_WORKER_TOKEN)");
-    sub->add_option("--slots", *slots, "tasks at once (default $TIDEPOOL_SLOTS, else 1)");
-    sub->add_option("--work-dir", f->work_dir, "directory for tasks without one");
-    sub->add_option("--label", *labels, "K=V (repeatable)")->allow_extra_args(false);
-    sub->add_option("--tls-ca", f->tls_ca, "use TLS, trusting this CA certificate (default $TIDEPOOL_TLS_CA)");
-    sub->add_option("--tls-cert", f->tls_cert, "this agent's certificate, for mTLS (default $TIDEPOOL_TLS_CERT)");
-    sub->add_option("--tls-key", f->tls_key, "this agent's key, for mTLS (default $TIDEPOOL_TLS_KEY)");
-    sub->add_option("--log-level", f->log_level, "trace|debug|info|warn|error")->default_str("info");
-    auto keepalive = std::make_shared<std::string>();
-    sub->add_option("--keepalive", *keepalive, "ping the server this often when idle (default $TIDEPOOL_KEEPALIVE, else 60s)");
-    sub->callback([f, labels, slots, keepalive, rc] {
-      std::string k = !keepalive->empty() ? *keepalive : EnvOr("TIDEPOOL_KEEPALIVE", "");
-      if (!k.empty()) {
-        auto d = ParseDuration(k);
-        if (!d.ok() || d->count() < 100) {
-          fmt::print(stderr, "tidepool agent: --keepalive {}: {}\n", k, d.ok() ? "at least 100ms" : d.status().message());
-          *rc = kExitUsage;
-          return;
-        }
-        f->keepalive_ms = static_cast<int>(d->count());
-      }
-      *rc = Agent(*f, *labels, *slots);
-    });
+    agent::DefineAgentCommand(sub, rc, "tidepool agent", agent::MakeGrpcTransport);
   }
   {
     CLI::App* cfg = app.add_subcommand("config", "Configuration tools");

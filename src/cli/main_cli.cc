@@ -4,6 +4,7 @@
 
 #include <fmt/format.h>
 
+#include "agent/agent_cli.h"
 #include "cli/client.h"
 #include "cli/commands.h"
 
@@ -65,6 +66,7 @@ int Main(int argc, char** argv) {
   std::string base = self.substr(self.rfind('/') == std::string::npos ? 0 : self.rfind('/') + 1);
   std::vector<std::string> args(argv, argv + argc);
   if (base == "vrun" || base == "vbatch") args.insert(args.begin() + 1, base == "vrun" ? "run" : "batch");
+  if (args.size() > 1 && args[1] == "agent") agent::ExecLeanAgentIfPlain(args);
 
   CLI::App app("Tidepool: pools of compute workers, and your commands on them", "tidepool");
   app.require_subcommand(1);

@@ -1,16 +1,13 @@
-// Secrets and tokens (OpenSSL underneath).
+// Secrets and tokens (OpenSSL underneath; random ids and bytes are in random.h, without it).
 #pragma once
 
 #include <string>
 #include <string_view>
 
+#include "common/random.h"
+
 namespace tidepool {
 
-// n cryptographically random bytes.
-std::string RandomBytes(size_t n);
-// Lowercase alphanumeric id of the given length (for names and task ids).
-std::string RandomId(size_t len);
-std::string HexEncode(std::string_view bytes);
 // HMAC-SHA256(key, message) as lowercase hex.
 std::string HmacSha256Hex(std::string_view key, std::string_view message);
 // Compares without leaking where the first difference is.

@@ -21,6 +21,17 @@
 // request the way a gRPC status ends a call (same codes, same messages); after it the server
 // sends nothing more. The client sends its request only after WELCOME: until then nothing it
 // sent has an effect, so a client that gets anything else may safely fall back to gRPC.
+//
+// Agents speak it too (`tidepool-agent`, which therefore needs no gRPC: P9). Their hello says
+// {"v":1,"agent":true} and carries no user token (an agent proves who it is with the worker
+// token in its AgentHello); after the WELCOME the connection carries the AgentService.Connect
+// stream, one protobuf message per frame, byte for byte what gRPC would carry:
+//
+//   "TPF1" HELLO {"v":1,"agent":true}   -->
+//                                       <--  "TPF1" WELCOME {"v":1}
+//   AGENT <AgentMessage: hello>         -->
+//                                       <--  SERVER <ServerMessage: welcome>   (or FINISH: refused)
+//   AGENT <AgentMessage> ...            <->  SERVER <ServerMessage> ...        (until FINISH or close)
 #pragma once
 
 #include <cstddef>
@@ -47,6 +58,7 @@ enum FrameType : uint8_t {
   kSignal = 6,      // {"signal":N}
   kResize = 7,      // {"rows":R,"cols":C}
   kCancel = 8,      // Ctrl-C while queued
+  kAgent = 9,       // v1::AgentMessage (protobuf encoding); agents only
   // server -> client
   kWelcome = 64,
   kAccepted = 65,   // {"task_id":"...","pool":"..."}
@@ -58,6 +70,7 @@ enum FrameType : uint8_t {
   kStdinWritten = 71,  // {"written":N}
   kSubmitted = 72,  // {"id":"..."}
   kFinish = 73,     // {"code":N,"message":"..."}
+  kServer = 74,     // v1::ServerMessage (protobuf encoding), to an agent
 };
 
 inline void AppendFrame(std::string& out, uint8_t type, std::string_view payload) {

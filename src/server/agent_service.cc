@@ -50,8 +50,8 @@ class AgentStream final : public grpc::ServerBidiReactor<v1::AgentMessage, v1::S
       outbox_->Finish(grpc::Status::OK);
       return;
     }
-    link_->last_heard_ms = SteadyMs();
     if (!attached_) {
+      link_->last_heard_ms = SteadyMs();
       if (!in_.has_hello()) {
         outbox_->Finish(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "the first message must be a hello"));
         return;
@@ -74,16 +74,8 @@ class AgentStream final : public grpc::ServerBidiReactor<v1::AgentMessage, v1::S
           break;
       }
       attached_ = true;
-    } else if (in_.has_output()) {
-      if (auto stored = core_->AgentOutput(link_.get(), in_.output())) {
-        v1::ServerMessage ack;
-        ack.mutable_output_ack()->set_task_id(in_.output().task_id());
-        ack.mutable_output_ack()->set_stream(in_.output().stream());
-        ack.mutable_output_ack()->set_offset(*stored);
-        outbox_->Send(std::move(ack));
-      }
     } else {
-      core_->AgentMessage(link_.get(), in_);
+      DeliverAgentMessage(core_, link_.get(), in_);
     }
     StartRead(&in_);
   }
@@ -127,6 +119,21 @@ class Refuse final : public grpc::ServerBidiReactor<v1::AgentMessage, v1::Server
 };
 
 }  // namespace
+
+void DeliverAgentMessage(Core* core, AgentLink* link, const v1::AgentMessage& m) {
+  link->last_heard_ms = SteadyMs();
+  if (!m.has_output()) {
+    core->AgentMessage(link, m);
+    return;
+  }
+  if (auto stored = core->AgentOutput(link, m.output())) {
+    v1::ServerMessage ack;
+    ack.mutable_output_ack()->set_task_id(m.output().task_id());
+    ack.mutable_output_ack()->set_stream(m.output().stream());
+    ack.mutable_output_ack()->set_offset(*stored);
+    link->Send(std::move(ack));
+  }
+}
 
 Result<Caller> Authenticator::Identify(const grpc::CallbackServerContext* ctx) const {
   if (!users_) return Caller{};

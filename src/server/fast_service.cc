@@ -23,6 +23,7 @@
 
 #include "api/names.h"
 #include "common/fast_protocol.h"
+#include "server/core_internal.h"
 
 namespace tidepool::server {
 
@@ -74,6 +75,7 @@ std::string FrameName(uint8_t type) {
     case fast::kSignal: return "signal";
     case fast::kResize: return "resize";
     case fast::kCancel: return "cancel";
+    case fast::kAgent: return "agent";
     default: return fmt::format("type {}", type);
   }
 }
@@ -85,7 +87,7 @@ std::string FrameName(uint8_t type) {
 // and never call back into the core.
 class FastFrontDoor::Conn : public std::enable_shared_from_this<Conn> {
  public:
-  enum class Phase { kSniff, kMagic, kHello, kReady, kRunning, kDone };
+  enum class Phase { kSniff, kMagic, kHello, kReady, kRunning, kAgent, kDone };
 
   Conn(FastFrontDoor* door, int fd, uint64_t id) : door_(door), fd_(fd), id_(id) {}
   ~Conn() {
@@ -215,6 +217,8 @@ class FastFrontDoor::Conn : public std::enable_shared_from_this<Conn> {
   Caller caller;
   std::string task_id;          // a vrun's task
   bool gone_told = false;       // RunClientGone was called
+  bool agent = false;           // the hello said so: the connection carries an agent's stream
+  std::shared_ptr<AgentLink> agent_link;  // from the agent's hello until the connection ends
 
  private:
   void Watch(uint32_t events) {
@@ -292,6 +296,29 @@ class FastRunClient final : public RunClient {
  private:
   std::shared_ptr<FastFrontDoor::Conn> conn_;
 };
+
+// What the core sees of an agent on the fast protocol. Reading never pauses for a held hello
+// (as the gRPC stream does): the agent sends nothing before the welcome, and the core has the
+// session before it sends one.
+class FastAgentLink final : public AgentLink {
+ public:
+  explicit FastAgentLink(std::shared_ptr<FastFrontDoor::Conn> conn) : conn_(std::move(conn)) {}
+  bool Send(v1::ServerMessage m) override { return conn_->Send(fast::kServer, m.SerializeAsString()); }
+  void Close(const Status& why) override { conn_->Finish(why); }
+  void Accepted() override {}
+
+ private:
+  std::shared_ptr<FastFrontDoor::Conn> conn_;
+};
+
+// The loop thread's end of an agent connection: the core forgets the agent (a held hello is
+// dropped, an attached one is gone) and the link lets go of the connection.
+void EndAgent(FastFrontDoor::Conn& c) {
+  if (!c.agent_link) return;
+  c.core->AgentHelloAbandoned(c.agent_link.get());
+  c.core->AgentGone(c.agent_link.get());
+  c.agent_link.reset();
+}
 
 // "HOST:PORT" -> host (brackets removed), port; false if malformed.
 bool SplitHostPort(const std::string& hostport, std::string* host, std::string* port) {
@@ -454,6 +481,7 @@ void FastFrontDoor::Loop() {
       c->gone_told = true;
       c->core->RunClientGone(c->task_id);
     }
+    EndAgent(*c);
     c->CloseFd();
   }
   conns_.clear();
@@ -516,6 +544,7 @@ void FastFrontDoor::Close(const std::shared_ptr<Conn>& c) {
     c->gone_told = true;
     c->core->RunClientGone(c->task_id);
   }
+  EndAgent(*c);
   c->CloseFd();  // also leaves the epoll set
   conns_.erase(c->id());
 }
@@ -562,17 +591,42 @@ void HandleFrame(FastFrontDoor::Conn& c, const std::shared_ptr<FastFrontDoor::Co
         if (!it->is_string()) return refuse(InvalidArgument("fast protocol: malformed hello"));
         token = it->get<std::string>();
       }
+      if (auto it = j.find("agent"); it != j.end()) {
+        if (!it->is_boolean()) return refuse(InvalidArgument("fast protocol: malformed hello"));
+        c.agent = it->get<bool>();
+      }
       Core* core = core_ref->load();
       if (!core) return refuse(ServerStarting());
-      auto caller = auth->IdentifyToken(token);
-      if (!caller.ok()) return refuse(caller.status());
+      // An agent is no user: it proves who it is with its worker token, in its AgentHello.
+      if (!c.agent) {
+        auto caller = auth->IdentifyToken(token);
+        if (!caller.ok()) return refuse(caller.status());
+        c.caller = *caller;
+      }
       c.core = core;
-      c.caller = *caller;
       c.phase = Phase::kReady;
       c.Send(fast::kWelcome, Dump(json{{"v", fast::kVersion}}), nullptr, /*magic=*/true);
       return;
     }
     case Phase::kReady: {
+      if (c.agent) {
+        v1::AgentMessage m;
+        if (type != fast::kAgent) {
+          return refuse(InvalidArgument(fmt::format("fast protocol: expected the agent's hello, got {}", FrameName(type))));
+        }
+        if (!m.ParseFromArray(payload.data(), static_cast<int>(payload.size())) || !m.has_hello()) {
+          return refuse(InvalidArgument("the first message must be a hello"));
+        }
+        c.agent_link = std::make_shared<FastAgentLink>(self);
+        c.agent_link->last_heard_ms = SteadyMs();
+        Status refusal;
+        if (c.core->AgentHello(c.agent_link, m.hello(), &refusal) == HelloOutcome::kRefused) {
+          c.agent_link.reset();
+          return refuse(refusal);
+        }
+        c.phase = Phase::kAgent;
+        return;
+      }
       if (type != fast::kRun && type != fast::kSubmit) {
         return refuse(InvalidArgument(fmt::format("fast protocol: expected a run or submit request, got {}", FrameName(type))));
       }
@@ -635,6 +689,15 @@ void HandleFrame(FastFrontDoor::Conn& c, const std::shared_ptr<FastFrontDoor::Co
           return refuse(InvalidArgument(fmt::format("fast protocol: unexpected {} frame while running", FrameName(type))));
       }
       c.core->RunInput(c.task_id, req);
+      return;
+    }
+    case Phase::kAgent: {
+      v1::AgentMessage m;
+      if (type != fast::kAgent || !m.ParseFromArray(payload.data(), static_cast<int>(payload.size()))) {
+        return refuse(InvalidArgument(fmt::format("fast protocol: expected an agent message, got a malformed {} frame",
+                                                  FrameName(type))));
+      }
+      DeliverAgentMessage(c.core, c.agent_link.get(), m);
       return;
     }
     default:

@@ -43,6 +43,11 @@ struct ServerInfoSource {
   int64_t started_at_ms = 0;
 };
 
+// One message of an agent's stream after its hello: task output is stored and acknowledged
+// (through the link), everything else goes to the core. The gRPC stream and the fast protocol's
+// agent connections (fast_service.cc) both deliver through this.
+void DeliverAgentMessage(Core* core, AgentLink* link, const v1::AgentMessage& m);
+
 class AgentService final : public v1::AgentService::CallbackService {
  public:
   // need_certificates: mTLS is on (server.tls.client_ca): agents must present a verified certificate.

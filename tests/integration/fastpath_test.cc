@@ -16,6 +16,7 @@
 #include <regex>
 
 #include "harness.h"
+#include "tidepool/v1/agent.pb.h"
 
 namespace tidepool::testing {
 namespace {
@@ -63,6 +64,20 @@ class Raw {
   ~Raw() { close(fd_); }
   void Send(const std::string& bytes) { EXPECT_EQ(send(fd_, bytes.data(), bytes.size(), MSG_NOSIGNAL), static_cast<ssize_t>(bytes.size())); }
   void CloseWrite() { shutdown(fd_, SHUT_WR); }
+  // Reads until `done(received)` holds (or the deadline); what was received.
+  std::string ReadUntil(const std::function<bool(const std::string&)>& done, std::chrono::milliseconds deadline = 30s) {
+    std::string got;
+    auto end = std::chrono::steady_clock::now() + deadline;
+    while (!done(got) && std::chrono::steady_clock::now() < end) {
+      pollfd p{fd_, POLLIN, 0};
+      if (poll(&p, 1, 100) <= 0) continue;
+      char buf[4096];
+      ssize_t n = recv(fd_, buf, sizeof(buf), 0);
+      if (n <= 0) break;
+      got.append(buf, static_cast<size_t>(n));
+    }
+    return got;
+  }
   // Everything until the server closes its side (or `deadline`); `closed` says whether it did.
   std::string ReadToEnd(bool* closed, std::chrono::milliseconds deadline = 30s) {
     std::string got;
@@ -93,6 +108,20 @@ std::string Frame(uint8_t type, const std::string& payload) {
   return f + payload;
 }
 const std::string kHello = std::string("TPF1") + Frame(1, "{\"v\":1}");
+
+// The complete frames at the start of `bytes`: (type, payload).
+std::vector<std::pair<uint8_t, std::string>> Frames(const std::string& bytes) {
+  std::vector<std::pair<uint8_t, std::string>> out;
+  size_t at = 0;
+  while (bytes.size() - at >= 5) {
+    auto b = [&](size_t i) { return static_cast<uint32_t>(static_cast<unsigned char>(bytes[at + i])); };
+    uint32_t len = b(0) << 24 | b(1) << 16 | b(2) << 8 | b(3);
+    if (bytes.size() - at - 5 < len) break;
+    out.emplace_back(static_cast<uint8_t>(bytes[at + 4]), bytes.substr(at + 5, len));
+    at += 5 + len;
+  }
+  return out;
+}
 
 // The FINISH frame's message in what the server sent, "" if none.
 std::string FinishMessage(const std::string& reply) {
@@ -403,6 +432,69 @@ TEST_F(FastPath, GarbageIsRefusedAndTheOtherClientsKeepWorking) {
     }
   }
   EXPECT_EQ(sleeps, 1);
+}
+
+// The fast protocol's agent side (what tidepool-agent speaks): hostile or confused peers get a
+// FINISH naming what was wrong, and a broken agent connection is a gone worker.
+TEST(FastPathAgents, ConfusedOrHostileAgentConnectionsAreRefusedAndForgotten) {
+  Server server("agent_pools:\n  - name: hand\n    default: true\n");
+  ProcResult t = server.Tidepool({"pool", "join-token", "hand", "--data-dir", server.data_dir()});
+  ASSERT_EQ(t.exit_code, 0) << t.err;
+  const std::string agent_hello = std::string("TPF1") + Frame(1, "{\"v\":1,\"agent\":true}");
+  v1::AgentMessage hello;
+  hello.mutable_hello()->set_pool("hand");
+  hello.mutable_hello()->set_name("raw-1");
+  hello.mutable_hello()->set_token(t.out.substr(0, t.out.find('\n')));
+  hello.mutable_hello()->set_slots(1);
+  hello.mutable_hello()->set_instance_id("raw-instance");
+  auto refused_with = [&](const std::string& bytes) {
+    Raw r(server.address());
+    r.Send(bytes);
+    bool closed = false;
+    std::string reply = r.ReadToEnd(&closed);
+    EXPECT_TRUE(closed);
+    return FinishMessage(reply);
+  };
+  EXPECT_NE(refused_with(std::string("TPF1") + Frame(1, "{\"v\":1,\"agent\":\"yes\"}")).find("malformed hello"),
+            std::string::npos);
+  // An agent's message on a client's connection, and a client's request on an agent's.
+  EXPECT_NE(refused_with(kHello + Frame(9, hello.SerializeAsString())).find("expected a run or submit request, got agent"),
+            std::string::npos);
+  EXPECT_NE(refused_with(agent_hello + Frame(2, "")).find("expected the agent's hello, got run"), std::string::npos);
+  // The first message must be the hello.
+  v1::AgentMessage beat;
+  beat.mutable_heartbeat();
+  EXPECT_NE(refused_with(agent_hello + Frame(9, beat.SerializeAsString())).find("first message must be a hello"),
+            std::string::npos);
+  EXPECT_NE(refused_with(agent_hello + Frame(9, "\xff\xff\xff garbage")).find("first message must be a hello"),
+            std::string::npos);
+  // A wrong token: refused as over gRPC.
+  v1::AgentMessage wrong = hello;
+  wrong.mutable_hello()->set_token("nope");
+  EXPECT_NE(refused_with(agent_hello + Frame(9, wrong.SerializeAsString())).find("raw-1"), std::string::npos);
+  EXPECT_EQ(server.Workers("hand"), 0);
+
+  // A good hello is welcomed (one SERVER frame with the welcome) and the worker is idle ...
+  Raw r(server.address());
+  r.Send(agent_hello + Frame(9, hello.SerializeAsString()));
+  // "TPF1", then WELCOME {"v":1}, then SERVER <ServerMessage>.
+  std::string got = r.ReadUntil([](const std::string& b) { return b.size() > 4 && Frames(b.substr(4)).size() >= 2; });
+  ASSERT_GT(got.size(), 4u);
+  auto frames = Frames(got.substr(4));
+  ASSERT_EQ(frames.size(), 2u) << got;
+  EXPECT_EQ(frames[0].first, 64) << "WELCOME";
+  EXPECT_EQ(frames[1].first, 74) << "SERVER";
+  v1::ServerMessage welcome;
+  ASSERT_TRUE(welcome.ParseFromString(frames[1].second));
+  EXPECT_EQ(welcome.welcome().worker_name(), "raw-1");
+  ASSERT_TRUE(WaitFor([&] { return server.Workers("hand", {"idle"}) == 1; }));
+  // ... until it sends garbage: refused, and the worker is no longer connected.
+  r.Send(Frame(9, "\xff\xff\xff garbage"));
+  bool closed = false;
+  std::string reply = r.ReadToEnd(&closed);
+  EXPECT_TRUE(closed);
+  EXPECT_NE(FinishMessage(reply).find("malformed agent frame"), std::string::npos) << reply;
+  EXPECT_TRUE(WaitFor([&] { return server.Workers("hand", {"idle"}) == 0; }));
 }
 
 class FastPathAuth : public ::testing::Test {

@@ -1,0 +1,138 @@
+#include "agent/agent_cli.h"
+
+#include <unistd.h>
+
+#include <cstdlib>
+
+#include <fmt/format.h>
+
+#include "agent/transport_fast.h"
+#include "common/duration.h"
+#include "common/fs.h"
+#include "common/strings.h"
+
+namespace tidepool::agent {
+
+namespace {
+
+constexpr int kExitUsage = 2;
+
+std::string EnvOr(const char* name, const std::string& fallback) {
+  const char* v = std::getenv(name);
+  return v && *v ? v : fallback;
+}
+
+bool WantsTls(const AgentFlags& f) { return !f.tls_ca.empty() || !f.tls_cert.empty(); }
+
+struct Parsed {
+  AgentFlags flags;
+  std::vector<std::string> labels;
+  int slots = 0;
+  std::string keepalive;
+};
+
+// Fills what the command line left out from the environment; 0, or the exit status of a usage error.
+int Complete(const std::string& program, Parsed& p) {
+  AgentFlags& f = p.flags;
+  if (f.server.empty()) f.server = EnvOr("TIDEPOOL_SERVER", "127.0.0.1:7700");
+  if (f.pool.empty()) f.pool = EnvOr("TIDEPOOL_POOL", "");
+  if (f.name.empty()) f.name = EnvOr("TIDEPOOL_WORKER_NAME", EnvOr("AGENT_NAME", ""));
+  if (f.name.empty()) {
+    char host[256] = {};
+    gethostname(host, sizeof(host) - 1);
+    f.name = Split(host, '.')[0];
+  }
+  if (f.token.empty()) f.token = EnvOr("TIDEPOOL_WORKER_TOKEN", "");
+  if (f.tls_ca.empty()) f.tls_ca = EnvOr("TIDEPOOL_TLS_CA", "");
+  if (f.tls_cert.empty()) f.tls_cert = EnvOr("TIDEPOOL_TLS_CERT", "");
+  if (f.tls_key.empty()) f.tls_key = EnvOr("TIDEPOOL_TLS_KEY", "");
+  f.slots = p.slots > 0 ? p.slots : std::atoi(EnvOr("TIDEPOOL_SLOTS", "1").c_str());
+  if (f.slots <= 0) f.slots = 1;
+  if (f.pool.empty()) {
+    fmt::print(stderr, "{}: no pool given (--pool or $TIDEPOOL_POOL)\n", program);
+    return kExitUsage;
+  }
+  for (const auto& l : p.labels) {
+    auto eq = l.find('=');
+    if (eq == std::string::npos || eq == 0) {
+      fmt::print(stderr, "{}: --label {}: expected K=V\n", program, l);
+      return kExitUsage;
+    }
+    f.labels[l.substr(0, eq)] = l.substr(eq + 1);
+  }
+  std::string k = !p.keepalive.empty() ? p.keepalive : EnvOr("TIDEPOOL_KEEPALIVE", "");
+  if (!k.empty()) {
+    auto d = ParseDuration(k);
+    if (!d.ok() || d->count() < 100) {
+      fmt::print(stderr, "{}: --keepalive {}: {}\n", program, k, d.ok() ? "at least 100ms" : d.status().message());
+      return kExitUsage;
+    }
+    f.keepalive_ms = static_cast<int>(d->count());
+  }
+  return 0;
+}
+
+}  // namespace
+
+void DefineAgentCommand(CLI::App* app, int* rc, std::string program, TlsTransportMaker tls) {
+  auto p = std::make_shared<Parsed>();
+  AgentFlags& f = p->flags;
+  app->add_option("--server", f.server, "HOST:PORT (default $TIDEPOOL_SERVER)");
+  app->add_option("--pool", f.pool, "pool to join (default $TIDEPOOL_POOL)");
+  app->add_option("--name", f.name, "worker name (default $TIDEPOOL_WORKER_NAME, $AGENT_NAME, short hostname)");
+  app->add_option("--token", f.token, "worker or join token (default $TIDEPOOL_WORKER_TOKEN)");
+  app->add_option("--slots", p->slots, "tasks at once (default $TIDEPOOL_SLOTS, else 1)");
+  app->add_option("--work-dir", f.work_dir, "directory for tasks without one");
+  app->add_option("--label", p->labels, "K=V (repeatable)")->allow_extra_args(false);
+  app->add_option("--tls-ca", f.tls_ca, "use TLS, trusting this CA certificate (default $TIDEPOOL_TLS_CA)");
+  app->add_option("--tls-cert", f.tls_cert, "this agent's certificate, for mTLS (default $TIDEPOOL_TLS_CERT)");
+  app->add_option("--tls-key", f.tls_key, "this agent's key, for mTLS (default $TIDEPOOL_TLS_KEY)");
+  app->add_option("--log-level", f.log_level, "trace|debug|info|warn|error")->default_str("info");
+  app->add_option("--keepalive", p->keepalive, "ping the server this often when idle (default $TIDEPOOL_KEEPALIVE, else 60s)");
+  app->callback([p, rc, program, tls] {
+    if (int usage = Complete(program, *p)) {
+      *rc = usage;
+      return;
+    }
+    const AgentFlags& flags = p->flags;
+    std::unique_ptr<Transport> transport;
+    if (WantsTls(flags)) {
+      if (!tls) {
+        fmt::print(stderr, "{}: TLS (--tls-ca/--tls-cert, $TIDEPOOL_TLS_CA/$TIDEPOOL_TLS_CERT) needs `tidepool agent`\n",
+                   program);
+        *rc = kExitUsage;
+        return;
+      }
+      auto made = tls(flags);
+      if (!made.ok()) {
+        fmt::print(stderr, "{}: {}\n", program, made.status().message());
+        *rc = kExitUsage;
+        return;
+      }
+      transport = std::move(made).value();
+    } else {
+      transport = MakeFastTransport(flags.server, flags.keepalive_ms);
+    }
+    *rc = RunAgent(flags, std::move(transport));
+  });
+}
+
+void ExecLeanAgentIfPlain(const std::vector<std::string>& args) {
+  for (const std::string& a : args) {
+    if (a.rfind("--tls-", 0) == 0) return;
+  }
+  if (!EnvOr("TIDEPOOL_TLS_CA", "").empty() || !EnvOr("TIDEPOOL_TLS_CERT", "").empty()) return;
+  std::string self = SelfExe();
+  auto slash = self.rfind('/');
+  if (slash == std::string::npos) return;
+  std::string lean = self.substr(0, slash + 1) + "tidepool-agent";
+  if (::access(lean.c_str(), X_OK) != 0) return;
+  std::vector<std::string> lean_args = {lean};
+  lean_args.insert(lean_args.end(), args.begin() + 2, args.end());  // without "tidepool" "agent"
+  std::vector<char*> argv;
+  for (auto& a : lean_args) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  ::execv(lean.c_str(), argv.data());  // only returns on failure: run the agent in this process
+}
+
+}  // namespace tidepool::agent
