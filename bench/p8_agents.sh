@@ -2,8 +2,9 @@
 # P8 — connected agents per server.
 #
 # Starts a server with one static pool, holds N agent streams against it with
-# tidepool-agent-load (one gRPC channel = one TCP connection per agent, a join token, distinct
-# names, heartbeats at the server's interval, keepalive pings like the real agent), and samples
+# tidepool-agent-load (one TCP connection per agent speaking the fast protocol as tidepool-agent
+# does, or with PROTOCOL=grpc one gRPC channel each as `tidepool agent` with TLS; a join token,
+# distinct names, heartbeats at the server's interval, keepalive like the real agent), and samples
 # the SERVER process: RSS (/proc/PID/status VmRSS) and CPU (/proc/PID/stat utime+stime) over a
 # steady window while only heartbeats flow.
 #
@@ -12,7 +13,10 @@
 #   WINDOW=30        seconds of the steady window
 #   SETTLE=10        seconds to wait after the last welcome before the window opens
 #   HEARTBEAT=5s     the server's --heartbeat-interval (agents beat at what the Welcome says)
-#   KEEPALIVE_MS=60000  HTTP/2 keepalive per channel (as `tidepool agent`; 0 = off)
+#   BEAT_MS=         agents beat this often whatever the server asks (default: as the server asks,
+#                    which lengthens with the number connected; a fixed rate compares protocols)
+#   PROTOCOL=fast    the agents' transport: fast (tidepool-agent) or grpc
+#   KEEPALIVE_MS=60000  keepalive per connection, as the agent sets it (TCP or HTTP/2; 0 = off)
 #   BASELINE=5       seconds of idle-server CPU sampled before the agents connect (0 = skip)
 #   BUILD_DIR=build  KEEP=1 keeps the scratch directory (server log, load generator output)
 # Targets (performance.md): 10,000 held, server RSS <= 400 MB, heartbeat CPU < 5% of a core.
@@ -25,6 +29,8 @@ WINDOW="${WINDOW:-30}"
 SETTLE="${SETTLE:-10}"
 HEARTBEAT="${HEARTBEAT:-5s}"
 KEEPALIVE_MS="${KEEPALIVE_MS:-60000}"
+PROTOCOL="${PROTOCOL:-fast}"
+BEAT_MS="${BEAT_MS:-0}"
 BASELINE="${BASELINE:-5}"
 
 bench_need "$TIDEPOOL" "$AGENT_LOAD"
@@ -50,7 +56,7 @@ fi
 echo "p8: server $SERVER_ADDR (pid $SERVER_PID), idle RSS $(bench_mb "$RSS_IDLE") MB; connecting $N agents..." >&2
 ( ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
   exec "$AGENT_LOAD" --server "$SERVER_ADDR" --pool load --token "$TOKEN" -n "$N" --duration 0 \
-    --keepalive-ms "$KEEPALIVE_MS" --ready-file "$BENCH_WORK/ready" ) \
+    --protocol "$PROTOCOL" --heartbeat-ms "$BEAT_MS" --keepalive-ms "$KEEPALIVE_MS" --ready-file "$BENCH_WORK/ready" ) \
   > "$BENCH_WORK/load.out" 2> "$BENCH_WORK/load.err" &
 LOAD_PID=$!
 BENCH_PIDS=("$LOAD_PID" "${BENCH_PIDS[@]}")
@@ -98,7 +104,7 @@ PER_AGENT_KB="n/a"
 if [ "$ACCEPTED" -gt 0 ]; then
   PER_AGENT_KB="$(awk -v a="$RSS_END" -v b="$RSS_IDLE" -v n="$ACCEPTED" 'BEGIN { printf "%.1f", (a - b) / n }')"
 fi
-echo "P8 agents requested           $N"
+echo "P8 agents requested           $N  (protocol $PROTOCOL)"
 echo "P8 agents accepted (welcome)  $ACCEPTED"
 echo "P8 agents held at the end     $HELD"
 echo "P8 ramp (all welcomed)        $(get ramp_seconds) s"

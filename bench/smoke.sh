@@ -32,7 +32,9 @@ run_gbench planner_bench '/1000$'
 run_gbench matcher_bench '(/n:1000/|/1000$|/667$)'
 
 echo "== p8_agents.sh 50 (2 s)"
-if ! WINDOW=2 SETTLE=0 BASELINE=0 "$ROOT/bench/p8_agents.sh" 50; then echo "smoke: p8_agents.sh failed" >&2; failed=1; fi
+for protocol in fast grpc; do
+  if ! PROTOCOL=$protocol WINDOW=2 SETTLE=0 BASELINE=0 "$ROOT/bench/p8_agents.sh" 50; then echo "smoke: p8_agents.sh ($protocol) failed" >&2; failed=1; fi
+done
 
 echo "== p9_idle_agent.sh 1"
 if ! SETTLE=0 "$ROOT/bench/p9_idle_agent.sh" 1; then echo "smoke: p9_idle_agent.sh failed" >&2; failed=1; fi

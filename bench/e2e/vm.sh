@@ -8,8 +8,11 @@ case "${1:-}" in
   start)
     name="vm-$(od -An -N4 -tx4 /dev/urandom | tr -d ' ')"
     token=$($TIDEPOOL_WORKER_TOKEN_FOR "$name")
+    # The VM image's agent: tidepool-agent when installed (what `tidepool agent` would exec).
+    agent=("$TIDEPOOL_BIN" agent)
+    [ -x "$(dirname "$TIDEPOOL_BIN")/tidepool-agent" ] && agent=("$(dirname "$TIDEPOOL_BIN")/tidepool-agent")
     TIDEPOOL_WORKER_NAME=$name TIDEPOOL_WORKER_TOKEN=$token setsid bash -c \
-      'sleep "$0"; exec "$1" agent' "${BOOT_DELAY:-2}" "$TIDEPOOL_BIN" < /dev/null > "$VM_DIR/$name.log" 2>&1 &
+      'sleep "$0"; exec "${@:1}"' "${BOOT_DELAY:-2}" "${agent[@]}" < /dev/null > "$VM_DIR/$name.log" 2>&1 &
     echo $! > "$VM_DIR/$name.pid"
     echo "$name"
     ;;
