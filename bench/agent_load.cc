@@ -160,6 +160,20 @@ long ProcStatusKb(const char* key) {
   return -1;
 }
 
+// Agent number `index`'s hello: a distinct name, the join token, a real agent's other fields.
+void FillHello(const Options& o, const std::string& instance, int index, v1::AgentHello* h) {
+  h->set_name(o.name_prefix + "-" + std::to_string(index));
+  h->set_pool(o.pool);
+  h->set_token(o.token);
+  h->set_slots(1);
+  h->set_version("0.1.0");
+  h->set_hostname(h->name());
+  h->set_address(h->name());
+  h->mutable_resources()->set_cpus(2);
+  h->mutable_resources()->set_memory_bytes(int64_t{8} << 30);
+  h->set_instance_id(instance + "-" + std::to_string(index));
+}
+
 class Load;
 
 class Agent final : public grpc::ClientBidiReactor<v1::AgentMessage, v1::ServerMessage> {
@@ -275,17 +289,7 @@ void Agent::Start(const Options& o, const std::string& instance) {
   stub_ = v1::AgentService::NewStub(channel_);
   ctx_.set_wait_for_ready(true);  // a refused connect (full backlog) is retried, not failed
 
-  v1::AgentHello* h = out_.mutable_hello();
-  h->set_name(o.name_prefix + "-" + std::to_string(index_));
-  h->set_pool(o.pool);
-  h->set_token(o.token);
-  h->set_slots(1);
-  h->set_version("0.1.0");
-  h->set_hostname(h->name());
-  h->set_address(h->name());
-  h->mutable_resources()->set_cpus(2);
-  h->mutable_resources()->set_memory_bytes(int64_t{8} << 30);
-  h->set_instance_id(instance + "-" + std::to_string(index_));
+  FillHello(o, instance, index_, out_.mutable_hello());
 
   started_ms = NowMs();
   stub_->async()->Connect(&ctx_, this);
@@ -498,17 +502,7 @@ void FastLoad::Open(int index) {
     return;
   }
   v1::AgentMessage m;
-  v1::AgentHello* h = m.mutable_hello();
-  h->set_name(o_.name_prefix + "-" + std::to_string(index));
-  h->set_pool(o_.pool);
-  h->set_token(o_.token);
-  h->set_slots(1);
-  h->set_version("0.1.0");
-  h->set_hostname(h->name());
-  h->set_address(h->name());
-  h->mutable_resources()->set_cpus(2);
-  h->mutable_resources()->set_memory_bytes(int64_t{8} << 30);
-  h->set_instance_id(instance_ + "-" + std::to_string(index));
+  FillHello(o_, instance_, index, m.mutable_hello());
   c.out.assign(tidepool::fast::kMagic, sizeof(tidepool::fast::kMagic));
   tidepool::fast::AppendFrame(c.out, tidepool::fast::kHello, R"({"v":1,"agent":true})");
   tidepool::fast::AppendFrame(c.out, tidepool::fast::kAgent, m.SerializeAsString());

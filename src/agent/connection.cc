@@ -134,9 +134,9 @@ void Connection::Run() {
       outbox_.clear();
     }
     cv_.notify_all();
+    stream->Cancel();  // the stream is over: a write blocked on it returns
     writer.join();
     cb_.disconnected(gen);
-    stream->Cancel();
     if (EndStream(stream.get(), true)) return;
   }
 }

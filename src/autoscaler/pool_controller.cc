@@ -348,20 +348,17 @@ void PoolController::OnCreateDone(uint64_t id, Result<std::string> result) {
       if (found->phase == Phase::kUnknown) SetPhase(found, Phase::kStarting);
       hooks_.persist(*found);
       if (cancelled) Remove(found, "surplus capacity (cancelled while its create was in flight)");
-      LaunchCreates();
-      Reconcile();
-      if (hooks_.changed) hooks_.changed();
-      return;
-    }
-    if (!name.empty() && w->name.empty()) {
-      w->name = name;
-      by_name_[name] = w;
-      hooks_.persist(*w);
-    }
-    if (w->delete_when_named) {
-      IssueDelete(w);
-    } else if (w->phase == Phase::kRequested) {
-      SetPhase(w, Phase::kStarting);
+    } else {
+      if (!name.empty() && w->name.empty()) {
+        w->name = name;
+        by_name_[name] = w;
+        hooks_.persist(*w);
+      }
+      if (w->delete_when_named) {
+        IssueDelete(w);
+      } else if (w->phase == Phase::kRequested) {
+        SetPhase(w, Phase::kStarting);
+      }
     }
   }
   LaunchCreates();

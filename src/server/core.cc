@@ -469,10 +469,7 @@ void Core::Attach(std::shared_ptr<AgentLink> link, const v1::AgentHello& hello, 
   pool->SlotsChanged(w, false);
   Schedule(pool);
   if (spdlog::should_log(spdlog::level::debug)) {
-    spdlog::debug("worker {}: hello handled in {} us", w->name,
-                  std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() -
-                                                                        link->hello_at)
-                      .count());
+    spdlog::debug("worker {}: hello handled in {} us", w->name, link->MicrosSinceHello());
   }
 }
 
@@ -529,9 +526,9 @@ void Core::AgentMessage(AgentLink* link, const v1::AgentMessage& msg) {
     case v1::AgentMessage::kStarted:
       if (s->awaiting_first_start) {
         s->awaiting_first_start = false;
-        double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - link->hello_at).count();
-        spdlog::debug("worker {}: first task running {} us after its hello", s->worker,
-                      static_cast<int64_t>(seconds * 1e6));
+        const int64_t micros = link->MicrosSinceHello();
+        const double seconds = static_cast<double>(micros) / 1e6;
+        spdlog::debug("worker {}: first task running {} us after its hello", s->worker, micros);
         if (opts_.metrics) {
           opts_.metrics
               ->Histogram("tidepool_worker_first_task_seconds",

@@ -51,6 +51,9 @@ class AgentLink {
   std::atomic<int64_t> last_heard_ms{0};
   // When its hello reached the core (P5: hello -> first task running). Set under the core lock.
   std::chrono::steady_clock::time_point hello_at{};
+  int64_t MicrosSinceHello() const {
+    return std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - hello_at).count();
+  }
 };
 
 enum class HelloOutcome { kAccepted, kPending, kRefused };

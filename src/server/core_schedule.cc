@@ -316,9 +316,7 @@ void Core::OnDispatchCommitted(const std::string& id, int attempt) {
   Session* session = sit->second;
   if (session->awaiting_first_start && spdlog::should_log(spdlog::level::debug)) {
     spdlog::debug("worker {}: first task {} sent {} us after its hello", session->worker, id,
-                  std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() -
-                                                                        session->link->hello_at)
-                      .count());
+                  session->link->MicrosSinceHello());
   }
   session->link->Send(std::move(m));
   t->dispatched = true;
