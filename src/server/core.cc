@@ -635,6 +635,8 @@ void Core::WorkerLost(Worker* w) {
 void Core::CollectMetrics(metrics::GaugeWriter& g) {
   std::lock_guard lock(mu_);
   g.Gauge("tidepool_agents_connected", "Agents connected now", {}, agents_connected_.load());
+  g.Counter("tidepool_store_commits_total", "Store transactions committed (each one fsync)", {},
+            static_cast<double>(batcher_.commits()));
   std::map<std::pair<std::string, v1::TaskState>, int> live;
   for (const auto& [id, t] : tasks_) {
     if (!api::IsFinal(t->st().state())) live[{t->st().pool(), t->st().state()}]++;

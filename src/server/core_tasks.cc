@@ -334,6 +334,9 @@ void Core::Submit(v1::TaskSpec spec, std::function<void(Result<std::string>)> do
     done(Unavailable("the server is shutting down"));
     return;
   }
+  // The task's records and, when a slot is free, its assignment (Schedule below) go into one
+  // commit: the acknowledgement and the dispatch both wait for it, one fsync instead of two.
+  std::optional<store::WriteBatcher::Hold> group(&batcher_);
   spec.set_kind(v1::TASK_KIND_BATCH);
   spec.set_tty(false);
   spec.set_stdin_null(true);
@@ -352,6 +355,7 @@ void Core::Submit(v1::TaskSpec spec, std::function<void(Result<std::string>)> do
     });
   }, caller);
   if (!created.ok()) {
+    group.reset();
     lock.unlock();
     done(created.status());
     return;
@@ -365,6 +369,8 @@ std::string Core::Run(std::shared_ptr<RunClient> client, v1::TaskSpec spec, cons
     client->Finish(Unavailable("the server is shutting down"));
     return "";
   }
+  // As in Submit: the task and its assignment, one commit (P1: the first fsync of two).
+  store::WriteBatcher::Hold group(&batcher_);
   spec.set_kind(v1::TASK_KIND_INTERACTIVE);
   spec.set_shards(0);
   spec.set_gang(false);
