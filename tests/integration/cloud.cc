@@ -17,7 +17,13 @@ namespace {
 std::string Script() { return SourceDir() + "/tests/integration/cloud.sh"; }
 }  // namespace
 
-Cloud::Cloud(const std::string& dir) : dir_(dir) { std::filesystem::create_directories(dir_); }
+// The directory is named after the test process's pid, and pids come round again: a dir left by
+// an earlier process would hand this cloud its ledger (two tests failed that way). Start empty.
+Cloud::Cloud(const std::string& dir) : dir_(dir) {
+  std::error_code ec;
+  std::filesystem::remove_all(dir_, ec);
+  std::filesystem::create_directories(dir_);
+}
 
 Cloud::~Cloud() {
   for (const auto& name : AliveVms()) {
@@ -27,6 +33,8 @@ Cloud::~Cloud() {
       ::kill(p, SIGKILL);
     }
   }
+  std::error_code ec;
+  std::filesystem::remove_all(dir_, ec);
 }
 
 std::string Cloud::Backend(const std::string& timeout, const std::string& in) const {
