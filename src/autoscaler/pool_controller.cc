@@ -31,6 +31,7 @@ namespace {
 constexpr size_t kMaxEvents = 50;
 constexpr Millis kMaxCooldown = std::chrono::minutes(10);
 constexpr Millis kDefaultCallTimeout = std::chrono::minutes(5);
+constexpr Millis kConfirmRestoredGone = std::chrono::seconds(1);  // see OnListed
 
 Millis CallTimeout(const config::BackendConfig* b) {
   if (b && b->fields.contains("timeout") && b->fields["timeout"].is_number_integer()) {
@@ -93,6 +94,7 @@ void PoolController::Start(const std::vector<Worker>& persisted) {
     if (phase == Phase::kIdle || phase == Phase::kBusy || phase == Phase::kRequested) phase = Phase::kStarting;
     if (phase == Phase::kDraining) phase = Phase::kDeleting;
     Worker* w = Add(phase, old.name);
+    w->restored = true;
     w->created_at_ms = old.created_at_ms;
     w->labels = old.labels;
     w->address = old.address;
@@ -519,6 +521,7 @@ void PoolController::OnListed(Result<std::vector<backends::ListedWorker>> listed
     Event("unknown_worker", fmt::format("{} exists in the backend but was not asked for", lw.name));
   }
   std::vector<Worker*> all = Workers();
+  bool look_again_soon = false;
   for (Worker* w : all) {
     if (w->name.empty() || present.count(w->name) || w->connected) continue;
     if (w->phase == Phase::kDeleting && w->delete_done && gen > w->delete_done_gen) {
@@ -531,6 +534,10 @@ void PoolController::OnListed(Result<std::vector<backends::ListedWorker>> listed
       if (++w->missing_lists >= 2) {
         Event("worker_gone", fmt::format("{} no longer exists in the backend (was {})", w->name, PhaseName(w->phase)));
         Forget(w);
+      } else if (w->restored) {
+        // Made by an earlier run of the server, so no list lag can hide it: the second look that
+        // confirms it gone need not wait a whole interval, while it holds capacity demand waits for.
+        look_again_soon = true;
       }
     }
   }
@@ -540,7 +547,7 @@ void PoolController::OnListed(Result<std::vector<backends::ListedWorker>> listed
   if (sync_requested_) {
     Sync();
   } else {
-    ScheduleSync(interval);
+    ScheduleSync(look_again_soon ? std::min(interval, kConfirmRestoredGone) : interval);
   }
 }
 

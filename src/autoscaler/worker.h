@@ -40,6 +40,7 @@ struct Worker {
   bool drain_requested = false;   // `worker drain`: delete when idle
   uint64_t batch = 0;             // MODE_BATCH: the batch (task group) it was created for; 0 = none
   int missing_lists = 0;          // consecutive backend lists without it
+  bool restored = false;          // loaded from the store at start: created by an earlier server run
 
   int free_slots() const { return slots > used_slots ? slots - used_slots : 0; }
   bool schedulable() const { return connected && (phase == Phase::kIdle || phase == Phase::kBusy); }

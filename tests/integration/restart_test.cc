@@ -108,5 +108,26 @@ TEST(Restart, GracefulStopLeavesAgentsAndTasksRunning) {
   EXPECT_EQ(server.Tidepool({"task", "logs", id}).out, "before\nafter\n");
 }
 
+// Its worker died while the server was down: after the restart the backend's list says so at
+// once, and a second look confirms it without waiting for the next sync interval (an hour
+// here), so the first run after the restart gets a new worker instead of waiting for the old.
+TEST(Restart, AWorkerThatDiedWhileTheServerWasDownIsReplacedAtOnce) {
+  Server server(OnePool("local", 1, {"sync_loop_interval: \"1h\"", "max_idle_agents: 1", "idle_decay: \"1h\""}));
+  ASSERT_EQ(server.Vrun({"true"}).exit_code, 0);
+  std::vector<pid_t> agents = server.AgentPids();
+  ASSERT_EQ(agents.size(), 1u);
+  server.Stop(SIGTERM);
+  ::kill(-agents[0], SIGKILL);
+  ::kill(agents[0], SIGKILL);
+  ASSERT_TRUE(WaitFor([&] { return server.AgentPids().empty(); }));
+  server.Start();
+  ProcResult r = server.Vrun({"echo", "after-restart"});
+  EXPECT_FALSE(r.timed_out);
+  EXPECT_EQ(r.out, "after-restart\n") << r.err;
+  std::vector<pid_t> now = server.AgentPids();
+  ASSERT_EQ(now.size(), 1u);
+  EXPECT_NE(now[0], agents[0]);
+}
+
 }  // namespace
 }  // namespace tidepool::testing
