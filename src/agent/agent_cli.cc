@@ -122,11 +122,8 @@ void ExecLeanAgentIfPlain(const std::vector<std::string>& args) {
     if (a.rfind("--tls-", 0) == 0) return;
   }
   if (!EnvOr("TIDEPOOL_TLS_CA", "").empty() || !EnvOr("TIDEPOOL_TLS_CERT", "").empty()) return;
-  std::string self = SelfExe();
-  auto slash = self.rfind('/');
-  if (slash == std::string::npos) return;
-  std::string lean = self.substr(0, slash + 1) + "tidepool-agent";
-  if (::access(lean.c_str(), X_OK) != 0) return;
+  std::string lean = ProgramBeside(SelfExe(), "tidepool-agent");
+  if (lean.empty()) return;
   std::vector<std::string> lean_args = {lean};
   lean_args.insert(lean_args.end(), args.begin() + 2, args.end());  // without "tidepool" "agent"
   std::vector<char*> argv;

@@ -69,6 +69,13 @@ std::string DefaultDataDir() {
   return std::string(home && *home ? home : "/tmp") + "/.local/share/tidepool";
 }
 
+std::string ProgramBeside(const std::string& exe, const std::string& name) {
+  auto slash = exe.rfind('/');
+  if (slash == std::string::npos) return "";
+  std::string path = exe.substr(0, slash + 1) + name;
+  return ::access(path.c_str(), X_OK) == 0 ? path : "";
+}
+
 std::string SelfExe() {
   char buf[4096];
   ssize_t n = ::readlink("/proc/self/exe", buf, sizeof(buf) - 1);

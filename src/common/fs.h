@@ -16,5 +16,8 @@ bool PathExists(const std::string& path);
 std::string DefaultDataDir();
 // The absolute path of the running executable.
 std::string SelfExe();
+// The program `name` in the directory of the executable `exe`, if it is there and executable;
+// else "". (How `tidepool` finds `tidepool-agent` installed beside it.)
+std::string ProgramBeside(const std::string& exe, const std::string& name);
 
 }  // namespace tidepool

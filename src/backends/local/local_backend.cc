@@ -1,11 +1,9 @@
 #include "backends/local/local_backend.h"
 
 #include <signal.h>
-#include <unistd.h>
 #include <sys/wait.h>
 
 #include <algorithm>
-#include <filesystem>
 #include <sstream>
 #include <thread>
 
@@ -76,8 +74,8 @@ Result<std::string> LocalBackend::Create(const CreateRequest& req) {
   bool tls = std::any_of(o.env.begin(), o.env.end(), [](const std::string& kv) {
     return (kv.rfind("TIDEPOOL_TLS_CA=", 0) == 0 || kv.rfind("TIDEPOOL_TLS_CERT=", 0) == 0) && kv.back() != '=';
   });
-  std::string lean = std::filesystem::path(ctx_.agent_binary).replace_filename("tidepool-agent").string();
-  bool use_lean = !tls && ::access(lean.c_str(), X_OK) == 0;
+  std::string lean = tls ? "" : ProgramBeside(ctx_.agent_binary, "tidepool-agent");
+  bool use_lean = !lean.empty();
   std::vector<std::string> agent = use_lean ? std::vector<std::string>{lean}
                                             : std::vector<std::string>{ctx_.agent_binary, "agent"};
   if (boot_delay_.count() > 0) {
