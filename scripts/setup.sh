@@ -9,7 +9,7 @@ if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 PACKAGES=(
   # toolchain
   g++ cmake ninja-build pkg-config ccache git
-  # vbatch's C client is a static musl program (src/fastclient/vbatch_lite.c)
+  # vrun's and vbatch's C clients are static musl programs (src/fastclient/*_lite.c)
   musl-tools
   # libraries
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler

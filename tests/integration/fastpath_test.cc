@@ -193,6 +193,45 @@ TEST_F(FastPath, VbatchInCSubmitsTheCommonCaseItselfAndHandsOverTheRest) {
   EXPECT_NE(full.err, "");
 }
 
+// The same for `vrun` (src/fastclient/vrun_lite.c): the common case runs in C — environment,
+// directory, stdin, output, exit status — and the rest goes to `tidepool-vrun`.
+TEST_F(FastPath, VrunInCRunsTheCommonCaseItselfAndHandsOverTheRest) {
+  if (!std::filesystem::exists(BinDir() + "/tidepool-vrun")) GTEST_SKIP() << "built without musl-gcc";
+  std::string dir = server.dir() + "/run dir";
+  std::filesystem::create_directories(dir);
+  auto env = server.ClientEnv();
+  env["TIDEPOOL_CLIENT_TRACE"] = "1";
+  env["LITE_VAR"] = "value with spaces \"and quotes\"";
+  env["SSH_AUTH_SOCK"] = "/local/only";
+  ProcResult r = RunProcess({BinDir() + "/vrun", "-P", "local", "--name=lite-run", "-q", "--", "sh", "-c",
+                             "echo \"$LITE_VAR|${SSH_AUTH_SOCK-unset}|$PWD|$(pwd)|$TIDEPOOL_POOL\"; "
+                             "tr a-z A-Z; echo to-stderr >&2; exit 3"},
+                            env, dir, "from stdin\n");
+  EXPECT_EQ(r.exit_code, 3) << r.err;
+  EXPECT_NE(r.err.find("tidepool-client: fast path (lite"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("to-stderr\n"), std::string::npos) << r.err;
+  EXPECT_EQ(r.out, "value with spaces \"and quotes\"|unset|" + dir + "|" + dir + "|local\nFROM STDIN\n");
+  EXPECT_EQ(server.Json({"task", "get", "lite-run"})["state"], "FAILURE");
+  // -I: the task's stdin is empty even when ours is not.
+  ProcResult noinput = RunProcess({BinDir() + "/vrun", "-I", "sh", "-c", "wc -c | tr -d ' '"}, env, dir, "ignored\n");
+  EXPECT_EQ(noinput.exit_code, 0) << noinput.err;
+  EXPECT_EQ(noinput.out, "0\n");
+  EXPECT_NE(noinput.err.find("fast path (lite"), std::string::npos) << noinput.err;
+  // Options it does not handle go to the C++ client, which takes the fast path in turn.
+  ProcResult with_env = RunProcess({BinDir() + "/vrun", "-e", "GREETING=hi", "sh", "-c", "echo $GREETING"}, env, dir);
+  EXPECT_EQ(with_env.exit_code, 0) << with_env.err;
+  EXPECT_EQ(with_env.out, "hi\n");
+  EXPECT_NE(with_env.err.find("lite vrun hands over"), std::string::npos) << with_env.err;
+  EXPECT_NE(with_env.err.find("tidepool-client: fast path ("), std::string::npos) << with_env.err;
+  // A refusal from the server is reported as the full client reports it.
+  ProcResult unknown_pool = RunProcess({BinDir() + "/vrun", "-P", "no-such-pool", "true"}, env, dir);
+  ProcResult full = RunProcess({BinDir() + "/tidepool", "run", "-P", "no-such-pool", "true"}, server.ClientEnv(), dir);
+  EXPECT_NE(unknown_pool.err.find("fast path (lite"), std::string::npos) << unknown_pool.err;
+  EXPECT_EQ(unknown_pool.exit_code, full.exit_code);
+  EXPECT_NE(unknown_pool.err.find(full.err), std::string::npos) << unknown_pool.err << " vs " << full.err;
+  EXPECT_NE(full.err, "");
+}
+
 TEST_F(FastPath, SameOutputAndExitStatusAsTheFullClient) {
   // A warm worker first: the first case would otherwise wait for one, and whether its "waiting
   // for a worker" line shows depends on how long the agent takes to start (long under TSan).
