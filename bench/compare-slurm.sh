@@ -5,7 +5,7 @@
 # $OUT (default /tmp/tidepool-vs-slurm-<time>/).
 #   bench/compare-slurm.sh          (build first: ./scripts/build.sh)
 # Knobs: RUNS (P1, 50), N_SUBMIT (P2, 1000 each side), N_TASKS (P3, 1000 each side),
-#        BOOT_DELAY (P10, 2 s), SLURM_DIR.
+#        BOOT_DELAY (P10, 2 s), SLURM_DIR, SETTLE (5 s).
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 SLURM_DIR="${SLURM_DIR:-$ROOT/../shared/bench/slurm}"
@@ -19,13 +19,20 @@ BOOT_DELAY="${BOOT_DELAY:-2}"
 mkdir -p "$OUT"
 trap '(cd "$SLURM_DIR" && ./teardown.sh >/dev/null 2>&1) || true' EXIT
 
+# Each side starts on a settled machine: what the one before left to write back (Slurm's job
+# output and state files, its daemons exiting) would otherwise be flushed by the next side's
+# fsyncs and counted against it.
+settle() { sync; sleep "${SETTLE:-5}"; }
+
 echo "compare-slurm: starting the Slurm peer (output in $OUT)" >&2
 (cd "$SLURM_DIR" && ./setup.sh) > "$OUT/slurm-setup.txt" 2>&1
+settle
 (cd "$SLURM_DIR" && RUNS="$RUNS" STEPS=0 PAR=0 ./bench_srun.sh) > "$OUT/slurm-srun.txt" 2>&1
 (cd "$SLURM_DIR" && N="$N_SUBMIT" PHASES="single" ./bench_sbatch.sh) > "$OUT/slurm-sbatch.txt" 2>&1
 (cd "$SLURM_DIR" && BOOT_DELAY="$BOOT_DELAY" WARM_RUNS=5 ./bench_cloud.sh) > "$OUT/slurm-cloud.txt" 2>&1
 (cd "$SLURM_DIR" && ./teardown.sh) > /dev/null 2>&1 || true
 
+settle
 echo "compare-slurm: Tidepool" >&2
 # A failed script leaves its figure as "?" in the table (and says so) instead of hiding the rest.
 failed=0

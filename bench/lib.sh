@@ -5,7 +5,7 @@
 
 BUILD_DIR="${BUILD_DIR:-build}"
 case "$BUILD_DIR" in /*) ;; *) BUILD_DIR="$ROOT/$BUILD_DIR" ;; esac
-TIDEPOOL="$BUILD_DIR/src/tidepool"
+TIDEPOOL="${TIDEPOOL:-$BUILD_DIR/src/tidepool}"
 AGENT_LOAD="$BUILD_DIR/bench/tidepool-agent-load"
 CLK_TCK="$(getconf CLK_TCK)"
 

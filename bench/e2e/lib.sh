@@ -4,8 +4,8 @@
 ROOT="${ROOT:-$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)}"
 # shellcheck source=../lib.sh
 source "$ROOT/bench/lib.sh"
-VRUN="$BUILD_DIR/src/vrun"
-VBATCH="$BUILD_DIR/src/vbatch"
+VRUN="${VRUN:-$BUILD_DIR/src/vrun}"
+VBATCH="${VBATCH:-$BUILD_DIR/src/vbatch}"
 
 # stdin: one number per line -> "n=.. min=.. median=.. p90=.. max=.. mean=.." (sb_stats' format)
 e2e_stats() {

@@ -115,12 +115,18 @@ class FastFrontDoor::Conn : public std::enable_shared_from_this<Conn> {
   }
   bool SendJson(uint8_t type, const json& j) { return Send(type, Dump(j)); }
 
-  // The FINISH frame (the request's status), then the write side is closed. Idempotent.
-  void Finish(const Status& s) {
+  // The FINISH frame (the request's status), then the write side is closed. Idempotent. With
+  // `last_type`, the frame `last` goes just before it, in the same write: the client wakes once
+  // for both (a submission's id and its FINISH, P2).
+  void Finish(const Status& s, uint8_t last_type = 0, std::string_view last = {}) {
     std::vector<std::function<void()>> done;
     {
       std::lock_guard lock(mu_);
       if (closed_ || finishing_ || broken_) return;
+      if (last_type != 0) {
+        fast::AppendFrame(out_, last_type, last);
+        queued_ += fast::kHeaderSize + last.size();
+      }
       std::string payload = Dump(json{{"code", static_cast<int>(s.code())}, {"message", s.message()}});
       fast::AppendFrame(out_, fast::kFinish, payload);
       queued_ += fast::kHeaderSize + payload.size();
@@ -649,8 +655,7 @@ void HandleFrame(FastFrontDoor::Conn& c, const std::shared_ptr<FastFrontDoor::Co
               self->Finish(id.status());
               return;
             }
-            self->SendJson(fast::kSubmitted, json{{"id", *id}});
-            self->Finish(Status::Ok());
+            self->Finish(Status::Ok(), fast::kSubmitted, Dump(json{{"id", *id}}));
           },
           c.caller);
       return;
