@@ -82,6 +82,46 @@ _Noreturn void lite_hand_over(const char* why) {
   exit(kExitTidepoolFailed);
 }
 
+/* ---- options ---- */
+int lite_options(int argc, char** argv, const LiteOption* options, size_t count) {
+  int i = 1;
+  for (; i < argc; ++i) {
+    const char* w = argv[i];
+    if (strcmp(w, "--") == 0) {
+      ++i;
+      break;
+    }
+    if (w[0] != '-' || !w[1]) break;
+    const LiteOption* o = NULL;
+    const char* value = NULL;
+    for (size_t k = 0; k < count && !o; ++k) {
+      const LiteOption* c = &options[k];
+      size_t len = c->long_name ? strlen(c->long_name) : 0;
+      if (w[1] == '-' && c->long_name && strncmp(w + 2, c->long_name, len) == 0) {
+        if (w[2 + len] == 0) o = c;
+        else if (w[2 + len] == '=' && c->value) o = c, value = w + 3 + len;
+      } else if (w[1] != '-' && c->short_name == w[1]) {
+        if (w[2] == 0) o = c;
+        else if (c->value) o = c, value = w + 2;
+      }
+    }
+    if (!o) lite_hand_over("an option it does not handle");
+    if (o->flag) {
+      if (*o->flag) lite_hand_over("an option given twice");
+      *o->flag = 1;
+      continue;
+    }
+    if (!value) {
+      if (i + 1 >= argc) lite_hand_over("an option without a value");
+      value = argv[++i];
+    }
+    if (*o->value || !*value || value[0] == '-' || value[0] == '=') lite_hand_over("an unusual option or value");
+    *o->value = value;
+  }
+  if (i >= argc) lite_hand_over("no command");
+  return i;
+}
+
 /* ---- protobuf wire format ---- */
 static void varint(Buf* b, uint64_t v) {
   while (v >= 0x80) {
@@ -337,27 +377,27 @@ int json_string_member(const char* p, size_t n, const char* key, Buf* out) {
   size_t raw_n = 0;
   return json_member(p, n, key, out, &raw, &raw_n) && raw == NULL;
 }
-long json_int_member(const char* p, size_t n, const char* key) {
+/* The raw text of a member that is not a string, copied into tmp; 0 if absent, a string, or too long. */
+static int raw_member(const char* p, size_t n, const char* key, char* tmp, size_t tmp_size) {
   Buf ignored = {0};
   const char* raw = NULL;
   size_t raw_n = 0;
   int found = json_member(p, n, key, &ignored, &raw, &raw_n);
   free(ignored.p);
-  if (!found || !raw || raw_n == 0 || raw_n >= 24) return 0;
-  char tmp[24];
+  if (!found || !raw || raw_n == 0 || raw_n >= tmp_size) return 0;
   memcpy(tmp, raw, raw_n);
   tmp[raw_n] = 0;
-  char* stop;
+  return 1;
+}
+long json_int_member(const char* p, size_t n, const char* key) {
+  char tmp[24], *stop;
+  if (!raw_member(p, n, key, tmp, sizeof(tmp))) return 0;
   long v = strtol(tmp, &stop, 10);
   return *stop == 0 ? v : 0;
 }
 int json_bool_member(const char* p, size_t n, const char* key) {
-  Buf ignored = {0};
-  const char* raw = NULL;
-  size_t raw_n = 0;
-  int found = json_member(p, n, key, &ignored, &raw, &raw_n);
-  free(ignored.p);
-  return found && raw && raw_n == 4 && memcmp(raw, "true", 4) == 0;
+  char tmp[8];
+  return raw_member(p, n, key, tmp, sizeof(tmp)) && strcmp(tmp, "true") == 0;
 }
 void json_quote(Buf* out, const char* s) {
   buf_put(out, "\"", 1);

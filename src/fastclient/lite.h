@@ -47,6 +47,18 @@ _Noreturn void lite_hand_over(const char* why);
 /* A fatal local error (out of memory): says so and exits 255. */
 _Noreturn void lite_die(const char* what);
 
+/* ---- options: the few each lite client reads itself ---- */
+typedef struct {
+  char short_name;       /* 0: none */
+  const char* long_name; /* NULL: none */
+  const char** value;    /* an option with a value (-Xvalue, -X value, --long=value, --long value) */
+  int* flag;             /* or a flag (-X, --long) */
+} LiteOption;
+/* Reads the options before the command; returns the index of the command's first word. Hands
+ * over anything else: an unknown option, flags run together (-Iq), a repeated option, a value
+ * that is empty or looks like an option, no command. */
+int lite_options(int argc, char** argv, const LiteOption* options, size_t count);
+
 /* ---- the TaskSpec (proto/tidepool/v1/common.proto), in protobuf's wire format as
  * fast_client.cc's ProtoWriter writes it: proto3 defaults left out ---- */
 enum {

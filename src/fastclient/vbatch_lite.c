@@ -13,32 +13,8 @@
 int main(int argc, char** argv) {
   lite_init("vbatch", argc, argv);
   const char *pool = NULL, *name = NULL, *shards_text = NULL;
-  int i = 1;
-  for (; i < argc; ++i) {
-    const char* w = argv[i];
-    if (strcmp(w, "--") == 0) {
-      ++i;
-      break;
-    }
-    if (w[0] != '-' || !w[1]) break;
-    const char** slot = NULL;
-    const char* value = NULL;
-    if (strcmp(w, "-P") == 0 || strcmp(w, "--pool") == 0) slot = &pool;
-    else if (strcmp(w, "-N") == 0) slot = &shards_text;
-    else if (strcmp(w, "--name") == 0) slot = &name;
-    else if (strncmp(w, "--pool=", 7) == 0) slot = &pool, value = w + 7;
-    else if (strncmp(w, "--name=", 7) == 0) slot = &name, value = w + 7;
-    else if (strncmp(w, "-P", 2) == 0) slot = &pool, value = w + 2;
-    else if (strncmp(w, "-N", 2) == 0) slot = &shards_text, value = w + 2;
-    else lite_hand_over("an option it does not handle");
-    if (!value) {
-      if (i + 1 >= argc) lite_hand_over("an option without a value");
-      value = argv[++i];
-    }
-    if (*slot || !*value || value[0] == '-' || value[0] == '=') lite_hand_over("an unusual option or value");
-    *slot = value;
-  }
-  if (i >= argc) lite_hand_over("no command");
+  const LiteOption options[] = {{'P', "pool", &pool, NULL}, {'N', NULL, &shards_text, NULL}, {0, "name", &name, NULL}};
+  int i = lite_options(argc, argv, options, sizeof(options) / sizeof(options[0]));
   long shards = shards_text ? lite_plain_int(shards_text) : 0;
   if (shards < 0) lite_hand_over("-N");
 

@@ -295,40 +295,11 @@ int main(int argc, char** argv) {
   lite_init("vrun", argc, argv);
   const char *pool = NULL, *name = NULL, *tty_mode = NULL;
   int noinput = 0, quiet = 0;
-  int i = 1;
-  for (; i < argc; ++i) {
-    const char* w = argv[i];
-    if (strcmp(w, "--") == 0) {
-      ++i;
-      break;
-    }
-    if (w[0] != '-' || !w[1]) break;
-    int* flag = NULL;
-    if (strcmp(w, "-I") == 0 || strcmp(w, "--noinput") == 0) flag = &noinput;
-    else if (strcmp(w, "-q") == 0 || strcmp(w, "--quiet") == 0) flag = &quiet;
-    if (flag) {
-      if (*flag) lite_hand_over("an option given twice");
-      *flag = 1;
-      continue;
-    }
-    const char** slot = NULL;
-    const char* value = NULL;
-    if (strcmp(w, "-P") == 0 || strcmp(w, "--pool") == 0) slot = &pool;
-    else if (strcmp(w, "--name") == 0) slot = &name;
-    else if (strcmp(w, "--tty") == 0) slot = &tty_mode;
-    else if (strncmp(w, "--pool=", 7) == 0) slot = &pool, value = w + 7;
-    else if (strncmp(w, "--name=", 7) == 0) slot = &name, value = w + 7;
-    else if (strncmp(w, "--tty=", 6) == 0) slot = &tty_mode, value = w + 6;
-    else if (strncmp(w, "-P", 2) == 0) slot = &pool, value = w + 2;
-    else lite_hand_over("an option it does not handle");
-    if (!value) {
-      if (i + 1 >= argc) lite_hand_over("an option without a value");
-      value = argv[++i];
-    }
-    if (*slot || !*value || value[0] == '-' || value[0] == '=') lite_hand_over("an unusual option or value");
-    *slot = value;
-  }
-  if (i >= argc) lite_hand_over("no command");
+  const LiteOption options[] = {
+      {'P', "pool", &pool, NULL}, {0, "name", &name, NULL},     {0, "tty", &tty_mode, NULL},
+      {'I', "noinput", NULL, &noinput}, {'q', "quiet", NULL, &quiet},
+  };
+  int i = lite_options(argc, argv, options, sizeof(options) / sizeof(options[0]));
   if (!tty_mode) tty_mode = "auto";
   int tty;
   if (strcmp(tty_mode, "yes") == 0) tty = 1;
