@@ -48,8 +48,7 @@ void buf_clear(Buf* b) {
 const char* buf_cstr(const Buf* b) { return b->p ? b->p : ""; }
 
 /* ---- identity and hand-over ---- */
-void lite_init(const char* name, int argc, char** argv) {
-  (void)argc;
+void lite_init(const char* name, char** argv) {
   g_name = name;
   g_argv = argv;
 }

@@ -40,7 +40,7 @@ const char* buf_cstr(const Buf* b); /* "" when empty */
 
 /* ---- who we are, and the hand-over ---- */
 /* `name` is "vrun" or "vbatch"; the C++ client is then `tidepool-<name>`. */
-void lite_init(const char* name, int argc, char** argv);
+void lite_init(const char* name, char** argv);
 int lite_tracing(void);
 /* Replaces this process with the C++ fast client, same arguments. */
 _Noreturn void lite_hand_over(const char* why);

@@ -11,7 +11,7 @@
 #include "lite.h"
 
 int main(int argc, char** argv) {
-  lite_init("vbatch", argc, argv);
+  lite_init("vbatch", argv);
   const char *pool = NULL, *name = NULL, *shards_text = NULL;
   const LiteOption options[] = {{'P', "pool", &pool, NULL}, {'N', NULL, &shards_text, NULL}, {0, "name", &name, NULL}};
   int i = lite_options(argc, argv, options, sizeof(options) / sizeof(options[0]));

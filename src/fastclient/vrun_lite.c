@@ -292,7 +292,7 @@ static int handle(int type, const Buf* payload) {
 }
 
 int main(int argc, char** argv) {
-  lite_init("vrun", argc, argv);
+  lite_init("vrun", argv);
   const char *pool = NULL, *name = NULL, *tty_mode = NULL;
   int noinput = 0, quiet = 0;
   const LiteOption options[] = {
