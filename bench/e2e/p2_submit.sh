@@ -19,6 +19,7 @@ bench_start_server "agent_pools:
       max_agents: 0"
 export TIDEPOOL_SERVER="$SERVER_ADDR"
 per=$(( (N + SUBMITTERS - 1) / SUBMITTERS ))
+k0="$(bench_ticks "$SERVER_PID")"
 t0="${EPOCHREALTIME/./}"
 pids=()
 for ((s = 0; s < SUBMITTERS; s++)); do
@@ -28,8 +29,11 @@ for ((s = 0; s < SUBMITTERS; s++)); do
 done
 wait "${pids[@]}"  # not a bare wait: the server is a background job too
 t1="${EPOCHREALTIME/./}"
+k1="$(bench_ticks "$SERVER_PID")"
 acked=$(cat "$BENCH_WORK"/ids.* | grep -c . || true)
 listed=$(tp task list --json | $PYTHON -c "import json,sys; print(sum(1 for t in json.load(sys.stdin) if t['state'] == 'QUEUEING'))")
 e2e_header "p2_submit"
 awk -v n="$acked" -v us="$((t1 - t0))" -v s="$SUBMITTERS" -v l="$listed" \
   'BEGIN { printf "vbatch x%d submitters: %d tasks acknowledged in %.2f s = %.1f tasks/s (%d listed as QUEUEING)\n", s, n, us/1e6, n/(us/1e6), l }'
+awk -v n="$acked" -v k="$((k1 - k0))" -v hz="$CLK_TCK" \
+  'BEGIN { if (n > 0) printf "server CPU: %.3f ms per task (user+system, all threads)\n", k / hz * 1000 / n }'

@@ -51,6 +51,7 @@ Status Core::Start() {
 
   std::lock_guard lock(mu_);
   next_seq_ = *max_seq + 1;
+  if (Status s = RebuildUsedIds(); !s.ok()) return s;
   for (const config::PoolConfig& pc : opts_.config.pools) {
     std::unique_ptr<backends::Backend> backend;
     if (const config::BackendConfig* bc = pc.backend()) {

@@ -23,6 +23,7 @@
 #include <vector>
 
 #include "autoscaler/pool_controller.h"
+#include "common/bloom_filter.h"
 #include "common/executor.h"
 #include "common/status.h"
 #include "common/timer_queue.h"
@@ -163,6 +164,8 @@ class Core {
   Result<std::string> AssignId(const v1::TaskSpec& spec, const Task* parent);
   Status ResolveDependencies(v1::TaskSpec& spec, const Task* parent);
   Task* AddTask(const std::string& id, v1::TaskSpec spec);
+  // (Re)builds used_ids_ from the store and tasks_, with room to grow.
+  Status RebuildUsedIds();
   void Persist(Task* t, store::WriteBatcher::Callback cb = nullptr);
   void Changed(Task* t);  // persists and notifies watchers
   void Notify(Task* t);   // watchers only
@@ -224,10 +227,15 @@ class Core {
   // Unfinished tasks, and final ones until their final state is committed. Ids are unique
   // across this map and the store.
   std::unordered_map<std::string, std::unique_ptr<Task>> tasks_;
+  // Every task id stored or made since the start: an id it has never seen is free without a
+  // read of the store (AssignId is on every submission's path).
+  BloomFilter used_ids_;
   std::map<std::string, std::unique_ptr<autoscaler::PoolController>> pools_;
   // Per pool: queued entries by (priority, seq), and the slots they need in total.
   std::map<std::string, std::map<std::pair<int32_t, uint64_t>, Task*>> queues_;
   std::map<std::string, int> queued_slots_;
+  // Per pool: queued entries with a vrun waiting on them (NotifyWaiting walks only that far).
+  std::map<std::string, int> queued_clients_;
   // Pools linked by shared selectors are scheduled together.
   std::map<std::string, std::vector<autoscaler::PoolController*>> sched_group_;
   std::map<std::string, bool> last_healthy_;

@@ -109,6 +109,8 @@ struct Core::Task {
   TimerQueue::TimerId lost_timer = 0;
   v1::Waiting last_waiting;
   bool queued = false;
+  // Queued with a vrun attached: counted in Core::queued_clients_ (the client may go first).
+  bool queued_with_client = false;
 
   const std::string& id() const { return rec.status.id(); }
   v1::Task& st() { return rec.status; }

@@ -25,6 +25,8 @@ void Core::Enqueue(Task* t) {
   if (queued_slots_[t->pool->name()] == 0) t->pool->NoteDemand(true);
   queued_slots_[t->pool->name()] += t->slots();
   t->queued = true;
+  t->queued_with_client = t->client != nullptr;
+  if (t->queued_with_client) queued_clients_[t->pool->name()]++;
   if (t->pool->batch_mode()) {
     // A batch pool makes workers for this entry alone.
     if (!t->batch) t->batch = t->rec.seq;
@@ -37,7 +39,9 @@ void Core::Dequeue(Task* t) {
   queues_[t->pool->name()].erase({t->st().priority(), t->rec.seq});
   queued_slots_[t->pool->name()] -= t->slots();
   if (queued_slots_[t->pool->name()] == 0) t->pool->NoteDemand(false);
+  if (t->queued_with_client) queued_clients_[t->pool->name()]--;
   t->queued = false;
+  t->queued_with_client = false;
 }
 
 // The pool that should grow for a waiting task (pools.md, "Selectors and backups"): the first
@@ -342,14 +346,20 @@ void Core::ReleaseSlot(Task* t) {
   }
 }
 
+// Tells each waiting vrun its place. Runs at every schedule of the pool, so it walks the queue
+// only as far as its last entry with a vrun: a queue of 10,000 batch tasks costs nothing.
 void Core::NotifyWaiting(PoolController* pool) {
+  int to_visit = queued_clients_[pool->name()];
+  if (to_visit == 0) return;
   auto& queue = queues_[pool->name()];
-  if (queue.empty()) return;
   int position = 0;
   int starting = -1, idle = 0;
   std::string err;
   for (auto& [key, t] : queue) {
+    if (to_visit == 0) break;
     ++position;
+    if (!t->queued_with_client) continue;
+    --to_visit;
     if (!t->client) continue;
     if (starting < 0) {
       starting = pool->starting_count();

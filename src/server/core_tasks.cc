@@ -66,9 +66,27 @@ Result<std::vector<PoolController*>> Core::ResolveTarget(v1::TaskSpec& spec, con
   return carriers;
 }
 
+Status Core::RebuildUsedIds() {
+  // Room for twice what it held (everything stored was added at the start or when made); a
+  // start on a store bigger than the first guess reads the ids a second time.
+  size_t capacity = std::max<size_t>({2 * used_ids_.size(), 2 * tasks_.size(), 1 << 16});
+  while (true) {
+    BloomFilter fresh(capacity);
+    Status s = store_->ForEachTaskId([&](std::string_view id) { fresh.Add(id); });
+    if (!s.ok()) return s;
+    for (const auto& [id, t] : tasks_) fresh.Add(id);
+    if (!fresh.full()) {
+      used_ids_ = std::move(fresh);
+      return Status::Ok();
+    }
+    capacity = 2 * fresh.size();
+  }
+}
+
 Result<std::string> Core::AssignId(const v1::TaskSpec& spec, const Task* parent) {
   auto taken = [this](const std::string& id) -> Result<bool> {
     if (tasks_.count(id)) return true;
+    if (!used_ids_.MayContain(id)) return false;
     auto r = store_->GetTask(id);
     if (!r.ok()) return r.status();
     return r->has_value();
@@ -157,6 +175,11 @@ Core::Task* Core::AddTask(const std::string& id, v1::TaskSpec spec) {
   t->rec.spec = std::move(spec);
   Task* raw = t.get();
   tasks_[id] = std::move(t);
+  used_ids_.Add(id);
+  if (used_ids_.full()) {
+    // Doubles, so rare; a filter that cannot be rebuilt still answers "maybe" (a store read).
+    if (Status s = RebuildUsedIds(); !s.ok()) spdlog::warn("cannot rebuild the filter of used task ids: {}", s.message());
+  }
   return raw;
 }
 

@@ -3,6 +3,8 @@
 #include <sqlite3.h>
 
 #include <mutex>
+#include <string>
+#include <tuple>
 #include <unordered_map>
 
 #include <fmt/format.h>
@@ -44,13 +46,51 @@ CREATE TABLE IF NOT EXISTS meta (
 INSERT OR IGNORE INTO meta(key, value) VALUES ('schema_version', '1');
 )sql";
 
+// The prepared statements of one connection, kept for its life: on the submission path, parsing
+// the SQL cost more than running it. Keyed by the SQL text; texts past the first 64 (ListTasks
+// builds its query from the filter and the limit) are prepared for one use only.
+class StmtCache {
+ public:
+  ~StmtCache() { Clear(); }
+  void Clear() {
+    for (auto& [sql, s] : stmts_) sqlite3_finalize(s);
+    stmts_.clear();
+  }
+  // The statement and whether the cache keeps it (else the caller finalizes it); nullptr if the
+  // SQL does not compile.
+  std::pair<sqlite3_stmt*, bool> Get(sqlite3* db, const std::string& sql) {
+    if (auto it = stmts_.find(sql); it != stmts_.end()) return {it->second, true};
+    bool keep = stmts_.size() < 64;
+    sqlite3_stmt* s = nullptr;
+    if (sqlite3_prepare_v3(db, sql.c_str(), static_cast<int>(sql.size()), keep ? SQLITE_PREPARE_PERSISTENT : 0, &s,
+                           nullptr) != SQLITE_OK) {
+      sqlite3_finalize(s);
+      return {nullptr, false};
+    }
+    if (keep) stmts_.emplace(sql, s);
+    return {s, keep};
+  }
+
+ private:
+  std::unordered_map<std::string, sqlite3_stmt*> stmts_;
+};
+
+// One use of a statement: reset and unbound when it goes, so that no read transaction stays open.
 class Stmt {
  public:
-  Stmt(sqlite3* db, const char* sql) { rc_ = sqlite3_prepare_v2(db, sql, -1, &s_, nullptr); }
-  ~Stmt() { sqlite3_finalize(s_); }
+  Stmt(sqlite3* db, StmtCache& cache, const std::string& sql) { std::tie(s_, cached_) = cache.Get(db, sql); }
+  ~Stmt() {
+    if (!s_) return;
+    if (!cached_) {
+      sqlite3_finalize(s_);
+      return;
+    }
+    sqlite3_reset(s_);
+    sqlite3_clear_bindings(s_);
+  }
   Stmt(const Stmt&) = delete;
   Stmt& operator=(const Stmt&) = delete;
-  bool ok() const { return rc_ == SQLITE_OK; }
+  bool ok() const { return s_ != nullptr; }
   sqlite3_stmt* get() { return s_; }
   void Bind(int i, const std::string& v) { sqlite3_bind_text(s_, i, v.data(), static_cast<int>(v.size()), SQLITE_TRANSIENT); }
   void BindBlob(int i, const std::string& v) { sqlite3_bind_blob(s_, i, v.data(), static_cast<int>(v.size()), SQLITE_TRANSIENT); }
@@ -67,7 +107,7 @@ class Stmt {
 
  private:
   sqlite3_stmt* s_ = nullptr;
-  int rc_ = SQLITE_ERROR;
+  bool cached_ = false;
 };
 
 Status SqlError(sqlite3* db, const std::string& what) {
@@ -97,6 +137,8 @@ Result<TaskRecord> ReadTask(Stmt& st) {
 class SqliteStore final : public Store {
  public:
   ~SqliteStore() override {
+    write_stmts_.Clear();  // a connection with statements left does not close
+    read_stmts_.Clear();
     if (write_) sqlite3_close(write_);
     if (read_) sqlite3_close(read_);
   }
@@ -126,14 +168,14 @@ class SqliteStore final : public Store {
       if (batch[i].kind == Mutation::Kind::kPutTask) last_task[batch[i].task.status.id()] = i;
       else last_worker[batch[i].worker.worker.name()] = i;
     }
-    if (Status s = Exec(write_, "BEGIN IMMEDIATE"); !s.ok()) return s;
-    Stmt put_task(write_,
+    if (Status s = Step(write_, write_stmts_, "BEGIN IMMEDIATE"); !s.ok()) return s;
+    Stmt put_task(write_, write_stmts_,
                   "INSERT INTO tasks(id, seq, parent, state, pool, finished_at, spec, status) "
                   "VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) ON CONFLICT(id) DO UPDATE SET "
                   "state=excluded.state, pool=excluded.pool, finished_at=excluded.finished_at, "
                   "status=excluded.status");
-    Stmt put_worker(write_, "INSERT OR REPLACE INTO workers(name, pool, worker) VALUES(?1, ?2, ?3)");
-    Stmt del_worker(write_, "DELETE FROM workers WHERE name = ?1");
+    Stmt put_worker(write_, write_stmts_, "INSERT OR REPLACE INTO workers(name, pool, worker) VALUES(?1, ?2, ?3)");
+    Stmt del_worker(write_, write_stmts_, "DELETE FROM workers WHERE name = ?1");
     if (!put_task.ok() || !put_worker.ok() || !del_worker.ok()) {
       Exec(write_, "ROLLBACK");
       return SqlError(write_, "prepare");
@@ -176,7 +218,7 @@ class SqliteStore final : public Store {
       }
       st->Reset();
     }
-    if (Status s = Exec(write_, "COMMIT"); !s.ok()) {
+    if (Status s = Step(write_, write_stmts_, "COMMIT"); !s.ok()) {
       Exec(write_, "ROLLBACK");
       return s;
     }
@@ -185,7 +227,7 @@ class SqliteStore final : public Store {
 
   Result<std::optional<TaskRecord>> GetTask(const std::string& id) override {
     std::lock_guard lock(read_mu_);
-    Stmt st(read_, "SELECT seq, spec, status, id FROM tasks WHERE id = ?1");
+    Stmt st(read_, read_stmts_, "SELECT seq, spec, status, id FROM tasks WHERE id = ?1");
     if (!st.ok()) return SqlError(read_, "prepare");
     st.Bind(1, id);
     int rc = sqlite3_step(st.get());
@@ -210,7 +252,7 @@ class SqliteStore final : public Store {
     sql += " ORDER BY seq";
     if (q.limit > 0) sql += fmt::format(" LIMIT {}", q.limit);
     std::lock_guard lock(read_mu_);
-    Stmt st(read_, sql.c_str());
+    Stmt st(read_, read_stmts_, sql);
     if (!st.ok()) return SqlError(read_, "prepare");
     if (!q.unfinished_only && q.finished_after_ms > 0) st.Bind(1, q.finished_after_ms);
     if (q.state != v1::TASK_STATE_UNSPECIFIED) st.Bind(2, static_cast<int64_t>(q.state));
@@ -230,14 +272,27 @@ class SqliteStore final : public Store {
 
   Result<uint64_t> MaxSeq() override {
     std::lock_guard lock(read_mu_);
-    Stmt st(read_, "SELECT COALESCE(MAX(seq), 0) FROM tasks");
+    Stmt st(read_, read_stmts_, "SELECT COALESCE(MAX(seq), 0) FROM tasks");
     if (!st.ok() || sqlite3_step(st.get()) != SQLITE_ROW) return SqlError(read_, "max seq");
     return static_cast<uint64_t>(sqlite3_column_int64(st.get(), 0));
   }
 
+  Status ForEachTaskId(const std::function<void(std::string_view)>& fn) override {
+    std::lock_guard lock(read_mu_);
+    Stmt st(read_, read_stmts_, "SELECT id FROM tasks");
+    if (!st.ok()) return SqlError(read_, "prepare");
+    int rc;
+    while ((rc = sqlite3_step(st.get())) == SQLITE_ROW) {
+      fn(std::string_view(reinterpret_cast<const char*>(sqlite3_column_text(st.get(), 0)),
+                          static_cast<size_t>(sqlite3_column_bytes(st.get(), 0))));
+    }
+    if (rc != SQLITE_DONE) return SqlError(read_, "list task ids");
+    return Status::Ok();
+  }
+
   Result<std::vector<WorkerRecord>> ListWorkers() override {
     std::lock_guard lock(read_mu_);
-    Stmt st(read_, "SELECT worker, name FROM workers ORDER BY name");
+    Stmt st(read_, read_stmts_, "SELECT worker, name FROM workers ORDER BY name");
     if (!st.ok()) return SqlError(read_, "prepare");
     std::vector<WorkerRecord> out;
     int rc;
@@ -254,10 +309,20 @@ class SqliteStore final : public Store {
   }
 
  private:
+  // A statement that returns no rows (BEGIN, COMMIT), from the cache.
+  static Status Step(sqlite3* db, StmtCache& cache, const char* sql) {
+    Stmt st(db, cache, sql);
+    if (!st.ok()) return SqlError(db, "prepare");
+    if (sqlite3_step(st.get()) != SQLITE_DONE) return SqlError(db, sql);
+    return Status::Ok();
+  }
+
   std::mutex write_mu_;
   std::mutex read_mu_;
   sqlite3* write_ = nullptr;
   sqlite3* read_ = nullptr;
+  StmtCache write_stmts_;  // under write_mu_
+  StmtCache read_stmts_;   // under read_mu_
 };
 
 }  // namespace

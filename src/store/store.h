@@ -9,9 +9,11 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "common/status.h"
@@ -65,6 +67,8 @@ class Store {
   // In submission order.
   virtual Result<std::vector<TaskRecord>> ListTasks(const TaskQuery& query) = 0;
   virtual Result<uint64_t> MaxSeq() = 0;
+  // Every stored task's id, in no particular order (the server's filter of used ids).
+  virtual Status ForEachTaskId(const std::function<void(std::string_view)>& fn) = 0;
   virtual Result<std::vector<WorkerRecord>> ListWorkers() = 0;
 };
 

@@ -5,6 +5,7 @@
 
 #include <atomic>
 #include <filesystem>
+#include <set>
 #include <thread>
 
 #include "store/write_batcher.h"
@@ -183,6 +184,29 @@ TEST_F(StoreTest, CommitFailureIsReportedToTheCaller) {
   batcher.Flush();
   EXPECT_FALSE(result.ok());
   EXPECT_FALSE((*store_->GetTask("b")).has_value());
+  // The statements the failed commit used (kept prepared) serve the next one.
+  ASSERT_TRUE(store_->Apply({Mutation::PutTask(Task("b", 2))}).ok());
+  EXPECT_TRUE((*store_->GetTask("b")).has_value());
+}
+
+TEST_F(StoreTest, ReadsThroughKeptStatementsSeeEveryCommit) {
+  // GetTask, ListTasks and ForEachTaskId keep their statements prepared between calls: each call
+  // must still start a fresh read, and ListTasks' queries past the kept ones must work too.
+  std::set<std::string> ids;
+  for (int i = 1; i <= 80; ++i) {
+    std::string id = "t" + std::to_string(i);
+    ASSERT_TRUE(store_->Apply({Mutation::PutTask(Task(id, static_cast<uint64_t>(i)))}).ok());
+    ids.insert(id);
+    ASSERT_TRUE((*store_->GetTask(id)).has_value()) << id;
+    ASSERT_EQ(store_->ListTasks({.limit = i + 1})->size(), static_cast<size_t>(i));  // a new query text each time
+  }
+  std::set<std::string> listed;
+  ASSERT_TRUE(store_->ForEachTaskId([&](std::string_view id) { listed.emplace(id); }).ok());
+  EXPECT_EQ(listed, ids);
+  Open();
+  listed.clear();
+  ASSERT_TRUE(store_->ForEachTaskId([&](std::string_view id) { listed.emplace(id); }).ok());
+  EXPECT_EQ(listed, ids);
 }
 
 }  // namespace

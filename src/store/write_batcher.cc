@@ -14,13 +14,16 @@ WriteBatcher::WriteBatcher(Store* store) : store_(store), thread_([this] {
 WriteBatcher::~WriteBatcher() { Stop(); }
 
 void WriteBatcher::Submit(Mutation m, Callback on_commit) {
+  bool wake;
   {
     std::lock_guard lock(mu_);
     pending_.push_back(std::move(m));
     callbacks_.push_back(std::move(on_commit));
     ++submitted_;
+    wake = holds_ == 0;
   }
-  cv_.notify_one();
+  // Under a hold the writer could not commit anyway; Release() wakes it once, not per mutation.
+  if (wake) cv_.notify_one();
 }
 
 void WriteBatcher::Acquire() {

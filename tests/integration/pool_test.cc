@@ -109,6 +109,29 @@ TEST(Pool, ProgressLineWhileWaitingForAWorker) {
   EXPECT_EQ(q.err, "");
 }
 
+// A waiting vrun is told its place among everything queued, batch tasks included, and told
+// again when it moves up.
+TEST(Pool, AWaitingVrunIsToldItsPlaceBehindBatchTasks) {
+  Server server(OnePool("none", 0));
+  auto queued = [&](int n) { return WaitFor([&] { return server.Pool("none")["queued"] == n; }); };
+  ASSERT_EQ(server.Vbatch({"true"}).exit_code, 0);
+  Background first = server.VrunBackground({"true"});
+  ASSERT_TRUE(queued(2));
+  ASSERT_EQ(server.Vbatch({"true"}).exit_code, 0);
+  Background second = server.VrunBackground({"true"});
+  ASSERT_TRUE(queued(4));
+  ASSERT_TRUE(WaitFor([&] { return second.Stderr().find("position 4 in queue") != std::string::npos; }))
+      << second.Stderr();
+  first.Signal(SIGINT);
+  ProcResult r = first.Wait();
+  EXPECT_EQ(r.exit_code, 130);
+  EXPECT_NE(r.err.find("position 2 in queue"), std::string::npos) << r.err;
+  ASSERT_TRUE(WaitFor([&] { return second.Stderr().find("position 3 in queue") != std::string::npos; }))
+      << second.Stderr();
+  second.Signal(SIGINT);
+  EXPECT_EQ(second.Wait().exit_code, 130);
+}
+
 TEST(Pool, ListingsAsTablesAndJson) {
   Server server;
   server.Vrun({"true"});

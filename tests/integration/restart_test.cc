@@ -23,6 +23,22 @@ TEST(Restart, FinishedTaskLogsSurviveARestart) {
   EXPECT_EQ(logs.err, "kept-err\n");
 }
 
+// The server knows which ids are taken without reading the store for each new task (a filter of
+// the stored ids, built at the start): a finished task's name, after a restart, is still taken.
+TEST(Restart, AFinishedTasksIdIsNotGivenAgainAfterARestart) {
+  Server server;
+  ProcResult r = server.Vbatch({"--name", "job", "sh", "-c", "echo first"});
+  ASSERT_EQ(Lines(r.out), std::vector<std::string>{"job"}) << r.err;
+  server.WaitTask("job");
+  server.Stop(SIGTERM);
+  server.Start();
+  r = server.Vbatch({"--name", "job", "sh", "-c", "echo second"});
+  ASSERT_EQ(Lines(r.out), std::vector<std::string>{"job_2"}) << r.err;
+  server.WaitTask("job_2");
+  EXPECT_EQ(server.Tidepool({"task", "logs", "job"}).out, "first\n");
+  EXPECT_EQ(server.Tidepool({"task", "logs", "job_2"}).out, "second\n");
+}
+
 TEST(Restart, SigkilledServerLosesNothingWhileBatchTasksRun) {
   Server server;
   std::string runs = server.dir() + "/runs";
