@@ -2,9 +2,11 @@
 
 #include <unistd.h>
 
+#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
+#include <optional>
 
 #include <fmt/format.h>
 
@@ -110,6 +112,37 @@ void WaitingProgress::Draw(const std::string& line, int seconds, bool changed) {
 void WaitingProgress::Clear() {
   if (shown_) fmt::print(stderr, "\r\033[K");
   shown_ = false;
+}
+
+void SignalLoop(const sigset_t& sigs, bool tty, std::mutex& mu, const bool& started,
+                const std::function<void()>& tick_locked, const std::function<void(int, SignalAction)>& act) {
+  const timespec kTick{0, 250 * 1000 * 1000};
+  std::optional<std::chrono::steady_clock::time_point> last_int;
+  while (true) {
+    int sig = sigtimedwait(&sigs, nullptr, &kTick);
+    if (sig < 0) {
+      std::lock_guard lock(mu);
+      tick_locked();
+      continue;
+    }
+    bool running;
+    {
+      std::lock_guard lock(mu);
+      running = started;
+    }
+    if (sig == SIGWINCH) {
+      act(sig, tty && running ? SignalAction::kResize : SignalAction::kNothing);
+      continue;
+    }
+    if (!running) {
+      act(sig, SignalAction::kCancel);
+      continue;
+    }
+    auto now = std::chrono::steady_clock::now();
+    bool twice = sig == SIGINT && last_int && now - *last_int < std::chrono::seconds(1);
+    if (sig == SIGINT) last_int = now;
+    act(sig, twice ? SignalAction::kKillAndExit : SignalAction::kForward);
+  }
 }
 
 }  // namespace tidepool::cli

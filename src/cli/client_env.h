@@ -3,6 +3,10 @@
 // and how failures are reported and turned into exit statuses. Free of gRPC and protobuf.
 #pragma once
 
+#include <signal.h>
+
+#include <functional>
+#include <mutex>
 #include <string>
 
 namespace tidepool::cli {
@@ -53,5 +57,17 @@ class WaitingProgress {
   bool printed_once_ = false;
   std::string last_plain_line_;
 };
+
+// What vrun does with a signal the user sent it (cli.md): while the task is queued, any signal
+// but a window change withdraws it; once it runs, a window change is a resize (with a terminal),
+// Ctrl-C twice within a second is SIGKILL and vrun's exit (130), anything else is forwarded.
+enum class SignalAction { kNothing, kResize, kCancel, kForward, kKillAndExit };
+
+// vrun's signal thread (never returns): waits for `sigs` (blocked in every thread), calls
+// `tick_locked` under `mu` every 250 ms without one (the progress line), and `act` for each with
+// what to do. `started` (read under `mu`) says whether the task runs yet.
+[[noreturn]] void SignalLoop(const sigset_t& sigs, bool tty, std::mutex& mu, const bool& started,
+                             const std::function<void()>& tick_locked,
+                             const std::function<void(int, SignalAction)>& act);
 
 }  // namespace tidepool::cli

@@ -209,48 +209,32 @@ class Session {
   }
 
   void SignalLoop(sigset_t sigs) {
-    timespec tick{0, 250 * 1000 * 1000};
-    while (true) {
-      int sig = sigtimedwait(&sigs, nullptr, &tick);
-      if (sig < 0) {
-        std::lock_guard lock(mu_);
-        DrawProgressLocked(/*changed=*/false);
-        continue;
-      }
-      bool started;
-      {
-        std::lock_guard lock(mu_);
-        started = started_;
-      }
-      if (sig == SIGWINCH) {
-        if (tty_ && started) {
+    cli::SignalLoop(
+        sigs, tty_, mu_, started_, [this] { DrawProgressLocked(/*changed=*/false); },
+        [this](int sig, SignalAction action) {
           v1::RunRequest r;
-          *r.mutable_resize() = WindowSize();
+          switch (action) {
+            case SignalAction::kNothing:
+              return;
+            case SignalAction::kResize:
+              *r.mutable_resize() = WindowSize();
+              break;
+            case SignalAction::kCancel:  // still queued: withdrawn, and the server forgets it
+              cancel_sent_ = true;
+              r.set_cancel(true);
+              break;
+            case SignalAction::kKillAndExit:
+              r.set_signal(SIGKILL);
+              Write(r);
+              ClearProgress();
+              Exit(130);
+              return;
+            case SignalAction::kForward:
+              r.set_signal(sig);
+              break;
+          }
           Write(r);
-        }
-        continue;
-      }
-      if (!started) {
-        // Still queued: the request is withdrawn and the server forgets it.
-        cancel_sent_ = true;
-        v1::RunRequest r;
-        r.set_cancel(true);
-        Write(r);
-        continue;
-      }
-      auto now = std::chrono::steady_clock::now();
-      if (sig == SIGINT && last_int_ && now - *last_int_ < std::chrono::seconds(1)) {
-        v1::RunRequest r;
-        r.set_signal(SIGKILL);
-        Write(r);
-        ClearProgress();
-        Exit(130);
-      }
-      if (sig == SIGINT) last_int_ = now;
-      v1::RunRequest r;
-      r.set_signal(sig);
-      Write(r);
-    }
+        });
   }
 
   void DrawProgressLocked(bool changed) {
@@ -288,7 +272,6 @@ class Session {
   WaitingProgress progress_;
   uint64_t stdin_sent_ = 0, stdin_acked_ = 0;
   std::atomic<bool> cancel_sent_{false};
-  std::optional<std::chrono::steady_clock::time_point> last_int_;
 };
 
 }  // namespace

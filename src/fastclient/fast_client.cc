@@ -810,38 +810,29 @@ class RunSession {
   }
 
   void SignalLoop(sigset_t sigs) {
-    timespec tick{0, 250 * 1000 * 1000};
-    while (true) {
-      int sig = sigtimedwait(&sigs, nullptr, &tick);
-      if (sig < 0) {
-        std::lock_guard lock(mu_);
-        DrawProgressLocked(/*changed=*/false);
-        continue;
-      }
-      bool started;
-      {
-        std::lock_guard lock(mu_);
-        started = started_;
-      }
-      if (sig == SIGWINCH) {
-        if (tty_ && started) conn_.Write(fast::kResize, WindowSize());
-        continue;
-      }
-      if (!started) {
-        // Still queued: the request is withdrawn and the server forgets it.
-        cancel_sent_ = true;
-        conn_.Write(fast::kCancel, "");
-        continue;
-      }
-      auto now = Clock::now();
-      if (sig == SIGINT && last_int_ && now - *last_int_ < std::chrono::seconds(1)) {
-        conn_.Write(fast::kSignal, json{{"signal", SIGKILL}}.dump());
-        ClearProgress();
-        Exit(130);
-      }
-      if (sig == SIGINT) last_int_ = now;
-      conn_.Write(fast::kSignal, json{{"signal", sig}}.dump());
-    }
+    cli::SignalLoop(
+        sigs, tty_, mu_, started_, [this] { DrawProgressLocked(/*changed=*/false); },
+        [this](int sig, cli::SignalAction action) {
+          switch (action) {
+            case cli::SignalAction::kNothing:
+              return;
+            case cli::SignalAction::kResize:
+              conn_.Write(fast::kResize, WindowSize());
+              return;
+            case cli::SignalAction::kCancel:  // still queued: withdrawn, and the server forgets it
+              cancel_sent_ = true;
+              conn_.Write(fast::kCancel, "");
+              return;
+            case cli::SignalAction::kKillAndExit:
+              conn_.Write(fast::kSignal, json{{"signal", SIGKILL}}.dump());
+              ClearProgress();
+              Exit(130);
+              return;
+            case cli::SignalAction::kForward:
+              conn_.Write(fast::kSignal, json{{"signal", sig}}.dump());
+              return;
+          }
+        });
   }
 
   void DrawProgressLocked(bool changed) {
@@ -872,7 +863,6 @@ class RunSession {
   cli::WaitingProgress progress_;
   uint64_t stdin_sent_ = 0, stdin_acked_ = 0;
   std::atomic<bool> cancel_sent_{false};
-  std::optional<Clock::time_point> last_int_;
 };
 
 // ---- vbatch ----------------------------------------------------------------------------------

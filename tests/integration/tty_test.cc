@@ -18,14 +18,16 @@ namespace {
 
 class Terminal {
  public:
-  Terminal(Server& server, const std::vector<std::string>& vrun_args, unsigned short rows, unsigned short cols) {
+  // `client`: the command that runs vrun (default: the vrun binary).
+  Terminal(Server& server, const std::vector<std::string>& vrun_args, unsigned short rows, unsigned short cols,
+           std::vector<std::string> client = {}) {
     winsize ws{};
     ws.ws_row = rows;
     ws.ws_col = cols;
     EXPECT_EQ(openpty(&master_, &slave_, nullptr, nullptr, &ws), 0);
     fcntl(master_, F_SETFL, fcntl(master_, F_GETFL) | O_NONBLOCK);
     SpawnOptions o;
-    o.argv = {BinDir() + "/vrun"};
+    o.argv = client.empty() ? std::vector<std::string>{BinDir() + "/vrun"} : client;
     o.argv.insert(o.argv.end(), vrun_args.begin(), vrun_args.end());
     for (const auto& kv : CurrentEnvironment()) {
       if (kv.rfind("TIDEPOOL_", 0) != 0) o.env.push_back(kv);
@@ -88,18 +90,25 @@ class Terminal {
 
 TEST(Tty, RemoteGetsAPtyWithOurWindowSizeAndFollowsResizes) {
   Server server;
-  Terminal term(server, {"sh", "-c", "stty size; trap 'stty size' WINCH; echo ready; while :; do sleep 0.05; done"}, 40,
-                100);
-  ASSERT_TRUE(term.Shows("40 100")) << term.Screen();
-  ASSERT_TRUE(term.Shows("ready")) << term.Screen();
-  EXPECT_FALSE(term.Mode().c_lflag & ICANON);  // raw while the remote command runs
-  term.Resize(50, 120);
-  ASSERT_TRUE(term.Shows("50 120")) << term.Screen();
-  // Ctrl-C is a keystroke: it travels to the remote terminal, whose line discipline interrupts
-  // the remote foreground job.
-  term.Type("\x03");
-  EXPECT_EQ(term.Wait(), 130);
-  EXPECT_TRUE(term.Mode().c_lflag & ICANON);  // our terminal is restored
+  // Each of the three clients: the C vrun, the C++ fast client (what it hands --timeout to), the
+  // full client over gRPC.
+  const std::vector<std::vector<std::string>> clients = {
+      {BinDir() + "/vrun"}, {BinDir() + "/vrun", "--timeout", "1h"}, {BinDir() + "/tidepool", "run"}};
+  for (const auto& client : clients) {
+    SCOPED_TRACE(client.back());
+    Terminal term(server, {"sh", "-c", "stty size; trap 'stty size' WINCH; echo ready; while :; do sleep 0.05; done"},
+                  40, 100, client);
+    ASSERT_TRUE(term.Shows("40 100")) << term.Screen();
+    ASSERT_TRUE(term.Shows("ready")) << term.Screen();
+    EXPECT_FALSE(term.Mode().c_lflag & ICANON);  // raw while the remote command runs
+    term.Resize(50, 120);
+    ASSERT_TRUE(term.Shows("50 120")) << term.Screen();
+    // Ctrl-C is a keystroke: it travels to the remote terminal, whose line discipline interrupts
+    // the remote foreground job.
+    term.Type("\x03");
+    EXPECT_EQ(term.Wait(), 130);
+    EXPECT_TRUE(term.Mode().c_lflag & ICANON);  // our terminal is restored
+  }
 }
 
 TEST(Tty, KeystrokesReachTheRemoteProgram) {

@@ -3,6 +3,8 @@
 
 #include <gtest/gtest.h>
 
+#include <set>
+
 #include "harness.h"
 
 namespace tidepool::testing {
@@ -124,32 +126,41 @@ TEST_F(Vrun, SecondCtrlCKillsTheRemoteGroup) {
   // The remote survives SIGINT (it only reports it); a second Ctrl-C within a second kills it
   // and vrun exits 130. Signals do not queue, so each Ctrl-C is sent only once the previous one
   // has been seen remotely; on a machine slow enough to stretch that past a second, the next
-  // pair still qualifies.
-  Background b = server.VrunBackground({"sh", "-c", "trap 'echo got-int' INT; echo ready; while :; do sleep 0.05; done"});
-  ASSERT_TRUE(WaitFor([&] { return b.Stdout().find("ready") != std::string::npos; }));
-  size_t seen = 0;
-  for (int i = 0; i < 10 && b.Running(); ++i) {
-    b.Signal(SIGINT);
-    WaitFor([&] {
-      size_t n = 0;
-      for (const auto& line : Lines(b.Stdout())) n += line == "got-int";
-      return n > seen || !b.Running();
-    }, 30s);
-    seen = 0;
-    for (const auto& line : Lines(b.Stdout())) seen += line == "got-int";
+  // pair still qualifies. Through each of the three clients: the C vrun, the C++ fast client
+  // (what it hands --timeout to) and the full client over gRPC.
+  const std::vector<std::vector<std::string>> clients = {
+      {BinDir() + "/vrun"}, {BinDir() + "/vrun", "--timeout", "1h"}, {BinDir() + "/tidepool", "run"}};
+  std::set<std::string> earlier;
+  for (const auto& client : clients) {
+    SCOPED_TRACE(client.back());
+    std::vector<std::string> argv = client;
+    for (const char* a : {"sh", "-c", "trap 'echo got-int' INT; echo ready; while :; do sleep 0.05; done"}) argv.push_back(a);
+    Background b(argv, server.ClientEnv(), server.dir());
+    ASSERT_TRUE(WaitFor([&] { return b.Stdout().find("ready") != std::string::npos; }));
+    size_t seen = 0;
+    for (int i = 0; i < 10 && b.Running(); ++i) {
+      b.Signal(SIGINT);
+      WaitFor([&] {
+        size_t n = 0;
+        for (const auto& line : Lines(b.Stdout())) n += line == "got-int";
+        return n > seen || !b.Running();
+      }, 30s);
+      seen = 0;
+      for (const auto& line : Lines(b.Stdout())) seen += line == "got-int";
+    }
+    ProcResult r = b.Wait();
+    EXPECT_EQ(r.exit_code, 130);
+    EXPECT_GE(seen, 1u);
+    // The remote process group is gone: its task ends (killed) rather than running on.
+    std::string id;
+    for (auto& t : server.Json({"task", "list"})) {
+      if (t["command"][0] == "sh" && !earlier.count(t["id"])) id = t["id"];
+    }
+    ASSERT_FALSE(id.empty());
+    earlier.insert(id);
+    nlohmann::json t = server.WaitTask(id);
+    EXPECT_EQ(t["signal"], 9);
   }
-  ProcResult r = b.Wait();
-  EXPECT_EQ(r.exit_code, 130);
-  EXPECT_GE(seen, 1u);
-  // The remote process group is gone: its task ends (killed) rather than running on.
-  nlohmann::json tasks = server.Json({"task", "list"});
-  std::string id;
-  for (auto& t : tasks) {
-    if (t["command"][0] == "sh") id = t["id"];
-  }
-  ASSERT_FALSE(id.empty());
-  nlohmann::json t = server.WaitTask(id);
-  EXPECT_EQ(t["signal"], 9);
 }
 
 TEST_F(Vrun, TimeoutStopsTheCommand) {
