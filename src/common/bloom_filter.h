@@ -19,7 +19,6 @@ class BloomFilter {
   bool MayContain(std::string_view s) const;
 
   size_t size() const { return added_; }  // Add() calls, repeats included
-  size_t capacity() const { return capacity_; }
   bool full() const { return added_ >= capacity_; }
 
  private:

@@ -4,7 +4,6 @@
 
 #include <mutex>
 #include <string>
-#include <tuple>
 #include <unordered_map>
 
 #include <fmt/format.h>
@@ -47,8 +46,8 @@ INSERT OR IGNORE INTO meta(key, value) VALUES ('schema_version', '1');
 )sql";
 
 // The prepared statements of one connection, kept for its life: on the submission path, parsing
-// the SQL cost more than running it. Keyed by the SQL text; texts past the first 64 (ListTasks
-// builds its query from the filter and the limit) are prepared for one use only.
+// the SQL cost more than running it. Keyed by the SQL text, which only this file writes (ListTasks
+// one per combination of its filters, values bound), so the set stays small.
 class StmtCache {
  public:
   ~StmtCache() { Clear(); }
@@ -56,35 +55,30 @@ class StmtCache {
     for (auto& [sql, s] : stmts_) sqlite3_finalize(s);
     stmts_.clear();
   }
-  // The statement and whether the cache keeps it (else the caller finalizes it); nullptr if the
-  // SQL does not compile.
-  std::pair<sqlite3_stmt*, bool> Get(sqlite3* db, const std::string& sql) {
-    if (auto it = stmts_.find(sql); it != stmts_.end()) return {it->second, true};
-    bool keep = stmts_.size() < 64;
+  // nullptr if the SQL does not compile.
+  sqlite3_stmt* Get(sqlite3* db, const std::string& sql) {
+    if (auto it = stmts_.find(sql); it != stmts_.end()) return it->second;
     sqlite3_stmt* s = nullptr;
-    if (sqlite3_prepare_v3(db, sql.c_str(), static_cast<int>(sql.size()), keep ? SQLITE_PREPARE_PERSISTENT : 0, &s,
-                           nullptr) != SQLITE_OK) {
+    if (sqlite3_prepare_v3(db, sql.c_str(), static_cast<int>(sql.size()), SQLITE_PREPARE_PERSISTENT, &s, nullptr) !=
+        SQLITE_OK) {
       sqlite3_finalize(s);
-      return {nullptr, false};
+      return nullptr;
     }
-    if (keep) stmts_.emplace(sql, s);
-    return {s, keep};
+    stmts_.emplace(sql, s);
+    return s;
   }
 
  private:
   std::unordered_map<std::string, sqlite3_stmt*> stmts_;
 };
 
-// One use of a statement: reset and unbound when it goes, so that no read transaction stays open.
+// One use of a kept statement: reset and unbound when it goes, so that no read transaction stays
+// open.
 class Stmt {
  public:
-  Stmt(sqlite3* db, StmtCache& cache, const std::string& sql) { std::tie(s_, cached_) = cache.Get(db, sql); }
+  Stmt(sqlite3* db, StmtCache& cache, const std::string& sql) : s_(cache.Get(db, sql)) {}
   ~Stmt() {
     if (!s_) return;
-    if (!cached_) {
-      sqlite3_finalize(s_);
-      return;
-    }
     sqlite3_reset(s_);
     sqlite3_clear_bindings(s_);
   }
@@ -107,7 +101,6 @@ class Stmt {
 
  private:
   sqlite3_stmt* s_ = nullptr;
-  bool cached_ = false;
 };
 
 Status SqlError(sqlite3* db, const std::string& what) {
@@ -250,7 +243,7 @@ class SqliteStore final : public Store {
     if (!q.parent.empty()) sql += " AND parent = ?4";
     if (!q.id_prefix.empty()) sql += " AND substr(id, 1, length(?5)) = ?5";
     sql += " ORDER BY seq";
-    if (q.limit > 0) sql += fmt::format(" LIMIT {}", q.limit);
+    if (q.limit > 0) sql += " LIMIT ?6";
     std::lock_guard lock(read_mu_);
     Stmt st(read_, read_stmts_, sql);
     if (!st.ok()) return SqlError(read_, "prepare");
@@ -259,6 +252,7 @@ class SqliteStore final : public Store {
     if (!q.pool.empty()) st.Bind(3, q.pool);
     if (!q.parent.empty()) st.Bind(4, q.parent);
     if (!q.id_prefix.empty()) st.Bind(5, q.id_prefix);
+    if (q.limit > 0) st.Bind(6, static_cast<int64_t>(q.limit));
     std::vector<TaskRecord> out;
     int rc;
     while ((rc = sqlite3_step(st.get())) == SQLITE_ROW) {
