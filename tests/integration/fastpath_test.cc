@@ -156,17 +156,25 @@ TEST_F(FastPath, VrunAndVbatchTakeTheFastPath) {
   EXPECT_EQ(quiet.err, "");
 }
 
-// With musl-tools, `vbatch` is the C client (src/fastclient/vbatch_lite.c) for the common case:
-// it must send what the C++ client sends (environment, directory, pool, name, shards), and hand
-// anything else over to it (`tidepool-vbatch`), having sent nothing with an effect.
-TEST_F(FastPath, VbatchInCSubmitsTheCommonCaseItselfAndHandsOverTheRest) {
-  if (!std::filesystem::exists(BinDir() + "/tidepool-vbatch")) GTEST_SKIP() << "built without musl-gcc";
-  std::string dir = server.dir() + "/sub dir";
+// What the C clients' tests run in: a directory with a space in its name (under the server's),
+// and the client environment plus a value with spaces and quotes and a local-only variable
+// (which must not travel), with the client's trace on.
+std::pair<std::string, std::map<std::string, std::string>> LiteClientSetup(Server& server, const std::string& name) {
+  std::string dir = server.dir() + "/" + name;
   std::filesystem::create_directories(dir);
   auto env = server.ClientEnv();
   env["TIDEPOOL_CLIENT_TRACE"] = "1";
   env["LITE_VAR"] = "value with spaces \"and quotes\"";
   env["SSH_AUTH_SOCK"] = "/local/only";
+  return {dir, env};
+}
+
+// With musl-tools, `vbatch` is the C client (src/fastclient/vbatch_lite.c) for the common case:
+// it must send what the C++ client sends (environment, directory, pool, name, shards), and hand
+// anything else over to it (`tidepool-vbatch`), having sent nothing with an effect.
+TEST_F(FastPath, VbatchInCSubmitsTheCommonCaseItselfAndHandsOverTheRest) {
+  if (!std::filesystem::exists(BinDir() + "/tidepool-vbatch")) GTEST_SKIP() << "built without musl-gcc";
+  auto [dir, env] = LiteClientSetup(server, "sub dir");
   ProcResult b = RunProcess({BinDir() + "/vbatch", "-P", "local", "--name=lite", "-N2", "--", "sh", "-c",
                              "echo \"$LITE_VAR|${SSH_AUTH_SOCK-unset}|$PWD|$(pwd)|$TIDEPOOL_POOL\""},
                             env, dir);
@@ -197,12 +205,7 @@ TEST_F(FastPath, VbatchInCSubmitsTheCommonCaseItselfAndHandsOverTheRest) {
 // directory, stdin, output, exit status — and the rest goes to `tidepool-vrun`.
 TEST_F(FastPath, VrunInCRunsTheCommonCaseItselfAndHandsOverTheRest) {
   if (!std::filesystem::exists(BinDir() + "/tidepool-vrun")) GTEST_SKIP() << "built without musl-gcc";
-  std::string dir = server.dir() + "/run dir";
-  std::filesystem::create_directories(dir);
-  auto env = server.ClientEnv();
-  env["TIDEPOOL_CLIENT_TRACE"] = "1";
-  env["LITE_VAR"] = "value with spaces \"and quotes\"";
-  env["SSH_AUTH_SOCK"] = "/local/only";
+  auto [dir, env] = LiteClientSetup(server, "run dir");
   ProcResult r = RunProcess({BinDir() + "/vrun", "-P", "local", "--name=lite-run", "-q", "--", "sh", "-c",
                              "echo \"$LITE_VAR|${SSH_AUTH_SOCK-unset}|$PWD|$(pwd)|$TIDEPOOL_POOL\"; "
                              "tr a-z A-Z; echo to-stderr >&2; exit 3"},
