@@ -635,6 +635,9 @@ void PoolController::AgentDisconnected(Worker* w) {
     SetPhase(w, Phase::kLost);
     Event("worker_lost", fmt::format("{} disconnected", w->name));
   }
+  // A list may already have shown it gone while it was still connected (OnListed keeps a
+  // connected worker): look again now rather than at the next sync interval.
+  if (w->phase == Phase::kDeleting && w->delete_done) ScheduleSync(Millis(0));
   Reconcile();
 }
 

@@ -19,6 +19,8 @@
 #   concurrency          each start records "begin"/"end" lines around a short sleep
 #   slow_return          start answers this many seconds after its VM is up ("returned NAME")
 #   stop_ignored         the next stop exits 0 without deleting anything ("stop-ignored NAME")
+#   stop_keeps_agent     stops delete the VM but leave its agent process, connected, as a machine
+#                        gone without a word leaves its TCP connection ("stop-kept-agent NAME PID")
 set -u
 : "${CLOUD_DIR:?CLOUD_DIR must be set}"
 ledger="$CLOUD_DIR/ledger"
@@ -81,13 +83,21 @@ case "${1:-}" in
     if [ -e "$CLOUD_DIR/stop_ignored" ]; then rm -f "$CLOUD_DIR/stop_ignored"; log "stop-ignored $2"; exit 0; fi
     log "stop $2"
     pid=$(awk -v n="$2" '$1=="start" && $2==n {print $3}' "$ledger" | tail -1)
+    if [ -n "$pid" ] && [ -e "$CLOUD_DIR/stop_keeps_agent" ]; then
+      agent=$(pgrep -P "$pid" | head -1)
+      kill -KILL "$pid" 2>/dev/null  # the VM only: the agent lives on (still in its group)
+      log "stop-kept-agent $2 ${agent:-none}"
+      exit 0
+    fi
     [ -n "$pid" ] && kill -KILL -- "-$pid" 2>/dev/null
     exit 0
     ;;
   list)
     [ -e "$CLOUD_DIR/list_fail" ] && { echo "the cloud API is down (simulated)" >&2; exit 1; }
     awk '$1=="start" {print $2, $3}' "$ledger" 2>/dev/null | while read -r n p; do
-      kill -0 "$p" 2>/dev/null && echo "$n running"
+      # A killed VM whose zombie init has not reaped yet is gone, not running.
+      state=$(sed 's/.*) //' "/proc/$p/stat" 2>/dev/null | cut -c1)
+      [ -n "$state" ] && [ "$state" != Z ] && echo "$n running"
     done
     exit 0
     ;;
