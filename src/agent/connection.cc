@@ -30,12 +30,26 @@ void Connection::Stop() {
 }
 
 bool Connection::Send(uint64_t generation, v1::AgentMessage m) {
-  {
-    std::lock_guard lock(mu_);
-    if (generation == 0 || generation != generation_) return false;
-    outbox_.push_back(std::move(m));
+  std::unique_lock lock(mu_);
+  if (generation == 0 || generation != generation_) return false;
+  if (outbox_.empty() && !writing_ && connected_ && m.ByteSizeLong() <= kMaxDirectWrite) {
+    // Nothing ahead of it: write it here and now if the socket takes it without waiting.
+    AgentStream* stream = connected_;
+    writing_ = true;
+    lock.unlock();
+    AgentStream::TryWrite r = stream->TryWriteNow(m);
+    if (r == AgentStream::TryWrite::kFailed) stream->Cancel();  // as the writer does: the reader ends it
+    lock.lock();
+    writing_ = false;
+    cv_.notify_all();  // the writer, or Run() ending the stream, may wait for this write to end
+    // Failed: lost with the stream as a queued message would be (the next hello lists the tasks
+    // held; unacknowledged output and exits are sent again).
+    if (r != AgentStream::TryWrite::kWouldBlock) return true;
+    if (generation != generation_) return false;
   }
-  cv_.notify_one();
+  outbox_.push_back(std::move(m));
+  lock.unlock();
+  cv_.notify_all();
   return true;
 }
 
@@ -60,13 +74,20 @@ void Connection::Writer(uint64_t generation, AgentStream* stream) {
     v1::AgentMessage m;
     {
       std::unique_lock lock(mu_);
-      cv_.wait(lock, [&] { return writer_stop_ || !outbox_.empty(); });
+      cv_.wait(lock, [&] { return writer_stop_ || (!outbox_.empty() && !writing_); });
       if (writer_stop_ || generation != generation_) return;
       m = std::move(outbox_.front());
       outbox_.pop_front();
       CoalesceOutput(&m);
+      writing_ = true;
     }
-    if (!stream->Write(m)) {
+    bool ok = stream->Write(m);
+    {
+      std::lock_guard lock(mu_);
+      writing_ = false;
+    }
+    cv_.notify_all();  // Run() may wait for the write to end
+    if (!ok) {
       stream->Cancel();  // unblocks the reader, which ends this connection
       return;
     }
@@ -122,6 +143,7 @@ void Connection::Run() {
       generation_ = gen;
       writer_stop_ = false;
       outbox_.clear();
+      connected_ = stream.get();
     }
     std::thread writer([this, gen, s = stream.get()] { Writer(gen, s); });
     cb_.connected(gen, first.welcome());
@@ -132,10 +154,15 @@ void Connection::Run() {
       generation_ = 0;
       writer_stop_ = true;
       outbox_.clear();
+      connected_ = nullptr;  // no new direct write starts on it
     }
     cv_.notify_all();
     stream->Cancel();  // the stream is over: a write blocked on it returns
     writer.join();
+    {
+      std::unique_lock lock(mu_);
+      cv_.wait(lock, [this] { return !writing_; });  // a direct write may still be using it
+    }
     cb_.disconnected(gen);
     if (EndStream(stream.get(), true)) return;
   }

@@ -3,7 +3,10 @@
 //
 // Threads: a connection thread (connect, hello, then blocking reads) and, per connected
 // stream, a writer thread. Everything they receive goes to the owner through callbacks; the
-// owner sends through Send(). A refusal (PERMISSION_DENIED) is final: the owner is told and
+// owner sends through Send(). A small message sent while nothing is queued or being written
+// goes out on the sender's own thread when the transport can take it at once (TryWriteNow):
+// a task's "started" and "exited" then reach the server without waiting for the writer thread
+// to be woken and scheduled (P1, P5). One write is in flight at a time, in Send() order. A refusal (PERMISSION_DENIED) is final: the owner is told and
 // the connection gives up, because retrying a wrong identity cannot succeed.
 //
 // How the stream travels is a Transport: the fast protocol on plain TCP (transport_fast.h, what
@@ -28,8 +31,15 @@ namespace tidepool::agent {
 // reads. Cancel (any thread) makes both return false.
 class AgentStream {
  public:
+  enum class TryWrite { kWritten, kWouldBlock, kFailed };
+
   virtual ~AgentStream() = default;
   virtual bool Write(const v1::AgentMessage& m) = 0;
+  // Writes `m` only if the transport can take it without waiting for the peer: kWouldBlock means
+  // nothing was written (Write it later). For small messages from a thread that is not the
+  // writer thread; the caller makes sure no other write is in flight. Transports that cannot
+  // tell say kWouldBlock.
+  virtual TryWrite TryWriteNow(const v1::AgentMessage&) { return TryWrite::kWouldBlock; }
   virtual bool Read(v1::ServerMessage* m) = 0;
   virtual void Cancel() = 0;
   // Once Read has returned false: why the stream ended (PERMISSION_DENIED = refused).
@@ -70,6 +80,8 @@ class Connection {
   // Well under the server's 16 MiB message limit, and small against its 32 MiB stream window so
   // that several messages are in flight at once (P11).
   static constexpr size_t kMaxCoalescedOutput = 1024 * 1024;
+  // Larger messages always go through the writer thread (and its coalescing).
+  static constexpr size_t kMaxDirectWrite = 4096;
 
  private:
   void Run();
@@ -88,6 +100,8 @@ class Connection {
   std::deque<v1::AgentMessage> outbox_;
   uint64_t generation_ = 0;  // current connected stream; 0 = none
   bool writer_stop_ = false;
+  bool writing_ = false;             // a write is in flight (writer thread or a direct one)
+  AgentStream* connected_ = nullptr;  // the stream of generation_, while it is current
   AgentStream* current_ = nullptr;  // being opened or connected; Stop() cancels it
   std::atomic<bool> stopping_{false};
   std::thread thread_;

@@ -72,6 +72,30 @@ class FastStream final : public AgentStream {
     return WriteAll(out_);
   }
 
+  TryWrite TryWriteNow(const v1::AgentMessage& m) override {
+    if (fd_ < 0 || cancelled_) return TryWrite::kFailed;
+    std::string payload;
+    if (!m.SerializeToString(&payload)) {
+      Fail(Internal("cannot encode an agent message"));
+      return TryWrite::kFailed;
+    }
+    direct_.clear();
+    fast::AppendFrame(direct_, fast::kAgent, payload);
+    ssize_t n;
+    do n = ::send(fd_, direct_.data(), direct_.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
+    while (n < 0 && errno == EINTR);
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return TryWrite::kWouldBlock;
+    if (n <= 0) {
+      SocketFailed("send");
+      return TryWrite::kFailed;
+    }
+    // Part of a small frame: the socket's buffer filled just now (rare). The rest must follow
+    // before anything else, so it is written here, waiting if need be.
+    std::string_view rest(direct_);
+    rest.remove_prefix(static_cast<size_t>(n));
+    return WriteAll(rest) ? TryWrite::kWritten : TryWrite::kFailed;
+  }
+
   bool Read(v1::ServerMessage* m) override {
     while (true) {
       std::string_view payload;
@@ -212,6 +236,7 @@ class FastStream final : public AgentStream {
   std::string in_;  // reader thread only
   size_t in_off_ = 0;
   std::string out_;  // writer only (the connection thread for the hello, then the writer thread)
+  std::string direct_;  // TryWriteNow's frame (never at the same time as a Write)
 };
 
 class FastTransport final : public Transport {
