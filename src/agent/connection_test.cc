@@ -133,17 +133,24 @@ class ConnectionTest : public ::testing::Test {
     return m;
   }
 
+  // Sends a "started" for `id` and waits until it is the one message written: how it went.
+  Wire::Written SendOne(const std::string& id) {
+    EXPECT_TRUE(conn_->Send(gen_, Started(id)));
+    EXPECT_TRUE(wire_.WaitFor([&] { return wire_.written.size() == 1; }));
+    std::lock_guard lock(wire_.mu);
+    return wire_.written.empty() ? Wire::Written{} : wire_.written[0];
+  }
+
   Wire wire_;
   uint64_t gen_ = 0;
   std::unique_ptr<Connection> conn_;
 };
 
 TEST_F(ConnectionTest, ASmallMessageWithNothingAheadIsWrittenOnTheSendersThread) {
-  ASSERT_TRUE(conn_->Send(gen_, Started("a")));
-  ASSERT_TRUE(wire_.WaitFor([&] { return wire_.written.size() == 1; }));
-  EXPECT_EQ(wire_.written[0].what, "a");
-  EXPECT_TRUE(wire_.written[0].direct);
-  EXPECT_EQ(wire_.written[0].thread, std::this_thread::get_id());
+  Wire::Written w = SendOne("a");
+  EXPECT_EQ(w.what, "a");
+  EXPECT_TRUE(w.direct);
+  EXPECT_EQ(w.thread, std::this_thread::get_id());
 }
 
 TEST_F(ConnectionTest, NothingOvertakesAWriteInFlight) {
@@ -173,11 +180,10 @@ TEST_F(ConnectionTest, AMessageTheSocketCannotTakeNowGoesThroughTheWriter) {
     std::lock_guard lock(wire_.mu);
     wire_.would_block = true;
   }
-  ASSERT_TRUE(conn_->Send(gen_, Started("d")));
-  ASSERT_TRUE(wire_.WaitFor([&] { return wire_.written.size() == 1; }));
-  EXPECT_EQ(wire_.written[0].what, "d");
-  EXPECT_FALSE(wire_.written[0].direct);
-  EXPECT_NE(wire_.written[0].thread, std::this_thread::get_id());
+  Wire::Written w = SendOne("d");
+  EXPECT_EQ(w.what, "d");
+  EXPECT_FALSE(w.direct);
+  EXPECT_NE(w.thread, std::this_thread::get_id());
 }
 
 TEST_F(ConnectionTest, NothingIsSentOnAnEndedStream) {
