@@ -6,8 +6,9 @@
 // owner sends through Send(). A small message sent while nothing is queued or being written
 // goes out on the sender's own thread when the transport can take it at once (TryWriteNow):
 // a task's "started" and "exited" then reach the server without waiting for the writer thread
-// to be woken and scheduled (P1, P5). One write is in flight at a time, in Send() order. A refusal (PERMISSION_DENIED) is final: the owner is told and
-// the connection gives up, because retrying a wrong identity cannot succeed.
+// to be woken and scheduled (P1, P5). One write is in flight at a time, in Send() order.
+// A refusal (PERMISSION_DENIED) is final: the owner is told and the connection gives up,
+// because retrying a wrong identity cannot succeed.
 //
 // How the stream travels is a Transport: the fast protocol on plain TCP (transport_fast.h, what
 // `tidepool-agent` speaks, no gRPC in the process) or gRPC (grpc/transport_grpc.h, for TLS).
