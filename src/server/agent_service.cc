@@ -96,8 +96,12 @@ class AgentStream final : public grpc::ServerBidiReactor<v1::AgentMessage, v1::S
   }
 
  private:
+  // Whatever the core holds for this link goes. Not only when attached_: a held hello retried
+  // just as the stream ended is attached by the core while its Accepted() finds no reactor to
+  // resume (OnDone cleared it), so attached_ never turns true. AgentGone of a link the core
+  // never attached does nothing (as the fast front door's EndAgent relies on).
   void ReportGone() {
-    if (attached_ && !gone_) {
+    if (!gone_) {
       gone_ = true;
       core_->AgentGone(link_.get());
     }
