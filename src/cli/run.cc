@@ -175,6 +175,7 @@ class Session {
   }
 
   int Exit(int rc) {
+    if (kill_sent_) rc = 130;  // a second Ctrl-C decided it, whichever thread gets here first
     term_.Restore();
     std::fflush(stdout);
     std::fflush(stderr);
@@ -224,6 +225,7 @@ class Session {
               r.set_cancel(true);
               break;
             case SignalAction::kKillAndExit:
+              kill_sent_ = true;  // before the kill: its task's end may reach Read() first
               r.set_signal(SIGKILL);
               Write(r);
               ClearProgress();
@@ -272,6 +274,7 @@ class Session {
   WaitingProgress progress_;
   uint64_t stdin_sent_ = 0, stdin_acked_ = 0;
   std::atomic<bool> cancel_sent_{false};
+  std::atomic<bool> kill_sent_{false};
 };
 
 }  // namespace

@@ -784,6 +784,7 @@ class RunSession {
   }
 
   [[noreturn]] void Exit(int rc) {
+    if (kill_sent_) rc = 130;  // a second Ctrl-C decided it, whichever thread gets here first
     term_.Restore();
     std::fflush(stdout);
     std::fflush(stderr);
@@ -824,6 +825,7 @@ class RunSession {
               conn_.Write(fast::kCancel, "");
               return;
             case cli::SignalAction::kKillAndExit:
+              kill_sent_ = true;  // before the kill: its task's end may reach the reader first
               conn_.Write(fast::kSignal, json{{"signal", SIGKILL}}.dump());
               ClearProgress();
               Exit(130);
@@ -863,6 +865,7 @@ class RunSession {
   cli::WaitingProgress progress_;
   uint64_t stdin_sent_ = 0, stdin_acked_ = 0;
   std::atomic<bool> cancel_sent_{false};
+  std::atomic<bool> kill_sent_{false};
 };
 
 // ---- vbatch ----------------------------------------------------------------------------------

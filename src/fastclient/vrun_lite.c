@@ -45,6 +45,7 @@ static struct {
   Buf last_plain_line;
   uint64_t stdin_sent, stdin_acked;
   atomic_int cancel_sent;
+  atomic_int kill_sent; /* a second Ctrl-C: the exit status is 130 whoever exits first */
   int has_last_int;
   struct timespec last_int;
 
@@ -91,6 +92,8 @@ static int window_size(unsigned short* rows, unsigned short* cols) {
 }
 
 _Noreturn static void finish_with(int rc) {
+  /* The killed task's end may reach the reader before the signal thread exits. */
+  if (atomic_load(&S.kill_sent)) rc = 130;
   restore_terminal();
   fflush(stdout);
   fflush(stderr);
@@ -199,6 +202,7 @@ static void* signal_loop(void* unused) {
     struct timespec now;
     clock_gettime(CLOCK_MONOTONIC, &now);
     if (sig == SIGINT && S.has_last_int && seconds_since(&S.last_int) < 1) {
+      atomic_store(&S.kill_sent, 1);
       send_signal(SIGKILL);
       clear_progress();
       finish_with(130);
