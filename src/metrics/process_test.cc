@@ -70,7 +70,16 @@ TEST(ProcessCollector, TracksFdsThreadsAndCpu) {
   std::thread([] {}).join();
   Registry r;
   AddProcessCollector(r);
+  // join() returns once the thread has run its last instruction, a moment before the kernel
+  // drops it from the process's count: read `before` once the count has settled (seen: 2, not 1).
   std::string before = r.Render();
+  for (int i = 0; i < 100; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    std::string again = r.Render();
+    bool settled = Sample(again, "process_threads") == Sample(before, "process_threads");
+    before = again;
+    if (settled) break;
+  }
 
   int fds[2][2];
   ASSERT_EQ(pipe(fds[0]), 0);
