@@ -32,9 +32,10 @@ void Connection::Stop() {
 bool Connection::Send(uint64_t generation, v1::AgentMessage m) {
   std::unique_lock lock(mu_);
   if (generation == 0 || generation != generation_) return false;
-  if (outbox_.empty() && !writing_ && connected_ && m.ByteSizeLong() <= kMaxDirectWrite) {
-    // Nothing ahead of it: write it here and now if the socket takes it without waiting.
-    AgentStream* stream = connected_;
+  if (outbox_.empty() && !writing_ && m.ByteSizeLong() <= kMaxDirectWrite) {
+    // Nothing ahead of it: write it here and now if the socket takes it without waiting. While
+    // generation_ is current, current_ is its stream (Run() clears it only after the wait below).
+    AgentStream* stream = current_;
     writing_ = true;
     lock.unlock();
     AgentStream::TryWrite r = stream->TryWriteNow(m);
@@ -143,7 +144,6 @@ void Connection::Run() {
       generation_ = gen;
       writer_stop_ = false;
       outbox_.clear();
-      connected_ = stream.get();
     }
     std::thread writer([this, gen, s = stream.get()] { Writer(gen, s); });
     cb_.connected(gen, first.welcome());
@@ -153,8 +153,7 @@ void Connection::Run() {
       std::lock_guard lock(mu_);
       generation_ = 0;
       writer_stop_ = true;
-      outbox_.clear();
-      connected_ = nullptr;  // no new direct write starts on it
+      outbox_.clear();  // generation_ 0: no new direct write starts on this stream
     }
     cv_.notify_all();
     stream->Cancel();  // the stream is over: a write blocked on it returns

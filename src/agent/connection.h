@@ -102,7 +102,6 @@ class Connection {
   uint64_t generation_ = 0;  // current connected stream; 0 = none
   bool writer_stop_ = false;
   bool writing_ = false;             // a write is in flight (writer thread or a direct one)
-  AgentStream* connected_ = nullptr;  // the stream of generation_, while it is current
   AgentStream* current_ = nullptr;  // being opened or connected; Stop() cancels it
   std::atomic<bool> stopping_{false};
   std::thread thread_;
