@@ -3,6 +3,7 @@
 
 #include "server/core_internal.h"
 #include "server/outbox.h"
+#include "server/resume_gate.h"
 #include "server/services.h"
 
 namespace tidepool::server {
@@ -14,20 +15,12 @@ class Link final : public AgentLink {
   explicit Link(std::shared_ptr<Outbox<v1::ServerMessage>> outbox) : outbox_(std::move(outbox)) {}
   bool Send(v1::ServerMessage m) override { return outbox_->Send(std::move(m)); }
   void Close(const Status& why) override { outbox_->Finish(ToGrpc(why)); }
-  void Accepted() override {
-    std::lock_guard lock(mu_);
-    if (on_accepted_) on_accepted_();
-  }
-  // Set by the reactor; cleared when it goes away.
-  void SetOnAccepted(std::function<void()> fn) {
-    std::lock_guard lock(mu_);
-    on_accepted_ = std::move(fn);
-  }
+  void Accepted() override { gate_.Accept(); }
+  ResumeGate& gate() { return gate_; }
 
  private:
   std::shared_ptr<Outbox<v1::ServerMessage>> outbox_;
-  std::mutex mu_;
-  std::function<void()> on_accepted_;
+  ResumeGate gate_;
 };
 
 class AgentStream final : public grpc::ServerBidiReactor<v1::AgentMessage, v1::ServerMessage> {
@@ -62,13 +55,17 @@ class AgentStream final : public grpc::ServerBidiReactor<v1::AgentMessage, v1::S
           outbox_->Finish(ToGrpc(refusal));
           return;
         case HelloOutcome::kPending:
-          // Held until its name is known; Accepted() resumes reading (or Close() refuses).
+          // Held until its name is known; Accepted() resumes reading (or Close() refuses). The
+          // core may accept before this Hold (the gate remembers), or the stream may end first
+          // (the gate refuses, and no read is outstanding to notice: finish here).
           held_ = true;
-          link_->SetOnAccepted([this] {
-            held_ = false;
-            attached_ = true;
-            StartRead(&in_);
-          });
+          if (!link_->gate().Hold([this] {
+                held_ = false;
+                attached_ = true;
+                StartRead(&in_);
+              })) {
+            outbox_->Finish(grpc::Status::CANCELLED);
+          }
           return;
         case HelloOutcome::kAccepted:
           break;
@@ -83,12 +80,14 @@ class AgentStream final : public grpc::ServerBidiReactor<v1::AgentMessage, v1::S
   void OnWriteDone(bool ok) override { outbox_->OnWriteDone(ok); }
 
   void OnCancel() override {
-    // A held hello has no read outstanding to notice the cancellation.
-    if (held_) outbox_->Finish(grpc::Status::CANCELLED);
+    // No resume after this: an Accepted() arriving later would StartRead on a reactor that gRPC
+    // may already be ending. A held hello has no read outstanding to notice the cancellation; a
+    // resume that won the race has, and ends the stream by failing.
+    if (link_->gate().End()) outbox_->Finish(grpc::Status::CANCELLED);
   }
 
   void OnDone() override {
-    link_->SetOnAccepted(nullptr);
+    link_->gate().End();
     if (held_) core_->AgentHelloAbandoned(link_.get());
     ReportGone();
     outbox_->Detach();
@@ -97,9 +96,9 @@ class AgentStream final : public grpc::ServerBidiReactor<v1::AgentMessage, v1::S
 
  private:
   // Whatever the core holds for this link goes. Not only when attached_: a held hello retried
-  // just as the stream ended is attached by the core while its Accepted() finds no reactor to
-  // resume (OnDone cleared it), so attached_ never turns true. AgentGone of a link the core
-  // never attached does nothing (as the fast front door's EndAgent relies on).
+  // just as the stream ended is attached by the core while its Accepted() finds the gate ended,
+  // so attached_ never turns true. AgentGone of a link the core never attached does nothing (as
+  // the fast front door's EndAgent relies on).
   void ReportGone() {
     if (!gone_) {
       gone_ = true;
