@@ -7,13 +7,14 @@
 #                                  and still connected
 #   p9_idle_agent.sh 1             one real agent, sampled for 1 s
 #   e2e/*.sh                       P1-P5, P10, P11 at tiny sizes
+#   spawn_ceiling                  0.2 s each way; every `true` must exit 0
 #
 # Usage: bench/smoke.sh            (BUILD_DIR=build; build first with ./scripts/build.sh)
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 source "$ROOT/bench/lib.sh"
 
-bench_need "$BUILD_DIR/bench/planner_bench" "$BUILD_DIR/bench/matcher_bench" "$AGENT_LOAD" "$TIDEPOOL"
+bench_need "$BUILD_DIR/bench/planner_bench" "$BUILD_DIR/bench/matcher_bench" "$BUILD_DIR/bench/spawn_ceiling" "$AGENT_LOAD" "$TIDEPOOL"
 bench_workdir
 trap bench_cleanup EXIT
 
@@ -50,6 +51,11 @@ e2e p3_throughput.sh N=100
 e2e p4_p5_latency.sh RUNS=2
 e2e p10_cold.sh RUNS=1 BOOT_DELAY=0.2
 e2e p11_logs.sh SIZE_MB=4
+
+echo "== spawn_ceiling (0.2 s each way)"
+for mode in "" --posix; do
+  if ! "$BUILD_DIR/bench/spawn_ceiling" --threads 2 --seconds 0.2 $mode; then echo "smoke: spawn_ceiling $mode failed" >&2; failed=1; fi
+done
 
 if [ "$failed" != 0 ]; then echo "smoke: FAILED" >&2; exit 1; fi
 echo "smoke: ok"

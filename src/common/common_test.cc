@@ -2,6 +2,10 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <atomic>
+#include <thread>
+#include <vector>
+
 #include "common/crypto.h"
 #include "common/duration.h"
 #include "common/process.h"
@@ -149,6 +153,35 @@ TEST(Process, DieWithParentKillsTheChildWhenItsParentDies) {
   EXPECT_EQ(Spawn(bad).error, SpawnError::kNotFound);
   std::string cmd = std::string("rm -rf ") + tmpl;
   ASSERT_EQ(system(cmd.c_str()), 0);
+}
+
+// The agent's spawn runs the child on a clone stack kept per spawning thread: threads spawning
+// at once must each get their own child, running its own command (told apart by exit code).
+TEST(Process, DieWithParentSpawnsFromManyThreadsAtOnce) {
+  constexpr int kThreads = 8, kEach = 25;
+  std::atomic<int> wrong{0}, failed{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([t, &wrong, &failed] {
+      for (int i = 0; i < kEach; ++i) {
+        int code = t * 10 + i % 10;
+        SpawnOptions o;
+        o.argv = {"sh", "-c", "exit " + std::to_string(code)};
+        o.env = {"PATH=/usr/bin:/bin"};
+        o.die_with_parent = true;
+        SpawnResult r = Spawn(o);
+        int status = 0;
+        if (r.error != SpawnError::kNone || waitpid(r.pid, &status, 0) != r.pid) {
+          failed++;
+        } else if (!WIFEXITED(status) || WEXITSTATUS(status) != code) {
+          wrong++;
+        }
+      }
+    });
+  }
+  for (auto& th : threads) th.join();
+  EXPECT_EQ(failed.load(), 0);
+  EXPECT_EQ(wrong.load(), 0);
 }
 
 TEST(Process, StartTimeIdentifiesProcess) {

@@ -115,12 +115,36 @@ fail:
   _exit(127);
 }
 
+// The stack the clone child runs on until its exec. One per spawning thread, kept for the
+// thread's life: CLONE_VFORK holds the thread until the child has exec'd (or exited), so the
+// stack is free again when clone returns, and a fresh mapping per spawn cost an mmap, page
+// faults and a munmap with its TLB shootdown across the agent's threads.
+class CloneStack {
+ public:
+  static constexpr size_t kSize = 64 * 1024;
+  // nullptr (errno set) if it cannot be mapped.
+  static void* ForThisThread() {
+    thread_local CloneStack stack;
+    if (!stack.base_) {
+      void* p = mmap(nullptr, kSize, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
+      if (p == MAP_FAILED) return nullptr;
+      stack.base_ = p;
+    }
+    return stack.base_;
+  }
+  ~CloneStack() {
+    if (base_) munmap(base_, kSize);
+  }
+
+ private:
+  void* base_ = nullptr;
+};
+
 SpawnResult SpawnDieWithParent(const SpawnOptions& o, const std::string& exe, std::vector<char*>& argv,
                                std::vector<char*>& envp) {
   SpawnResult r;
-  constexpr size_t kStack = 64 * 1024;
-  void* stack = mmap(nullptr, kStack, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
-  if (stack == MAP_FAILED) {
+  void* stack = CloneStack::ForThisThread();
+  if (!stack) {
     r.error = SpawnError::kOther;
     r.message = fmt::format("cannot start {}: {}", o.argv[0], std::strerror(errno));
     return r;
@@ -148,11 +172,11 @@ SpawnResult SpawnDieWithParent(const SpawnOptions& o, const std::string& exe, st
   }
   if (error_pipe[0] >= 0) ::close(error_pipe[0]);
 #else
-  pid_t pid = clone(CloneChildMain, static_cast<char*>(stack) + kStack, CLONE_VM | CLONE_VFORK | SIGCHLD, &child);
+  pid_t pid = clone(CloneChildMain, static_cast<char*>(stack) + CloneStack::kSize, CLONE_VM | CLONE_VFORK | SIGCHLD,
+                    &child);
   int clone_errno = errno;
 #endif
   pthread_sigmask(SIG_SETMASK, &saved, nullptr);
-  munmap(stack, kStack);
   if (pid < 0) {
     r.error = SpawnError::kOther;
     r.message = fmt::format("cannot start {}: {}", o.argv[0], std::strerror(clone_errno));
