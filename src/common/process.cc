@@ -143,12 +143,6 @@ class CloneStack {
 SpawnResult SpawnDieWithParent(const SpawnOptions& o, const std::string& exe, std::vector<char*>& argv,
                                std::vector<char*>& envp) {
   SpawnResult r;
-  void* stack = CloneStack::ForThisThread();
-  if (!stack) {
-    r.error = SpawnError::kOther;
-    r.message = fmt::format("cannot start {}: {}", o.argv[0], std::strerror(errno));
-    return r;
-  }
   CloneChild child{&o, exe.c_str(), argv.data(), envp.data(), getpid()};
   sigset_t all, saved;
   sigfillset(&all);
@@ -172,8 +166,10 @@ SpawnResult SpawnDieWithParent(const SpawnOptions& o, const std::string& exe, st
   }
   if (error_pipe[0] >= 0) ::close(error_pipe[0]);
 #else
-  pid_t pid = clone(CloneChildMain, static_cast<char*>(stack) + CloneStack::kSize, CLONE_VM | CLONE_VFORK | SIGCHLD,
-                    &child);
+  void* stack = CloneStack::ForThisThread();  // its mmap's failure is reported as clone's
+  pid_t pid = stack ? clone(CloneChildMain, static_cast<char*>(stack) + CloneStack::kSize,
+                            CLONE_VM | CLONE_VFORK | SIGCHLD, &child)
+                    : -1;
   int clone_errno = errno;
 #endif
   pthread_sigmask(SIG_SETMASK, &saved, nullptr);
