@@ -6,9 +6,9 @@
 // dependencies: the client (src/fastclient) and the server (src/server/fast_service.cc) share it.
 //
 //   client                                   server
-//   "TPF1" HELLO {"v":1,"token":"..."}  -->
+//   "TPF1" HELLO {"v":1,"token":"..."}
+//   RUN <TaskSpec>   (or SUBMIT)        -->  (one write: no round trip for the hello alone)
 //                                       <--  "TPF1" WELCOME {"v":1}       (or FINISH: refused)
-//   RUN <TaskSpec>                      -->                                (or SUBMIT)
 //                                       <--  ACCEPTED, WAITING, STARTED, STDOUT, STDERR,
 //                                            STDIN_WRITTEN ... EXITED, FINISH
 //   STDIN, STDIN_EOF, SIGNAL, RESIZE, CANCEL -->
@@ -19,8 +19,10 @@
 // writes it without libprotobuf; the server parses it with the generated code), so that the
 // spec means exactly the same on both paths, whatever the types of its fields. FINISH {"code":N,"message":"..."} ends a
 // request the way a gRPC status ends a call (same codes, same messages); after it the server
-// sends nothing more. The client sends its request only after WELCOME: until then nothing it
-// sent has an effect, so a client that gets anything else may safely fall back to gRPC.
+// sends nothing more. The client sends its request right behind the hello; the server reads no
+// frame past a hello it does not welcome, so the request has an effect only after a WELCOME, and
+// a client that gets anything else (a refusal, an old server's bytes, a close) may safely fall
+// back to gRPC. A client that gets nothing at all cannot know, and does not send it again.
 //
 // Agents speak it too (`tidepool-agent`, which therefore needs no gRPC: P9). Their hello says
 // {"v":1,"agent":true} and carries no user token (an agent proves who it is with the worker

@@ -513,10 +513,14 @@ class Connection {
 
   // Any thread. false once the connection broke (later frames are dropped, as the full
   // client's writes are once its stream is closed).
-  bool Write(uint8_t type, std::string_view payload, bool magic = false) {
+  bool Write(uint8_t type, std::string_view payload) {
     std::string buf;
-    if (magic) buf.append(fast::kMagic, sizeof(fast::kMagic));
     fast::AppendFrame(buf, type, payload);
+    return Send(buf);
+  }
+
+  // Bytes as they are (frames already made), in one go with respect to other writers.
+  bool Send(std::string_view buf) {
     std::lock_guard lock(write_mu_);
     if (write_closed_) return false;
     const char* p = buf.data();
@@ -532,6 +536,17 @@ class Connection {
       left -= static_cast<size_t>(n);
     }
     return true;
+  }
+
+  // The main thread. False if nothing (not even the peer's close) arrives within timeout_ms.
+  bool WaitReadable(int timeout_ms) {
+    if (pos_ < len_) return true;
+    pollfd p{fd_, POLLIN, 0};
+    int r;
+    do {
+      r = ::poll(&p, 1, timeout_ms);
+    } while (r < 0 && errno == EINTR);
+    return r != 0;
   }
 
   // The main thread. Reads exactly n bytes; false on EOF, error or (with a deadline) timeout.
@@ -622,25 +637,36 @@ std::optional<int> ConnectTo(const Args& a, Connection& conn, const std::string&
   return cli::kExitTidepoolFailed;
 }
 
-// Says hello. Returns only on the fast path (WELCOME) or with an exit status to give (refused
-// as the full client would be: a token, a server still starting); anything else (not our
-// protocol: an old server, TLS on the port ...) falls back.
-std::optional<int> Hello(const Args& a, Connection& conn, const std::string& address, const std::string& token) {
+// Says hello with the request (a frame of `type`) behind it in the same write, so no round trip
+// is spent on the hello alone: the server reads no frame past a hello it does not welcome, so the
+// request takes effect only once welcomed. Returns only on the fast path (WELCOME) or with an
+// exit status to give (refused as the full client would be: a token, a server still starting);
+// anything else (not our protocol: an old server, TLS on the port ...) falls back, except a
+// server that says nothing for kWelcomeTimeoutMs: it may yet take the request, which a fallback
+// would send again.
+std::optional<int> Hello(const Args& a, Connection& conn, const std::string& address, const std::string& token,
+                         uint8_t type, std::string_view request) {
   if (!IsUtf8(token)) Fallback(a, "the token is not text");
   json hello{{"v", fast::kVersion}};
   if (!token.empty()) hello["token"] = token;
-  if (!conn.Write(fast::kHello, hello.dump(), /*magic=*/true)) {
-    Fallback(a, "the server closed the connection");
+  std::string out(fast::kMagic, sizeof(fast::kMagic));
+  fast::AppendFrame(out, fast::kHello, hello.dump());
+  fast::AppendFrame(out, type, request);
+  if (!conn.Send(out)) Fallback(a, "the server closed the connection");
+  if (!conn.WaitReadable(kWelcomeTimeoutMs)) {
+    fmt::print(stderr, "tidepool: the server at {} did not answer within {} s; the request may still be taken\n", address,
+               kWelcomeTimeoutMs / 1000);
+    return cli::kExitTidepoolFailed;
   }
   char magic[sizeof(fast::kMagic)];
   if (!conn.ReadExact(magic, sizeof(magic), kWelcomeTimeoutMs) || std::memcmp(magic, fast::kMagic, sizeof(magic)) != 0) {
     Fallback(a, fmt::format("the server at {} does not speak the fast protocol", address));
   }
-  uint8_t type = 0;
+  uint8_t answer = 0;
   std::string payload;
-  if (!conn.ReadFrame(&type, &payload, kWelcomeTimeoutMs)) Fallback(a, "no welcome from the server");
-  if (type == fast::kWelcome) return std::nullopt;
-  if (type != fast::kFinish) Fallback(a, "unexpected answer to the hello");
+  if (!conn.ReadFrame(&answer, &payload, kWelcomeTimeoutMs)) Fallback(a, "no welcome from the server");
+  if (answer == fast::kWelcome) return std::nullopt;
+  if (answer != fast::kFinish) Fallback(a, "unexpected answer to the hello");
   json f = ParseJson(payload);
   int code = static_cast<int>(Int(f, "code"));
   if (code == kUnimplemented) Fallback(a, Str(f, "message"));
@@ -682,10 +708,10 @@ class RunSession {
   RunSession(Connection& conn, std::string address, bool tty, bool quiet, bool noinput)
       : conn_(conn), address_(std::move(address)), tty_(tty), quiet_(quiet), noinput_(noinput) {}
 
-  [[noreturn]] void Run(const std::string& spec) {
+  // The request went with the hello at `sent_at`; this reads its events until the end.
+  [[noreturn]] void Run(Clock::time_point sent_at) {
     sigset_t sigs = ForwardedSignals();
-    started_at_ = Clock::now();
-    conn_.Write(fast::kRun, spec);
+    started_at_ = sent_at;
     std::thread(&RunSession::SignalLoop, this, sigs).detach();
 
     uint8_t type = 0;
@@ -870,8 +896,7 @@ class RunSession {
 
 // ---- vbatch ----------------------------------------------------------------------------------
 
-int Submit(Connection& conn, const std::string& address, const std::string& spec) {
-  conn.Write(fast::kSubmit, spec);
+int Submit(Connection& conn, const std::string& address) {
   uint8_t type = 0;
   std::string payload, id;
   Finish finish;
@@ -915,17 +940,19 @@ int Main(Mode mode, int argc, char** argv) {
   std::string address = cli::ResolveServer(o.Get(kServer));
   Connection conn;
   if (auto rc = ConnectTo(a, conn, address)) return *rc;
-  if (auto rc = Hello(a, conn, address, cli::ResolveToken(o.Get(kToken)))) return *rc;
+  auto started_at = Clock::now();
+  uint8_t request = mode == Mode::kBatch ? fast::kSubmit : fast::kRun;
+  if (auto rc = Hello(a, conn, address, cli::ResolveToken(o.Get(kToken)), request, payload)) return *rc;
   if (Tracing()) fmt::print(stderr, "tidepool-client: fast path ({})\n", address);
 
-  if (mode == Mode::kBatch) return Submit(conn, address, payload);
+  if (mode == Mode::kBatch) return Submit(conn, address);
   // From here on this client is vrun. As in run.cc: the forwarded signals are taken by our
   // signal thread only (every thread inherits the mask), and a closed stdout is not fatal.
   sigset_t sigs = ForwardedSignals();
   pthread_sigmask(SIG_BLOCK, &sigs, nullptr);
   signal(SIGPIPE, SIG_IGN);
   RunSession session(conn, address, tty, o.Has(kQuiet), o.Has(kNoInput));
-  session.Run(payload);
+  session.Run(started_at);
 }
 
 }  // namespace tidepool::fastclient

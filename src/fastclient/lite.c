@@ -553,7 +553,7 @@ static int dial(const char* host, const char* port) {
   return fd;
 }
 
-void lite_open(Conn* c, const char** address_out) {
+void lite_open(Conn* c, const char** address_out, int type, const Buf* request) {
   const char* tls = getenv("TIDEPOOL_TLS_CA");
   if (tls && *tls) lite_hand_over("TLS");
   const char* token = getenv("TIDEPOOL_TOKEN");
@@ -594,14 +594,27 @@ void lite_open(Conn* c, const char** address_out) {
   }
   buf_str(&hello, "}");
   lite_frame(&out, kHello, hello.p, hello.n);
+  lite_frame(&out, type, buf_cstr(request), request->n);
   if (!lite_send_all(c->fd, out.p, out.n)) lite_hand_over("the hello was not taken");
   free(out.p);
   free(hello.p);
+  /* The request is on its way: from here on a server that says nothing is not handed over (it
+   * may yet take the request, and the hand-over would send it again). */
+  struct pollfd pfd = {c->fd, POLLIN, 0};
+  int ready;
+  do {
+    ready = poll(&pfd, 1, kWelcomeTimeoutMs);
+  } while (ready < 0 && errno == EINTR);
+  if (ready == 0) {
+    fprintf(stderr, "tidepool: the server at %s did not answer within %d s; the request may still be taken\n", address,
+            kWelcomeTimeoutMs / 1000);
+    exit(kExitTidepoolFailed);
+  }
   char m[4];
   Buf payload = {0};
-  int type = 0;
+  int answer = 0;
   if (!conn_read(c, m, 4, kWelcomeTimeoutMs) || memcmp(m, "TPF1", 4) != 0 ||
-      !conn_read_frame(c, &type, &payload, kWelcomeTimeoutMs, NULL) || type != kWelcome) {
+      !conn_read_frame(c, &answer, &payload, kWelcomeTimeoutMs, NULL) || answer != kWelcome) {
     lite_hand_over("no welcome"); /* refusals and old servers: the C++ client says what happened */
   }
   free(payload.p);

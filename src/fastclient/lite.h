@@ -11,7 +11,8 @@
  * messages and exit statuses. Anything it does not handle (another option, TLS, a token file,
  * text that is not UTF-8, no welcome from the server) it hands, with the same arguments, to that
  * client, installed beside it as `tidepool-vrun` / `tidepool-vbatch`, which handles it or falls
- * back in turn to the full client. Nothing with an effect is sent before a hand-over.
+ * back in turn to the full client. Nothing that has taken effect is handed over: the request goes
+ * behind the hello, and the server acts on it only after its welcome.
  */
 #ifndef TIDEPOOL_FASTCLIENT_LITE_H_
 #define TIDEPOOL_FASTCLIENT_LITE_H_
@@ -96,10 +97,14 @@ typedef struct {
   size_t pos, len;
   char buf[64 * 1024];
 } Conn;
-/* Dials the server ($TIDEPOOL_SERVER, else 127.0.0.1:7700) and says hello with $TIDEPOOL_TOKEN;
- * returns only with a WELCOME (hands over otherwise: TLS, a token file, no server, a refusal,
- * which the C++ client reports as the full client does). *address is the server's address. */
-void lite_open(Conn* c, const char** address);
+/* Dials the server ($TIDEPOOL_SERVER, else 127.0.0.1:7700) and says hello with $TIDEPOOL_TOKEN,
+ * with the request (a frame of `type`) behind it in the same write: no round trip is spent on the
+ * hello alone. The server reads no frame past a hello it does not welcome, so the request takes
+ * effect only once welcomed. Returns only with a WELCOME; hands over otherwise (TLS, a token file,
+ * a refusal, an old server: the C++ client reports as the full client does), except a server that
+ * says nothing for 10 s: that one may yet take the request, so the client exits 255 rather than
+ * have it sent twice. *address is the server's address. */
+void lite_open(Conn* c, const char** address, int type, const Buf* request);
 /* One frame into *payload (NUL-terminated); 0 on a closed or broken connection, or a frame over
  * the limit (then *oversize, when given). timeout_ms < 0 waits for ever. */
 int conn_read_frame(Conn* c, int* type, Buf* payload, int timeout_ms, int* oversize);

@@ -31,10 +31,7 @@ int main(int argc, char** argv) {
 
   static Conn conn;
   const char* address = NULL;
-  lite_open(&conn, &address);
-  Buf out = {0};
-  lite_frame(&out, kSubmit, buf_cstr(&spec.b), spec.b.n);
-  if (!lite_send_all(conn.fd, out.p, out.n)) return lite_report_failure(kStatusUnavailable, "", address);
+  lite_open(&conn, &address, kSubmit, &spec.b);
   Buf payload = {0}, id = {0}, message = {0};
   long code = 0;
   int type = 0, oversize = 0, finished = 0;

@@ -333,7 +333,8 @@ int main(int argc, char** argv) {
   spec_parent(&spec);
   if (!spec.utf8) lite_hand_over("text that is not UTF-8");
 
-  lite_open(&S.conn, &S.address);
+  clock_gettime(CLOCK_MONOTONIC, &S.begun);
+  lite_open(&S.conn, &S.address, kRun, &spec.b); /* the request goes with the hello */
   S.tty = tty, S.quiet = quiet, S.noinput = noinput;
 
   /* As run.cc: the forwarded signals are taken by the signal thread only (every thread inherits
@@ -342,8 +343,6 @@ int main(int argc, char** argv) {
   forwarded_signals(&sigs);
   pthread_sigmask(SIG_BLOCK, &sigs, NULL);
   signal(SIGPIPE, SIG_IGN);
-  clock_gettime(CLOCK_MONOTONIC, &S.begun);
-  send_frame(kRun, buf_cstr(&spec.b), spec.b.n);
   pthread_t t;
   if (pthread_create(&t, NULL, signal_loop, NULL) == 0) pthread_detach(t);
 

@@ -12,8 +12,11 @@
 
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <filesystem>
+#include <mutex>
 #include <regex>
+#include <thread>
 
 #include "harness.h"
 #include "tidepool/v1/agent.pb.h"
@@ -135,6 +138,173 @@ class FastPath : public ::testing::Test {
  protected:
   Server server;
 };
+
+// A stand-in for a server, to see what a client sends before it has any answer. Each connection
+// is read until two frames have come after the "TPF1" preface (or the client closes, or 20 s
+// pass: longer than the clients' 10 s wait for a welcome); then, if `refuse`, answered with a
+// refusal and closed, else left without a word until the client goes.
+class FakeServer {
+ public:
+  explicit FakeServer(bool refuse) : refuse_(refuse) {
+    listen_fd_ = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    EXPECT_EQ(bind(listen_fd_, reinterpret_cast<sockaddr*>(&a), sizeof(a)), 0);
+    EXPECT_EQ(listen(listen_fd_, 8), 0);
+    socklen_t len = sizeof(a);
+    getsockname(listen_fd_, reinterpret_cast<sockaddr*>(&a), &len);
+    address_ = "127.0.0.1:" + std::to_string(ntohs(a.sin_port));
+    thread_ = std::thread([this] { Serve(); });
+  }
+  ~FakeServer() {
+    stop_ = true;
+    thread_.join();
+    close(listen_fd_);
+  }
+  const std::string& address() const { return address_; }
+  // Per connection, in order: the types of the frames it sent before it had any answer.
+  std::vector<std::vector<int>> Connections() {
+    std::lock_guard lock(mu_);
+    return connections_;
+  }
+
+ private:
+  void Serve() {
+    while (!stop_) {
+      pollfd p{listen_fd_, POLLIN, 0};
+      if (poll(&p, 1, 50) <= 0) continue;
+      int fd = accept4(listen_fd_, nullptr, nullptr, SOCK_CLOEXEC);
+      if (fd < 0) continue;
+      std::string got;
+      std::vector<int> types;
+      auto end = std::chrono::steady_clock::now() + 20s;
+      bool open = true;
+      while (open && !stop_ && types.size() < 2 && std::chrono::steady_clock::now() < end) {
+        pollfd c{fd, POLLIN, 0};
+        if (poll(&c, 1, 50) <= 0) continue;
+        char buf[65536];
+        ssize_t n = recv(fd, buf, sizeof(buf), 0);
+        if (n <= 0) open = false;
+        else got.append(buf, static_cast<size_t>(n));
+        types.clear();
+        if (got.size() >= 4) {
+          for (auto& [type, payload] : Frames(got.substr(4))) types.push_back(type);
+        }
+      }
+      {
+        std::lock_guard lock(mu_);
+        connections_.push_back(types);
+      }
+      if (refuse_) {
+        std::string no = std::string("TPF1") + Frame(73, "{\"code\":16,\"message\":\"fake refusal\"}");
+        send(fd, no.data(), no.size(), MSG_NOSIGNAL);
+      }
+      // Until the client closes (a silent server says nothing at all).
+      char buf[4096];
+      while (open && !stop_) {
+        pollfd c{fd, POLLIN, 0};
+        if (poll(&c, 1, 50) > 0 && recv(fd, buf, sizeof(buf), 0) <= 0) open = false;
+      }
+      close(fd);
+    }
+  }
+
+  const bool refuse_;
+  int listen_fd_ = -1;
+  std::string address_;
+  std::atomic<bool> stop_{false};
+  std::mutex mu_;
+  std::vector<std::vector<int>> connections_;
+  std::thread thread_;
+};
+
+// The fast clients there are in this build: the C ones and the C++ ones they hand over to (with
+// musl-tools), else the C++ ones as vrun and vbatch. Each with its request's frame type.
+std::vector<std::pair<std::string, int>> FastClients() {
+  std::vector<std::pair<std::string, int>> out;
+  for (auto& [bin, request] : std::vector<std::pair<std::string, int>>{
+           {"vrun", 2}, {"vbatch", 3}, {"tidepool-vrun", 2}, {"tidepool-vbatch", 3}}) {
+    if (std::filesystem::exists(BinDir() + "/" + bin)) out.emplace_back(bin, request);
+  }
+  return out;
+}
+
+std::map<std::string, std::string> FakeClientEnv(const FakeServer& fake) {
+  return {{"TIDEPOOL_SERVER", fake.address()}, {"PATH", BinDir() + ":/usr/bin:/bin"}, {"HOME", "/nonexistent"}};
+}
+
+// The request travels in the hello's write: the server has it before it has said anything, so
+// no round trip goes on the hello alone. Refused at the hello, a C client hands over and its C++
+// client asks again, the same way; all report the refusal.
+TEST(FastPathHello, TheRequestGoesWithTheHello) {
+  auto clients = FastClients();
+  ASSERT_GE(clients.size(), 2u);
+  for (auto& [bin, request] : clients) {
+    FakeServer fake(/*refuse=*/true);
+    ProcResult r = RunProcess({BinDir() + "/" + bin, "true"}, FakeClientEnv(fake), "/tmp");
+    EXPECT_EQ(r.exit_code, 255) << bin << ": " << r.err;
+    EXPECT_NE(r.err.find("fake refusal"), std::string::npos) << bin << ": " << r.err;
+    auto connections = fake.Connections();
+    ASSERT_FALSE(connections.empty()) << bin;
+    for (auto& types : connections) EXPECT_EQ(types, (std::vector<int>{1, request})) << bin;
+  }
+}
+
+// A server that takes the connection and then says nothing may yet act on the request it was
+// sent: the client gives up after 10 s, says so, and neither hands it over nor sends it again.
+TEST(FastPathHello, ASilentServerIsNotAskedTwice) {
+  auto clients = FastClients();
+  std::vector<std::unique_ptr<FakeServer>> fakes;
+  std::vector<Background> running;
+  for (auto& [bin, request] : clients) {
+    fakes.push_back(std::make_unique<FakeServer>(/*refuse=*/false));
+    running.emplace_back(std::vector<std::string>{BinDir() + "/" + bin, "true"}, FakeClientEnv(*fakes.back()), "/tmp");
+  }
+  for (size_t i = 0; i < clients.size(); ++i) {
+    const std::string& bin = clients[i].first;
+    ProcResult r = running[i].Wait(60s);
+    EXPECT_EQ(r.exit_code, 255) << bin << ": " << r.err;
+    EXPECT_NE(r.err.find("did not answer within 10 s; the request may still be taken"), std::string::npos)
+        << bin << ": " << r.err;
+    auto connections = fakes[i]->Connections();
+    ASSERT_EQ(connections.size(), 1u) << bin;
+    EXPECT_EQ(connections[0], (std::vector<int>{1, clients[i].second})) << bin;
+  }
+}
+
+// What makes sending the request early safe: the server acts on no frame behind a hello it
+// refuses. The same submission is taken behind a good hello (so the refused one was not lost to
+// a malformed spec).
+TEST(FastPathHello, NothingBehindARefusedHelloIsTaken) {
+  Server server;
+  auto submit = [](const std::string& word) {
+    // TaskSpec{argv: ["/bin/echo", word], cwd: "/"} in protobuf's encoding.
+    return Frame(3, std::string("\x0a\x09/bin/echo\x0a") + static_cast<char>(word.size()) + word + "\x12\x01/");
+  };
+  bool closed = false;
+  {
+    Raw r(server.address());
+    r.Send(std::string("TPF1") + Frame(1, "{\"v\":99}") + submit("behind-a-refusal"));
+    EXPECT_NE(FinishMessage(r.ReadToEnd(&closed)).find("version 99 is not supported"), std::string::npos);
+  }
+  {
+    Raw r(server.address());
+    r.Send(std::string("TPF1") + Frame(1, "{not json") + submit("behind-a-refusal"));
+    EXPECT_NE(FinishMessage(r.ReadToEnd(&closed)).find("malformed hello"), std::string::npos);
+  }
+  {
+    Raw r(server.address());
+    r.Send(kHello + submit("behind-a-welcome"));
+    auto frames = Frames(r.ReadToEnd(&closed).substr(4));
+    ASSERT_EQ(frames.size(), 3u);  // WELCOME, SUBMITTED, FINISH
+    EXPECT_EQ(frames[1].first, 72);
+  }
+  std::map<std::string, int> seen;
+  for (auto& t : server.Json({"task", "list", "--all"})) seen[t["command"][1].get<std::string>()]++;
+  EXPECT_EQ(seen["behind-a-welcome"], 1);
+  EXPECT_EQ(seen["behind-a-refusal"], 0);
+}
 
 TEST_F(FastPath, VrunAndVbatchTakeTheFastPath) {
   ProcResult r = Client(server, "vrun", {"echo", "hi"}, Traced({}));
