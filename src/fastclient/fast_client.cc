@@ -539,28 +539,13 @@ class Connection {
   }
 
   // The main thread. False if nothing (not even the peer's close) arrives within timeout_ms.
-  bool WaitReadable(int timeout_ms) {
-    if (pos_ < len_) return true;
-    pollfd p{fd_, POLLIN, 0};
-    int r;
-    do {
-      r = ::poll(&p, 1, timeout_ms);
-    } while (r < 0 && errno == EINTR);
-    return r != 0;
-  }
+  bool WaitReadable(int timeout_ms) { return pos_ < len_ || PollIn(timeout_ms) != 0; }
 
   // The main thread. Reads exactly n bytes; false on EOF, error or (with a deadline) timeout.
   bool ReadExact(char* out, size_t n, int timeout_ms = -1) {
     while (n > 0) {
       if (pos_ == len_) {
-        if (timeout_ms >= 0) {
-          pollfd p{fd_, POLLIN, 0};
-          int r;
-          do {
-            r = ::poll(&p, 1, timeout_ms);
-          } while (r < 0 && errno == EINTR);
-          if (r <= 0) return false;
-        }
+        if (timeout_ms >= 0 && PollIn(timeout_ms) <= 0) return false;
         ssize_t got = ::recv(fd_, buf_, sizeof(buf_), 0);
         if (got < 0 && errno == EINTR) continue;
         if (got <= 0) return false;
@@ -591,6 +576,16 @@ class Connection {
   }
 
  private:
+  // poll() for input, through EINTR: > 0 ready (or closed), 0 timed out, < 0 failed.
+  int PollIn(int timeout_ms) {
+    pollfd p{fd_, POLLIN, 0};
+    int r;
+    do {
+      r = ::poll(&p, 1, timeout_ms);
+    } while (r < 0 && errno == EINTR);
+    return r;
+  }
+
   int fd_ = -1;
   std::mutex write_mu_;
   bool write_closed_ = false;

@@ -441,18 +441,21 @@ void lite_frame(Buf* out, int type, const char* payload, size_t n) {
   buf_put(out, payload, n);
 }
 
+/* poll() for input on fd, through EINTR: > 0 ready (or closed), 0 timed out, < 0 failed. */
+static int poll_in(int fd, int timeout_ms) {
+  struct pollfd pfd = {fd, POLLIN, 0};
+  int r;
+  do {
+    r = poll(&pfd, 1, timeout_ms);
+  } while (r < 0 && errno == EINTR);
+  return r;
+}
+
 /* Exactly n bytes from the connection's buffer or socket. */
 static int conn_read(Conn* c, char* out, size_t n, int timeout_ms) {
   while (n > 0) {
     if (c->pos == c->len) {
-      if (timeout_ms >= 0) {
-        struct pollfd pfd = {c->fd, POLLIN, 0};
-        int r;
-        do {
-          r = poll(&pfd, 1, timeout_ms);
-        } while (r < 0 && errno == EINTR);
-        if (r <= 0) return 0;
-      }
+      if (timeout_ms >= 0 && poll_in(c->fd, timeout_ms) <= 0) return 0;
       ssize_t got = recv(c->fd, c->buf, sizeof(c->buf), 0);
       if (got < 0 && errno == EINTR) continue;
       if (got <= 0) return 0;
@@ -600,12 +603,7 @@ void lite_open(Conn* c, const char** address_out, int type, const Buf* request) 
   free(hello.p);
   /* The request is on its way: from here on a server that says nothing is not handed over (it
    * may yet take the request, and the hand-over would send it again). */
-  struct pollfd pfd = {c->fd, POLLIN, 0};
-  int ready;
-  do {
-    ready = poll(&pfd, 1, kWelcomeTimeoutMs);
-  } while (ready < 0 && errno == EINTR);
-  if (ready == 0) {
+  if (poll_in(c->fd, kWelcomeTimeoutMs) == 0) {
     fprintf(stderr, "tidepool: the server at %s did not answer within %d s; the request may still be taken\n", address,
             kWelcomeTimeoutMs / 1000);
     exit(kExitTidepoolFailed);
