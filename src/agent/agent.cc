@@ -43,6 +43,7 @@ constexpr size_t kReadChunk = 1024 * 1024;
 constexpr uint64_t kUnackedLimit = 32 * 1024 * 1024;  // per stream; = the server's stream window
 constexpr Millis kDrainAfterExit{2000};               // stragglers holding the pipes open
 constexpr Millis kShutdownGrace{5000};
+constexpr Millis kRetryFirst{200}, kRetryMax{5000};  // offering refused output again
 
 int PidfdOpen(pid_t pid) { return static_cast<int>(syscall(SYS_pidfd_open, pid, 0)); }
 
@@ -57,6 +58,11 @@ struct OutBuf {
   uint64_t produced = 0;
   std::deque<std::pair<uint64_t, std::string>> chunks;  // unacknowledged, with their offsets
   uint64_t unacked() const { return produced - acked; }
+  // The server could not store some of it (OutputAck.retry_later, e.g. its disk is full): new
+  // output is held, and one chunk is offered again after `backoff` until the server takes it.
+  bool held = false;
+  bool probe_pending = false;
+  std::chrono::milliseconds backoff{0};
 };
 
 struct TaskRun {
@@ -76,6 +82,7 @@ struct TaskRun {
   v1::TaskExited report;
   std::string end_reason;    // timeout | cancelled
   bool term_sent = false;
+  bool output_refused = false;  // some output was refused once: the exit report goes again once all is stored
 };
 
 class Agent {
@@ -239,6 +246,8 @@ class Agent {
     // Everything not yet acknowledged goes again; the server keeps each byte once.
     for (auto& [id, t] : tasks_) {
       for (OutBuf* b : {&t->out, &t->err}) {
+        b->held = false;
+        b->backoff = Millis(0);
         for (const auto& [offset, data] : b->chunks) SendOutput(*t, *b, offset, data);
       }
       if (t->finished) {
@@ -445,7 +454,7 @@ class Agent {
       std::string data(read_buf_.data(), static_cast<size_t>(n));
       uint64_t offset = b->produced;
       b->produced += static_cast<uint64_t>(n);
-      SendOutput(*t, *b, offset, data);
+      if (!b->held) SendOutput(*t, *b, offset, data);
       b->chunks.emplace_back(offset, std::move(data));  // kept until acknowledged (a resend)
       if (b->unacked() >= kUnackedLimit) {
         // The server (or its client) is behind: stop reading; the task waits on its writes.
@@ -485,10 +494,8 @@ class Agent {
     TaskRun* t = Find(a.task_id());
     if (!t) return;
     OutBuf* b = a.stream() == v1::OUTPUT_STREAM_STDERR ? &t->err : &t->out;
-    if (a.offset() <= b->acked) {
-      // The server has less than we think (e.g. a gap it refused): resend from its offset.
-      if (a.offset() < b->acked) return;
-    }
+    if (a.offset() < b->acked) return;  // an older ack overtaken by a newer one
+    const bool progress = a.offset() > b->acked;
     b->acked = std::min(a.offset(), b->produced);
     while (!b->chunks.empty()) {
       auto& [off, data] = b->chunks.front();
@@ -502,10 +509,46 @@ class Agent {
         break;
       }
     }
+    if (a.retry_later()) {
+      HoldOutput(t, b);
+    } else if (b->held && progress) {
+      // The server takes output again: everything held goes, in order.
+      b->held = false;
+      b->backoff = Millis(0);
+      for (const auto& [off, data] : b->chunks) SendOutput(*t, *b, off, data);
+    }
+    if (t->finished && t->output_refused && !b->held && progress && t->out.chunks.empty() && t->err.chunks.empty()) {
+      // Its exit report came before the server had all its output, so it was not taken.
+      t->output_refused = false;
+      v1::AgentMessage m;
+      *m.mutable_exited() = t->report;
+      Send(std::move(m));
+    }
     if (b->paused && b->unacked() < kUnackedLimit / 2 && b->fd >= 0) {
       b->paused = false;
       WatchOutput(t, b);
     }
+  }
+
+  // The server could not store output of this stream: hold what follows and offer the first
+  // held chunk again after a backoff (200 ms doubling to 5 s), until an ack without
+  // retry_later says it is stored. Never more than one offer in flight per stream.
+  void HoldOutput(TaskRun* t, OutBuf* b) {
+    b->held = true;
+    t->output_refused = true;
+    if (b->probe_pending || b->chunks.empty()) return;
+    b->backoff = b->backoff.count() == 0 ? kRetryFirst : std::min(b->backoff * 2, kRetryMax);
+    b->probe_pending = true;
+    std::string id = t->id;
+    int attempt = t->attempt;
+    bool is_err = b == &t->err;
+    After(b->backoff, [this, id, attempt, is_err] {
+      TaskRun* t = Find(id);
+      if (!t || t->attempt != attempt) return;
+      OutBuf* b = is_err ? &t->err : &t->out;
+      b->probe_pending = false;
+      if (b->held && !b->chunks.empty()) SendOutput(*t, *b, b->chunks.front().first, b->chunks.front().second);
+    });
   }
 
   void OnStdin(const v1::StdinData& s) {

@@ -6,11 +6,14 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <memory>
+#include <mutex>
 #include <thread>
 
 #include <fmt/format.h>
 
 #include "agent/agent_cli.h"
+#include "backends/backend.h"
 #include "agent/grpc/transport_grpc.h"
 #include "cli/client.h"
 #include "cli/commands.h"
@@ -150,6 +153,47 @@ int Up(const server::ServerFlags& flags) {
   return 1;
 }
 
+// Agents of `local` pools run on this machine and outlive a server restart on purpose (an
+// upgrade keeps their tasks running). `down` ends the session: they go too, found through the
+// local backend's own ledger (pid + start time), each SIGTERMed and then SIGKILLed after the
+// backend's grace, its tasks with it.
+int StopLocalWorkers(const server::Settings& s) {
+  backends::RegisterBuiltinBackends();
+  int rc = 0;
+  std::vector<std::thread> deletes;
+  std::mutex mu;
+  size_t stopped = 0;
+  for (const config::PoolConfig& pc : s.config.pools) {
+    const config::BackendConfig* bc = pc.backend();
+    if (!bc || bc->type != "local") continue;
+    backends::BackendContext ctx{pc.name, s.data_dir, "", "", 1};
+    auto backend = backends::Registry::Global().Create(*bc, ctx);
+    if (!backend.ok()) continue;
+    auto listed = (*backend)->List();
+    if (!listed.ok()) {
+      fmt::print(stderr, "tidepool: pool {}: cannot list its workers: {}\n", pc.name, listed.status().message());
+      rc = 1;
+      continue;
+    }
+    std::shared_ptr<backends::Backend> b = std::move(backend).value();
+    for (const backends::ListedWorker& w : *listed) {
+      deletes.emplace_back([b, name = w.name, pool = pc.name, &mu, &stopped, &rc] {
+        Status st = b->Delete(name);
+        std::lock_guard l(mu);
+        if (st.ok()) {
+          stopped++;
+        } else {
+          fmt::print(stderr, "tidepool: pool {}: cannot stop worker {}: {}\n", pool, name, st.message());
+          rc = 1;
+        }
+      });
+    }
+  }
+  for (std::thread& t : deletes) t.join();
+  if (stopped > 0) fmt::print(stderr, "tidepool: stopped {} local worker{}\n", stopped, stopped == 1 ? "" : "s");
+  return rc;
+}
+
 int Down(const server::ServerFlags& flags) {
   std::optional<server::Settings> s = server::ResolveSettings(flags);
   if (!s) return kExitUsage;
@@ -168,7 +212,7 @@ int Down(const server::ServerFlags& flags) {
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }
   fmt::print(stderr, "tidepool: server stopped (pid {})\n", pid);
-  return 0;
+  return StopLocalWorkers(*s);
 }
 
 int Validate(const std::string& path) {

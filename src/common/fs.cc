@@ -51,9 +51,13 @@ Status WriteFileAtomic(const std::string& path, const std::string& content, int 
 
 Status MakeDirs(const std::string& path, int mode) {
   std::error_code ec;
+  const bool existed = std::filesystem::is_directory(path, ec);
   std::filesystem::create_directories(path, ec);
   if (ec) return Internal(fmt::format("cannot create directory {}: {}", path, ec.message()));
-  ::chmod(path.c_str(), mode);
+  // Only a directory made here gets `mode`: an existing one keeps what its owner chose.
+  if (!existed && ::chmod(path.c_str(), mode) != 0) {
+    return Internal(fmt::format("cannot set the mode of {}: {}", path, std::strerror(errno)));
+  }
   return Status::Ok();
 }
 

@@ -134,6 +134,7 @@ void DeliverAgentMessage(Core* core, AgentLink* link, const v1::AgentMessage& m)
     ack.mutable_output_ack()->set_task_id(m.output().task_id());
     ack.mutable_output_ack()->set_stream(m.output().stream());
     ack.mutable_output_ack()->set_offset(*stored);
+    ack.mutable_output_ack()->set_retry_later(*stored < m.output().offset() + m.output().data().size());
     link->Send(std::move(ack));
   }
 }

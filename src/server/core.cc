@@ -52,6 +52,12 @@ Status Core::Start() {
   std::lock_guard lock(mu_);
   next_seq_ = *max_seq + 1;
   if (Status s = RebuildUsedIds(); !s.ok()) return s;
+  auto orphans = logs_.SetAsideOrphans([this](const auto& fn) { return store_->ForEachTaskId(fn); });
+  if (!orphans.ok()) return orphans.status();
+  if (*orphans > 0) {
+    spdlog::warn("{} log file{} of tasks this store does not hold (a store restored or reset?) moved to {}/orphaned",
+                 *orphans, *orphans == 1 ? "" : "s", opts_.data_dir + "/logs");
+  }
   for (const config::PoolConfig& pc : opts_.config.pools) {
     std::unique_ptr<backends::Backend> backend;
     if (const config::BackendConfig* bc = pc.backend()) {

@@ -178,6 +178,8 @@ class Core {
   void CancelTree(Task* t, const std::string& reason, std::vector<std::string>* cancelled);
   void Finish(Task* t, v1::TaskState state, const std::string& reason);
   void OnExited(Session* s, const v1::TaskExited& e);
+  // A batch task's log holds every byte its exit report counts (a full disk may have refused some).
+  bool OutputStored(const Task& t, const v1::TaskExited& e);
   void WorkerLost(autoscaler::Worker* w);
   void LostGraceExpired(const std::string& task_id, int attempt);
   void Requeue(Task* t, const std::string& why);

@@ -245,6 +245,15 @@ void Core::Dispatch(Task* t, Worker* w) {
     auto& route = routes_[t->id()];
     if (!route) route = std::make_shared<OutputRoute>();
     std::lock_guard l(route->mu);
+    // A batch task's output goes to its log, however it reached the queue (a submission, a
+    // restart that found it queued or pending, a requeue): a route without one drops output.
+    if (!route->log && !route->client && !IsInteractive(t->rec.spec)) {
+      if (auto sink = logs_.Sink(t->id()); sink.ok()) {
+        route->log = *sink;
+      } else {
+        spdlog::error("task {}: {}", t->id(), sink.status().message());
+      }
+    }
     route->attempt = st.attempts();
     route->forwarded[1] = route->forwarded[2] = 0;
     // A new attempt's output follows the earlier attempts' in the same files.
@@ -298,7 +307,7 @@ void Core::OnDispatchCommitted(const std::string& id, int attempt) {
   *start->mutable_env() = spec.env();
   auto& env = *start->mutable_env();
   env["TIDEPOOL_TASK_ID"] = id;
-  env["TIDEPOOL_POOL"] = t->st().pool();
+  env["TIDEPOOL_POOL"] = sit->second->pool;  // the pool it runs on, not the selector it named
   env["TIDEPOOL_WORKER_NAME"] = t->assigned;
   env["TIDEPOOL_SERVER"] = opts_.agent_address;
   // With users and roles, `vbatch` inside the task acts as the task's owner.

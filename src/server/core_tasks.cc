@@ -810,6 +810,20 @@ void Core::Requeue(Task* t, const std::string& why) {
   Enqueue(t);
 }
 
+bool Core::OutputStored(const Task& t, const v1::TaskExited& e) {
+  std::shared_ptr<OutputRoute> route;
+  {
+    std::lock_guard rl(routes_mu_);
+    auto it = routes_.find(t.id());
+    if (it == routes_.end()) return true;
+    route = it->second;
+  }
+  std::lock_guard l(route->mu);
+  if (!route->log || route->attempt != e.attempt()) return true;
+  return route->log->size(v1::OUTPUT_STREAM_STDOUT) >= route->base[1] + e.stdout_bytes() &&
+         route->log->size(v1::OUTPUT_STREAM_STDERR) >= route->base[2] + e.stderr_bytes();
+}
+
 void Core::OnExited(Session* s, const v1::TaskExited& e) {
   Task* t = FindTask(e.task_id());
   v1::ServerMessage ack;
@@ -817,6 +831,11 @@ void Core::OnExited(Session* s, const v1::TaskExited& e) {
   ack.mutable_exit_ack()->set_attempt(e.attempt());
   if (!t || t->assigned != s->worker || t->attempt() != e.attempt() || t->st().state() != v1::TASK_STATE_RUNNING) {
     s->link->Send(std::move(ack));  // stale: nothing to record, let the agent forget it
+    return;
+  }
+  if (!OutputStored(*t, e)) {
+    // Not taken (no ExitAck): the agent sends the report again once all its output is stored.
+    spdlog::info("task {}: its exit waits for its output to be stored", t->id());
     return;
   }
   v1::Task& st = t->st();

@@ -1,11 +1,14 @@
 #include "server/log_store.h"
 
+#include <dirent.h>
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
 #include <cstring>
+#include <ctime>
+#include <unordered_set>
 #include <vector>
 
 #include <fmt/format.h>
@@ -128,14 +131,57 @@ void LogSink::Notify() {
 
 LogStore::LogStore(std::string dir) : dir_(std::move(dir)) { MakeDirs(dir_); }
 
-std::string LogStore::FileStem(const std::string& task_id) const {
-  // Task ids may hold '/' (children): percent-encode so every task is one flat pair of files.
+namespace {
+// Task ids may hold '/' (children): percent-encode so every task is one flat pair of files.
+std::string EncodeStem(std::string_view task_id) {
   std::string out;
   for (unsigned char c : task_id) {
     if (isalnum(c) || c == '-' || c == '_' || c == '.') out += static_cast<char>(c);
     else out += fmt::format("%{:02X}", c);
   }
-  return dir_ + "/" + out;
+  return out;
+}
+}  // namespace
+
+std::string LogStore::FileStem(const std::string& task_id) const { return dir_ + "/" + EncodeStem(task_id); }
+
+Result<size_t> LogStore::SetAsideOrphans(
+    const std::function<Status(const std::function<void(std::string_view)>&)>& for_each_id) {
+  // The stems on disk, less those of stored ids, are the orphans.
+  std::unordered_set<std::string> stems;
+  {
+    DIR* d = ::opendir(dir_.c_str());
+    if (!d) return Internal(fmt::format("cannot read the log directory {}: {}", dir_, std::strerror(errno)));
+    while (struct dirent* e = ::readdir(d)) {
+      std::string_view n = e->d_name;
+      for (std::string_view ext : {".stdout", ".stderr"}) {
+        if (n.size() > ext.size() && n.substr(n.size() - ext.size()) == ext) {
+          stems.emplace(n.substr(0, n.size() - ext.size()));
+        }
+      }
+    }
+    ::closedir(d);
+  }
+  if (stems.empty()) return size_t{0};
+  if (Status s = for_each_id([&](std::string_view id) { stems.erase(EncodeStem(id)); }); !s.ok()) return s;
+  if (stems.empty()) return size_t{0};
+  const std::string aside = dir_ + "/orphaned";
+  if (Status s = MakeDirs(aside); !s.ok()) return s;
+  // Kept apart by when they were set aside: a second reset's orphans do not overwrite the first's.
+  const std::string suffix = fmt::format(".{}", static_cast<long long>(::time(nullptr)));
+  size_t moved = 0;
+  for (const std::string& stem : stems) {
+    for (const char* ext : {".stdout", ".stderr"}) {
+      std::string from = dir_ + "/" + stem + ext;
+      std::string to = aside + "/" + stem + suffix + ext;
+      if (::rename(from.c_str(), to.c_str()) == 0) {
+        moved++;
+      } else if (errno != ENOENT) {
+        return Internal(fmt::format("cannot move the orphaned log {} to {}: {}", from, to, std::strerror(errno)));
+      }
+    }
+  }
+  return moved;
 }
 
 std::string LogStore::StdoutPath(const std::string& task_id) const { return FileStem(task_id) + ".stdout"; }

@@ -14,6 +14,7 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <string_view>
 
 #include "common/status.h"
 #include "tidepool/v1/common.pb.h"
@@ -65,6 +66,13 @@ class LogStore {
   void Release(const std::string& task_id);
   std::string StdoutPath(const std::string& task_id) const;
   std::string StderrPath(const std::string& task_id) const;
+
+  // At start, before any task runs: log files of ids the store does not hold (a store restored
+  // from a backup or reset, the logs kept) are moved to DIR/orphaned/, so a new task that gets
+  // such an id starts with empty logs instead of another task's bytes. Nothing is deleted.
+  // `for_each_id` calls its argument with every task id the store holds. Returns how many
+  // files were moved.
+  Result<size_t> SetAsideOrphans(const std::function<Status(const std::function<void(std::string_view)>&)>& for_each_id);
 
  private:
   std::string FileStem(const std::string& task_id) const;

@@ -3,9 +3,11 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/file.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cstdio>
+#include <cstring>
 #include <thread>
 
 #include <fmt/format.h>
@@ -75,6 +77,8 @@ namespace {
 
 // Holds an exclusive lock on the pid file for the life of the process: a second server on the
 // same data dir is refused, and a killed server's lock vanishes with it.
+// The locked pid file's fd; -2 when another server holds it; -1 with errno set when it cannot
+// be written (a read-only filesystem, permissions, a full disk).
 int LockPidFile(const std::string& path) {
   int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
   if (fd < 0) return -1;
@@ -83,8 +87,10 @@ int LockPidFile(const std::string& path) {
     return -2;
   }
   std::string pid = std::to_string(getpid()) + "\n";
-  if (::ftruncate(fd, 0) != 0 || ::write(fd, pid.data(), pid.size()) < 0) {
+  if (::ftruncate(fd, 0) != 0 || ::write(fd, pid.data(), pid.size()) != static_cast<ssize_t>(pid.size())) {
+    int err = errno;
     ::close(fd);
+    errno = err;
     return -1;
   }
   return fd;
@@ -118,6 +124,11 @@ int RunServer(const ServerFlags& flags) {
     fmt::print(stderr, "tidepool: {}\n", s.message());
     return 1;
   }
+  // An existing data dir keeps the mode its owner gave it; say so if others can read into it.
+  if (struct stat st {}; ::stat(settings->data_dir.c_str(), &st) == 0 && (st.st_mode & 077) != 0) {
+    spdlog::warn("data dir {} has mode {:04o}: others on this machine can list it (the store, task logs); "
+                 "chmod 700 it unless that is meant", settings->data_dir, st.st_mode & 07777);
+  }
   int pid_fd = LockPidFile(PidFile(settings->data_dir));
   if (pid_fd == -2) {
     auto pid = ReadFile(PidFile(settings->data_dir));
@@ -126,7 +137,8 @@ int RunServer(const ServerFlags& flags) {
     return 1;
   }
   if (pid_fd < 0) {
-    fmt::print(stderr, "tidepool: cannot write {}\n", PidFile(settings->data_dir));
+    fmt::print(stderr, "tidepool: cannot write {}: {} (the data dir must be writable by the server; choose another with --data-dir)\n",
+               PidFile(settings->data_dir), std::strerror(errno));
     return 1;
   }
 

@@ -1,4 +1,6 @@
 // Bad configuration is refused with its line number; good configuration is summarised.
+#include <sys/stat.h>
+
 #include <gtest/gtest.h>
 
 #include <filesystem>
@@ -84,6 +86,9 @@ TEST_F(ConfigCli, EveryVeldaReferenceExampleValidates) {
 
 TEST_F(ConfigCli, UpAndDownAroundAServer) {
   std::string data = (dir_ / "updata").string();
+  // An existing data dir keeps its owner's mode (the server warns instead of changing it).
+  std::filesystem::create_directories(data);
+  ::chmod(data.c_str(), 0750);
   ProcResult up = RunProcess({BinDir() + "/tidepool", "up", "--data-dir", data, "--listen", "127.0.0.1:0"}, {}, dir_.string());
   ASSERT_EQ(up.exit_code, 0) << up.err;
   std::string addr = Lines(up.out)[0];
@@ -93,17 +98,33 @@ TEST_F(ConfigCli, UpAndDownAroundAServer) {
   ProcResult again = RunProcess({BinDir() + "/tidepool", "up", "--data-dir", data}, {}, dir_.string());
   EXPECT_EQ(again.exit_code, 0);
   EXPECT_EQ(Lines(again.out)[0], addr);
-  ProcResult down = RunProcess({BinDir() + "/tidepool", "down", "--data-dir", data}, {}, dir_.string());
-  EXPECT_EQ(down.exit_code, 0) << down.err;
-  ProcResult after = RunProcess({BinDir() + "/vrun", "--server", addr, "true"}, {}, dir_.string());
-  EXPECT_EQ(after.exit_code, 255);
-  // The worker the server started is still there (agents outlive the server); clean it up.
+  struct stat st {};
+  ASSERT_EQ(::stat(data.c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 07777, 0750u);
+  EXPECT_NE(ReadAll(data + "/server.log").find("has mode 0750"), std::string::npos);
+  // The worker the server started (agents outlive a server restart).
+  std::vector<pid_t> agents;
   for (const auto& e : std::filesystem::directory_iterator(data + "/backends/local")) {
     for (const auto& line : Lines(ReadAll(e.path().string()))) {
       pid_t pid = std::atoi(line.substr(line.find(' ') + 1).c_str());
-      if (pid > 0) kill(pid, SIGTERM);
+      if (pid > 0) agents.push_back(pid);
     }
   }
+  ASSERT_EQ(agents.size(), 1u);
+  auto alive = [](pid_t pid) {
+    std::string stat = ReadAll("/proc/" + std::to_string(pid) + "/stat");
+    size_t paren = stat.rfind(')');
+    return !stat.empty() && paren != std::string::npos && stat.substr(paren + 2, 1) != "Z";
+  };
+  EXPECT_TRUE(alive(agents[0]));
+  // `down` ends the session: the server and the local pool's agents are gone when it returns.
+  ProcResult down = RunProcess({BinDir() + "/tidepool", "down", "--data-dir", data}, {}, dir_.string());
+  EXPECT_EQ(down.exit_code, 0) << down.err;
+  EXPECT_NE(down.err.find("stopped 1 local worker"), std::string::npos) << down.err;
+  EXPECT_FALSE(alive(agents[0]));
+  ProcResult after = RunProcess({BinDir() + "/vrun", "--server", addr, "true"}, {}, dir_.string());
+  EXPECT_EQ(after.exit_code, 255);
+  for (pid_t pid : agents) kill(pid, SIGKILL);
 }
 
 }  // namespace

@@ -107,6 +107,65 @@ TEST(Restart, QueuedTasksSurviveARestart) {
   EXPECT_EQ(server.Task(id)["state"], "QUEUEING");
 }
 
+// Tasks that were queued or waiting on a dependency when the server stopped start only after it
+// is back, on agents that reattached: their output is stored like any other task's (issue 16:
+// these used to end SUCCESS with empty logs). Both a crash and a graceful stop.
+TEST(Restart, TasksThatStartAfterARestartStoreTheirOutput) {
+  for (int sig : {SIGKILL, SIGTERM}) {
+    SCOPED_TRACE(sig == SIGKILL ? "SIGKILL" : "SIGTERM");
+    Server server(OnePool("local", 1, {"max_idle_agents: 1", "idle_decay: \"1h\""}));
+    std::string gate = server.dir() + "/gate";
+    std::string first = Lines(server.Vbatch({"sh", "-c", "while [ ! -e " + gate + " ]; do sleep 0.05; done; echo first"}).out)[0];
+    ASSERT_TRUE(WaitFor([&] { return server.Task(first)["state"] == "RUNNING"; }));
+    std::vector<std::string> queued;
+    for (int i = 0; i < 3; ++i) {
+      std::string n = std::to_string(i);
+      queued.push_back(Lines(server.Vbatch({"sh", "-c", "echo out" + n + "; echo err" + n + " >&2"}).out)[0]);
+    }
+    std::string pending = Lines(server.Vbatch({"--after-success", queued[2], "sh", "-c", "echo dependant; echo dep-err >&2"}).out)[0];
+    EXPECT_EQ(server.Task(queued[0])["state"], "QUEUEING");
+    EXPECT_EQ(server.Task(pending)["state"], "PENDING");
+    server.Stop(sig);
+    server.Start();
+    WriteAll(gate, "");
+    EXPECT_EQ(server.WaitTask(first)["state"], "SUCCESS");
+    EXPECT_EQ(server.Tidepool({"task", "logs", first}).out, "first\n");
+    for (int i = 0; i < 3; ++i) {
+      EXPECT_EQ(server.WaitTask(queued[i])["state"], "SUCCESS");
+      ProcResult logs = server.Tidepool({"task", "logs", queued[i]});
+      EXPECT_EQ(logs.out, "out" + std::to_string(i) + "\n") << queued[i];
+      EXPECT_EQ(logs.err, "err" + std::to_string(i) + "\n") << queued[i];
+    }
+    EXPECT_EQ(server.WaitTask(pending)["state"], "SUCCESS");
+    ProcResult logs = server.Tidepool({"task", "logs", pending});
+    EXPECT_EQ(logs.out, "dependant\n");
+    EXPECT_EQ(logs.err, "dep-err\n");
+  }
+}
+
+// Log files outlive their store when it is reset or restored from an older backup: a new task
+// that gets an old id starts with empty logs, and the old bytes are set aside, not deleted.
+TEST(Restart, ANewTaskNeverShowsTheLogsOfAnIdTheStoreForgot) {
+  Server server;
+  ProcResult r = server.Vbatch({"--name", "job", "sh", "-c", "echo old-out; echo old-err >&2"});
+  ASSERT_EQ(Lines(r.out), std::vector<std::string>{"job"}) << r.err;
+  server.WaitTask("job");
+  server.Stop(SIGTERM);
+  for (const char* f : {"/tidepool.db", "/tidepool.db-wal", "/tidepool.db-shm"}) ::unlink((server.data_dir() + f).c_str());
+  server.Start();
+  r = server.Vbatch({"--name", "job", "sh", "-c", "echo new-out"});
+  ASSERT_EQ(Lines(r.out), std::vector<std::string>{"job"}) << r.err;  // the store no longer has it
+  EXPECT_EQ(server.WaitTask("job")["state"], "SUCCESS");
+  ProcResult logs = server.Tidepool({"task", "logs", "job"});
+  EXPECT_EQ(logs.out, "new-out\n");
+  EXPECT_EQ(logs.err, "");
+  // The old output is kept aside.
+  ProcResult aside = RunProcess({"sh", "-c", "cat " + server.data_dir() + "/logs/orphaned/job.*.stdout " +
+                                                 server.data_dir() + "/logs/orphaned/job.*.stderr"}, {}, server.dir());
+  EXPECT_EQ(aside.out, "old-out\nold-err\n");
+  EXPECT_NE(server.ServerLog().find("moved to"), std::string::npos);
+}
+
 TEST(Restart, GracefulStopLeavesAgentsAndTasksRunning) {
   Server server;
   std::string gate = server.dir() + "/gate";

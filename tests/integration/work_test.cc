@@ -287,12 +287,17 @@ TEST(Selectors, BackupPoolServesWhileThePreferredPoolFailsThenPreferredTakesNewD
   Server server(config);
   a.Set("fail", "no A100s left in us-west-2a\n");
   std::vector<std::string> ids;
-  for (int i = 0; i < 3; ++i) ids.push_back(Id(server.Vbatch({"-P", "gpu", "sh", "-c", "echo $TIDEPOOL_WORKER_NAME"})));
+  for (int i = 0; i < 3; ++i) {
+    ids.push_back(Id(server.Vbatch({"-P", "gpu", "sh", "-c", "echo $TIDEPOOL_WORKER_NAME; echo $TIDEPOOL_POOL"})));
+  }
   for (const auto& id : ids) {
     nlohmann::json t = server.WaitTask(id, 120s);
     EXPECT_EQ(t["state"], "SUCCESS");
     EXPECT_EQ(t["pool"], "gpu");
-    std::string worker = Lines(server.Tidepool({"task", "logs", id}).out)[0];
+    std::vector<std::string> lines = Lines(server.Tidepool({"task", "logs", id}).out);
+    ASSERT_EQ(lines.size(), 2u);
+    EXPECT_EQ(lines[1], "gpu-b");  // the pool it runs on, not the selector it named
+    std::string worker = lines[0];
     std::vector<std::string> from_b = b.Started();
     EXPECT_NE(std::find(from_b.begin(), from_b.end(), worker), from_b.end()) << worker << " is not from pool gpu-b";
   }
