@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <signal.h>
+#include <sys/mount.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -166,7 +167,8 @@ std::string OnePool(const std::string& name, int max_agents, const std::vector<s
 std::string DefaultConfig() { return OnePool("local", 4, {"max_idle_agents: 4", "idle_decay: \"60s\""}); }
 
 Server::Server(const std::string& config_yaml, std::vector<std::string> flags, std::string listen,
-               std::map<std::string, std::string> env)
+               std::map<std::string, std::string> env,
+               const std::function<void(const std::string& data_dir)>& before_start)
     : flags_(std::move(flags)), listen_(std::move(listen)), env_(std::move(env)) {
   const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
   std::string name = info ? std::string(info->test_suite_name()) + "." + info->name() : "harness";
@@ -176,7 +178,24 @@ Server::Server(const std::string& config_yaml, std::vector<std::string> flags, s
   data_dir_ = dir_ + "/data";
   config_path_ = dir_ + "/tidepool.yaml";
   WriteAll(config_path_, config_yaml.empty() ? DefaultConfig() : config_yaml);
+  if (before_start) before_start(data_dir_);
   Start();
+}
+
+TmpfsMount::~TmpfsMount() {
+  if (!dir_.empty()) ::umount2(dir_.c_str(), MNT_DETACH);
+}
+
+bool TmpfsMount::Mount(const std::string& dir, const std::string& size) {
+  std::error_code ec;
+  fs::create_directories(dir, ec);
+  if (::mount("tmpfs", dir.c_str(), "tmpfs", 0, ("size=" + size).c_str()) != 0) return false;
+  dir_ = dir;
+  return true;
+}
+
+bool TmpfsMount::Resize(const std::string& size) {
+  return !dir_.empty() && ::mount("tmpfs", dir_.c_str(), "tmpfs", MS_REMOUNT, ("size=" + size).c_str()) == 0;
 }
 
 Server::~Server() {
@@ -225,6 +244,10 @@ void Server::Start() {
   ASSERT_TRUE(up && pid_ > 0) << "server did not start:\n" << ServerLog();
 }
 
+void Server::Signal(int sig) {
+  if (pid_ > 0) ::kill(pid_, sig);
+}
+
 void Server::Stop(int sig) {
   if (pid_ <= 0) return;
   ::kill(pid_, sig);
@@ -254,6 +277,14 @@ std::vector<pid_t> Server::AgentPids() const {
     }
   }
   return out;
+}
+
+pid_t Server::AgentPid(const std::string& pool, const std::string& worker) const {
+  for (const auto& line : Lines(ReadAll(data_dir_ + "/backends/local/" + pool + ".ledger"))) {
+    auto parts = SplitWords(line);
+    if (parts.size() >= 2 && parts[0] == worker) return std::stoi(parts[1]);
+  }
+  return -1;
 }
 
 void Server::KillAgents() {

@@ -77,19 +77,39 @@ std::string DefaultConfig();
 std::string OnePool(const std::string& name, int max_agents, const std::vector<std::string>& extra = {},
                     const std::string& backend = "{}");
 
+// A tmpfs of the test's own on a directory (root only): a small disk that fills and grows.
+// Lazily unmounted when it goes (a server may still hold files there).
+class TmpfsMount {
+ public:
+  TmpfsMount() = default;
+  ~TmpfsMount();
+  TmpfsMount(const TmpfsMount&) = delete;
+  TmpfsMount& operator=(const TmpfsMount&) = delete;
+  // Creates `dir` if needed and mounts a tmpfs of `size` ("1m", "64m") on it; false if not root.
+  bool Mount(const std::string& dir, const std::string& size);
+  bool Resize(const std::string& size);
+  bool mounted() const { return !dir_.empty(); }
+
+ private:
+  std::string dir_;
+};
+
 class Server {
  public:
   // An empty config means DefaultConfig(). `flags` are extra `tidepool server` flags.
   // `listen` is the first start's --listen (empty: 127.0.0.1:0, any free port on loopback).
   explicit Server(const std::string& config_yaml = "", std::vector<std::string> flags = {},
                   std::string listen = "",
-                  std::map<std::string, std::string> env = {});
+                  std::map<std::string, std::string> env = {},
+                  const std::function<void(const std::string& data_dir)>& before_start = nullptr);
   ~Server();  // stops the server and every agent it started
 
   // Starts (or restarts, on the same data dir) and waits until it answers.
   void Start();
   void Stop(int sig = SIGTERM);  // and wait for it to exit
   void Kill() { Stop(SIGKILL); }
+  // Sends the running server a signal and returns (SIGSTOP / SIGCONT: a frozen server).
+  void Signal(int sig);
 
   // A copy: a restart (Start) may change it while test threads read it (the chaos test).
   std::string address() const {
@@ -115,6 +135,8 @@ class Server {
   nlohmann::json WaitTask(const std::string& id, std::chrono::milliseconds deadline = 120s);
   // pids of the agents the local backend started (from its ledger).
   std::vector<pid_t> AgentPids() const;
+  // The pid of `worker`'s agent in a local pool, from the backend's ledger; -1 if not there.
+  pid_t AgentPid(const std::string& pool, const std::string& worker) const;
 
  private:
   void KillAgents();

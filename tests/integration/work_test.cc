@@ -178,14 +178,7 @@ TEST(Work, CancelTakesTheWholeTree) {
   for (int i = 0; i < 3; ++i) EXPECT_EQ(server.Task(id + "/" + std::to_string(i))["state"], "CANCELLED");
 }
 
-pid_t AgentOf(Server& server, const std::string& worker) {
-  std::string ledger = ReadAll(server.data_dir() + "/backends/local/" + server.Pool("local")["name"].get<std::string>() + ".ledger");
-  for (const auto& line : Lines(ledger)) {
-    auto parts = SplitWords(line);
-    if (parts.size() >= 2 && parts[0] == worker) return std::stoi(parts[1]);
-  }
-  return -1;
-}
+pid_t AgentOf(Server& server, const std::string& worker) { return server.AgentPid("local", worker); }
 
 TEST(Work, RetriesRequeueAfterWorkerLossAndOnFailureWhenAsked) {
   Server server(DefaultConfig(), {"--worker-lost-grace", "1s"});
