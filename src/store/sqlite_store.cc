@@ -9,6 +9,7 @@
 #include <unordered_map>
 
 #include <fmt/format.h>
+#include <spdlog/spdlog.h>
 
 #include "store/db_lock.h"
 #include "store/store.h"
@@ -197,7 +198,13 @@ class SqliteStore final : public Store {
     if (!lock.ok()) return lock.status();
     lock_ = std::move(lock).value();
     // Before SQLite replays the log: SQLite would silently drop transactions behind a bad frame.
-    if (auto wal = CheckWal(path + "-wal"); !wal.ok()) return wal.status();
+    auto wal = CheckWal(path + "-wal");
+    if (!wal.ok()) return wal.status();
+    if (wal->torn_from) {
+      spdlog::warn("store {}: the last transaction in {}-wal (from offset {}) is torn, as a power loss during its "
+                   "commit leaves it; it was never acknowledged and is dropped",
+                   path, path, wal->torn_from);
+    }
     int flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX;
     if (sqlite3_open_v2(path.c_str(), &write_, flags, nullptr) != SQLITE_OK) {
       return write_ ? SqlError(write_, "open") : Internal(fmt::format("store {}: open: out of memory", path));

@@ -8,6 +8,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <iterator>
 
 #include <gtest/gtest.h>
 
@@ -130,6 +131,55 @@ TEST_F(StoreDamageTest, ATornLastFrameIsNotDamage) {
   auto c = OpenSqliteStore(copy);
   ASSERT_TRUE(c.ok()) << c.status().message();
   EXPECT_EQ(CountTasks(**c), 4u);
+}
+
+TEST_F(StoreDamageTest, ADamagedLastTransactionIsTakenForATornCommitNotRefused) {
+  // A power loss before the last commit's fsync can persist its commit frame and not the frames
+  // before it; that transaction was never acknowledged. Damage to the transaction before it is
+  // refused (the previous test damages one in the middle).
+  auto s = OpenSqliteStore(path_);
+  ASSERT_TRUE(s.ok()) << s.status().message();
+  Fill(**s, 1, 5);
+  std::string copy = Snapshot();
+  const uint64_t frame = 24 + CheckWal(copy + "-wal")->page_size;
+  const uint64_t last = fs::file_size(copy + "-wal") - frame;  // the last commit frame
+  Poke(copy + "-wal", last + 24 + 100, "\xde\xad");
+  auto wal = CheckWal(copy + "-wal");
+  ASSERT_TRUE(wal.ok()) << wal.status().message();
+  EXPECT_EQ(wal->torn_from, last);
+  s->reset();
+  {
+    auto c = OpenSqliteStore(copy);
+    ASSERT_TRUE(c.ok()) << c.status().message();
+    EXPECT_EQ(CountTasks(**c), 4u);
+  }
+  // The same damage one transaction earlier loses an acknowledged one: refused.
+  s = OpenSqliteStore(path_);
+  ASSERT_TRUE(s.ok());
+  Fill(**s, 6, 7);
+  copy = Snapshot();
+  auto good = CheckWal(copy + "-wal");
+  ASSERT_TRUE(good.ok());
+  // Walk back from the end to the commit frame before the last one.
+  std::string bytes;
+  {
+    std::ifstream in(copy + "-wal", std::ios::binary);
+    bytes.assign(std::istreambuf_iterator<char>(in), {});
+  }
+  uint64_t commits_seen = 0, target = 0;
+  for (int64_t off = static_cast<int64_t>(bytes.size() - frame); off >= 32; off -= static_cast<int64_t>(frame)) {
+    const auto* f = reinterpret_cast<const uint8_t*>(bytes.data() + off);
+    if ((f[4] | f[5] | f[6] | f[7]) != 0 && ++commits_seen == 2) {
+      target = static_cast<uint64_t>(off);
+      break;
+    }
+  }
+  ASSERT_GT(target, 0u);
+  Poke(copy + "-wal", target + 24 + 100, "\xde\xad");
+  auto refused = CheckWal(copy + "-wal");
+  ASSERT_FALSE(refused.ok());
+  EXPECT_NE(refused.status().message().find("offset " + std::to_string(target)), std::string::npos)
+      << refused.status().message();
 }
 
 TEST_F(StoreDamageTest, ADamagedWalHeaderWithFramesIsRefused) {

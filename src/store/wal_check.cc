@@ -93,6 +93,7 @@ Result<WalSummary> CheckWal(const std::string& wal) {
   const uint32_t salt1 = Be32(h + 16), salt2 = Be32(h + 20);
   const size_t frame = kFrameHeader + page;
   uint64_t first_bad = 0;  // offset of the first frame SQLite would not replay, 0 while none
+  uint64_t later_commits = 0, first_later_commit = 0;
   for (size_t off = kHeader; off + frame <= data.size(); off += frame) {
     const uint8_t* f = data.data() + off;
     const bool ours = Be32(f + 8) == salt1 && Be32(f + 12) == salt2;
@@ -112,13 +113,15 @@ Result<WalSummary> CheckWal(const std::string& wal) {
       }
       first_bad = off;
     }
-    if (ours && commit) {
-      return FailedPrecondition(fmt::format(
-          "the write-ahead log {} is damaged: the frame at offset {} fails its checksum, and a transaction "
-          "committed after it (commit frame at offset {}) would be lost; {}",
-          wal, first_bad, off, Remedy(wal)));
-    }
+    if (ours && commit && later_commits++ == 0) first_later_commit = off;
   }
+  if (later_commits >= 2) {
+    return FailedPrecondition(fmt::format(
+        "the write-ahead log {} is damaged: the frame at offset {} fails its checksum, and {} transactions "
+        "committed after it (commit frames from offset {}) would be lost; {}",
+        wal, first_bad, later_commits, first_later_commit, Remedy(wal)));
+  }
+  if (later_commits == 1) out.torn_from = first_bad;
   return out;
 }
 
