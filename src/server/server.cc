@@ -5,7 +5,9 @@
 #include <sys/file.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <cstdio>
+#include <cstring>
 #include <thread>
 
 #include <fmt/format.h>
@@ -106,6 +108,9 @@ int RunServer(const ServerFlags& flags) {
   sigaddset(&sigs, SIGHUP);
   pthread_sigmask(SIG_BLOCK, &sigs, nullptr);
   signal(SIGPIPE, SIG_IGN);
+  // A file size limit makes writes fail with EFBIG (then the store refuses work, store.h
+  // Health()) instead of killing the server mid-commit.
+  signal(SIGXFSZ, SIG_IGN);
 
   InitLogging(flags.log_level);
   std::optional<Settings> settings = ResolveSettings(flags);
@@ -126,7 +131,8 @@ int RunServer(const ServerFlags& flags) {
     return 1;
   }
   if (pid_fd < 0) {
-    fmt::print(stderr, "tidepool: cannot write {}\n", PidFile(settings->data_dir));
+    fmt::print(stderr, "tidepool: cannot write {}: {}; the data dir must be writable by this user (or choose another "
+               "with --data-dir)\n", PidFile(settings->data_dir), std::strerror(errno));
     return 1;
   }
 
@@ -296,6 +302,10 @@ int RunServer(const ServerFlags& flags) {
   metrics::HttpEndpoint http;
   std::string metrics_listen = !flags.metrics_listen.empty() ? flags.metrics_listen : settings->config.server.metrics_listen;
   if (!metrics_listen.empty()) {
+    http.set_health([&core] {
+      Status h = core.StoreHealth();
+      return h.ok() ? std::string() : h.message();
+    });
     if (Status s = http.Start(metrics_listen, &registry, [&core] { return core.StatusPage(); }); !s.ok()) {
       fmt::print(stderr, "tidepool: metrics endpoint: {}\n", s.message());
       core.Stop();
