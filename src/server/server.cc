@@ -120,7 +120,7 @@ int RunServer(const ServerFlags& flags) {
                  f.pos.line, f.pos.column, f.pool.empty() ? "" : "pool " + f.pool + ": ", f.field, f.feature);
   }
   if (Status s = MakeDirs(settings->data_dir, 0700); !s.ok()) {
-    fmt::print(stderr, "tidepool: {}\n", s.message());
+    fmt::print(stderr, "tidepool: {}; choose a data dir this user may create and write (--data-dir)\n", s.message());
     return 1;
   }
   int pid_fd = LockPidFile(PidFile(settings->data_dir));

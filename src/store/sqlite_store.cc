@@ -138,12 +138,24 @@ bool IsFatal(int rc) {
 Status SqlError(sqlite3* db, const std::string& what) {
   const char* file = sqlite3_db_filename(db, "main");
   std::string path = file && *file ? file : "(memory)";
-  int rc = sqlite3_errcode(db);
+  int rc = sqlite3_extended_errcode(db);
   std::string msg = fmt::format("store {}: {}: {}", path, what, sqlite3_errmsg(db));
-  if (int e = sqlite3_system_errno(db); e != 0 && ((rc & 0xff) == SQLITE_IOERR || (rc & 0xff) == SQLITE_FULL ||
-                                                   (rc & 0xff) == SQLITE_CANTOPEN)) {
-    msg += fmt::format(" ({})", std::strerror(e));
+  // Which system call failed (SQLite's extended code) and, when SQLite kept it, the OS's reason.
+  const char* call = nullptr;
+  switch (rc) {
+    case SQLITE_IOERR_READ: case SQLITE_IOERR_SHORT_READ: call = "read failed"; break;
+    case SQLITE_IOERR_WRITE: call = "write failed"; break;
+    case SQLITE_IOERR_FSYNC: case SQLITE_IOERR_DIR_FSYNC: call = "fsync failed"; break;
+    case SQLITE_IOERR_TRUNCATE: call = "truncate failed"; break;
+    case SQLITE_IOERR_FSTAT: call = "fstat failed"; break;
+    case SQLITE_IOERR_SHMOPEN: case SQLITE_IOERR_SHMSIZE: case SQLITE_IOERR_SHMMAP: call = "shared memory file failed"; break;
+    default: break;
   }
+  int e = ((rc & 0xff) == SQLITE_IOERR || (rc & 0xff) == SQLITE_FULL || (rc & 0xff) == SQLITE_CANTOPEN)
+              ? sqlite3_system_errno(db) : 0;
+  if (call && e) msg += fmt::format(" ({}: {})", call, std::strerror(e));
+  else if (call) msg += fmt::format(" ({})", call);
+  else if (e) msg += fmt::format(" ({})", std::strerror(e));
   switch (rc & 0xff) {
     case SQLITE_CORRUPT:
     case SQLITE_NOTADB:
@@ -161,7 +173,7 @@ Status SqlError(sqlite3* db, const std::string& what) {
     default:
       break;
   }
-  return IsFatal(rc) ? Status(StatusCode::kUnavailable, std::move(msg)) : Internal(std::move(msg));
+  return IsFatal(rc) ? Status(StatusCode::kFailedPrecondition, std::move(msg)) : Internal(std::move(msg));
 }
 
 Status Exec(sqlite3* db, const char* sql, const char* what = "open") {
@@ -257,7 +269,7 @@ class SqliteStore final : public Store {
     if (found.empty()) return Status::Ok();
     std::string list;
     for (const std::string& f : found) list += "\n  " + f;
-    Status damaged(StatusCode::kUnavailable,
+    Status damaged(StatusCode::kFailedPrecondition,
                    fmt::format("store {}: the file is damaged; {} found:{}\n{}", path_, pragma, list, RecoverAdvice(path_)));
     std::lock_guard hl(health_mu_);
     if (failed_.ok()) failed_ = damaged;
@@ -425,7 +437,7 @@ class SqliteStore final : public Store {
     if (IsFatal(sqlite3_errcode(db))) {
       std::lock_guard lock(health_mu_);
       if (failed_.ok()) {
-        failed_ = Status(StatusCode::kUnavailable,
+        failed_ = Status(StatusCode::kFailedPrecondition,
                          fmt::format("{}; the store accepts no new work until then", err.message()));
       }
     }
