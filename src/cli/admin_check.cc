@@ -20,6 +20,9 @@ int Check(const server::ServerFlags& flags) {
   auto store = store::OpenSqliteStore(path, {.quick_check = false, .create = false});
   if (!store.ok()) {
     fmt::print(stderr, "tidepool: {}\n", store.status().message());
+    if (store.status().message().find("in use by another server") != std::string::npos) {
+      fmt::print(stderr, "tidepool: admin check runs offline, on the file alone: stop that server first\n");
+    }
     return 1;
   }
   if (Status st = (*store)->CheckIntegrity(true); !st.ok()) {

@@ -75,6 +75,11 @@ TEST(StoreIntegrity, ASecondServerOnTheSameDatabaseIsRefusedHoweverItIsNamed) {
     EXPECT_NE(r.err.find(db), std::string::npos) << r.err;
     EXPECT_NE(r.err.find("in use by another server (pid " + pid + ")"), std::string::npos) << r.err;
   }
+  // The offline check is refused too while the server has the file.
+  ProcResult check = server.Tidepool({"admin", "check", "--db", "sqlite:" + server.dir() + "/symlink.db"});
+  EXPECT_EQ(check.exit_code, 1);
+  EXPECT_NE(check.err.find("in use by another server (pid " + pid + ")"), std::string::npos) << check.err;
+  EXPECT_NE(check.err.find("stop that server first"), std::string::npos) << check.err;
   // The first server and its tasks are untouched.
   EXPECT_EQ(server.Task(ids[0])["state"], "SUCCESS");
   std::vector<std::string> more = SubmitSome(server, 1);
