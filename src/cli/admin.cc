@@ -259,6 +259,7 @@ void AddAdminCommands(CLI::App& app, int* rc) {
     sub->add_option("FILE", *path, "YAML file or directory")->required();
     sub->callback([path, rc] { *rc = Validate(*path); });
   }
+  AddAdminStoreCommands(app, rc);
 }
 
 }  // namespace tidepool::cli

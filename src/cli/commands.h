@@ -16,7 +16,8 @@ void AddRunCommand(CLI::App& app, int* rc, const std::vector<std::string>* comma
 void AddBatchCommand(CLI::App& app, int* rc, const std::vector<std::string>* command);  // batch (vbatch)
 void AddTaskCommands(CLI::App& app, int* rc);    // task list|get|logs|watch|wait|cancel
 void AddPoolCommands(CLI::App& app, int* rc);    // pool list|get|join-token, worker list|drain|delete, worker-token
-void AddAdminCommands(CLI::App& app, int* rc);   // server, up, down, agent, config validate
+void AddAdminCommands(CLI::App& app, int* rc);   // server, up, down, agent, config validate, admin
+void AddAdminStoreCommands(CLI::App& app, int* rc);  // admin check (admin_check.cc)
 
 // The signals vrun forwards (and SIGWINCH).
 sigset_t ForwardedSignals();

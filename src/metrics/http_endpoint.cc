@@ -102,7 +102,13 @@ Status HttpEndpoint::Start(const std::string& listen, Registry* registry,
                                                         httplib::Response& res) {
     res.set_content(page ? page() : std::string(kStubPage), "text/html; charset=utf-8");
   });
-  server->Get("/healthz", [](const httplib::Request&, httplib::Response& res) {
+  server->Get("/healthz", [health = health_](const httplib::Request&, httplib::Response& res) {
+    std::string problem = health ? health() : std::string();
+    if (!problem.empty()) {
+      res.status = 503;
+      res.set_content(problem + "\n", "text/plain; charset=utf-8");
+      return;
+    }
     res.set_content("ok", "text/plain; charset=utf-8");
   });
   server->set_exception_handler(

@@ -28,13 +28,16 @@ class HttpEndpoint {
   // Serves, until Stop():
   //   GET /metrics  registry->Render(), Content-Type kContentType
   //   GET /         status_page_html() as text/html (a stub page linking /metrics if it is empty)
-  //   GET /healthz  "ok"
+  //   GET /healthz  "ok", or 503 with health()'s text when set_health's callback returns one
   //   anything else 404
   // Fails, naming the address, on a malformed address, a host that does not resolve, or a port
   // that cannot be bound (e.g. in use). registry must outlive the endpoint (or Stop()).
   // The callbacks run on the endpoint's worker threads, possibly several at once.
   Status Start(const std::string& listen, Registry* registry,
                std::function<std::string()> status_page_html);
+
+  // Before Start: what /healthz reports. "" means healthy; any other text is served with 503.
+  void set_health(std::function<std::string()> health) { health_ = std::move(health); }
 
   // The bound port once Start succeeded, else 0.
   int port() const { return port_; }
@@ -46,6 +49,7 @@ class HttpEndpoint {
  private:
   std::unique_ptr<httplib::Server> server_;
   std::thread thread_;
+  std::function<std::string()> health_;
   int port_ = 0;
 };
 

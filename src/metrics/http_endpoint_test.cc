@@ -26,6 +26,23 @@ class HttpEndpointTest : public ::testing::Test {
   Registry registry_;
 };
 
+TEST_F(HttpEndpointTest, HealthzIs503WithTheProblemWhileTheHealthCallbackNamesOne) {
+  HttpEndpoint ep;
+  std::atomic<bool> failed{false};
+  ep.set_health([&] { return failed ? std::string("store /x/tidepool.db: COMMIT: disk I/O error") : std::string(); });
+  ASSERT_TRUE(ep.Start("127.0.0.1:0", &registry_, nullptr).ok());
+  httplib::Client cli("127.0.0.1", ep.port());
+  auto res = cli.Get("/healthz");
+  ASSERT_TRUE(res);
+  EXPECT_EQ(res->status, 200);
+  EXPECT_EQ(res->body, "ok");
+  failed = true;
+  res = cli.Get("/healthz");
+  ASSERT_TRUE(res);
+  EXPECT_EQ(res->status, 503);
+  EXPECT_EQ(res->body, "store /x/tidepool.db: COMMIT: disk I/O error\n");
+}
+
 TEST_F(HttpEndpointTest, ServesMetricsStatusPageHealthzAnd404) {
   HttpEndpoint ep;
   Status s = ep.Start("127.0.0.1:0", &registry_, [] { return std::string("<html><body>pools</body></html>"); });

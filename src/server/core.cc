@@ -280,6 +280,7 @@ void Core::Stop() {
   batcher_.Flush();
   batcher_.Stop();
   executor_.Shutdown();
+  if (Status s = store_->Checkpoint(); !s.ok()) spdlog::error("at stop: {}", s.message());
 }
 
 // ---- helpers ---------------------------------------------------------------------------------

@@ -95,7 +95,9 @@ class Core {
   // First half of a shutdown: refuse new work and stop the pools, so that agents disconnecting
   // during the shutdown are not taken for lost workers.
   void Quiesce();
-  // Stops pools and timers and commits everything pending. Agents keep running their tasks.
+  // Stops pools and timers, commits everything pending and checkpoints the store's write-ahead
+  // log into the database file (so that file alone is a complete backup). Agents keep running
+  // their tasks.
   void Stop();
 
   // ---- clients ----
@@ -141,6 +143,9 @@ class Core {
 
   // The web status page at metrics_listen.
   std::string StatusPage();
+  // OK, or why the store accepts no more writes (store.h Health()): then Submit and Run refuse
+  // with it, nothing new is dispatched, and /healthz reports it.
+  Status StoreHealth() const { return store_->Health(); }
 
   const TokenAuthority& tokens() const { return tokens_; }
   int agents_connected() const { return agents_connected_.load(); }

@@ -86,6 +86,8 @@ void Core::ScheduleSoon(const std::string& pool) {
 }
 
 void Core::Schedule(PoolController* pool) {
+  // A store that cannot be written cannot record a dispatch (write-ahead): nothing starts.
+  if (!store_->Health().ok()) return;
   std::vector<PoolController*>& group = sched_group_[pool->name()];
   if (group.empty()) group = {pool};
   for (PoolController* p : group) RetryHeldHellos(p);

@@ -357,6 +357,11 @@ void Core::Submit(v1::TaskSpec spec, std::function<void(Result<std::string>)> do
     done(Unavailable("the server is shutting down"));
     return;
   }
+  if (Status h = store_->Health(); !h.ok()) {
+    lock.unlock();
+    done(h);
+    return;
+  }
   // The task's records and, when a slot is free, its assignment (Schedule below) go into one
   // commit: the acknowledgement and the dispatch both wait for it, one fsync instead of two.
   std::optional<store::WriteBatcher::Hold> group(&batcher_);
@@ -390,6 +395,10 @@ std::string Core::Run(std::shared_ptr<RunClient> client, v1::TaskSpec spec, cons
   std::lock_guard lock(mu_);
   if (stopped_) {
     client->Finish(Unavailable("the server is shutting down"));
+    return "";
+  }
+  if (Status h = store_->Health(); !h.ok()) {
+    client->Finish(h);
     return "";
   }
   // As in Submit: the task and its assignment, one commit (P1: the first fsync of two).

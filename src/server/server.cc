@@ -6,6 +6,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <cstdio>
 #include <cstring>
 #include <thread>
@@ -112,6 +113,9 @@ int RunServer(const ServerFlags& flags) {
   sigaddset(&sigs, SIGHUP);
   pthread_sigmask(SIG_BLOCK, &sigs, nullptr);
   signal(SIGPIPE, SIG_IGN);
+  // A file size limit makes writes fail with EFBIG (then the store refuses work, store.h
+  // Health()) instead of killing the server mid-commit.
+  signal(SIGXFSZ, SIG_IGN);
 
   InitLogging(flags.log_level);
   std::optional<Settings> settings = ResolveSettings(flags);
@@ -121,7 +125,7 @@ int RunServer(const ServerFlags& flags) {
                  f.pos.line, f.pos.column, f.pool.empty() ? "" : "pool " + f.pool + ": ", f.field, f.feature);
   }
   if (Status s = MakeDirs(settings->data_dir, 0700); !s.ok()) {
-    fmt::print(stderr, "tidepool: {}\n", s.message());
+    fmt::print(stderr, "tidepool: {}; choose a data dir this user may create and write (--data-dir)\n", s.message());
     return 1;
   }
   // An existing data dir keeps the mode its owner gave it; say so if others can read into it.
@@ -137,8 +141,8 @@ int RunServer(const ServerFlags& flags) {
     return 1;
   }
   if (pid_fd < 0) {
-    fmt::print(stderr, "tidepool: cannot write {}: {} (the data dir must be writable by the server; choose another with --data-dir)\n",
-               PidFile(settings->data_dir), std::strerror(errno));
+    fmt::print(stderr, "tidepool: cannot write {}: {}; the data dir must be writable by this user (or choose another "
+               "with --data-dir)\n", PidFile(settings->data_dir), std::strerror(errno));
     return 1;
   }
 
@@ -308,6 +312,10 @@ int RunServer(const ServerFlags& flags) {
   metrics::HttpEndpoint http;
   std::string metrics_listen = !flags.metrics_listen.empty() ? flags.metrics_listen : settings->config.server.metrics_listen;
   if (!metrics_listen.empty()) {
+    http.set_health([&core] {
+      Status h = core.StoreHealth();
+      return h.ok() ? std::string() : h.message();
+    });
     if (Status s = http.Start(metrics_listen, &registry, [&core] { return core.StatusPage(); }); !s.ok()) {
       fmt::print(stderr, "tidepool: metrics endpoint: {}\n", s.message());
       core.Stop();

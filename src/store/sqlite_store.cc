@@ -1,14 +1,19 @@
 // SQLite implementation of Store. One connection for writes, one for reads (WAL lets them run
 // side by side); each behind its own mutex.
 #include <sqlite3.h>
+#include <unistd.h>
 
+#include <cstring>
 #include <mutex>
 #include <string>
 #include <unordered_map>
 
 #include <fmt/format.h>
+#include <spdlog/spdlog.h>
 
+#include "store/db_lock.h"
 #include "store/store.h"
+#include "store/wal_check.h"
 
 namespace tidepool::store {
 
@@ -103,17 +108,76 @@ class Stmt {
   sqlite3_stmt* s_ = nullptr;
 };
 
-Status SqlError(sqlite3* db, const std::string& what) {
-  return Internal(fmt::format("store: {}: {}", what, sqlite3_errmsg(db)));
+// What to do about a store SQLite says is damaged.
+std::string RecoverAdvice(const std::string& path) {
+  return fmt::format(
+      "stop the server, keep a copy of {0} (and {0}-wal if present), then restore it from a backup, or salvage what "
+      "is readable with `sqlite3 {0} .recover | sqlite3 NEW.db` and start on NEW.db; `tidepool admin check --db "
+      "sqlite:{0}` runs the full check",
+      path);
 }
 
-Status Exec(sqlite3* db, const char* sql) {
-  char* err = nullptr;
-  if (sqlite3_exec(db, sql, nullptr, nullptr, &err) != SQLITE_OK) {
-    std::string msg = err ? err : "unknown error";
-    sqlite3_free(err);
-    return Internal(fmt::format("store: {}", msg));
+// True for the errors that say the file cannot be written or trusted, as opposed to one bad
+// statement (a constraint): after one of these the store accepts no more writes (Health()).
+bool IsFatal(int rc) {
+  switch (rc & 0xff) {
+    case SQLITE_IOERR:
+    case SQLITE_CORRUPT:
+    case SQLITE_NOTADB:
+    case SQLITE_FULL:
+    case SQLITE_CANTOPEN:
+    case SQLITE_READONLY:
+    case SQLITE_PERM:
+      return true;
+    default:
+      return false;
   }
+}
+
+// "store PATH: WHAT: SQLite's message (the OS's reason)", and what to do about it.
+Status SqlError(sqlite3* db, const std::string& what) {
+  const char* file = sqlite3_db_filename(db, "main");
+  std::string path = file && *file ? file : "(memory)";
+  int rc = sqlite3_extended_errcode(db);
+  std::string msg = fmt::format("store {}: {}: {}", path, what, sqlite3_errmsg(db));
+  // Which system call failed (SQLite's extended code) and, when SQLite kept it, the OS's reason.
+  const char* call = nullptr;
+  switch (rc) {
+    case SQLITE_IOERR_READ: case SQLITE_IOERR_SHORT_READ: call = "read failed"; break;
+    case SQLITE_IOERR_WRITE: call = "write failed"; break;
+    case SQLITE_IOERR_FSYNC: case SQLITE_IOERR_DIR_FSYNC: call = "fsync failed"; break;
+    case SQLITE_IOERR_TRUNCATE: call = "truncate failed"; break;
+    case SQLITE_IOERR_FSTAT: call = "fstat failed"; break;
+    case SQLITE_IOERR_SHMOPEN: case SQLITE_IOERR_SHMSIZE: case SQLITE_IOERR_SHMMAP: call = "shared memory file failed"; break;
+    default: break;
+  }
+  int e = ((rc & 0xff) == SQLITE_IOERR || (rc & 0xff) == SQLITE_FULL || (rc & 0xff) == SQLITE_CANTOPEN)
+              ? sqlite3_system_errno(db) : 0;
+  if (call && e) msg += fmt::format(" ({}: {})", call, std::strerror(e));
+  else if (call) msg += fmt::format(" ({})", call);
+  else if (e) msg += fmt::format(" ({})", std::strerror(e));
+  switch (rc & 0xff) {
+    case SQLITE_CORRUPT:
+    case SQLITE_NOTADB:
+      msg += "; the file is damaged: " + RecoverAdvice(path);
+      break;
+    case SQLITE_FULL:
+      msg += "; free space on its file system, then restart the server";
+      break;
+    case SQLITE_IOERR:
+    case SQLITE_CANTOPEN:
+    case SQLITE_READONLY:
+    case SQLITE_PERM:
+      msg += "; fix the cause (disk, permissions, mount), then restart the server";
+      break;
+    default:
+      break;
+  }
+  return IsFatal(rc) ? Status(StatusCode::kFailedPrecondition, std::move(msg)) : Internal(std::move(msg));
+}
+
+Status Exec(sqlite3* db, const char* sql, const char* what = "open") {
+  if (sqlite3_exec(db, sql, nullptr, nullptr, nullptr) != SQLITE_OK) return SqlError(db, what);
   return Status::Ok();
 }
 
@@ -134,34 +198,96 @@ class SqliteStore final : public Store {
     read_stmts_.Clear();
     if (write_) sqlite3_close(write_);
     if (read_) sqlite3_close(read_);
+    // lock_ (a member) closes its descriptor only now, after the connections: see db_lock.h.
   }
 
-  Status Open(const std::string& path) {
-    int flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX;
-    if (sqlite3_open_v2(path.c_str(), &write_, flags, nullptr) != SQLITE_OK) {
-      return Internal(fmt::format("cannot open store {}: {}", path, write_ ? sqlite3_errmsg(write_) : "out of memory"));
+  Status Open(const std::string& path, const OpenOptions& options) {
+    path_ = path;
+    if (!options.create && ::access(path.c_str(), F_OK) != 0) {
+      return NotFound(fmt::format("store {}: {}", path, std::strerror(errno)));
     }
+    auto lock = DbLock::Acquire(path);
+    if (!lock.ok()) return lock.status();
+    lock_ = std::move(lock).value();
+    // Before SQLite replays the log: SQLite would silently drop transactions behind a bad frame.
+    auto wal = CheckWal(path + "-wal");
+    if (!wal.ok()) return wal.status();
+    if (wal->torn_from) {
+      spdlog::warn("store {}: the last transaction in {}-wal (from offset {}) is torn, as a power loss during its "
+                   "commit leaves it; it was never acknowledged and is dropped",
+                   path, path, wal->torn_from);
+    }
+    int flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX;
+    if (sqlite3_open_v2(path.c_str(), &write_, flags, nullptr) != SQLITE_OK) {
+      return write_ ? SqlError(write_, "open") : Internal(fmt::format("store {}: open: out of memory", path));
+    }
+    sqlite3_extended_result_codes(write_, 1);
     sqlite3_busy_timeout(write_, 5000);
     if (Status s = Exec(write_, "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON;"); !s.ok())
       return s;
     if (Status s = Exec(write_, kSchema); !s.ok()) return s;
     if (sqlite3_open_v2(path.c_str(), &read_, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX, nullptr) != SQLITE_OK) {
-      return Internal(fmt::format("cannot open store {} for reading", path));
+      return read_ ? SqlError(read_, "open for reading") : Internal(fmt::format("store {}: open: out of memory", path));
     }
     sqlite3_busy_timeout(read_, 5000);
+    if (options.quick_check) return CheckIntegrity(false);
     return Status::Ok();
+  }
+
+  Status Health() const override {
+    std::lock_guard lock(health_mu_);
+    return failed_;
+  }
+
+  Status Checkpoint() override {
+    std::lock_guard lock(write_mu_);
+    if (!Health().ok()) return Health();
+    if (sqlite3_wal_checkpoint_v2(write_, nullptr, SQLITE_CHECKPOINT_TRUNCATE, nullptr, nullptr) != SQLITE_OK) {
+      return Noted(SqlError(write_, "checkpoint"), write_);
+    }
+    return Status::Ok();
+  }
+
+  Status CheckIntegrity(bool full) override {
+    std::lock_guard lock(read_mu_);
+    const char* pragma = full ? "PRAGMA integrity_check(20)" : "PRAGMA quick_check(20)";
+    sqlite3_stmt* st = nullptr;
+    if (sqlite3_prepare_v2(read_, pragma, -1, &st, nullptr) != SQLITE_OK) {
+      sqlite3_finalize(st);
+      return Noted(SqlError(read_, pragma), read_);
+    }
+    std::vector<std::string> found;
+    int rc;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+      const unsigned char* text = sqlite3_column_text(st, 0);
+      std::string line = text ? reinterpret_cast<const char*>(text) : "";
+      if (line != "ok") found.push_back(std::move(line));
+    }
+    Status err = rc == SQLITE_DONE ? Status::Ok() : SqlError(read_, pragma);
+    sqlite3_finalize(st);
+    if (!err.ok()) return Noted(std::move(err), read_);
+    if (found.empty()) return Status::Ok();
+    std::string list;
+    for (const std::string& f : found) list += "\n  " + f;
+    Status damaged(StatusCode::kFailedPrecondition,
+                   fmt::format("store {}: the file is damaged; {} found:{}\n{}", path_, pragma, list, RecoverAdvice(path_)));
+    std::lock_guard hl(health_mu_);
+    if (failed_.ok()) failed_ = damaged;
+    return damaged;
   }
 
   Status Apply(const std::vector<Mutation>& batch) override {
     if (batch.empty()) return Status::Ok();
     std::lock_guard lock(write_mu_);
+    // A store that failed stays as it was: what is on file is exactly what was acknowledged.
+    if (Status h = Health(); !h.ok()) return h;
     // Only the last write of a task or worker in a batch matters.
     std::unordered_map<std::string, size_t> last_task, last_worker;
     for (size_t i = 0; i < batch.size(); ++i) {
       if (batch[i].kind == Mutation::Kind::kPutTask) last_task[batch[i].task.status.id()] = i;
       else last_worker[batch[i].worker.worker.name()] = i;
     }
-    if (Status s = Step(write_, write_stmts_, "BEGIN IMMEDIATE"); !s.ok()) return s;
+    if (Status s = Step(write_, write_stmts_, "BEGIN IMMEDIATE"); !s.ok()) return Noted(s, write_);
     Stmt put_task(write_, write_stmts_,
                   "INSERT INTO tasks(id, seq, parent, state, pool, finished_at, spec, status) "
                   "VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) ON CONFLICT(id) DO UPDATE SET "
@@ -170,8 +296,9 @@ class SqliteStore final : public Store {
     Stmt put_worker(write_, write_stmts_, "INSERT OR REPLACE INTO workers(name, pool, worker) VALUES(?1, ?2, ?3)");
     Stmt del_worker(write_, write_stmts_, "DELETE FROM workers WHERE name = ?1");
     if (!put_task.ok() || !put_worker.ok() || !del_worker.ok()) {
+      Status err = Noted(SqlError(write_, "prepare"), write_);
       Exec(write_, "ROLLBACK");
-      return SqlError(write_, "prepare");
+      return err;
     }
     std::string spec_bytes, status_bytes;
     for (size_t i = 0; i < batch.size(); ++i) {
@@ -204,7 +331,7 @@ class SqliteStore final : public Store {
         }
       }
       if (sqlite3_step(st->get()) != SQLITE_DONE) {
-        Status err = SqlError(write_, "write");
+        Status err = Noted(SqlError(write_, "write"), write_);
         st->Reset();
         Exec(write_, "ROLLBACK");
         return err;
@@ -212,6 +339,7 @@ class SqliteStore final : public Store {
       st->Reset();
     }
     if (Status s = Step(write_, write_stmts_, "COMMIT"); !s.ok()) {
+      Noted(s, write_);
       Exec(write_, "ROLLBACK");
       return s;
     }
@@ -225,7 +353,7 @@ class SqliteStore final : public Store {
     st.Bind(1, id);
     int rc = sqlite3_step(st.get());
     if (rc == SQLITE_DONE) return std::optional<TaskRecord>();
-    if (rc != SQLITE_ROW) return SqlError(read_, "read task");
+    if (rc != SQLITE_ROW) return Noted(SqlError(read_, "read task"), read_);
     Result<TaskRecord> r = ReadTask(st);
     if (!r.ok()) return r.status();
     return std::optional<TaskRecord>(std::move(r).value());
@@ -260,7 +388,7 @@ class SqliteStore final : public Store {
       if (!r.ok()) return r.status();
       out.push_back(std::move(r).value());
     }
-    if (rc != SQLITE_DONE) return SqlError(read_, "list tasks");
+    if (rc != SQLITE_DONE) return Noted(SqlError(read_, "list tasks"), read_);
     return out;
   }
 
@@ -280,7 +408,7 @@ class SqliteStore final : public Store {
       fn(std::string_view(reinterpret_cast<const char*>(sqlite3_column_text(st.get(), 0)),
                           static_cast<size_t>(sqlite3_column_bytes(st.get(), 0))));
     }
-    if (rc != SQLITE_DONE) return SqlError(read_, "list task ids");
+    if (rc != SQLITE_DONE) return Noted(SqlError(read_, "list task ids"), read_);
     return Status::Ok();
   }
 
@@ -298,11 +426,24 @@ class SqliteStore final : public Store {
       }
       out.push_back(std::move(w));
     }
-    if (rc != SQLITE_DONE) return SqlError(read_, "list workers");
+    if (rc != SQLITE_DONE) return Noted(SqlError(read_, "list workers"), read_);
     return out;
   }
 
  private:
+  // Returns err; if the error db just reported says the file cannot be written or trusted, the
+  // store fails for good with it (Health()).
+  Status Noted(Status err, sqlite3* db) {
+    if (IsFatal(sqlite3_errcode(db))) {
+      std::lock_guard lock(health_mu_);
+      if (failed_.ok()) {
+        failed_ = Status(StatusCode::kFailedPrecondition,
+                         fmt::format("{}; the store accepts no new work until then", err.message()));
+      }
+    }
+    return err;
+  }
+
   // A statement that returns no rows (BEGIN, COMMIT), from the cache.
   static Status Step(sqlite3* db, StmtCache& cache, const char* sql) {
     Stmt st(db, cache, sql);
@@ -311,8 +452,12 @@ class SqliteStore final : public Store {
     return Status::Ok();
   }
 
+  std::string path_;
+  DbLock lock_;  // declared before the connections' users: destroyed after ~SqliteStore's body
   std::mutex write_mu_;
   std::mutex read_mu_;
+  mutable std::mutex health_mu_;
+  Status failed_;  // under health_mu_
   sqlite3* write_ = nullptr;
   sqlite3* read_ = nullptr;
   StmtCache write_stmts_;  // under write_mu_
@@ -321,9 +466,9 @@ class SqliteStore final : public Store {
 
 }  // namespace
 
-Result<std::unique_ptr<Store>> OpenSqliteStore(const std::string& path) {
+Result<std::unique_ptr<Store>> OpenSqliteStore(const std::string& path, const OpenOptions& options) {
   auto store = std::make_unique<SqliteStore>();
-  if (Status s = store->Open(path); !s.ok()) return s;
+  if (Status s = store->Open(path, options); !s.ok()) return s;
   return std::unique_ptr<Store>(std::move(store));
 }
 

@@ -70,10 +70,32 @@ class Store {
   // Every stored task's id, in no particular order (the server's filter of used ids).
   virtual Status ForEachTaskId(const std::function<void(std::string_view)>& fn) = 0;
   virtual Result<std::vector<WorkerRecord>> ListWorkers() = 0;
+
+  // OK while the store can be written. Once a write or read fails in a way that says the file
+  // cannot be written or trusted (I/O error, damage, disk full, read-only, permissions), that
+  // failure for good, naming the file, the reason and what to do: every later Apply() returns it
+  // without touching the file, so the file stays exactly what was acknowledged, and the server
+  // accepts no new work. A restart after fixing the cause clears it.
+  virtual Status Health() const { return Status::Ok(); }
+  // Moves every committed transaction from the write-ahead log into the database file and
+  // truncates the log (PRAGMA wal_checkpoint(TRUNCATE)): after it the database file alone is a
+  // complete copy. Called at a clean stop.
+  virtual Status Checkpoint() { return Status::Ok(); }
+  // PRAGMA integrity_check (full) or quick_check: OK, or an error naming the file, the damage
+  // found and what to do.
+  virtual Status CheckIntegrity(bool /*full*/) { return Status::Ok(); }
 };
 
-// Opens (creating if needed) an SQLite database in WAL mode with synchronous=FULL.
-Result<std::unique_ptr<Store>> OpenSqliteStore(const std::string& path);
+struct OpenOptions {
+  bool quick_check = true;  // run PRAGMA quick_check before returning
+  bool create = true;       // create the file if it does not exist
+};
+
+// Opens (creating if needed) an SQLite database in WAL mode with synchronous=FULL. Before SQLite
+// sees the file: takes the file's DbLock (db_lock.h; one server per database file, however it
+// is named) and checks its write-ahead log (wal_check.h). Then PRAGMA quick_check. A store that
+// cannot be trusted is refused with an error naming the file, the damage and what to do.
+Result<std::unique_ptr<Store>> OpenSqliteStore(const std::string& path, const OpenOptions& options = {});
 
 bool IsFinal(v1::TaskState state);
 
