@@ -108,7 +108,16 @@ class Core {
   void RunClientGone(const std::string& task_id);
 
   Result<v1::Task> GetTask(const std::string& id, const Caller& caller = {});
-  Result<std::vector<v1::Task>> ListTasks(const v1::ListTasksRequest& request, const Caller& caller = {});
+  // One page, newest first (core_list.cc): at most request.limit tasks (kDefaultListLimit when 0)
+  // and about kMaxListBytes; next_after is the cursor for the next page ("" = none).
+  struct TaskPage {
+    std::vector<v1::Task> tasks;
+    std::string next_after;
+  };
+  static constexpr size_t kDefaultListLimit = 100;
+  static constexpr int kMaxListLimit = 1000;
+  static constexpr size_t kMaxListBytes = 4 << 20;
+  Result<TaskPage> ListTasks(const v1::ListTasksRequest& request, const Caller& caller = {});
   Result<std::vector<std::string>> CancelTask(const std::string& id, const Caller& caller = {});
   // Calls `fn` with the task now and at every change until final; returns the watch id (UINT64_MAX
   // for a task already final). `fn` may be called under the core lock and must not call back in.

@@ -523,47 +523,6 @@ std::string Core::TaskOwner(const std::string& id) {
   return t && !t->final() ? t->st().owner() : "";
 }
 
-Result<std::vector<v1::Task>> Core::ListTasks(const v1::ListTasksRequest& req, const Caller& caller) {
-  store::TaskQuery q;
-  if (!req.all()) q.finished_after_ms = NowUnixMs() - 3600 * 1000;  // unfinished + the last hour
-  q.state = req.state();
-  q.pool = req.pool();
-  auto stored = store_->ListTasks(q);
-  if (!stored.ok()) return stored.status();
-  std::vector<v1::Task> out;
-  std::set<std::string> seen;
-  {
-    // The in-memory copy is the freshest (its latest write may not be committed yet).
-    std::lock_guard lock(mu_);
-    for (auto& r : *stored) {
-      const Task* t = FindTask(r.status.id());
-      out.push_back(t ? t->rec.status : r.status);
-      seen.insert(r.status.id());
-    }
-    for (auto& [id, t] : tasks_) {
-      if (!seen.count(id)) out.push_back(t->rec.status);
-    }
-  }
-  std::lock_guard lock(mu_);
-  std::erase_if(out, [&](const v1::Task& t) {
-    if (!MaySee(caller, t)) return true;
-    if (req.state() != v1::TASK_STATE_UNSPECIFIED && t.state() != req.state()) return true;
-    if (!req.pool().empty() && t.pool() != req.pool()) return true;
-    for (const auto& [k, v] : req.labels()) {
-      auto it = t.labels().find(k);
-      if (it == t.labels().end() || it->second != v) return true;
-    }
-    return false;
-  });
-  std::stable_sort(out.begin(), out.end(), [](const v1::Task& a, const v1::Task& b) {
-    return a.created_at_ms() < b.created_at_ms();
-  });
-  if (req.limit() > 0 && out.size() > static_cast<size_t>(req.limit())) {
-    out.erase(out.begin(), out.end() - req.limit());
-  }
-  return out;
-}
-
 Result<uint64_t> Core::Watch(const std::string& id, std::function<void(const v1::Task&)> fn, const Caller& caller) {
   std::unique_lock lock(mu_);
   if (Task* t = FindTask(id)) {
