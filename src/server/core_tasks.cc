@@ -155,7 +155,21 @@ Status Core::ResolveDependencies(v1::TaskSpec& spec, const Task* parent) {
   return Status::Ok();
 }
 
-Core::Task* Core::AddTask(const std::string& id, v1::TaskSpec spec) {
+void Core::Track(std::unique_ptr<Task> t) {
+  t->charged_bytes = SpecBytes(t->rec.spec);
+  budget_.Charge(t->st().owner(), t->charged_bytes);
+  std::string id = t->id();
+  tasks_[id] = std::move(t);
+}
+
+void Core::Forget(const std::string& id) {
+  auto it = tasks_.find(id);
+  if (it == tasks_.end()) return;
+  budget_.Release(it->second->st().owner(), it->second->charged_bytes);
+  tasks_.erase(it);
+}
+
+Core::Task* Core::AddTask(const std::string& id, v1::TaskSpec spec, const std::string& owner) {
   auto t = std::make_unique<Task>();
   t->rec.seq = next_seq_++;
   v1::Task& st = t->rec.status;
@@ -171,10 +185,11 @@ Core::Task* Core::AddTask(const std::string& id, v1::TaskSpec spec) {
   *st.mutable_labels() = spec.labels();
   st.set_cwd(spec.cwd());
   st.set_timeout_ms(spec.timeout_ms());
+  st.set_owner(owner);
   t->parent = spec.parent();
   t->rec.spec = std::move(spec);
   Task* raw = t.get();
-  tasks_[id] = std::move(t);
+  Track(std::move(t));
   used_ids_.Add(id);
   if (used_ids_.full()) {
     // Doubles, so rare; a filter that cannot be rebuilt still answers "maybe" (a store read).
@@ -191,6 +206,7 @@ Result<Core::Task*> Core::CreateTask(v1::TaskSpec spec, std::shared_ptr<RunClien
   if (spec.shards() < 0) return InvalidArgument("-N must not be negative");
   if (spec.gang() && spec.shards() < 1) return InvalidArgument("--gang needs -N SHARDS");
   if (spec.shards() > kMaxShards) return InvalidArgument(fmt::format("-N {} is more than {} shards", spec.shards(), kMaxShards));
+  if (Status s = budget_.CheckSpec(spec); !s.ok()) return s;
   Task* parent = nullptr;
   if (!spec.parent().empty()) {
     parent = FindTask(spec.parent());
@@ -213,6 +229,12 @@ Result<Core::Task*> Core::CreateTask(v1::TaskSpec spec, std::shared_ptr<RunClien
   // A child belongs to its parent's owner; a task's own token replaces any the caller sent.
   std::string owner = parent ? parent->st().owner() : caller.name;
   if (opts_.auth) spec.mutable_env()->erase("TIDEPOOL_TOKEN");
+  {
+    // Everything this submission would hold (a group and its shards, each with the spec and its
+    // shard variables), before any of it is made.
+    const int64_t n = 1 + spec.shards();
+    if (Status s = budget_.Admit(owner, n, n * (SpecBytes(spec) + 128)); !s.ok()) return s;
+  }
   if (spec.gang()) {
     // A gang that can never fit is refused now rather than waiting forever.
     int most = 0;
@@ -231,8 +253,7 @@ Result<Core::Task*> Core::CreateTask(v1::TaskSpec spec, std::shared_ptr<RunClien
   if (!id.ok()) return id.status();
 
   const int shards = spec.shards();
-  Task* t = AddTask(*id, spec);
-  t->st().set_owner(owner);
+  Task* t = AddTask(*id, spec, owner);
   t->eligible = *eligible;
   t->client = client;
   std::vector<Task*> created{t};
@@ -251,8 +272,7 @@ Result<Core::Task*> Core::CreateTask(v1::TaskSpec spec, std::shared_ptr<RunClien
       auto& env = *cs.mutable_env();
       env["TIDEPOOL_SHARD_ID"] = env["VELDA_SHARD_ID"] = std::to_string(i);
       env["TIDEPOOL_TOTAL_SHARDS"] = env["VELDA_TOTAL_SHARDS"] = std::to_string(shards);
-      Task* c = AddTask(*id + "/" + std::to_string(i), std::move(cs));
-      c->st().set_owner(owner);
+      Task* c = AddTask(*id + "/" + std::to_string(i), std::move(cs), owner);
       c->eligible = *eligible;
       t->children.push_back(c->id());
       t->open_children++;
@@ -676,7 +696,7 @@ void Core::Finish(Task* t, v1::TaskState state, const std::string& reason) {
     Post([this, id] {
       Task* t = FindTask(id);
       if (t && api::IsFinal(t->st().state())) {
-        tasks_.erase(id);
+        Forget(id);
         logs_.Release(id);
       }
     });

@@ -1,7 +1,8 @@
-// `tidepool task list` pages (newest first, --limit/--after), and no reply grows with the number
-// of tasks.
+// `tidepool task list` pages (newest first, --limit/--after), no reply grows with the number of
+// tasks, and what unfinished tasks hold is capped per user and server-wide (queue_budget.h).
 #include <gtest/gtest.h>
 
+#include <filesystem>
 #include <set>
 
 #include "harness.h"
@@ -49,7 +50,9 @@ std::vector<std::string> WalkPages(const std::function<ProcResult(const std::vec
     all.insert(all.end(), p.ids.begin(), p.ids.end());
     // A note on stderr says when more exist, and names the cursor: the last id of the page.
     bool more = p.err.find("more tasks than the") != std::string::npos;
-    if (more) EXPECT_NE(p.err.find("--after " + p.ids.back()), std::string::npos) << p.err;
+    if (more) {
+      EXPECT_NE(p.err.find("--after " + p.ids.back()), std::string::npos) << p.err;
+    }
     if (!more) break;
     after = p.ids.back();
     if (*pages > 1000) {
@@ -118,6 +121,85 @@ TEST(Listing, LargeTasksListInPagesThatStayBounded) {
   ProcResult table = server.Tidepool({"task", "list"});
   EXPECT_EQ(table.exit_code, 0) << table.err;
   EXPECT_NE(table.err.find("more tasks than the"), std::string::npos) << table.err;
+}
+
+class Caps : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    users_ = "/tmp/tidepool-caps-users-" + std::to_string(getpid()) + ".yaml";
+    WriteAll(users_, "users:\n"
+                     "  - { name: alice, token: alice-token-0123456789, roles: { \"*\": submit } }\n"
+                     "  - { name: bob, token: bob-token-0123456789, roles: { \"*\": submit } }\n"
+                     "  - { name: carol, token: carol-token-0123456789, roles: { \"*\": submit } }\n");
+    server_ = std::make_unique<Server>("server:\n  auth: { users_file: " + users_ + " }\n" + kIdlePool,
+                                       std::vector<std::string>{"--max-queued-tasks-per-user", "30",
+                                                                "--max-queued-tasks", "50", "--max-spec-bytes",
+                                                                "64KiB"});
+  }
+  void TearDown() override {
+    server_.reset();
+    std::filesystem::remove(users_);
+  }
+  ProcResult As(const std::string& user, const std::vector<std::string>& args, const std::string& bin = "tidepool",
+                const std::map<std::string, std::string>& extra_env = {}) {
+    std::vector<std::string> argv = {BinDir() + "/" + bin};
+    argv.insert(argv.end(), args.begin(), args.end());
+    auto env = server_->ClientEnv();
+    env["TIDEPOOL_TOKEN"] = user + "-token-0123456789";
+    for (const auto& [k, v] : extra_env) env[k] = v;
+    return RunProcess(argv, env, server_->dir());
+  }
+  size_t Listed(const std::string& user) {
+    ProcResult r = As(user, {"task", "list", "--json", "--limit", "1000"});
+    EXPECT_EQ(r.exit_code, 0) << r.err;
+    return r.exit_code == 0 ? nlohmann::json::parse(r.out).size() : 0;
+  }
+  std::string users_;
+  std::unique_ptr<Server> server_;
+};
+
+TEST_F(Caps, PerUserAndServerWideCapsRefuseWithTheFiguresBeforeAnythingIsStored) {
+  // alice: 21 tasks, then 10 more would be 31 > 30.
+  ProcResult ok = As("alice", {"-N", "20", "true"}, "vbatch");
+  ASSERT_EQ(ok.exit_code, 0) << ok.err;
+  std::string group = Lines(ok.out).at(0);
+  ProcResult over = As("alice", {"-N", "9", "true"}, "vbatch");
+  EXPECT_NE(over.exit_code, 0);
+  EXPECT_EQ(over.out, "");  // no id: nothing was acknowledged
+  EXPECT_NE(over.err.find("user alice has 21 unfinished tasks"), std::string::npos) << over.err;
+  EXPECT_NE(over.err.find("adds 10, over the per-user cap of 30"), std::string::npos) << over.err;
+  EXPECT_NE(over.err.find("--max-queued-tasks-per-user"), std::string::npos) << over.err;
+  EXPECT_EQ(Listed("alice"), 21u);  // and nothing was stored
+  // bob is under his own cap: 20 more (41 in all) is fine.
+  ProcResult bob = As("bob", {"-N", "19", "true"}, "vbatch");
+  EXPECT_EQ(bob.exit_code, 0) << bob.err;
+  // carol is under hers too, but the server holds 41: 10 more would be 51 > 50.
+  ProcResult carol = As("carol", {"-N", "9", "true"}, "vbatch");
+  EXPECT_NE(carol.exit_code, 0);
+  EXPECT_NE(carol.err.find("the server holds 41 unfinished tasks"), std::string::npos) << carol.err;
+  EXPECT_NE(carol.err.find("user carol"), std::string::npos) << carol.err;
+  EXPECT_NE(carol.err.find("server-wide cap of 50 (server flag --max-queued-tasks)"), std::string::npos) << carol.err;
+  EXPECT_EQ(Listed("carol"), 0u);
+  EXPECT_EQ(As("carol", {"-N", "8", "true"}, "vbatch").exit_code, 0);  // 50: exactly the cap
+  // vrun is refused the same way (the server is full).
+  ProcResult run = As("carol", {"true"}, "vrun");
+  EXPECT_NE(run.exit_code, 0);
+  EXPECT_NE(run.err.find("--max-queued-tasks"), std::string::npos) << run.err;
+  // Finished tasks make room again: once alice's group is cancelled, she may submit.
+  ASSERT_EQ(As("alice", {"task", "cancel", group}).exit_code, 0);
+  EXPECT_TRUE(WaitFor([&] { return As("alice", {"-N", "9", "true"}, "vbatch").exit_code == 0; }));
+}
+
+TEST_F(Caps, OneTasksCommandAndEnvironmentAreBounded) {
+  ProcResult big_env = As("alice", {"true"}, "vbatch", {{"HUGE", std::string(100 * 1024, 'x')}});
+  EXPECT_NE(big_env.exit_code, 0);
+  EXPECT_NE(big_env.err.find("a task may have at most 64.0 KiB (server flag --max-spec-bytes)"), std::string::npos)
+      << big_env.err;
+  ProcResult big_argv = As("alice", {"echo", std::string(100 * 1024, 'y')}, "vbatch");
+  EXPECT_NE(big_argv.exit_code, 0);
+  EXPECT_NE(big_argv.err.find("--max-spec-bytes"), std::string::npos) << big_argv.err;
+  EXPECT_EQ(Listed("alice"), 0u);
+  EXPECT_EQ(As("alice", {"echo", "small"}, "vbatch").exit_code, 0);
 }
 
 }  // namespace
