@@ -201,9 +201,14 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
           // Let dispatches in flight reach the agent, so that what it says next can be about them.
           v1::ListTasksRequest all;
           all.set_all(true);
+          all.set_limit(1000);
           std::vector<std::string> ids;
-          if (auto tasks = core.ListTasks(all); tasks.ok()) {
-            for (const auto& t : *tasks) ids.push_back(t.id());
+          while (true) {
+            auto tasks = core.ListTasks(all);
+            if (!tasks.ok()) break;
+            for (const auto& t : tasks->tasks) ids.push_back(t.id());
+            if (tasks->next_after.empty()) break;
+            all.set_after(tasks->next_after);
           }
           h.SettleDispatches(ids, agents);
         }

@@ -46,6 +46,25 @@ void AddServerFlags(CLI::App* sub, server::ServerFlags* f) {
                   "beats less often than --heartbeat-interval (0 = no cap)")
       ->default_str("250")
       ->check(CLI::Range(0, 1000000));
+  sub->add_option("--max-queued-tasks", f->max_queued_tasks,
+                  "the most unfinished (pending, queued or running) tasks the server holds; a submission over it "
+                  "is refused (0 = no cap)")
+      ->default_str("200000")
+      ->check(CLI::NonNegativeNumber);
+  sub->add_option("--max-queued-tasks-per-user", f->max_queued_tasks_per_user,
+                  "the most unfinished tasks one user may have (0 = no cap)")
+      ->default_str("50000")
+      ->check(CLI::NonNegativeNumber);
+  sub->add_option("--max-queued-bytes", f->max_queued_bytes,
+                  "the most bytes of task specs (command, environment, ...) the server's unfinished tasks may hold; "
+                  "a -N group counts each shard (0 = no cap)")
+      ->default_str("1GiB");
+  sub->add_option("--max-queued-bytes-per-user", f->max_queued_bytes_per_user,
+                  "the same, for one user's unfinished tasks (0 = no cap)")
+      ->default_str("256MiB");
+  sub->add_option("--max-spec-bytes", f->max_spec_bytes,
+                  "the most bytes of command and environment one task may have (at most 8MiB)")
+      ->default_str("1MiB");
 }
 
 std::vector<std::string> ServerArgs(const server::ServerFlags& f) {
@@ -71,6 +90,11 @@ std::vector<std::string> ServerArgs(const server::ServerFlags& f) {
   add("--worker-lost-grace", f.worker_lost_grace);
   add("--heartbeat-interval", f.heartbeat_interval);
   if (f.max_heartbeat_rate >= 0) add("--max-heartbeat-rate", std::to_string(f.max_heartbeat_rate));
+  if (f.max_queued_tasks >= 0) add("--max-queued-tasks", std::to_string(f.max_queued_tasks));
+  if (f.max_queued_tasks_per_user >= 0) add("--max-queued-tasks-per-user", std::to_string(f.max_queued_tasks_per_user));
+  add("--max-queued-bytes", f.max_queued_bytes);
+  add("--max-queued-bytes-per-user", f.max_queued_bytes_per_user);
+  add("--max-spec-bytes", f.max_spec_bytes);
   return a;
 }
 

@@ -23,6 +23,9 @@ struct TaskOpts {
   std::string state;
   std::string pool;
   std::vector<std::string> labels;
+  int limit = 0;       // 0 = the server's default page (100)
+  std::string after;   // the id the previous page ended with
+  std::string parent;  // only this task's children (a group's shards)
   bool follow = false;
   bool only_stdout = false;
   bool only_stderr = false;
@@ -47,6 +50,9 @@ int List(TaskOpts& o) {
     req.set_state(*s);
   }
   req.set_pool(o.pool);
+  req.set_limit(o.limit);
+  req.set_after(o.after);
+  req.set_parent(o.parent);
   for (const auto& l : o.labels) {
     auto eq = l.find('=');
     if (eq == std::string::npos) {
@@ -59,10 +65,21 @@ int List(TaskOpts& o) {
   v1::ListTasksResponse resp;
   auto ctx = client.Context();
   if (grpc::Status st = client.tasks().ListTasks(ctx.get(), req, &resp); !st.ok()) return client.Fail(st);
+  // The page ends with the task whose id is the cursor of the next one (the last of the table or
+  // of the JSON array), so a script walks pages by passing the last id as --after until a page
+  // is empty; people get the note below.
+  auto note_more = [&] {
+    if (resp.next_after().empty()) return;
+    fmt::print(stderr, "tidepool task list: more tasks than the {} shown (newest first); the next page: "
+                       "add --after {} (or a larger --limit, up to 1000)\n",
+               resp.tasks_size(), resp.next_after());
+  };
   if (o.json) {
     nlohmann::json arr = nlohmann::json::array();
     for (const auto& t : resp.tasks()) arr.push_back(api::TaskJson(t));
     fmt::print("{}\n", arr.dump(2, ' ', false, nlohmann::json::error_handler_t::replace));
+    std::fflush(stdout);
+    note_more();
     return 0;
   }
   Table table({"ID", "STATE", "POOL", "WORKER", "EXIT", "AGE", "COMMAND"});
@@ -74,6 +91,8 @@ int List(TaskOpts& o) {
                FormatAge(now - t.created_at_ms()), cmd});
   }
   fmt::print("{}", table.Render());
+  std::fflush(stdout);
+  note_more();
   return 0;
 }
 
@@ -193,8 +212,14 @@ void AddTaskCommands(CLI::App& app, int* rc) {
     return std::make_pair(sub, o);
   };
   {
-    auto [sub, o] = add("list", "List tasks (unfinished and those finished in the last hour)", false, List);
+    auto [sub, o] = add("list",
+                        "List tasks, newest first, one page at a time (unfinished and those finished in the last hour)",
+                        false, List);
     sub->add_flag("--all", o->all, "include tasks finished long ago");
+    sub->add_option("--limit", o->limit, "tasks per page (default 100, at most 1000)")->check(CLI::Range(1, 1000));
+    sub->add_option("--after", o->after,
+                    "the next page: tasks older than this one (the id the previous page ended with)");
+    sub->add_option("--parent", o->parent, "only the direct children of this task (a group's shards)");
     sub->add_option("--state", o->state, "only tasks in this state");
     sub->add_option("-P,--pool", o->pool, "only tasks of this pool");
     sub->add_option("-l", o->labels, "only tasks with label K=V (repeatable)")->allow_extra_args(false);

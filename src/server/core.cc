@@ -26,7 +26,8 @@ Core::Core(CoreOptions options, std::unique_ptr<store::Store> store, TokenAuthor
       batcher_(store_.get()),
       logs_(opts_.data_dir + "/logs"),
       executor_("backend", 16),
-      posts_("core", 1) {}
+      posts_("core", 1),
+      budget_(opts_.queue_limits) {}
 
 Core::~Core() { Stop(); }
 
@@ -130,7 +131,7 @@ Status Core::Start() {
     t->is_group = t->rec.spec.shards() > 0;
     t->own_done = t->is_group;
     restored.push_back(t.get());
-    tasks_[t->id()] = std::move(t);
+    Track(std::move(t));  // counted against the caps, never refused
   }
   for (Task* t : restored) {
     if (!t->is_group && t->st().state() != v1::TASK_STATE_RUNNING_SUBTASKS &&

@@ -31,6 +31,7 @@
 #include "metrics/registry.h"
 #include "server/auth.h"
 #include "server/log_store.h"
+#include "server/queue_budget.h"
 #include "server/tokens.h"
 #include "store/store.h"
 #include "store/write_batcher.h"
@@ -83,6 +84,7 @@ struct CoreOptions {
   int max_heartbeat_rate = 250;
   metrics::Registry* metrics = nullptr;  // optional; must outlive the core
   bool auth = false;                     // users and roles are on: tasks get task tokens
+  QueueLimits queue_limits;              // caps on what unfinished tasks hold (queue_budget.h)
 };
 
 class Core {
@@ -110,7 +112,16 @@ class Core {
   void RunClientGone(const std::string& task_id);
 
   Result<v1::Task> GetTask(const std::string& id, const Caller& caller = {});
-  Result<std::vector<v1::Task>> ListTasks(const v1::ListTasksRequest& request, const Caller& caller = {});
+  // One page, newest first (core_list.cc): at most request.limit tasks (kDefaultListLimit when 0)
+  // and about kMaxListBytes; next_after is the cursor for the next page ("" = none).
+  struct TaskPage {
+    std::vector<v1::Task> tasks;
+    std::string next_after;
+  };
+  static constexpr size_t kDefaultListLimit = 100;
+  static constexpr int kMaxListLimit = 1000;
+  static constexpr size_t kMaxListBytes = 4 << 20;
+  Result<TaskPage> ListTasks(const v1::ListTasksRequest& request, const Caller& caller = {});
   Result<std::vector<std::string>> CancelTask(const std::string& id, const Caller& caller = {});
   // Calls `fn` with the task now and at every change until final; returns the watch id (UINT64_MAX
   // for a task already final). `fn` may be called under the core lock and must not call back in.
@@ -168,7 +179,11 @@ class Core {
   Result<std::vector<autoscaler::PoolController*>> ResolveTarget(v1::TaskSpec& spec, const Task* parent);
   Result<std::string> AssignId(const v1::TaskSpec& spec, const Task* parent);
   Status ResolveDependencies(v1::TaskSpec& spec, const Task* parent);
-  Task* AddTask(const std::string& id, v1::TaskSpec spec);
+  // Adds an unfinished task to tasks_, charged to its owner's budget (budget_).
+  Task* AddTask(const std::string& id, v1::TaskSpec spec, const std::string& owner);
+  void Track(std::unique_ptr<Task> t);
+  // Removes a final task from tasks_ and releases its charge.
+  void Forget(const std::string& id);
   // (Re)builds used_ids_ from the store and tasks_, with room to grow.
   Status RebuildUsedIds();
   void Persist(Task* t, store::WriteBatcher::Callback cb = nullptr);
@@ -237,6 +252,8 @@ class Core {
   // Every task id stored or made since the start: an id it has never seen is free without a
   // read of the store (AssignId is on every submission's path).
   BloomFilter used_ids_;
+  // The count and spec bytes of the tasks in tasks_, per owner and in all, against the caps.
+  QueueBudget budget_;
   std::map<std::string, std::unique_ptr<autoscaler::PoolController>> pools_;
   // Per pool: queued entries by (priority, seq), and the slots they need in total.
   std::map<std::string, std::map<std::pair<int32_t, uint64_t>, Task*>> queues_;

@@ -78,6 +78,7 @@ bool DependencySatisfied(const v1::TaskSpec& spec, const std::string& dep, v1::T
 // own command ended waits in RUNNING_SUBTASKS until its children are final.
 struct Core::Task {
   store::TaskRecord rec;
+  int64_t charged_bytes = 0;       // its spec's bytes as counted in Core::budget_ (for its owner)
   // Where it may run (the pool itself, or a selector's pools accepting its kind, in preference
   // order) and the pool whose queue it waits in / runs in.
   std::vector<PoolController*> eligible;

@@ -155,7 +155,21 @@ Status Core::ResolveDependencies(v1::TaskSpec& spec, const Task* parent) {
   return Status::Ok();
 }
 
-Core::Task* Core::AddTask(const std::string& id, v1::TaskSpec spec) {
+void Core::Track(std::unique_ptr<Task> t) {
+  t->charged_bytes = SpecBytes(t->rec.spec);
+  budget_.Charge(t->st().owner(), t->charged_bytes);
+  std::string id = t->id();
+  tasks_[id] = std::move(t);
+}
+
+void Core::Forget(const std::string& id) {
+  auto it = tasks_.find(id);
+  if (it == tasks_.end()) return;
+  budget_.Release(it->second->st().owner(), it->second->charged_bytes);
+  tasks_.erase(it);
+}
+
+Core::Task* Core::AddTask(const std::string& id, v1::TaskSpec spec, const std::string& owner) {
   auto t = std::make_unique<Task>();
   t->rec.seq = next_seq_++;
   v1::Task& st = t->rec.status;
@@ -171,10 +185,11 @@ Core::Task* Core::AddTask(const std::string& id, v1::TaskSpec spec) {
   *st.mutable_labels() = spec.labels();
   st.set_cwd(spec.cwd());
   st.set_timeout_ms(spec.timeout_ms());
+  st.set_owner(owner);
   t->parent = spec.parent();
   t->rec.spec = std::move(spec);
   Task* raw = t.get();
-  tasks_[id] = std::move(t);
+  Track(std::move(t));
   used_ids_.Add(id);
   if (used_ids_.full()) {
     // Doubles, so rare; a filter that cannot be rebuilt still answers "maybe" (a store read).
@@ -191,6 +206,7 @@ Result<Core::Task*> Core::CreateTask(v1::TaskSpec spec, std::shared_ptr<RunClien
   if (spec.shards() < 0) return InvalidArgument("-N must not be negative");
   if (spec.gang() && spec.shards() < 1) return InvalidArgument("--gang needs -N SHARDS");
   if (spec.shards() > kMaxShards) return InvalidArgument(fmt::format("-N {} is more than {} shards", spec.shards(), kMaxShards));
+  if (Status s = budget_.CheckSpec(spec); !s.ok()) return s;
   Task* parent = nullptr;
   if (!spec.parent().empty()) {
     parent = FindTask(spec.parent());
@@ -213,6 +229,12 @@ Result<Core::Task*> Core::CreateTask(v1::TaskSpec spec, std::shared_ptr<RunClien
   // A child belongs to its parent's owner; a task's own token replaces any the caller sent.
   std::string owner = parent ? parent->st().owner() : caller.name;
   if (opts_.auth) spec.mutable_env()->erase("TIDEPOOL_TOKEN");
+  {
+    // Everything this submission would hold (a group and its shards, each with the spec and its
+    // shard variables), before any of it is made.
+    const int64_t n = 1 + spec.shards();
+    if (Status s = budget_.Admit(owner, n, n * (SpecBytes(spec) + 128)); !s.ok()) return s;
+  }
   if (spec.gang()) {
     // A gang that can never fit is refused now rather than waiting forever.
     int most = 0;
@@ -231,8 +253,7 @@ Result<Core::Task*> Core::CreateTask(v1::TaskSpec spec, std::shared_ptr<RunClien
   if (!id.ok()) return id.status();
 
   const int shards = spec.shards();
-  Task* t = AddTask(*id, spec);
-  t->st().set_owner(owner);
+  Task* t = AddTask(*id, spec, owner);
   t->eligible = *eligible;
   t->client = client;
   std::vector<Task*> created{t};
@@ -251,8 +272,7 @@ Result<Core::Task*> Core::CreateTask(v1::TaskSpec spec, std::shared_ptr<RunClien
       auto& env = *cs.mutable_env();
       env["TIDEPOOL_SHARD_ID"] = env["VELDA_SHARD_ID"] = std::to_string(i);
       env["TIDEPOOL_TOTAL_SHARDS"] = env["VELDA_TOTAL_SHARDS"] = std::to_string(shards);
-      Task* c = AddTask(*id + "/" + std::to_string(i), std::move(cs));
-      c->st().set_owner(owner);
+      Task* c = AddTask(*id + "/" + std::to_string(i), std::move(cs), owner);
       c->eligible = *eligible;
       t->children.push_back(c->id());
       t->open_children++;
@@ -532,47 +552,6 @@ std::string Core::TaskOwner(const std::string& id) {
   return t && !t->final() ? t->st().owner() : "";
 }
 
-Result<std::vector<v1::Task>> Core::ListTasks(const v1::ListTasksRequest& req, const Caller& caller) {
-  store::TaskQuery q;
-  if (!req.all()) q.finished_after_ms = NowUnixMs() - 3600 * 1000;  // unfinished + the last hour
-  q.state = req.state();
-  q.pool = req.pool();
-  auto stored = store_->ListTasks(q);
-  if (!stored.ok()) return stored.status();
-  std::vector<v1::Task> out;
-  std::set<std::string> seen;
-  {
-    // The in-memory copy is the freshest (its latest write may not be committed yet).
-    std::lock_guard lock(mu_);
-    for (auto& r : *stored) {
-      const Task* t = FindTask(r.status.id());
-      out.push_back(t ? t->rec.status : r.status);
-      seen.insert(r.status.id());
-    }
-    for (auto& [id, t] : tasks_) {
-      if (!seen.count(id)) out.push_back(t->rec.status);
-    }
-  }
-  std::lock_guard lock(mu_);
-  std::erase_if(out, [&](const v1::Task& t) {
-    if (!MaySee(caller, t)) return true;
-    if (req.state() != v1::TASK_STATE_UNSPECIFIED && t.state() != req.state()) return true;
-    if (!req.pool().empty() && t.pool() != req.pool()) return true;
-    for (const auto& [k, v] : req.labels()) {
-      auto it = t.labels().find(k);
-      if (it == t.labels().end() || it->second != v) return true;
-    }
-    return false;
-  });
-  std::stable_sort(out.begin(), out.end(), [](const v1::Task& a, const v1::Task& b) {
-    return a.created_at_ms() < b.created_at_ms();
-  });
-  if (req.limit() > 0 && out.size() > static_cast<size_t>(req.limit())) {
-    out.erase(out.begin(), out.end() - req.limit());
-  }
-  return out;
-}
-
 Result<uint64_t> Core::Watch(const std::string& id, std::function<void(const v1::Task&)> fn, const Caller& caller) {
   std::unique_lock lock(mu_);
   if (Task* t = FindTask(id)) {
@@ -726,7 +705,7 @@ void Core::Finish(Task* t, v1::TaskState state, const std::string& reason) {
     Post([this, id] {
       Task* t = FindTask(id);
       if (t && api::IsFinal(t->st().state())) {
-        tasks_.erase(id);
+        Forget(id);
         logs_.Release(id);
       }
     });

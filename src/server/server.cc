@@ -302,6 +302,28 @@ int RunServer(const ServerFlags& flags) {
     return 2;
   }
   if (flags.max_heartbeat_rate >= 0) opts.max_heartbeat_rate = flags.max_heartbeat_rate;
+  if (flags.max_queued_tasks >= 0) opts.queue_limits.max_tasks = flags.max_queued_tasks;
+  if (flags.max_queued_tasks_per_user >= 0) opts.queue_limits.max_tasks_per_user = flags.max_queued_tasks_per_user;
+  auto size_flag = [](const char* name, const std::string& text, int64_t* out) {
+    if (text.empty()) return true;
+    auto n = ParseBytes(text);
+    if (!n.ok()) {
+      fmt::print(stderr, "tidepool: {}: {}\n", name, n.status().message());
+      return false;
+    }
+    *out = *n;
+    return true;
+  };
+  if (!size_flag("--max-queued-bytes", flags.max_queued_bytes, &opts.queue_limits.max_bytes) ||
+      !size_flag("--max-queued-bytes-per-user", flags.max_queued_bytes_per_user, &opts.queue_limits.max_bytes_per_user) ||
+      !size_flag("--max-spec-bytes", flags.max_spec_bytes, &opts.queue_limits.max_spec_bytes)) {
+    return 2;
+  }
+  if (opts.queue_limits.max_spec_bytes == 0 || opts.queue_limits.max_spec_bytes > kMaxSpecBytesCap) {
+    fmt::print(stderr, "tidepool: --max-spec-bytes {}: must be between 1 B and {} (a task must fit in one message)\n",
+               flags.max_spec_bytes, FormatBytes(kMaxSpecBytesCap));
+    return 2;
+  }
   Core core(std::move(opts), std::move(store).value(), std::move(tokens).value());
   if (Status s = core.Start(); !s.ok()) {
     fmt::print(stderr, "tidepool: {}\n", s.message());

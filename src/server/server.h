@@ -2,6 +2,7 @@
 // gRPC and the core, and runs until SIGTERM/SIGINT.
 #pragma once
 
+#include <cstdint>
 #include <optional>
 #include <string>
 
@@ -19,6 +20,12 @@ struct ServerFlags {
   std::string worker_lost_grace;  // how long a lost worker's tasks wait for it (default 60s)
   std::string heartbeat_interval;  // agents beat this often; 3 silent intervals close a link (default 5s)
   int max_heartbeat_rate = -1;     // heartbeats/s the server asks for in all (-1: default 250; 0 = no cap)
+  // Caps on unfinished tasks (server/queue_budget.h); -1 / "" = the default, 0 = no cap.
+  int64_t max_queued_tasks = -1;
+  int64_t max_queued_tasks_per_user = -1;
+  std::string max_queued_bytes;           // a size: 1073741824, 1GiB, 256MiB ...
+  std::string max_queued_bytes_per_user;
+  std::string max_spec_bytes;             // one task's argv + environment
 };
 
 struct Settings {

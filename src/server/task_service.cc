@@ -293,7 +293,8 @@ grpc::ServerUnaryReactor* TaskService::ListTasks(grpc::CallbackServerContext* ct
     reactor->Finish(ToGrpc(tasks.status()));
     return reactor;
   }
-  for (auto& t : *tasks) *resp->add_tasks() = Public(std::move(t));
+  for (auto& t : tasks->tasks) *resp->add_tasks() = Public(std::move(t));
+  resp->set_next_after(tasks->next_after);
   reactor->Finish(grpc::Status::OK);
   return reactor;
 }

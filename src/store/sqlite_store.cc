@@ -360,17 +360,21 @@ class SqliteStore final : public Store {
   }
 
   Result<std::vector<TaskRecord>> ListTasks(const TaskQuery& q) override {
-    std::string sql = "SELECT seq, spec, status, id FROM tasks WHERE 1=1";
+    std::string sql = q.without_spec ? "SELECT seq, x'', status, id FROM tasks WHERE 1=1"
+                                     : "SELECT seq, spec, status, id FROM tasks WHERE 1=1";
     if (q.unfinished_only) {
       sql += " AND state IN (1, 2, 3, 4)";
     } else if (q.finished_after_ms > 0) {
       sql += " AND (state IN (1, 2, 3, 4) OR finished_at >= ?1)";
     }
-    if (q.state != v1::TASK_STATE_UNSPECIFIED) sql += " AND state = ?2";
+    if (q.state != v1::TASK_STATE_UNSPECIFIED) {
+      sql += q.state_or_unfinished ? " AND (state = ?2 OR state IN (1, 2, 3, 4))" : " AND state = ?2";
+    }
     if (!q.pool.empty()) sql += " AND pool = ?3";
     if (!q.parent.empty()) sql += " AND parent = ?4";
     if (!q.id_prefix.empty()) sql += " AND substr(id, 1, length(?5)) = ?5";
-    sql += " ORDER BY seq";
+    if (q.before_seq > 0) sql += " AND seq < ?7";
+    sql += q.newest_first ? " ORDER BY seq DESC" : " ORDER BY seq";
     if (q.limit > 0) sql += " LIMIT ?6";
     std::lock_guard lock(read_mu_);
     Stmt st(read_, read_stmts_, sql);
@@ -381,6 +385,7 @@ class SqliteStore final : public Store {
     if (!q.parent.empty()) st.Bind(4, q.parent);
     if (!q.id_prefix.empty()) st.Bind(5, q.id_prefix);
     if (q.limit > 0) st.Bind(6, static_cast<int64_t>(q.limit));
+    if (q.before_seq > 0) st.Bind(7, static_cast<int64_t>(q.before_seq));
     std::vector<TaskRecord> out;
     int rc;
     while ((rc = sqlite3_step(st.get())) == SQLITE_ROW) {

@@ -54,6 +54,13 @@ struct TaskQuery {
   std::string pool;
   std::string parent;                    // direct children of this task
   std::string id_prefix;                 // ids starting with this (name_2, name_3 ...)
+  // With `state`: also every unfinished task, whatever its stored state (the caller filters on the
+  // freshest state, which the core may hold uncommitted).
+  bool state_or_unfinished = false;
+  bool without_spec = false;             // records come with an empty spec (listings never show it)
+  // Paging: newest first (descending seq) and only tasks older than `before_seq` (0 = no bound).
+  bool newest_first = false;
+  uint64_t before_seq = 0;
   int limit = 0;                         // 0 = no limit
 };
 
@@ -64,7 +71,7 @@ class Store {
   virtual Status Apply(const std::vector<Mutation>& batch) = 0;
 
   virtual Result<std::optional<TaskRecord>> GetTask(const std::string& id) = 0;
-  // In submission order.
+  // In submission order (or its reverse: TaskQuery::newest_first).
   virtual Result<std::vector<TaskRecord>> ListTasks(const TaskQuery& query) = 0;
   virtual Result<uint64_t> MaxSeq() = 0;
   // Every stored task's id, in no particular order (the server's filter of used ids).

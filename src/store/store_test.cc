@@ -116,6 +116,32 @@ TEST_F(StoreTest, ListFiltersAndOrder) {
   EXPECT_EQ(store_->ListTasks({.limit = 2})->size(), 2u);
 }
 
+TEST_F(StoreTest, PagesWalkNewestFirstFromACursor) {
+  std::vector<Mutation> batch;
+  for (uint64_t i = 1; i <= 25; ++i) {
+    batch.push_back(Mutation::PutTask(Task("t" + std::to_string(i), i,
+                                           i % 2 ? v1::TASK_STATE_QUEUEING : v1::TASK_STATE_SUCCESS)));
+  }
+  ASSERT_TRUE(store_->Apply(batch).ok());
+  // Pages of 10, each after the last seq of the previous one: every task once, newest first.
+  std::vector<uint64_t> seen;
+  uint64_t before = 0;
+  while (true) {
+    auto page = store_->ListTasks({.newest_first = true, .before_seq = before, .limit = 10});
+    ASSERT_TRUE(page.ok());
+    for (const auto& r : *page) seen.push_back(r.seq);
+    if (page->size() < 10) break;
+    before = page->back().seq;
+  }
+  ASSERT_EQ(seen.size(), 25u);
+  for (size_t i = 0; i < seen.size(); ++i) EXPECT_EQ(seen[i], 25 - i);
+  // A final state, or any unfinished one (whose fresher state the caller checks).
+  auto successes = store_->ListTasks({.state = v1::TASK_STATE_SUCCESS});
+  EXPECT_EQ(successes->size(), 12u);
+  auto either = store_->ListTasks({.state = v1::TASK_STATE_SUCCESS, .state_or_unfinished = true});
+  EXPECT_EQ(either->size(), 25u);
+}
+
 TEST_F(StoreTest, WorkersPutAndDelete) {
   v1::Worker w;
   w.set_name("local-abc");
