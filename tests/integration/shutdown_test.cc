@@ -7,6 +7,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <thread>
@@ -95,7 +96,7 @@ TEST(Shutdown, EndsBackendCallsAndExitsThenTheNextStartReconciles) {
     for (const auto& l : s.Read("calls")) n += l.rfind(verb + " ", 0) == 0;
     return n;
   };
-  ASSERT_TRUE(WaitFor([&] { return calls_starting("create") == 1 && calls_starting("delete") == 2; }, 120s))
+  ASSERT_TRUE(WaitFor([&] { return calls_starting("create") == 1 && calls_starting("delete") >= 2; }, 120s))
       << ReadAll(s.path("calls"));
   ASSERT_TRUE(WaitFor([&] { return server.Workers("p", {"deleting"}) >= 6; }, 60s));
 
@@ -103,9 +104,12 @@ TEST(Shutdown, EndsBackendCallsAndExitsThenTheNextStartReconciles) {
   s.Touch("server_gone");
   std::vector<std::string> at_exit = s.Read("calls");
   // The scripts the server had started (a hanging create, two hanging deletes) died with it.
-  for (const auto& line : at_exit) {
-    pid_t pid = static_cast<pid_t>(std::stol(SplitWords(line).back()));
-    EXPECT_TRUE(WaitFor([&] { return ProcessGone(pid); }, 30s)) << line;
+  std::vector<pid_t> pids;
+  for (const auto& line : at_exit) pids.push_back(static_cast<pid_t>(std::stol(SplitWords(line).back())));
+  EXPECT_TRUE(WaitFor([&] { return std::all_of(pids.begin(), pids.end(), ProcessGone); }, 30s))
+      << "scripts outlived the server:\n" << ReadAll(s.path("calls"));
+  for (pid_t pid : pids) {
+    if (!ProcessGone(pid)) ::kill(pid, SIGKILL);  // never leave them behind, even when failing
   }
   std::this_thread::sleep_for(1s);  // a window for anything late to show (not a timing assertion)
   EXPECT_FALSE(s.Exists("late")) << ReadAll(s.path("late"));
@@ -137,7 +141,8 @@ TEST(Shutdown, EndsBackendCallsAndExitsThenTheNextStartReconciles) {
 
 // A list that suddenly shows 100,000 machines nobody asked for: reported once, loudly, and
 // deleted at the create rate. The rate (1/h, burst 3) allows 3 deletes during the test, 4 if it
-// ran an hour; the count is checked after three more syncs, the server's own progress.
+// ran an hour; the count is checked after three more syncs, the server's own progress (or as
+// soon as it is over the bound: a storm may keep the server from listing at all).
 TEST(DeleteStorm, FloodedListIsReportedOnceAndDeletedAtTheCreateRate) {
   Scripts s;
   const std::string D = s.dir();
@@ -148,8 +153,9 @@ TEST(DeleteStorm, FloodedListIsReportedOnceAndDeletedAtTheCreateRate) {
                           "max_concurrent_creates: 3", "create_rate: \"1/h\""}));
   ASSERT_TRUE(WaitFor([&] { return s.Read("deletes").size() >= 3; }, 180s));
   size_t lists = s.Read("lists").size();
-  ASSERT_TRUE(WaitFor([&] { return s.Read("lists").size() >= lists + 3; }, 180s));
-  EXPECT_LE(s.Read("deletes").size(), 4u);  // burst 3, plus at most one token an hour
+  auto over_the_bound = [&] { return s.Read("deletes").size() > 4; };  // burst 3, plus one token an hour
+  EXPECT_TRUE(WaitFor([&] { return s.Read("lists").size() >= lists + 3 || over_the_bound(); }, 180s));
+  EXPECT_FALSE(over_the_bound()) << s.Read("deletes").size() << " delete calls";
   std::string log = server.ServerLog();
   EXPECT_EQ(CountLines(log, "list_flood"), 1) << "the flood is reported once";
   EXPECT_NE(log.find("100000 machines"), std::string::npos);
