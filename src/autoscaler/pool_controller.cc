@@ -63,6 +63,9 @@ PoolController::PoolController(config::PoolConfig cfg, std::unique_ptr<backends:
                          ? cfg_.auto_scaler->create_rate_per_second
                          : 1e9,
                      cfg_.auto_scaler ? std::max(1, cfg_.auto_scaler->max_concurrent_creates) : 10),
+      // Deletes at the create limits: the spec names no delete rate of its own.
+      delete_pacer_(cfg_.auto_scaler ? cfg_.auto_scaler->create_rate_per_second : 1e9,
+                    cfg_.auto_scaler ? std::max(1, cfg_.auto_scaler->max_concurrent_creates) : 10),
       started_at_(Clock::now()) {}
 
 PoolController::~PoolController() { Stop(); }
@@ -110,9 +113,23 @@ void PoolController::Start(const std::vector<Worker>& persisted) {
 void PoolController::Stop() {
   if (!*alive_) return;
   *alive_ = false;
-  for (TimerQueue::TimerId* t : {&wake_timer_, &sync_timer_, &create_timer_}) {
+  for (TimerQueue::TimerId* t : {&wake_timer_, &sync_timer_, &create_timer_, &delete_timer_}) {
     if (*t) timers_->Cancel(*t);
     *t = 0;
+  }
+  KeepNamedInFlight();
+  if (backend_) backend_->Abandon();
+}
+
+void PoolController::KeepNamedInFlight() {
+  std::lock_guard lock(named_in_flight_->mu);
+  for (const auto& [name, id] : named_in_flight_->by_name) {
+    auto it = workers_.find(id);
+    if (it == workers_.end() || !it->second->name.empty() || by_name_.count(name)) continue;
+    Worker* w = it->second.get();
+    w->name = name;
+    by_name_[name] = w;
+    hooks_.persist(*w);  // requested (restored as starting) or deleting (deleted at the next start)
   }
 }
 
@@ -129,6 +146,7 @@ Worker* PoolController::Add(Phase phase, const std::string& name) {
   workers_[raw->id] = std::move(w);
   if (!name.empty()) by_name_[name] = raw;
   if (!name.empty()) hooks_.persist(*raw);
+  if (phase != Phase::kUnknown) ++workers_made_;
   return raw;
 }
 
@@ -147,12 +165,12 @@ void PoolController::Forget(Worker* w) {
   workers_.erase(w->id);
 }
 
-void PoolController::Event(const std::string& kind, const std::string& message) {
+void PoolController::Event(const std::string& kind, const std::string& message, bool loud) {
   int64_t now = NowUnixMs();
   last_event_ms_[kind] = now;
   events_.push_back({now, kind, message});
   while (events_.size() > kMaxEvents) events_.pop_front();
-  spdlog::info("pool {}: {}: {}", cfg_.name, kind, message);
+  spdlog::log(loud ? spdlog::level::err : spdlog::level::info, "pool {}: {}: {}", cfg_.name, kind, message);
 }
 
 void PoolController::NoteDemand(bool waiting) {
@@ -382,74 +400,6 @@ void PoolController::AllocationFailed(const std::string& error) {
   Event("allocation_error", fmt::format("{} (retry in {})", error, FormatDuration(delay)));
 }
 
-void PoolController::Remove(Worker* w, const std::string& why) {
-  switch (w->phase) {
-    case Phase::kBusy:
-      return;  // never: the planner does not choose busy workers, and drain waits for them
-    case Phase::kRequested:
-      if (w->name.empty() && !w->create_launched) {
-        // Still queued behind the create limits: nothing exists to delete.
-        Event("scale_down", fmt::format("cancelling a requested worker before its create ({})", why));
-        Forget(w);
-        return;
-      }
-      if (w->name.empty()) {
-        w->delete_when_named = true;
-        SetPhase(w, Phase::kDeleting);
-        Event("scale_down", fmt::format("cancelling a requested worker ({})", why));
-        return;
-      }
-      break;
-    default:
-      break;
-  }
-  Event("scale_down", fmt::format("deleting {} ({}, was {})", w->name, why, PhaseName(w->phase)));
-  // Graceful: no new work from here on; the backend delete follows at once.
-  SetPhase(w, Phase::kDeleting);
-  IssueDelete(w);
-}
-
-void PoolController::IssueDelete(Worker* w) {
-  if (w->name.empty() || w->create_in_flight) {
-    w->delete_when_named = true;  // OnCreateDone issues it
-    return;
-  }
-  if (w->delete_in_flight || !backend_) return;
-  w->delete_in_flight = true;
-  w->delete_done = false;
-  std::shared_ptr<backends::Backend> backend = backend_;
-  auto alive = alive_;
-  auto post = hooks_.post;
-  uint64_t id = w->id;
-  std::string name = w->name;
-  auto record = hooks_.backend_call;
-  executor_->Submit([=, this] {
-    auto t0 = Clock::now();
-    Status s = backend->Delete(name);
-    if (record) record("delete", s.ok() ? "ok" : "error", std::chrono::duration<double>(Clock::now() - t0).count());
-    post([=, this] {
-      if (*alive) OnDeleteDone(id, s);
-    });
-  });
-}
-
-void PoolController::OnDeleteDone(uint64_t id, Status status) {
-  auto it = workers_.find(id);
-  if (it == workers_.end()) return;
-  Worker* w = it->second.get();
-  w->delete_in_flight = false;
-  if (status.ok()) {
-    w->delete_done = true;
-    w->delete_done_gen = list_generation_;
-    w->delete_done_at = Clock::now();
-    ScheduleSync(Millis(0));  // confirm with a list rather than assume
-  } else {
-    last_error_ = fmt::format("delete {}: {}", w->name, status.message());
-    last_error_at_ = Clock::now();
-    Event("delete_failed", last_error_);
-  }
-}
-
 void PoolController::ScheduleSync(Millis delay) {
   if (is_static() || !*alive_) return;
   if (sync_timer_) timers_->Cancel(sync_timer_);
@@ -500,8 +450,9 @@ void PoolController::OnListed(Result<std::vector<backends::ListedWorker>> listed
   }
   listed_once_ = true;
   std::set<std::string> present;
+  std::vector<std::string> unknown;
   for (const auto& lw : *listed) {
-    present.insert(lw.name);
+    if (!present.insert(lw.name).second) continue;  // a name listed twice is one machine
     if (Worker* w = Find(lw.name)) {
       w->missing_lists = 0;
       if (w->phase == Phase::kDeleting && w->delete_done && gen > w->delete_done_gen &&
@@ -517,9 +468,9 @@ void PoolController::OnListed(Result<std::vector<backends::ListedWorker>> listed
       std::lock_guard lock(named_in_flight_->mu);
       if (named_in_flight_->by_name.count(lw.name)) continue;  // its create has not returned yet
     }
-    Add(Phase::kUnknown, lw.name);
-    Event("unknown_worker", fmt::format("{} exists in the backend but was not asked for", lw.name));
+    unknown.push_back(lw.name);
   }
+  NoteUnknownNames(unknown);
   std::vector<Worker*> all = Workers();
   bool look_again_soon = false;
   for (Worker* w : all) {
@@ -556,10 +507,21 @@ void PoolController::CheckTimeouts() {
   const TimePoint now = Clock::now();
   Millis kill_unknown = cfg_.auto_scaler ? cfg_.auto_scaler->kill_unknown_after : Millis(0);
   Millis register_timeout = cfg_.auto_scaler ? cfg_.auto_scaler->register_timeout : Millis(600000);
+  auto unknown_expired = [&](const Worker* w) {
+    return w->phase == Phase::kUnknown && kill_unknown.count() > 0 && now - w->phase_since >= kill_unknown;
+  };
+  // Many at once (a flooded list): one event, not one per machine.
+  size_t expired = 0;
+  for (const auto& [id, w] : workers_) expired += unknown_expired(w.get());
+  const bool quiet = expired > 10;
+  if (quiet) {
+    Event("scale_down", fmt::format("deleting {} unknown workers (unknown for longer than kill_unknown_after), "
+                                    "paced at the create rate", expired));
+  }
   for (Worker* w : Workers()) {
     Millis age = std::chrono::duration_cast<Millis>(now - w->phase_since);
-    if (w->phase == Phase::kUnknown && kill_unknown.count() > 0 && age >= kill_unknown) {
-      Remove(w, "unknown for longer than kill_unknown_after");
+    if (unknown_expired(w)) {
+      Remove(w, "unknown for longer than kill_unknown_after", quiet);
     } else if (w->phase == Phase::kLost && kill_unknown.count() > 0 && age >= kill_unknown) {
       Remove(w, "lost for longer than kill_unknown_after");
     } else if (w->phase == Phase::kStarting && register_timeout.count() > 0 && age >= register_timeout) {

@@ -19,6 +19,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "autoscaler/delete_pacer.h"
 #include "autoscaler/planner.h"
 #include "autoscaler/token_bucket.h"
 #include "autoscaler/worker.h"
@@ -71,7 +72,11 @@ class PoolController {
   // Restores workers persisted before a restart (as `starting`: they count as capacity until
   // they reconnect or the backend says they are gone), then lists the backend.
   void Start(const std::vector<Worker>& persisted);
-  // Stops timers; in-flight backend calls finish but their results are dropped.
+  // The server is stopping: timers stop, nothing new reaches the backend (queued deletes and
+  // creates are dropped), calls in flight are abandoned (Backend::Abandon ends them at once where
+  // it can) and their results dropped. A create in flight whose machine already told its name is
+  // persisted first, so the next start's sync finds it; a nameless one's machine, if it exists,
+  // is an unknown worker to the next start's list.
   void Stop();
 
   // Runs the planner and acts on its plan. Cheap; call after anything changes.
@@ -135,7 +140,7 @@ class PoolController {
  private:
   Worker* Add(Phase phase, const std::string& name);
   void SetPhase(Worker* w, Phase p);
-  void Event(const std::string& kind, const std::string& message);
+  void Event(const std::string& kind, const std::string& message, bool loud = false);
   void Forget(Worker* w);
 
   void LaunchCreates();
@@ -143,9 +148,16 @@ class PoolController {
   void LaunchBatch(uint64_t batch);
   void OnBatchCreated(uint64_t batch, Result<std::vector<std::string>> names);
   void OnCreateDone(uint64_t id, Result<std::string> result);
-  void Remove(Worker* w, const std::string& why);
+  // Deletes (pool_controller_deletes.cc): paced by delete_pacer_ at the create limits.
+  // `quiet`: no event of its own (one summary event covers many removals).
+  void Remove(Worker* w, const std::string& why, bool quiet = false);
   void IssueDelete(Worker* w);
+  void LaunchDeletes();
   void OnDeleteDone(uint64_t id, Status status);
+  // New unknown names in a list: logs a flood (IsListFlood) loudly, once per episode.
+  void NoteUnknownNames(const std::vector<std::string>& names);
+  // Stop: persist creates in flight whose name is known (the rest are reconciled by the next list).
+  void KeepNamedInFlight();
 
   void ScheduleSync(Millis delay);
   void Sync();
@@ -179,6 +191,11 @@ class PoolController {
   std::optional<TimePoint> cooldown_until_;
   std::string last_error_;
   TimePoint last_error_at_{};
+
+  DeletePacer delete_pacer_;  // create_rate, burst and in-flight limit max_concurrent_creates
+  TimerQueue::TimerId delete_timer_ = 0;
+  uint64_t workers_made_ = 0;  // workers asked for or restored, ever (the flood yardstick)
+  bool flood_reported_ = false;
 
   std::optional<TimePoint> decay_started_;
   std::optional<TimePoint> wake_at_;

@@ -49,6 +49,11 @@ class Backend {
   virtual Status Delete(const std::string& name) = 0;
   virtual Result<std::vector<ListedWorker>> List() = 0;
 
+  // The server is stopping: calls in flight should end now (failing) and no new call should
+  // start. Called once, from any thread, while calls may be running. A backend that cannot cut
+  // its calls short leaves this alone: the server waits a bounded time for them, then exits.
+  virtual void Abandon() {}
+
   virtual bool SupportsBatch() const { return false; }
   virtual Result<std::vector<std::string>> CreateBatch(const CreateRequest& request, int count,
                                                        const std::string& label) {

@@ -37,6 +37,19 @@ void Executor::Shutdown() {
   cv_.notify_all();
 }
 
+size_t Executor::StopWithin(std::chrono::milliseconds bound) {
+  std::deque<std::function<void()>> dropped;
+  std::unique_lock lock(mu_);
+  stopping_ = true;
+  dropped.swap(queue_);
+  cv_.notify_all();
+  idle_cv_.wait_for(lock, bound, [this] { return running_ == 0; });
+  size_t left = running_;
+  lock.unlock();
+  dropped.clear();  // outside the lock: a job's captures may take other locks as they go
+  return left;
+}
+
 void Executor::Loop() {
   while (true) {
     std::function<void()> fn;
@@ -46,8 +59,15 @@ void Executor::Loop() {
       if (queue_.empty()) return;
       fn = std::move(queue_.front());
       queue_.pop_front();
+      ++running_;
     }
     fn();
+    fn = nullptr;
+    {
+      std::lock_guard lock(mu_);
+      --running_;
+    }
+    idle_cv_.notify_all();
   }
 }
 

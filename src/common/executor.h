@@ -2,6 +2,7 @@
 // on gRPC or core threads.
 #pragma once
 
+#include <chrono>
 #include <condition_variable>
 #include <deque>
 #include <functional>
@@ -15,13 +16,18 @@ namespace tidepool {
 class Executor {
  public:
   Executor(std::string name, size_t threads);
-  ~Executor();  // runs what is queued, then joins
+  ~Executor();  // runs what is queued, then joins (after StopWithin: nothing is queued)
   Executor(const Executor&) = delete;
   Executor& operator=(const Executor&) = delete;
 
   void Submit(std::function<void()> fn);
   // Stops accepting work; queued work still runs. Idempotent.
   void Shutdown();
+  // Stops accepting work, drops what is queued (it never starts) and waits at most `bound` for
+  // the work running now. Returns how many jobs are still running (0: none). A caller that gets
+  // more than 0 must not destroy the executor (its destructor would wait for them): the server
+  // exits the process instead.
+  size_t StopWithin(std::chrono::milliseconds bound);
 
  private:
   void Loop();
@@ -31,6 +37,8 @@ class Executor {
   std::condition_variable cv_;
   std::deque<std::function<void()>> queue_;
   bool stopping_ = false;
+  size_t running_ = 0;
+  std::condition_variable idle_cv_;
   std::vector<std::thread> threads_;
 };
 

@@ -277,10 +277,17 @@ void Core::Stop() {
     fully_stopped_ = true;
   }
   timers_.Stop();
-  posts_.Shutdown();
+  // Nothing queued starts now: the pools are stopped, so a queued post would do nothing, and a
+  // queued backend call is reconciled at the next start (the sync lists what exists). Calls
+  // running were told to end (Backend::Abandon); a backend that cannot end them gets the bound.
+  posts_.StopWithin(kStopBound);
+  abandoned_calls_ = executor_.StopWithin(kStopBound);
+  if (abandoned_calls_ > 0) {
+    spdlog::warn("{} backend call{} still running after {} s: abandoned (reconciled at the next start)",
+                 abandoned_calls_, abandoned_calls_ > 1 ? "s" : "", kStopBound.count() / 1000);
+  }
   batcher_.Flush();
   batcher_.Stop();
-  executor_.Shutdown();
   if (Status s = store_->Checkpoint(); !s.ok()) spdlog::error("at stop: {}", s.message());
 }
 

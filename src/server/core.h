@@ -95,12 +95,18 @@ class Core {
   // Loads unfinished tasks and known workers, starts the pools.
   Status Start();
   // First half of a shutdown: refuse new work and stop the pools, so that agents disconnecting
-  // during the shutdown are not taken for lost workers.
+  // during the shutdown are not taken for lost workers. Backend calls in flight are abandoned
+  // (PoolController::Stop).
   void Quiesce();
-  // Stops pools and timers, commits everything pending and checkpoints the store's write-ahead
-  // log into the database file (so that file alone is a complete backup). Agents keep running
-  // their tasks.
+  // Stops pools and timers, drops queued backend calls and deferred work (none starts after
+  // this), waits at most kStopBound for the calls running, commits everything pending and
+  // checkpoints the store's write-ahead log into the database file (so that file alone is a
+  // complete backup). Agents keep running their tasks.
   void Stop();
+  // After Stop: backend calls still running past the bound. The process must then exit without
+  // destroying the Core (its executor would wait for them).
+  size_t abandoned_calls() const { return abandoned_calls_; }
+  static constexpr std::chrono::milliseconds kStopBound{5000};
 
   // ---- clients ----
   // vbatch: `done` gets the id once the task is durable, or the error.
@@ -245,6 +251,7 @@ class Core {
   mutable std::mutex mu_;
   bool stopped_ = false;
   bool fully_stopped_ = false;
+  size_t abandoned_calls_ = 0;
   uint64_t next_seq_ = 1;
   // Unfinished tasks, and final ones until their final state is committed. Ids are unique
   // across this map and the store.

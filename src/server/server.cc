@@ -371,6 +371,13 @@ int RunServer(const ServerFlags& flags) {
   core_ref.store(nullptr);
   core.Stop();
   ::unlink(AddrFile(settings->data_dir).c_str());
+  if (core.abandoned_calls() > 0) {
+    // A backend call that would not end: its thread must not outlive "stopped" in any useful
+    // sense, and destroying the core would wait for it. Exit now; the pid lock goes with us.
+    spdlog::info("stopped");
+    spdlog::default_logger()->flush();
+    ::_exit(0);
+  }
   ::close(pid_fd);
   spdlog::info("stopped");
   return 0;

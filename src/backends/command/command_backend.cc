@@ -11,6 +11,8 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <mutex>
+#include <set>
 
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
@@ -117,6 +119,49 @@ bool NotAWorker(std::string status) {
 
 }  // namespace
 
+// Every script's process group from its spawn until it is reaped. Killing and reaping happen
+// under one lock, so a group is never signalled after its leader was reaped (its id may be
+// reused by then).
+struct CommandBackend::Running {
+  std::mutex mu;
+  bool abandoned = false;
+  std::set<pid_t> groups;
+
+  bool abandoned_now() {
+    std::lock_guard lock(mu);
+    return abandoned;
+  }
+  // A script was spawned. After Abandon it is killed at once.
+  void Add(pid_t pid) {
+    std::lock_guard lock(mu);
+    if (abandoned) {
+      ::kill(-pid, SIGKILL);
+    } else {
+      groups.insert(pid);
+    }
+  }
+  // waitpid(WNOHANG); a reaped script leaves the set in the same step.
+  pid_t Reap(pid_t pid, int* wstatus) {
+    std::lock_guard lock(mu);
+    pid_t w;
+    do w = ::waitpid(pid, wstatus, WNOHANG);
+    while (w < 0 && errno == EINTR);
+    if (w != 0) groups.erase(pid);
+    return w;
+  }
+  // Kills the group of a script not yet reaped, which the caller then reaps.
+  void Kill(pid_t pid) {
+    std::lock_guard lock(mu);
+    groups.erase(pid);
+    ::kill(-pid, SIGKILL);
+  }
+  void Abandon() {
+    std::lock_guard lock(mu);
+    abandoned = true;
+    for (pid_t pid : groups) ::kill(-pid, SIGKILL);
+  }
+};
+
 Result<std::unique_ptr<Backend>> CommandBackend::Make(const config::BackendConfig& cfg, const BackendContext& ctx) {
   std::string start = StringField(cfg.fields, "start");
   std::string stop = StringField(cfg.fields, "stop");
@@ -144,7 +189,15 @@ CommandBackend::CommandBackend(BackendContext ctx, std::string start, std::strin
       stop_(std::move(stop)),
       list_(std::move(list)),
       batch_start_(std::move(batch_start)),
-      timeout_(timeout) {}
+      timeout_(timeout),
+      running_(std::make_unique<Running>()) {}
+
+CommandBackend::~CommandBackend() = default;
+
+void CommandBackend::Abandon() {
+  running_->Abandon();
+  spdlog::debug("command backend: pool {}: calls abandoned", ctx_.pool);
+}
 
 std::vector<std::string> CommandBackend::BaseEnv(const std::string& server, int slots) const {
   std::vector<std::string> env = CurrentEnvironment();
@@ -218,6 +271,7 @@ Result<std::string> CommandBackend::Run(std::string_view op, const std::string& 
   auto sys_error = [&](const char* what) {
     return Internal(fmt::format("{}: {}: {}", op, what, std::strerror(errno)));
   };
+  if (running_->abandoned_now()) return Unavailable(fmt::format("{}: not run, the server is stopping", op));
 
   // The script goes on stdin from a memfd: bash reads it at its own pace, we never block on a
   // write, and a script that exits early cannot SIGPIPE us.
@@ -253,6 +307,7 @@ Result<std::string> CommandBackend::Run(std::string_view op, const std::string& 
   err_w.Reset();
   if (spawned.pid < 0) return Internal(fmt::format("{}: cannot run bash: {}", op, spawned.message));
   const pid_t pid = spawned.pid;
+  running_->Add(pid);
 
   // Readable once bash exits. Without pidfds (old kernels) we poll in short slices.
   Fd pidfd(static_cast<int>(::syscall(SYS_pidfd_open, pid, 0)));
@@ -260,8 +315,8 @@ Result<std::string> CommandBackend::Run(std::string_view op, const std::string& 
   Sink out{.limit = kMaxStdout};
   Sink err{.limit = kStderrKept, .keep_tail = true};
   // Kills the group before reaping bash, so the group id cannot have been reused.
-  auto kill_group = [pid] {
-    ::kill(-pid, SIGKILL);
+  auto kill_group = [this, pid] {
+    running_->Kill(pid);
     while (::waitpid(pid, nullptr, 0) < 0 && errno == EINTR) {
     }
   };
@@ -283,9 +338,7 @@ Result<std::string> CommandBackend::Run(std::string_view op, const std::string& 
       if (fds[1].revents) ReadAvailable(err_r, err, 1 << 20);
     }
     if (pidfd.get() < 0 || (rc > 0 && fds[2].revents)) {
-      pid_t w;
-      do w = ::waitpid(pid, &wstatus, WNOHANG);
-      while (w < 0 && errno == EINTR);
+      pid_t w = running_->Reap(pid, &wstatus);
       if (w == pid) exited = true;
       if (w < 0) return sys_error("waitpid");  // someone else reaped it (SIGCHLD ignored?)
     }

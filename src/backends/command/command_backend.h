@@ -27,10 +27,15 @@
 // List: lines whose status is stopped, terminated, terminating or suspended (any case) are
 // not workers; blank lines are ignored.
 //
-// Thread-safe: the object is immutable after Make; calls may run concurrently.
+// Abandon() (the server is stopping) SIGKILLs the process group of every script running and
+// makes every later call fail at once without running anything.
+//
+// Thread-safe: the object is immutable after Make except for the set of running scripts (its own
+// lock); calls may run concurrently.
 #pragma once
 
 #include <chrono>
+#include <memory>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -44,6 +49,7 @@ class CommandBackend final : public Backend {
   static Result<std::unique_ptr<Backend>> Make(const config::BackendConfig& cfg, const BackendContext& ctx);
 
   static constexpr std::chrono::milliseconds kDefaultTimeout{300000};
+  ~CommandBackend() override;
 
   Result<std::string> Create(const CreateRequest& request) override;
   Status Delete(const std::string& name) override;
@@ -54,6 +60,10 @@ class CommandBackend final : public Backend {
                                                const std::string& label) override;
 
   std::chrono::milliseconds timeout() const { return timeout_; }
+
+  void Abandon() override;
+
+  struct Running;  // the scripts running now, by process group
 
  private:
   CommandBackend(BackendContext ctx, std::string start, std::string stop, std::string list,
@@ -70,6 +80,7 @@ class CommandBackend final : public Backend {
   const BackendContext ctx_;
   const std::string start_, stop_, list_, batch_start_;
   const std::chrono::milliseconds timeout_;
+  const std::unique_ptr<Running> running_;
 };
 
 }  // namespace tidepool::backends

@@ -221,6 +221,32 @@ TEST_F(CommandBackendTest, TimeoutKillsTheScriptAndItsWholeGroup) {
   EXPECT_TRUE(gone) << "processes of group " << pgid << " survived the timeout";
 }
 
+// The server is stopping: a script running is killed with its whole group and its call fails;
+// no later call runs anything.
+TEST_F(CommandBackendTest, AbandonKillsRunningScriptsAndRunsNoMore) {
+  std::string pgid_file = dir_ + "/pgid";
+  std::string ran = dir_ + "/ran";
+  auto b = MakeBackend({{"start", "echo $$ > " + pgid_file + "; sleep 1000 & sleep 1000"},
+                        {"stop", "echo $1 >> " + ran}});
+  ASSERT_TRUE(b);
+  Result<std::string> name = std::string("not yet");
+  std::thread call([&] { name = b->Create(Request()); });
+  auto started = steady_clock::now();
+  while (ReadFileText(pgid_file).empty() && steady_clock::now() - started < 60s) std::this_thread::sleep_for(10ms);
+  pid_t pgid = static_cast<pid_t>(std::atoi(ReadFileText(pgid_file).c_str()));
+  ASSERT_GT(pgid, 1);
+  b->Abandon();
+  call.join();  // ends at once, not after the 5 min timeout
+  EXPECT_FALSE(name.ok());
+  bool gone = WaitGroupGone(pgid, 30s);
+  if (!gone) ::kill(-pgid, SIGKILL);
+  EXPECT_TRUE(gone) << "processes of group " << pgid << " survived Abandon";
+
+  Status later = b->Delete("w-1");
+  EXPECT_EQ(later.code(), StatusCode::kUnavailable) << later.message();
+  EXPECT_FALSE(fs::exists(ran)) << "a script ran after Abandon";
+}
+
 TEST_F(CommandBackendTest, BackgroundChildHoldingStdoutDoesNotHangStart) {
   std::string pid_file = dir_ + "/bg.pid";
   auto b = MakeBackend({{"timeout", 30000},
