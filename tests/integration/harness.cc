@@ -225,6 +225,10 @@ void Server::Start() {
   ASSERT_TRUE(up && pid_ > 0) << "server did not start:\n" << ServerLog();
 }
 
+void Server::Signal(int sig) {
+  if (pid_ > 0) ::kill(pid_, sig);
+}
+
 void Server::Stop(int sig) {
   if (pid_ <= 0) return;
   ::kill(pid_, sig);

@@ -90,6 +90,8 @@ class Server {
   void Start();
   void Stop(int sig = SIGTERM);  // and wait for it to exit
   void Kill() { Stop(SIGKILL); }
+  // Sends the running server a signal and returns (SIGSTOP / SIGCONT: a frozen server).
+  void Signal(int sig);
 
   // A copy: a restart (Start) may change it while test threads read it (the chaos test).
   std::string address() const {
