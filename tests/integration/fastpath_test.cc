@@ -263,9 +263,15 @@ TEST(FastPathHello, ASilentServerIsNotAskedTwice) {
   auto clients = FastClients();
   std::vector<std::unique_ptr<FakeServer>> fakes;
   std::vector<Background> running;
+  // Our own directory for the clients' output: /tmp/procN.err is every test process's (a stale one
+  // would hold another run's words).
+  const std::string dir = (std::filesystem::temp_directory_path() /
+                           ("tidepool-silent-server-" + std::to_string(getpid()))).string();
+  std::filesystem::remove_all(dir);
+  std::filesystem::create_directories(dir);
   for (auto& [bin, request] : clients) {
     fakes.push_back(std::make_unique<FakeServer>(/*refuse=*/false));
-    running.emplace_back(std::vector<std::string>{BinDir() + "/" + bin, "true"}, FakeClientEnv(*fakes.back()), "/tmp");
+    running.emplace_back(std::vector<std::string>{BinDir() + "/" + bin, "true"}, FakeClientEnv(*fakes.back()), dir);
   }
   const std::string kNote = "has not answered for 10 s; still waiting while the connection is open";
   for (size_t i = 0; i < clients.size(); ++i) {
@@ -288,6 +294,7 @@ TEST(FastPathHello, ASilentServerIsNotAskedTwice) {
     ASSERT_EQ(connections.size(), 1u) << bin;
     EXPECT_EQ(connections[0], (std::vector<int>{1, clients[i].second})) << bin;
   }
+  std::filesystem::remove_all(dir);
 }
 
 // What makes sending the request early safe: the server acts on no frame behind a hello it
