@@ -2,7 +2,8 @@
 // for its own silence: when it runs again it reads what is waiting before judging anyone silent
 // (server/silence.h), so no worker is lost, none is replaced, and the pool never has more than
 // max_agents workers; a vbatch sent while it was frozen waits for it on its open connection and
-// gets its id, and the task runs once (cli/unanswered.h, fastclient lite_await / AwaitAnswer).
+// gets its id, and the task runs once; so does a `tidepool batch` (cli/unanswered.h, fastclient
+// lite_await / AwaitAnswer).
 #include <signal.h>
 
 #include <atomic>
@@ -55,11 +56,23 @@ TEST(Freeze, AFrozenServerBlamesNoAgentAndLosesNoRequest) {
   server.Signal(SIGSTOP);
   Background vbatch({BinDir() + "/vbatch", "sh", "-c", "echo run >> " + runs + "; echo frozen-out; echo second-line"},
                     server.ClientEnv(), server.dir());
-  // The client says, once, that the server has not answered, and keeps waiting on its connection.
+  // The full client (`tidepool batch`, gRPC) too.
+  Background full({BinDir() + "/tidepool", "batch", "sh", "-c", "echo full >> " + runs + "; echo full-out"},
+                  server.ClientEnv(), server.dir());
+  // The clients say, once, that the server has not answered, and keep waiting on their connections.
   bool told = WaitFor([&] { return vbatch.Stderr().find("has not answered") != std::string::npos; }, 60s);
   EXPECT_TRUE(told) << vbatch.Stderr();
   EXPECT_TRUE(vbatch.Running()) << "vbatch gave up on a frozen server: " << vbatch.Stderr();
+  told = WaitFor([&] { return full.Stderr().find("has not answered") != std::string::npos; }, 60s);
+  EXPECT_TRUE(told) << full.Stderr();
+  EXPECT_TRUE(full.Running()) << "tidepool vbatch gave up on a frozen server: " << full.Stderr();
   server.Signal(SIGCONT);
+
+  ProcResult fr = full.Wait(120s);
+  ASSERT_EQ(fr.exit_code, 0) << fr.err;
+  ASSERT_EQ(Lines(fr.out).size(), 1u) << fr.out;
+  EXPECT_EQ(server.WaitTask(Lines(fr.out)[0])["state"], "SUCCESS");
+  EXPECT_EQ(server.Tidepool({"task", "logs", Lines(fr.out)[0]}).out, "full-out\n");
 
   ProcResult r = vbatch.Wait(120s);
   ASSERT_EQ(r.exit_code, 0) << r.err;
@@ -78,7 +91,7 @@ TEST(Freeze, AFrozenServerBlamesNoAgentAndLosesNoRequest) {
   sampling = false;
   sampler.join();
 
-  EXPECT_EQ(Lines(ReadAll(runs)).size(), 1u) << "the task ran more than once";
+  EXPECT_EQ(Lines(ReadAll(runs)), (std::vector<std::string>{"run", "full"})) << "a task ran more than once";
   nlohmann::json pool = server.Pool("local");
   EXPECT_EQ(count_events("worker_lost"), 0) << pool.dump(2);
   EXPECT_EQ(count_events("scale_up"), scale_ups_before) << "a worker was replaced: " << pool.dump(2);
