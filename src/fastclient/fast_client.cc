@@ -735,11 +735,19 @@ class RunSession {
     std::string payload;
     bool oversize = false;
     Finish finish;
-    while (conn_.ReadFrame(&type, &payload, -1, &oversize)) {
+    // Until the acceptance, a server that does not answer is waited for (AwaitAnswer); after it, a
+    // silent task is nothing to remark on.
+    auto next = [&] {
+      if (!Accepted()) AwaitAnswer(conn_, address_);
+      return conn_.ReadFrame(&type, &payload, -1, &oversize);
+    };
+    bool finished = false;
+    while (next()) {
       if (type == fast::kFinish) {
         json f = ParseJson(payload);
         finish.code = static_cast<int>(Int(f, "code"));
         finish.message = Str(f, "message");
+        finished = true;
         break;
       }
       if (int rc = Handle(type, payload); rc >= 0) Exit(rc);
@@ -747,6 +755,10 @@ class RunSession {
     if (oversize) finish = Finish{kUnknown, "a reply from the server was over the size limit"};
     ClearProgress();
     if (cancel_sent_) Exit(130);
+    if (!finished && !oversize && !Accepted()) {
+      term_.Restore();
+      LostUnanswered(address_);  // welcomed, the request sent, and no acceptance: it may have been taken
+    }
     if (finish.code != 0) {
       term_.Restore();
       if (finish.code == kUnavailable && !task_id_.empty()) {
@@ -892,6 +904,11 @@ class RunSession {
   void ClearProgress() {
     std::lock_guard lock(mu_);
     ClearProgressLocked();
+  }
+
+  bool Accepted() {
+    std::lock_guard lock(mu_);
+    return !task_id_.empty();
   }
 
   Connection& conn_;
