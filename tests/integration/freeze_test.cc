@@ -6,6 +6,7 @@
 // lite_await / AwaitAnswer).
 #include <signal.h>
 
+#include <algorithm>
 #include <atomic>
 #include <set>
 #include <thread>
@@ -56,6 +57,8 @@ TEST(Freeze, AFrozenServerBlamesNoAgentAndLosesNoRequest) {
   server.Signal(SIGSTOP);
   Background vbatch({BinDir() + "/vbatch", "sh", "-c", "echo run >> " + runs + "; echo frozen-out; echo second-line"},
                     server.ClientEnv(), server.dir());
+  // vrun waits for its acceptance the same way.
+  Background vrun = server.VrunBackground({"sh", "-c", "echo vrun >> " + runs + "; echo vrun-out"});
   // The full client (`tidepool batch`, gRPC) too.
   Background full({BinDir() + "/tidepool", "batch", "sh", "-c", "echo full >> " + runs + "; echo full-out"},
                   server.ClientEnv(), server.dir());
@@ -66,7 +69,14 @@ TEST(Freeze, AFrozenServerBlamesNoAgentAndLosesNoRequest) {
   told = WaitFor([&] { return full.Stderr().find("has not answered") != std::string::npos; }, 60s);
   EXPECT_TRUE(told) << full.Stderr();
   EXPECT_TRUE(full.Running()) << "tidepool vbatch gave up on a frozen server: " << full.Stderr();
+  told = WaitFor([&] { return vrun.Stderr().find("has not answered") != std::string::npos; }, 60s);
+  EXPECT_TRUE(told) << vrun.Stderr();
+  EXPECT_TRUE(vrun.Running()) << "vrun gave up on a frozen server: " << vrun.Stderr();
   server.Signal(SIGCONT);
+
+  ProcResult vr = vrun.Wait(120s);
+  EXPECT_EQ(vr.exit_code, 0) << vr.err;
+  EXPECT_EQ(vr.out, "vrun-out\n");
 
   ProcResult fr = full.Wait(120s);
   ASSERT_EQ(fr.exit_code, 0) << fr.err;
@@ -91,7 +101,9 @@ TEST(Freeze, AFrozenServerBlamesNoAgentAndLosesNoRequest) {
   sampling = false;
   sampler.join();
 
-  EXPECT_EQ(Lines(ReadAll(runs)), (std::vector<std::string>{"run", "full"})) << "a task ran more than once";
+  std::vector<std::string> ran = Lines(ReadAll(runs));
+  std::sort(ran.begin(), ran.end());
+  EXPECT_EQ(ran, (std::vector<std::string>{"full", "run", "vrun"})) << "a task ran more than once, or not at all";
   nlohmann::json pool = server.Pool("local");
   EXPECT_EQ(count_events("worker_lost"), 0) << pool.dump(2);
   EXPECT_EQ(count_events("scale_up"), scale_ups_before) << "a worker was replaced: " << pool.dump(2);
