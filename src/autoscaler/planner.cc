@@ -10,6 +10,23 @@ int EffectiveMaxIdle(const Policy& policy) {
   return std::max(policy.max_idle, policy.min_idle + EffectiveSlots(policy) - 1);
 }
 
+bool CountsAgainstCap(const WorkerView& w, const Policy& policy, TimePoint now) {
+  switch (w.phase) {
+    case Phase::kRequested:
+    case Phase::kStarting:
+    case Phase::kIdle:
+    case Phase::kBusy:
+    case Phase::kUnknown:
+    case Phase::kDraining:
+      return true;
+    case Phase::kDeleting:
+      return w.connected;
+    case Phase::kLost:
+      return now < w.since + policy.lost_grace;
+  }
+  return true;
+}
+
 namespace {
 
 bool NotConnected(Phase p) { return p == Phase::kRequested || p == Phase::kStarting; }
@@ -103,9 +120,17 @@ Plan MakePlan(const Snapshot& snap, const Policy& policy, TimePoint now) {
   Plan plan;
   State st;
   bool has_unknown = false;
+  int alive = 0;
+  std::optional<TimePoint> first_grace_end;  // the earliest lost worker's grace end
   for (size_t i = 0; i < snap.workers.size(); ++i) {
     const WorkerView& w = snap.workers[i];
     if (CountsInSize(w.phase)) st.size += 1;
+    if (CountsAgainstCap(w, policy, now)) {
+      alive += 1;
+      if (w.phase == Phase::kLost && (!first_grace_end || w.since + policy.lost_grace < *first_grace_end)) {
+        first_grace_end = w.since + policy.lost_grace;
+      }
+    }
     int offered = OfferedSlots(w, slots);
     st.idle += offered;
     if (w.phase == Phase::kUnknown) has_unknown = true;
@@ -121,11 +146,17 @@ Plan MakePlan(const Snapshot& snap, const Policy& policy, TimePoint now) {
   const bool held_by_unknown = has_unknown && now < snap.started_at + policy.initial_delay;
   const bool wants_more = (st.idle < policy.min_idle || st.size < policy.min_agents) && st.size < policy.max_agents;
   if (wants_more && held_by_unknown) plan.scale_up_held_by_unknown = true;
+  bool held_by_cap = false;
   if (!held_by_unknown && !snap.creates_blocked) {
     while ((st.idle < policy.min_idle || st.size < policy.min_agents) && st.size < policy.max_agents) {
+      if (alive >= policy.max_agents) {
+        held_by_cap = true;  // the hard cap: a lost worker in its grace still holds its place
+        break;
+      }
       plan.creates += 1;
       st.size += 1;
       st.idle += slots;
+      alive += 1;
     }
   }
 
@@ -154,7 +185,12 @@ Plan MakePlan(const Snapshot& snap, const Policy& policy, TimePoint now) {
   if (!SurplusRemovable(st, policy, slots)) timer.reset();
   plan.decay_started = timer;
   if (timer) plan.wake_at = *timer + policy.idle_decay;
+  // Held by a lost worker's grace: look again when the first one's grace ends.
+  if (held_by_cap && first_grace_end && (!plan.wake_at || *first_grace_end < *plan.wake_at)) {
+    plan.wake_at = first_grace_end;
+  }
   plan.size = st.size;
+  plan.alive = alive;
   plan.idle = st.idle;
   return plan;
 }

@@ -12,6 +12,14 @@
 //   and only if removing it keeps idle >= min_idle. A worker running a task is never a victim.
 //   nothing is created while unknown workers exist, unless initial_delay has passed since start.
 //
+// And one rule of Tidepool's own, a hard cap over all of them: max_agents bounds the workers that
+// may still be alive, not only `size`. A create is planned only while
+//   alive = requested + starting + idle + busy + unknown + draining + deleting-but-connected
+//           + lost within lost_grace of losing its connection
+// is below max_agents. A lost worker may be a live machine the server merely could not hear (a
+// cut link, a frozen server): until its grace has passed it still holds its place, and the plan
+// asks to be woken when that grace ends.
+//
 // The planner never performs I/O and keeps no state: the decay timer's start is part of the
 // snapshot it reads and of the plan it returns. The pool controller executes plans.
 #pragma once
@@ -42,7 +50,9 @@ struct WorkerView {
   uint64_t id = 0;
   Phase phase = Phase::kIdle;
   int free_slots = 0;          // idle/busy: unused slots; ignored for other phases
-  TimePoint since{};           // when it entered its phase (idle: idle since; not connected: created)
+  TimePoint since{};           // when it entered its phase (idle: idle since; not connected: created;
+                               // lost: when its connection ended)
+  bool connected = false;      // its agent's connection is up (a deleting worker may still be)
 };
 
 struct Policy {
@@ -53,6 +63,9 @@ struct Policy {
   int slots_per_agent = 1;
   Millis idle_decay{0};
   Millis initial_delay{0};
+  // How long a lost worker still counts against max_agents (the server's --worker-lost-grace:
+  // its tasks wait that long for it to come back).
+  Millis lost_grace{0};
 };
 
 struct Snapshot {
@@ -72,7 +85,12 @@ struct Plan {
   int size = 0;
   int idle = 0;
   bool scale_up_held_by_unknown = false;  // demand exists but unknown workers block creates
+  int alive = 0;                          // workers that may be alive, counting the planned creates
+                                          // (<= max_agents whenever the plan creates)
 };
+
+// Whether this worker may still be alive as the max_agents cap counts it (see above).
+bool CountsAgainstCap(const WorkerView& w, const Policy& policy, TimePoint now);
 
 // max_idle as the rules use it.
 int EffectiveMaxIdle(const Policy& policy);

@@ -263,14 +263,47 @@ TEST(Planner, UnknownWorkersCountInSizeButOfferNoSlots) {
   EXPECT_EQ(p.size, 4);
 }
 
-TEST(Planner, DrainingDeletingLostAreOutsideSize) {
+TEST(Planner, DeletingDisconnectedAndLostAfterGraceAreOutsideTheCap) {
+  PoolBuilder b;
+  b.Add(Phase::kDeleting);                           // its agent is gone
+  b.Add(Phase::kLost, 0, kT0 - seconds(61));         // lost longer than the grace
+  b.Waiting(1);
+  Policy pol = MakePolicy(0, 1, 0, 0);
+  pol.lost_grace = seconds(60);
+  Plan p = MakePlan(b.snap, pol, kT0);
+  EXPECT_EQ(p.creates, 1);
+  EXPECT_EQ(p.alive, 1);
+}
+
+// A frozen server (or a cut link) makes connected workers lost; they may well be alive. A pool
+// at max_agents must not make a fifth worker while its four lost ones are in their grace.
+TEST(Planner, LostWorkersInTheirGraceHoldTheirPlaceUnderMaxAgents) {
+  PoolBuilder b;
+  for (int i = 0; i < 4; ++i) b.Add(Phase::kLost, 0, kT0 - seconds(10 + i));
+  b.Waiting(3);
+  Policy pol = MakePolicy(0, 4, 0, 0);
+  pol.lost_grace = seconds(60);
+  Plan p = MakePlan(b.snap, pol, kT0);
+  EXPECT_EQ(p.creates, 0);
+  EXPECT_EQ(p.alive, 4);
+  ASSERT_TRUE(p.wake_at);  // look again when the oldest one's grace ends
+  EXPECT_EQ(*p.wake_at, kT0 - seconds(13) + seconds(60));
+
+  // One grace later the oldest is given up: one place is free, and only one.
+  Plan later = MakePlan(b.snap, pol, kT0 + seconds(47));
+  EXPECT_EQ(later.creates, 1);
+  EXPECT_EQ(later.alive, 4);
+}
+
+TEST(Planner, DrainingAndConnectedDeletingWorkersCountAgainstMaxAgents) {
   PoolBuilder b;
   b.Add(Phase::kDraining);
-  b.Add(Phase::kDeleting);
-  b.Add(Phase::kLost);
-  b.Waiting(1);
-  Plan p = MakePlan(b.snap, MakePolicy(0, 1, 0, 0), kT0);
-  EXPECT_EQ(p.creates, 1);
+  b.snap.workers.push_back({b.next_id++, Phase::kDeleting, 0, kT0, /*connected=*/true});
+  b.Add(Phase::kIdle, 0);  // no free slot
+  b.Waiting(2);
+  Plan p = MakePlan(b.snap, MakePolicy(0, 4, 0, 0), kT0);
+  EXPECT_EQ(p.creates, 1);  // the size rule alone would ask for 2
+  EXPECT_EQ(p.alive, 4);
 }
 
 TEST(Planner, CreatesBlockedByCooldown) {
@@ -303,13 +336,16 @@ TEST(Planner, InvariantsOverAllSmallPools) {
     }
     b.Waiting(waiting);
     Policy pol = MakePolicy(min_agents, max_agents, min_idle, max_idle, slots, Millis(0));
+    pol.lost_grace = seconds(25);  // lost workers made 10 s and 20 s ago are in their grace, 30 s ago not
     Plan p = MakePlan(b.snap, pol, kT0);
     ++cases;
     std::map<uint64_t, const WorkerView*> by_id;
     int size_before = 0;
+    int alive_before = 0;
     for (const auto& w : b.snap.workers) {
       by_id[w.id] = &w;
       if (w.phase != Phase::kLost) size_before++;
+      if (w.phase != Phase::kLost || w.since + pol.lost_grace > kT0) alive_before++;
     }
     std::set<uint64_t> seen;
     for (uint64_t id : p.removals) {
@@ -323,13 +359,14 @@ TEST(Planner, InvariantsOverAllSmallPools) {
     // Creates never exceed max_agents.
     if (p.creates > 0) {
       ASSERT_LE(size_before + p.creates, max_agents);
+      ASSERT_LE(alive_before + p.creates, max_agents) << "a lost worker in its grace was replaced beyond max_agents";
     }
     // Removals never take the pool below min_agents.
     if (!p.removals.empty()) {
       ASSERT_GE(p.size, min_agents);
     }
     // After the plan: not short of headroom unless capped by max_agents.
-    if (p.size < max_agents) {
+    if (p.size < max_agents && p.alive < max_agents) {
       ASSERT_GE(p.idle, min_idle);
       ASSERT_GE(p.size, min_agents);
     }

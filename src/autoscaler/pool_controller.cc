@@ -81,10 +81,12 @@ Policy PoolController::policy() const {
     p.slots_per_agent = a.default_slots_per_agent;
     p.idle_decay = a.idle_decay;
     p.initial_delay = a.initial_delay;
+    p.lost_grace = lost_grace_;
   } else if (cfg_.fixed) {
     // A fixed pool is the standard policy pinned at its size: never grows, never shrinks.
     p.min_agents = p.max_agents = cfg_.fixed->count;
     p.max_idle = INT_MAX / 2;
+    p.lost_grace = lost_grace_;
   }
   return p;
 }
@@ -197,7 +199,7 @@ void PoolController::Reconcile() {
   Snapshot snap;
   snap.workers.reserve(workers_.size());
   for (const auto& [id, w] : workers_) {
-    snap.workers.push_back({id, w->phase, w->free_slots(), w->phase_since});
+    snap.workers.push_back({id, w->phase, w->free_slots(), w->phase_since, w->connected});
   }
   snap.waiting_tasks = hooks_.waiting_tasks ? hooks_.waiting_tasks() : 0;
   snap.decay_started = decay_started_;
@@ -260,6 +262,13 @@ void PoolController::LaunchCreates() {
     auto it = workers_.find(id);
     if (it == workers_.end() || it->second->phase != Phase::kRequested) {
       create_queue_.pop_front();
+      continue;
+    }
+    if (!MayLaunchCreate(now)) {
+      // Something came back to life (an unknown machine listed) since the plan: max_agents is a
+      // hard cap, so this request goes rather than the pool growing past it.
+      create_queue_.pop_front();
+      Remove(it->second.get(), "max_agents reached");
       continue;
     }
     if (!create_bucket_.TryTake(now)) {

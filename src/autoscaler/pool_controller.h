@@ -103,6 +103,9 @@ class PoolController {
   void SlotsChanged(Worker* w, bool reconcile = true);
   void Heartbeat(Worker* w);
 
+  // How long a lost worker still counts against max_agents (the server's --worker-lost-grace).
+  void SetLostGrace(Millis grace) { lost_grace_ = grace; }
+
   // For the scheduler: can this pool create workers now (has a backend, not in cooldown, max > 0)?
   bool Healthy() const;
   // Slots this pool could ever have (max_agents x slots; a static pool: what is connected).
@@ -144,6 +147,10 @@ class PoolController {
   void Forget(Worker* w);
 
   void LaunchCreates();
+  // The hard cap, checked again as each create is launched (pool_cap.cc): workers that may be
+  // alive (the planner's CountsAgainstCap), not counting requests whose create is not launched.
+  int AliveLaunched(TimePoint now) const;
+  bool MayLaunchCreate(TimePoint now) const;
   void AllocationFailed(const std::string& error);
   void LaunchBatch(uint64_t batch);
   void OnBatchCreated(uint64_t batch, Result<std::vector<std::string>> names);
@@ -186,6 +193,7 @@ class PoolController {
   TokenBucket create_bucket_;  // create_rate, burst max_concurrent_creates
   TimerQueue::TimerId create_timer_ = 0;
   TimePoint last_create_attempt_{};
+  Millis lost_grace_{0};
   std::optional<TimePoint> demand_since_;  // first task waiting with no create launched for it since
   int consecutive_create_failures_ = 0;
   std::optional<TimePoint> cooldown_until_;

@@ -9,6 +9,7 @@
 #include "api/names.h"
 #include "common/terminal_io.h"
 #include "cli/client.h"
+#include "cli/unanswered.h"
 #include "cli/commands.h"
 #include "cli/spec.h"
 
@@ -67,7 +68,19 @@ int Submit(BatchOpts& o, std::vector<std::string> command) {
   Client client(o.client);
   v1::SubmitResponse resp;
   auto ctx = client.Context();
-  grpc::Status st = client.tasks().Submit(ctx.get(), req, &resp);
+  grpc::Status st;
+  bool waited_long = false;
+  {
+    // No deadline: a frozen server is still there, and will take the request when it runs again.
+    UnansweredNote note(client.address());
+    st = client.tasks().Submit(ctx.get(), req, &resp);
+    note.Answered();
+    waited_long = note.told();
+  }
+  if (st.error_code() == grpc::StatusCode::UNAVAILABLE && waited_long) {
+    ReportLostUnanswered(client.address());  // sent long ago on an open connection, now broken
+    return kExitTidepoolFailed;
+  }
   if (!st.ok()) {
     int rc = client.Fail(st);
     return rc == 1 ? kExitTidepoolFailed : rc;

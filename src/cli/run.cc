@@ -16,6 +16,7 @@
 #include "api/names.h"
 #include "common/terminal_io.h"
 #include "cli/client.h"
+#include "cli/unanswered.h"
 #include "cli/commands.h"
 #include "cli/spec.h"
 
@@ -72,14 +73,18 @@ class Session {
     v1::RunRequest start;
     *start.mutable_start() = std::move(spec);
     started_at_ = std::chrono::steady_clock::now();
+    // No deadline on the acceptance: a frozen server is still there (cli/unanswered.h).
+    UnansweredNote note(client_.address());
     Write(start);
     std::thread(&Session::SignalLoop, this, sigs).detach();
     if (!opts_.noinput) std::thread(&Session::StdinLoop, this).detach();
 
     v1::RunEvent e;
     while (stream_->Read(&e)) {
+      note.Answered();
       if (int rc = Handle(e); rc >= 0) return Exit(rc);
     }
+    note.Answered();
     grpc::Status st = stream_->Finish();
     ClearProgress();
     if (cancel_sent_) return Exit(130);
@@ -87,6 +92,10 @@ class Session {
       term_.Restore();
       if (st.error_code() == grpc::StatusCode::UNAVAILABLE && !task_id_.empty()) {
         fmt::print(stderr, "tidepool: lost the connection to the server at {} (task {})\n", client_.address(), task_id_);
+        return Exit(kExitTidepoolFailed);
+      }
+      if (st.error_code() == grpc::StatusCode::UNAVAILABLE && note.told()) {
+        ReportLostUnanswered(client_.address());  // sent long ago on an open connection, now broken
         return Exit(kExitTidepoolFailed);
       }
       int rc = client_.Fail(st);

@@ -49,7 +49,7 @@ using Clock = std::chrono::steady_clock;
 
 constexpr uint64_t kStdinWindow = 1 << 20;        // as run.cc: stdin bytes in flight before we wait
 constexpr int kConnectTimeoutMs = 20000;          // gRPC's minimum connect timeout
-constexpr int kWelcomeTimeoutMs = 10000;          // no answer to the hello by then: fall back
+constexpr int kWelcomeTimeoutMs = 10000;          // no answer by then: the user is told, and we wait on
 constexpr int kUnavailable = 14, kUnimplemented = 12, kUnknown = 2;  // gRPC status codes
 
 const char* Name(Mode m) { return m == Mode::kRun ? "vrun" : "vbatch"; }
@@ -632,13 +632,35 @@ std::optional<int> ConnectTo(const Args& a, Connection& conn, const std::string&
   return cli::kExitTidepoolFailed;
 }
 
+// Waits up to kWelcomeTimeoutMs for the server's next bytes; if none came, tells the user (once)
+// that the server has not answered yet. The client then keeps waiting while the connection is
+// open: a server that does not answer is frozen or busy, not gone, and will read the request when
+// it runs again (giving up would make the user submit twice). Returns whether it told.
+bool AwaitAnswer(Connection& conn, const std::string& address) {
+  static bool told = false;
+  if (told || conn.WaitReadable(kWelcomeTimeoutMs)) return told;
+  fmt::print(stderr, "tidepool: the server at {} has not answered for {} s; still waiting while the connection is open\n",
+             address, kWelcomeTimeoutMs / 1000);
+  told = true;
+  return told;
+}
+
+// The request was sent and the connection ended without its answer.
+[[noreturn]] void LostUnanswered(const std::string& address) {
+  fmt::print(stderr, "tidepool: the connection to the server at {} ended before it answered; the request may have been taken\n",
+             address);
+  std::fflush(stderr);
+  std::exit(cli::kExitTidepoolFailed);
+}
+
 // Says hello with the request (a frame of `type`) behind it in the same write, so no round trip
 // is spent on the hello alone: the server reads no frame past a hello it does not welcome, so the
 // request takes effect only once welcomed. Returns only on the fast path (WELCOME) or with an
 // exit status to give (refused as the full client would be: a token, a server still starting);
 // anything else (not our protocol: an old server, TLS on the port ...) falls back, except a
-// server that says nothing for kWelcomeTimeoutMs: it may yet take the request, which a fallback
-// would send again.
+// server that says nothing: it may yet take the request, which a fallback would send again. The
+// client waits for it while the connection is open (AwaitAnswer); one that then ends without an
+// answer exits 255 saying the request may have been taken.
 std::optional<int> Hello(const Args& a, Connection& conn, const std::string& address, const std::string& token,
                          uint8_t type, std::string_view request) {
   if (!IsUtf8(token)) Fallback(a, "the token is not text");
@@ -648,18 +670,18 @@ std::optional<int> Hello(const Args& a, Connection& conn, const std::string& add
   fast::AppendFrame(out, fast::kHello, hello.dump());
   fast::AppendFrame(out, type, request);
   if (!conn.Send(out)) Fallback(a, "the server closed the connection");
-  if (!conn.WaitReadable(kWelcomeTimeoutMs)) {
-    fmt::print(stderr, "tidepool: the server at {} did not answer within {} s; the request may still be taken\n", address,
-               kWelcomeTimeoutMs / 1000);
-    return cli::kExitTidepoolFailed;
-  }
+  bool told = AwaitAnswer(conn, address);
   char magic[sizeof(fast::kMagic)];
-  if (!conn.ReadExact(magic, sizeof(magic), kWelcomeTimeoutMs) || std::memcmp(magic, fast::kMagic, sizeof(magic)) != 0) {
+  if (!conn.ReadExact(magic, sizeof(magic))) {
+    if (told) LostUnanswered(address);
+    Fallback(a, fmt::format("the server at {} closed the connection without a welcome", address));
+  }
+  if (std::memcmp(magic, fast::kMagic, sizeof(magic)) != 0) {
     Fallback(a, fmt::format("the server at {} does not speak the fast protocol", address));
   }
   uint8_t answer = 0;
   std::string payload;
-  if (!conn.ReadFrame(&answer, &payload, kWelcomeTimeoutMs)) Fallback(a, "no welcome from the server");
+  if (!conn.ReadFrame(&answer, &payload)) Fallback(a, "no welcome from the server");
   if (answer == fast::kWelcome) return std::nullopt;
   if (answer != fast::kFinish) Fallback(a, "unexpected answer to the hello");
   json f = ParseJson(payload);
@@ -713,11 +735,19 @@ class RunSession {
     std::string payload;
     bool oversize = false;
     Finish finish;
-    while (conn_.ReadFrame(&type, &payload, -1, &oversize)) {
+    // Until the acceptance, a server that does not answer is waited for (AwaitAnswer); after it, a
+    // silent task is nothing to remark on.
+    auto next = [&] {
+      if (!Accepted()) AwaitAnswer(conn_, address_);
+      return conn_.ReadFrame(&type, &payload, -1, &oversize);
+    };
+    bool finished = false;
+    while (next()) {
       if (type == fast::kFinish) {
         json f = ParseJson(payload);
         finish.code = static_cast<int>(Int(f, "code"));
         finish.message = Str(f, "message");
+        finished = true;
         break;
       }
       if (int rc = Handle(type, payload); rc >= 0) Exit(rc);
@@ -725,6 +755,10 @@ class RunSession {
     if (oversize) finish = Finish{kUnknown, "a reply from the server was over the size limit"};
     ClearProgress();
     if (cancel_sent_) Exit(130);
+    if (!finished && !oversize && !Accepted()) {
+      term_.Restore();
+      LostUnanswered(address_);  // welcomed, the request sent, and no acceptance: it may have been taken
+    }
     if (finish.code != 0) {
       term_.Restore();
       if (finish.code == kUnavailable && !task_id_.empty()) {
@@ -872,6 +906,11 @@ class RunSession {
     ClearProgressLocked();
   }
 
+  bool Accepted() {
+    std::lock_guard lock(mu_);
+    return !task_id_.empty();
+  }
+
   Connection& conn_;
   const std::string address_;
   const bool tty_, quiet_, noinput_;
@@ -896,16 +935,21 @@ int Submit(Connection& conn, const std::string& address) {
   std::string payload, id;
   Finish finish;
   bool oversize = false;
-  while (conn.ReadFrame(&type, &payload, -1, &oversize)) {
+  bool finished = false;
+  while (!finished) {
+    AwaitAnswer(conn, address);
+    if (!conn.ReadFrame(&type, &payload, -1, &oversize)) break;
     if (type == fast::kSubmitted) id = Str(ParseJson(payload), "id");
     if (type == fast::kFinish) {
       json f = ParseJson(payload);
       finish.code = static_cast<int>(Int(f, "code"));
       finish.message = Str(f, "message");
-      break;
+      finished = true;
     }
   }
   if (oversize) finish = Finish{kUnknown, "a reply from the server was over the size limit"};
+  // Welcomed, the request sent, and the connection ended without its answer: it may have been taken.
+  if (!oversize && !finished && id.empty()) LostUnanswered(address);
   if (finish.code != 0 || id.empty()) {
     int rc = cli::ReportFailure(finish.code != 0 ? finish.code : kUnknown,
                                 finish.code != 0 ? finish.message : "no task id in the reply", address);

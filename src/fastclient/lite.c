@@ -556,6 +556,23 @@ static int dial(const char* host, const char* port) {
   return fd;
 }
 
+int lite_await(Conn* c, const char* address) {
+  static int told = 0;
+  if (c->pos < c->len || told) return told;
+  if (poll_in(c->fd, kWelcomeTimeoutMs) == 0) {
+    fprintf(stderr, "tidepool: the server at %s has not answered for %d s; still waiting while the connection is open\n",
+            address, kWelcomeTimeoutMs / 1000);
+    told = 1;
+  }
+  return told;
+}
+
+void lite_lost_unanswered(const char* address) {
+  fprintf(stderr, "tidepool: the connection to the server at %s ended before it answered; the request may have been taken\n",
+          address);
+  exit(kExitTidepoolFailed);
+}
+
 void lite_open(Conn* c, const char** address_out, int type, const Buf* request) {
   const char* tls = getenv("TIDEPOOL_TLS_CA");
   if (tls && *tls) lite_hand_over("TLS");
@@ -602,17 +619,19 @@ void lite_open(Conn* c, const char** address_out, int type, const Buf* request) 
   free(out.p);
   free(hello.p);
   /* The request is on its way: from here on a server that says nothing is not handed over (it
-   * may yet take the request, and the hand-over would send it again). */
-  if (poll_in(c->fd, kWelcomeTimeoutMs) == 0) {
-    fprintf(stderr, "tidepool: the server at %s did not answer within %d s; the request may still be taken\n", address,
-            kWelcomeTimeoutMs / 1000);
-    exit(kExitTidepoolFailed);
-  }
+   * may yet take the request, and the hand-over would send it again). Nor is it given up on while
+   * the connection is open: a server that does not answer is frozen or busy, not gone, and will
+   * read the request when it runs again. The user is told once; only a connection that ends
+   * without an answer after that makes the client give up, saying the request may have been taken. */
+  int told = lite_await(c, address);
   char m[4];
   Buf payload = {0};
   int answer = 0;
-  if (!conn_read(c, m, 4, kWelcomeTimeoutMs) || memcmp(m, "TPF1", 4) != 0 ||
-      !conn_read_frame(c, &answer, &payload, kWelcomeTimeoutMs, NULL) || answer != kWelcome) {
+  if (!conn_read(c, m, 4, -1)) {
+    if (told) lite_lost_unanswered(address);
+    lite_hand_over("no welcome"); /* closed at once: an old server or a refusal, the C++ client says which */
+  }
+  if (memcmp(m, "TPF1", 4) != 0 || !conn_read_frame(c, &answer, &payload, -1, NULL) || answer != kWelcome) {
     lite_hand_over("no welcome"); /* refusals and old servers: the C++ client says what happened */
   }
   free(payload.p);

@@ -102,9 +102,16 @@ typedef struct {
  * hello alone. The server reads no frame past a hello it does not welcome, so the request takes
  * effect only once welcomed. Returns only with a WELCOME; hands over otherwise (TLS, a token file,
  * a refusal, an old server: the C++ client reports as the full client does), except a server that
- * says nothing for 10 s: that one may yet take the request, so the client exits 255 rather than
- * have it sent twice. *address is the server's address. */
+ * says nothing: that one may yet take the request, so it is never handed over (which would send
+ * it twice). After 10 s of silence the user is told, once, and the client keeps waiting while the
+ * connection is open (a frozen server is still there); a connection that then ends without an
+ * answer exits 255 saying the request may have been taken. *address is the server's address. */
 void lite_open(Conn* c, const char** address, int type, const Buf* request);
+/* Waits up to 10 s for the server's next bytes; if none came, tells the user (once per process)
+ * that the server has not answered yet and the client keeps waiting. Returns whether it told. */
+int lite_await(Conn* c, const char* address);
+/* The connection ended with the request sent and no answer: says it may have been taken, exits 255. */
+void lite_lost_unanswered(const char* address);
 /* One frame into *payload (NUL-terminated); 0 on a closed or broken connection, or a frame over
  * the limit (then *oversize, when given). timeout_ms < 0 waits for ever. */
 int conn_read_frame(Conn* c, int* type, Buf* payload, int timeout_ms, int* oversize);

@@ -35,7 +35,7 @@ int main(int argc, char** argv) {
   Buf payload = {0}, id = {0}, message = {0};
   long code = 0;
   int type = 0, oversize = 0, finished = 0;
-  while (conn_read_frame(&conn, &type, &payload, -1, &oversize)) {
+  while (lite_await(&conn, address) >= 0 && conn_read_frame(&conn, &type, &payload, -1, &oversize)) {
     if (type == kSubmitted) {
       buf_clear(&id);
       json_string_member(payload.p, payload.n, "id", &id);
@@ -47,7 +47,8 @@ int main(int argc, char** argv) {
       break;
     }
   }
-  if (!finished && id.n == 0) code = kStatusUnavailable; /* said as "cannot reach the server" */
+  /* Welcomed, the request sent, and the connection ended without its answer: it may have been taken. */
+  if (!finished && id.n == 0 && !oversize) lite_lost_unanswered(address);
   if (oversize) code = kStatusUnknown, buf_clear(&message), buf_str(&message, "a reply from the server was over the size limit");
   if (code != 0 || id.n == 0) {
     return lite_report_failure(code != 0 ? code : kStatusUnknown, code != 0 ? buf_cstr(&message) : "no task id in the reply",

@@ -350,11 +350,16 @@ int main(int argc, char** argv) {
   long code = kStatusUnavailable;
   Buf payload = {0}, message = {0};
   buf_str(&message, "the connection to the server was lost");
-  while (conn_read_frame(&S.conn, &type, &payload, -1, &oversize)) {
+  int finished = 0;
+  /* Until the acceptance, a server that does not answer is waited for (lite_await); after it, a
+   * silent task is nothing to remark on. Only this thread sets the task id. */
+  while ((S.task_id.n > 0 || lite_await(&S.conn, S.address) >= 0) &&
+         conn_read_frame(&S.conn, &type, &payload, -1, &oversize)) {
     if (type == kFinish) {
       code = json_int_member(payload.p, payload.n, "code");
       buf_clear(&message);
       json_string_member(payload.p, payload.n, "message", &message);
+      finished = 1;
       break;
     }
     int rc = handle(type, &payload);
@@ -367,6 +372,10 @@ int main(int argc, char** argv) {
   }
   clear_progress();
   if (atomic_load(&S.cancel_sent)) finish_with(130);
+  if (!finished && !oversize && S.task_id.n == 0) {
+    restore_terminal();
+    lite_lost_unanswered(S.address); /* welcomed, the request sent, and no acceptance: it may have been taken */
+  }
   if (code != 0) {
     restore_terminal();
     pthread_mutex_lock(&S.mu);

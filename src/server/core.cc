@@ -99,6 +99,7 @@ Status Core::Start() {
     }
     pools_[name] = std::make_unique<PoolController>(pc, std::move(backend), std::move(hooks), &executor_, &timers_,
                                                     opts_.agent_address);
+    pools_[name]->SetLostGrace(opts_.worker_lost_grace);
     queues_[name];
   }
 
@@ -251,6 +252,8 @@ Status Core::Start() {
   }
   for (auto& [name, pool] : pools_) Schedule(pool.get());
   if (opts_.metrics) opts_.metrics->AddCollector([this](metrics::GaugeWriter& g) { CollectMetrics(g); });
+  silence_ = SilenceJudge(opts_.heartbeat_interval.count());
+  silence_.Start(SteadyMs());
   timers_.After(opts_.heartbeat_interval, [this] { Post([this] { CheckHeartbeats(); }); });
   spdlog::info("core started: {} pools, {} unfinished tasks", pools_.size(), tasks_.size());
   return Status::Ok();
@@ -497,6 +500,13 @@ int64_t Core::HeartbeatIntervalFor(int connected) const {
 
 void Core::CheckHeartbeats() {
   int64_t now = SteadyMs();
+  if (int64_t gap = silence_.Sweep(now)) {
+    // This sweep ran late: the server did not run (stopped, paused, starved). That time is not
+    // the agents' silence: every one gets a full window from now (server/silence.h).
+    spdlog::warn("the heartbeat sweep came {} ms after the previous one (every {} ms): the server was not "
+                 "running; agents' silence counts from now",
+                 gap, opts_.heartbeat_interval.count());
+  }
   // More agents than when some of them joined: lengthen their intervals, so the server keeps
   // hearing about max_heartbeat_rate beats per second in all (at most twice that: an agent is
   // only told again once its interval would at least double). Intervals are never shortened
@@ -513,7 +523,7 @@ void Core::CheckHeartbeats() {
     }
   }
   for (auto& [link, s] : sessions_) {
-    int64_t silent_ms = now - link->last_heard_ms.load();
+    int64_t silent_ms = silence_.SilentFor(now, link->last_heard_ms.load(), link->ReadHorizonMs(now));
     if (silent_ms <= 3 * s->heartbeat_ms) continue;
     spdlog::warn("worker {}: nothing heard for {} s; closing its connection", s->worker, silent_ms / 1000);
     link->Close(Unavailable("no heartbeat"));  // its stream ends and AgentGone follows

@@ -32,6 +32,7 @@
 #include "server/auth.h"
 #include "server/log_store.h"
 #include "server/queue_budget.h"
+#include "server/silence.h"
 #include "server/tokens.h"
 #include "store/store.h"
 #include "store/write_batcher.h"
@@ -49,8 +50,11 @@ class AgentLink {
   virtual void Close(const Status& why) = 0;
   // A hello that was held (HelloOutcome::kPending) has been accepted: start reading the stream.
   virtual void Accepted() = 0;
-  // Steady-clock milliseconds of the last message received, whatever it was.
+  // Steady-clock milliseconds of the last message (or bytes of one) received, whatever it was.
   std::atomic<int64_t> last_heard_ms{0};
+  // The time up to which its reader has read everything that arrived (server/silence.h): a
+  // reader that is stuck or stopped does not advance it. Default: a reader that keeps up.
+  virtual int64_t ReadHorizonMs(int64_t now_ms) const { return now_ms; }
   // When its hello reached the core (P5: hello -> first task running). Set under the core lock.
   std::chrono::steady_clock::time_point hello_at{};
   int64_t MicrosSinceHello() const {
@@ -231,7 +235,8 @@ class Core {
   void Post(std::function<void()> fn);
   // The heartbeat interval for an agent joining `connected` others (Options::max_heartbeat_rate).
   int64_t HeartbeatIntervalFor(int connected) const;
-  // Closes sessions silent for three of their heartbeat intervals (a cut link TCP has not noticed yet).
+  // Closes sessions silent for three of their heartbeat intervals (a cut link TCP has not noticed
+  // yet), counting only time the server was listening (silence_).
   void CheckHeartbeats();
   autoscaler::PoolController* Pool(const std::string& name);
   v1::Worker WorkerProto(const autoscaler::Worker& w) const;
@@ -249,6 +254,7 @@ class Core {
   TimerQueue timers_;
 
   mutable std::mutex mu_;
+  SilenceJudge silence_{5000};  // period set in Start (heartbeat_interval)
   bool stopped_ = false;
   bool fully_stopped_ = false;
   size_t abandoned_calls_ = 0;

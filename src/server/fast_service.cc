@@ -96,6 +96,7 @@ class FastFrontDoor::Conn : public std::enable_shared_from_this<Conn> {
 
   uint64_t id() const { return id_; }
   int fd() const { return fd_; }
+  const std::shared_ptr<std::atomic<int64_t>>& read_horizon() const { return door_->read_horizon_; }
 
   // Queues a frame (and with `magic`, the preface before it) and writes what the socket takes
   // now. `written` runs once the frame has left for the client. false once finished or broken.
@@ -308,13 +309,18 @@ class FastRunClient final : public RunClient {
 // session before it sends one.
 class FastAgentLink final : public AgentLink {
  public:
-  explicit FastAgentLink(std::shared_ptr<FastFrontDoor::Conn> conn) : conn_(std::move(conn)) {}
+  explicit FastAgentLink(std::shared_ptr<FastFrontDoor::Conn> conn)
+      : conn_(std::move(conn)), read_horizon_(conn_->read_horizon()) {}
   bool Send(v1::ServerMessage m) override { return conn_->Send(fast::kServer, m.SerializeAsString()); }
   void Close(const Status& why) override { conn_->Finish(why); }
   void Accepted() override {}
+  // The front door's loop reads this link: while it is stuck or stopped, nothing it reads for
+  // falls silent (server/silence.h).
+  int64_t ReadHorizonMs(int64_t now_ms) const override { return std::min(now_ms, read_horizon_->load()); }
 
  private:
   std::shared_ptr<FastFrontDoor::Conn> conn_;
+  std::shared_ptr<std::atomic<int64_t>> read_horizon_;
 };
 
 // The loop thread's end of an agent connection: the core forgets the agent (a held hello is
@@ -447,6 +453,7 @@ void FastFrontDoor::Loop() {
       auto left = std::chrono::ceil<std::chrono::milliseconds>(sniffing_.front().first - Clock::now()).count();
       timeout_ms = static_cast<int>(std::clamp<int64_t>(left, 0, timeout_ms));
     }
+    const int64_t pass_start = SteadyMs();
     int n = ::epoll_wait(epoll_fd_, events, 64, timeout_ms);
     for (int i = 0; i < n && !stop_; ++i) {
       uint64_t id = events[i].data.u64;
@@ -465,6 +472,9 @@ void FastFrontDoor::Loop() {
       if (events[i].events & EPOLLOUT) c->OnWritable();
       if (events[i].events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) OnReadable(c);
     }
+    // Every socket ready when this pass began has been read from (all of them fitted in one
+    // epoll_wait): nothing that arrived before pass_start is unread any more.
+    if (n >= 0 && n < 64) read_horizon_->store(pass_start);
     auto now = Clock::now();
     // Connections still silent after the grace are gRPC's (in accept order: the deadlines are too).
     while (!sniffing_.empty() && sniffing_.front().first <= now) {
@@ -738,6 +748,8 @@ void FastFrontDoor::OnReadable(const std::shared_ptr<Conn>& c) {
       break;
     }
     budget -= std::min(budget, static_cast<size_t>(n));
+    // An agent is heard as soon as its bytes are read, even the start of a long frame.
+    if (c->agent_link) c->agent_link->last_heard_ms = SteadyMs();
     if (c->phase == Conn::Phase::kDone || c->finishing()) continue;  // finished: drain until the client closes
     c->in.append(buf, static_cast<size_t>(n));
     // Handle what is complete.

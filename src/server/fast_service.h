@@ -69,6 +69,10 @@ class FastFrontDoor {
   int wake_fd_ = -1;
   std::thread thread_;
   std::atomic<bool> stop_{false};
+  // Steady-clock ms up to which every byte that had reached an accepted connection has been read:
+  // the start of the last epoll pass that took every ready socket (server/silence.h). Shared with
+  // the agent links, which may outlive this object.
+  std::shared_ptr<std::atomic<int64_t>> read_horizon_ = std::make_shared<std::atomic<int64_t>>(0);
   bool accept_paused_ = false;
   std::chrono::steady_clock::time_point resume_accepting_{};
   // Loop thread only.

@@ -163,6 +163,8 @@ class FakeServer {
     close(listen_fd_);
   }
   const std::string& address() const { return address_; }
+  // Closes the connection it holds open (a silent server whose connection then breaks).
+  void HangUp() { hang_up_ = true; }
   // Per connection, in order: the types of the frames it sent before it had any answer.
   std::vector<std::vector<int>> Connections() {
     std::lock_guard lock(mu_);
@@ -200,9 +202,9 @@ class FakeServer {
         std::string no = std::string("TPF1") + Frame(73, "{\"code\":16,\"message\":\"fake refusal\"}");
         send(fd, no.data(), no.size(), MSG_NOSIGNAL);
       }
-      // Until the client closes (a silent server says nothing at all).
+      // Until the client closes or we hang up (a silent server says nothing at all).
       char buf[4096];
-      while (open && !stop_) {
+      while (open && !stop_ && !hang_up_) {
         pollfd c{fd, POLLIN, 0};
         if (poll(&c, 1, 50) > 0 && recv(fd, buf, sizeof(buf), 0) <= 0) open = false;
       }
@@ -214,6 +216,7 @@ class FakeServer {
   int listen_fd_ = -1;
   std::string address_;
   std::atomic<bool> stop_{false};
+  std::atomic<bool> hang_up_{false};
   std::mutex mu_;
   std::vector<std::vector<int>> connections_;
   std::thread thread_;
@@ -252,25 +255,46 @@ TEST(FastPathHello, TheRequestGoesWithTheHello) {
 }
 
 // A server that takes the connection and then says nothing may yet act on the request it was
-// sent: the client gives up after 10 s, says so, and neither hands it over nor sends it again.
+// sent (it may be frozen: SIGSTOP, a stalled disk). The client neither hands the request over nor
+// sends it again, nor gives up while the connection is open: after 10 s it tells the user, once,
+// that the server has not answered yet, and waits on. Only when the connection then ends does it
+// give up (255), saying the request may have been taken. One connection, one request, always.
 TEST(FastPathHello, ASilentServerIsNotAskedTwice) {
   auto clients = FastClients();
   std::vector<std::unique_ptr<FakeServer>> fakes;
   std::vector<Background> running;
+  // Our own directory for the clients' output: /tmp/procN.err is every test process's (a stale one
+  // would hold another run's words).
+  const std::string dir = (std::filesystem::temp_directory_path() /
+                           ("tidepool-silent-server-" + std::to_string(getpid()))).string();
+  std::filesystem::remove_all(dir);
+  std::filesystem::create_directories(dir);
   for (auto& [bin, request] : clients) {
     fakes.push_back(std::make_unique<FakeServer>(/*refuse=*/false));
-    running.emplace_back(std::vector<std::string>{BinDir() + "/" + bin, "true"}, FakeClientEnv(*fakes.back()), "/tmp");
+    running.emplace_back(std::vector<std::string>{BinDir() + "/" + bin, "true"}, FakeClientEnv(*fakes.back()), dir);
+  }
+  const std::string kNote = "has not answered for 10 s; still waiting while the connection is open";
+  for (size_t i = 0; i < clients.size(); ++i) {
+    const std::string& bin = clients[i].first;
+    ASSERT_TRUE(WaitFor([&] { return running[i].Stderr().find(kNote) != std::string::npos; }, 60s))
+        << bin << ": " << running[i].Stderr();
+    EXPECT_TRUE(running[i].Running()) << bin << ": gave up on an open connection";
+    fakes[i]->HangUp();
   }
   for (size_t i = 0; i < clients.size(); ++i) {
     const std::string& bin = clients[i].first;
     ProcResult r = running[i].Wait(60s);
     EXPECT_EQ(r.exit_code, 255) << bin << ": " << r.err;
-    EXPECT_NE(r.err.find("did not answer within 10 s; the request may still be taken"), std::string::npos)
+    EXPECT_NE(r.err.find("ended before it answered; the request may have been taken"), std::string::npos)
         << bin << ": " << r.err;
+    size_t first = r.err.find(kNote);
+    EXPECT_NE(first, std::string::npos) << bin << ": " << r.err;
+    EXPECT_EQ(r.err.find(kNote, first + 1), std::string::npos) << bin << ": told more than once: " << r.err;
     auto connections = fakes[i]->Connections();
     ASSERT_EQ(connections.size(), 1u) << bin;
     EXPECT_EQ(connections[0], (std::vector<int>{1, clients[i].second})) << bin;
   }
+  std::filesystem::remove_all(dir);
 }
 
 // What makes sending the request early safe: the server acts on no frame behind a hello it
