@@ -494,9 +494,10 @@ void PoolController::OnListed(Result<std::vector<backends::ListedWorker>> listed
       if (++w->missing_lists >= 2) {
         Event("worker_gone", fmt::format("{} no longer exists in the backend (was {})", w->name, PhaseName(w->phase)));
         Forget(w);
-      } else if (w->restored) {
-        // Made by an earlier run of the server, so no list lag can hide it: the second look that
-        // confirms it gone need not wait a whole interval, while it holds capacity demand waits for.
+      } else if (w->restored || w->phase == Phase::kLost) {
+        // Made by an earlier run of the server, or listed before it was lost, so no list lag can
+        // hide it: the second look that confirms it gone need not wait a whole interval, while it
+        // holds capacity (max_agents counts a lost worker) demand waits for.
         look_again_soon = true;
       }
     }
@@ -605,6 +606,9 @@ void PoolController::AgentDisconnected(Worker* w) {
   if (w->phase == Phase::kIdle || w->phase == Phase::kBusy) {
     SetPhase(w, Phase::kLost);
     Event("worker_lost", fmt::format("{} disconnected", w->name));
+    // A lost worker holds its place under max_agents until its grace ends or its backend says
+    // the machine is gone: ask the backend now rather than at the next sync interval.
+    ScheduleSync(Millis(0));
   }
   // A list may already have shown it gone while it was still connected (OnListed keeps a
   // connected worker): look again now rather than at the next sync interval.

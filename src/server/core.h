@@ -210,6 +210,8 @@ class Core {
   void OnExited(Session* s, const v1::TaskExited& e);
   // A batch task's log holds every byte its exit report counts (a full disk may have refused some).
   bool OutputStored(const Task& t, const v1::TaskExited& e);
+  // OK when new work may be taken: the store has not failed and no commit waits for disk space.
+  Status StoreTakesWork() const;
   void WorkerLost(autoscaler::Worker* w);
   void LostGraceExpired(const std::string& task_id, int attempt);
   void Requeue(Task* t, const std::string& why);

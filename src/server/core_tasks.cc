@@ -377,7 +377,7 @@ void Core::Submit(v1::TaskSpec spec, std::function<void(Result<std::string>)> do
     done(Unavailable("the server is shutting down"));
     return;
   }
-  if (Status h = store_->Health(); !h.ok()) {
+  if (Status h = StoreTakesWork(); !h.ok()) {
     lock.unlock();
     done(h);
     return;
@@ -417,7 +417,7 @@ std::string Core::Run(std::shared_ptr<RunClient> client, v1::TaskSpec spec, cons
     client->Finish(Unavailable("the server is shutting down"));
     return "";
   }
-  if (Status h = store_->Health(); !h.ok()) {
+  if (Status h = StoreTakesWork(); !h.ok()) {
     client->Finish(h);
     return "";
   }
@@ -600,6 +600,11 @@ Result<std::pair<std::shared_ptr<LogSink>, bool>> Core::Logs(const std::string& 
   if (!sink.ok()) return sink.status();
   logs_.Release(id);
   return std::make_pair(*sink, true);
+}
+
+Status Core::StoreTakesWork() const {
+  if (Status h = store_->Health(); !h.ok()) return h;
+  return batcher_.stalled();  // its disk is full: a commit waits for space
 }
 
 void Core::Persist(Task* t, store::WriteBatcher::Callback cb) {

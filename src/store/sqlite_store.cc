@@ -3,6 +3,7 @@
 #include <sqlite3.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <cstring>
 #include <mutex>
 #include <string>
@@ -134,6 +135,15 @@ bool IsFatal(int rc) {
   }
 }
 
+// The last error of `db` is its file system running out of space (ENOSPC or a quota): a
+// condition that passes when space is freed, unlike damage or an I/O error. Read right after the
+// failing call (SQLite keeps the OS's errno only until the next one).
+bool IsDiskFull(sqlite3* db) {
+  const int rc = sqlite3_extended_errcode(db) & 0xff;
+  const int e = sqlite3_system_errno(db);
+  return (rc == SQLITE_FULL && e != EFBIG) || (rc == SQLITE_IOERR && (e == ENOSPC || e == EDQUOT));
+}
+
 // "store PATH: WHAT: SQLite's message (the OS's reason)", and what to do about it.
 Status SqlError(sqlite3* db, const std::string& what) {
   const char* file = sqlite3_db_filename(db, "main");
@@ -162,7 +172,7 @@ Status SqlError(sqlite3* db, const std::string& what) {
       msg += "; the file is damaged: " + RecoverAdvice(path);
       break;
     case SQLITE_FULL:
-      msg += "; free space on its file system, then restart the server";
+      if (!IsDiskFull(db)) msg += "; free space on its file system, then restart the server";
       break;
     case SQLITE_IOERR:
     case SQLITE_CANTOPEN:
@@ -172,6 +182,11 @@ Status SqlError(sqlite3* db, const std::string& what) {
       break;
     default:
       break;
+  }
+  if (IsDiskFull(db)) {
+    msg += "; its file system is full: free space there and the commit goes through (the server retries it "
+           "and takes no new work meanwhile)";
+    return Status(StatusCode::kResourceExhausted, std::move(msg));
   }
   return IsFatal(rc) ? Status(StatusCode::kFailedPrecondition, std::move(msg)) : Internal(std::move(msg));
 }
@@ -439,7 +454,8 @@ class SqliteStore final : public Store {
   // Returns err; if the error db just reported says the file cannot be written or trusted, the
   // store fails for good with it (Health()).
   Status Noted(Status err, sqlite3* db) {
-    if (IsFatal(sqlite3_errcode(db))) {
+    // A full file system passes (WriteBatcher retries); damage and I/O errors do not.
+    if (IsFatal(sqlite3_errcode(db)) && err.code() != StatusCode::kResourceExhausted) {
       std::lock_guard lock(health_mu_);
       if (failed_.ok()) {
         failed_ = Status(StatusCode::kFailedPrecondition,

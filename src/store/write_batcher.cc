@@ -2,6 +2,8 @@
 
 #include <pthread.h>
 
+#include <algorithm>
+
 #include <spdlog/spdlog.h>
 
 namespace tidepool::store {
@@ -61,6 +63,40 @@ uint64_t WriteBatcher::commits() const {
   return commits_;
 }
 
+Status WriteBatcher::RetryWhileFull(const std::vector<Mutation>& batch) {
+  Status s = store_->Apply(batch);
+  if (s.code() != StatusCode::kResourceExhausted) return s;
+  // Its file system is full: nothing of this batch was acknowledged yet, so it waits (its callers
+  // with it) and goes again until the space is back. New work is refused meanwhile (stalled()).
+  spdlog::error("store commit of {} changes waits: {}", batch.size(), s.message());
+  {
+    std::lock_guard lock(mu_);
+    stalled_ = s;
+  }
+  auto backoff = std::chrono::milliseconds(100);
+  int attempts = 1;
+  while (s.code() == StatusCode::kResourceExhausted) {
+    {
+      std::unique_lock lock(mu_);
+      if (cv_.wait_for(lock, backoff, [this] { return stopping_; })) break;  // stopping: it fails as it is
+    }
+    backoff = std::min(backoff * 2, std::chrono::milliseconds(2000));
+    s = store_->Apply(batch);
+    attempts++;
+  }
+  {
+    std::lock_guard lock(mu_);
+    stalled_ = Status::Ok();
+  }
+  if (s.ok()) spdlog::warn("store commits again after {} attempts: space was freed", attempts);
+  return s;
+}
+
+Status WriteBatcher::stalled() const {
+  std::lock_guard lock(mu_);
+  return stalled_;
+}
+
 void WriteBatcher::Loop() {
   std::vector<Mutation> batch;
   std::vector<Callback> callbacks;
@@ -72,7 +108,7 @@ void WriteBatcher::Loop() {
       batch.swap(pending_);
       callbacks.swap(callbacks_);
     }
-    Status s = store_->Apply(batch);
+    Status s = RetryWhileFull(batch);
     if (!s.ok()) spdlog::error("store commit of {} changes failed: {}", batch.size(), s.message());
     for (auto& cb : callbacks) {
       if (cb) cb(s);

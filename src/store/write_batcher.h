@@ -8,6 +8,7 @@
 // hello and the dispatch it leads to are one fsync, not two in a row.
 #pragma once
 
+#include <chrono>
 #include <condition_variable>
 #include <functional>
 #include <mutex>
@@ -34,6 +35,12 @@ class WriteBatcher {
 
   uint64_t commits() const;  // number of transactions so far (for tests and benchmarks)
 
+  // A commit failed because the store's file system is full (Store::Apply returned
+  // RESOURCE_EXHAUSTED): the writer keeps that batch, callbacks unanswered, and tries it again
+  // (100 ms doubling to 2 s) until it goes through or Stop(). Meanwhile this is the error (callers
+  // refuse new work with it); otherwise OK.
+  Status stalled() const;
+
   // While a Hold lives, the writer starts no new commit (one already running finishes). Keep it
   // to one short operation, never Flush() under it (that would wait for itself), and take it
   // under the lock that serialises those operations: holds that overlap without end would keep
@@ -51,6 +58,7 @@ class WriteBatcher {
 
  private:
   void Loop();
+  Status RetryWhileFull(const std::vector<Mutation>& batch);
   void Acquire();
   void Release();
 
@@ -65,6 +73,7 @@ class WriteBatcher {
   uint64_t commits_ = 0;
   int holds_ = 0;
   bool stopping_ = false;
+  Status stalled_;
   std::thread thread_;
 };
 

@@ -14,7 +14,7 @@ TEST(DiskFull, OutputRefusedByAFullDiskIsStoredOnceSpaceReturns) {
   if (!disk.Mount(server.data_dir() + "/logs", "1m")) GTEST_SKIP() << "needs root to mount a tmpfs";
   // About 3.4 MB on stdout and a line on stderr at the end; the disk takes 1 MB.
   const std::string script = "seq 1 500000; echo done >&2";
-  ProcResult expected = RunProcess({"sh", "-c", script}, {}, "/");
+  ProcResult expected = RunProcess({"sh", "-c", script}, {}, server.dir());
   ASSERT_GT(expected.out.size(), 3'000'000u);
   ProcResult r = server.Vbatch({"sh", "-c", script});
   ASSERT_EQ(r.exit_code, 0) << r.err;

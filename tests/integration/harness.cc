@@ -73,6 +73,9 @@ Background::Background(const std::vector<std::string>& argv, const std::map<std:
   int n = counter++;
   out_path_ = dir + "/proc" + std::to_string(n) + ".out";
   err_path_ = dir + "/proc" + std::to_string(n) + ".err";
+  // Spawn appends: a file left by an earlier run in the same directory must not be read as ours.
+  ::unlink(out_path_.c_str());
+  ::unlink(err_path_.c_str());
   SpawnOptions o;
   o.argv = argv;
   o.env = EnvWith(env);
