@@ -83,7 +83,12 @@ TEST(Shutdown, EndsBackendCallsAndExitsThenTheNextStartReconciles) {
                            "echo \"delete $1 $$\" >> " + D + "/calls\n"
                            "[ -e " + D + "/delete_hangs ] && exec sleep 1000\n"
                            "flock " + D + "/machines.lock sed -i \"/^$1\\$/d\" " + D + "/machines " + D + "/ghosts\n");
-  s.Write("list.sh", guard + "cat " + D + "/ghosts " + D + "/machines 2>/dev/null; true\n");
+  // Until the restart the hanging create's machine is not listed yet (a cloud whose list lags):
+  // listed at once, it would be an unknown worker beside its own requested one, and with
+  // kill_unknown_after 1s the pool would delete it and create again before the stop.
+  s.Write("list.sh", guard + "cat " + D + "/ghosts; if [ -e " + D + "/list_lags ]; then grep -v '^made-1$' " + D +
+                         "/machines; else cat " + D + "/machines; fi 2>/dev/null; true\n");
+  s.Touch("list_lags");
   s.Write("ghosts", "ghost-1\nghost-2\nghost-3\nghost-4\nghost-5\nghost-6\n");
   s.Touch("create_hangs");
   s.Touch("delete_hangs");
@@ -96,7 +101,7 @@ TEST(Shutdown, EndsBackendCallsAndExitsThenTheNextStartReconciles) {
     for (const auto& l : s.Read("calls")) n += l.rfind(verb + " ", 0) == 0;
     return n;
   };
-  ASSERT_TRUE(WaitFor([&] { return calls_starting("create") == 1 && calls_starting("delete") >= 2; }, 120s))
+  ASSERT_TRUE(WaitFor([&] { return calls_starting("create") >= 1 && calls_starting("delete") >= 2; }, 120s))
       << ReadAll(s.path("calls"));
   ASSERT_TRUE(WaitFor([&] { return server.Workers("p", {"deleting"}) >= 6; }, 60s));
 
@@ -124,6 +129,7 @@ TEST(Shutdown, EndsBackendCallsAndExitsThenTheNextStartReconciles) {
   s.Remove("server_gone");
   s.Remove("create_hangs");
   s.Remove("delete_hangs");
+  s.Remove("list_lags");
   size_t before = at_exit.size();
   server.Start();
   EXPECT_TRUE(WaitFor(
