@@ -289,7 +289,8 @@ void Core::Stop() {
     spdlog::warn("{} backend call{} still running after {} s: abandoned (reconciled at the next start)",
                  abandoned_calls_, abandoned_calls_ > 1 ? "s" : "", kStopBound.count() / 1000);
   }
-  batcher_.Flush();
+  // Commits what is queued, then stops; a commit waiting for disk space gets one more try
+  // instead of holding the stop forever (what it held was never acknowledged).
   batcher_.Stop();
   if (Status s = store_->Checkpoint(); !s.ok()) spdlog::error("at stop: {}", s.message());
 }
