@@ -49,6 +49,19 @@ e2e_wait_task() {
   bench_die "task $id not final within ${2:-600}s (state: $state)"
 }
 
+# Every task `tidepool task list ARGS` shows, one JSON object a line: `task list` pages (newest
+# first), so walk the pages, each --after the last id of the one before.
+e2e_list_all() {
+  local after=() page last
+  while :; do
+    page=$(tp task list --json --limit 1000 "$@" "${after[@]}" 2>/dev/null)
+    last=$($PYTHON -c "import json,sys; p=json.load(sys.stdin); print(p[-1]['id'] if p else '')" <<<"$page")
+    $PYTHON -c "import json,sys; [print(json.dumps(t)) for t in json.load(sys.stdin)]" <<<"$page"
+    [ -n "$last" ] || break
+    after=(--after "$last")
+  done
+}
+
 e2e_header() {
   echo "# $1: $(date -u +%FT%TZ), host: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(uname -r)"
 }

@@ -31,16 +31,7 @@ wait "${pids[@]}"  # not a bare wait: the server is a background job too
 t1="${EPOCHREALTIME/./}"
 k1="$(bench_ticks "$SERVER_PID")"
 acked=$(cat "$BENCH_WORK"/ids.* | grep -c . || true)
-# `task list` pages (newest first): walk the pages, each --after the last id of the one before.
-listed=0
-after=()
-while :; do
-  read -r n last < <(tp task list --json --limit 1000 "${after[@]}" 2>/dev/null | $PYTHON -c \
-    "import json,sys; p=json.load(sys.stdin); print(sum(1 for t in p if t['state'] == 'QUEUEING'), p[-1]['id'] if p else '')")
-  listed=$((listed + n))
-  [ -n "$last" ] || break
-  after=(--after "$last")
-done
+listed=$(e2e_list_all | $PYTHON -c "import json,sys; print(sum(1 for l in sys.stdin if json.loads(l)['state'] == 'QUEUEING'))")
 e2e_header "p2_submit"
 awk -v n="$acked" -v us="$((t1 - t0))" -v s="$SUBMITTERS" -v l="$listed" \
   'BEGIN { printf "vbatch x%d submitters: %d tasks acknowledged in %.2f s = %.1f tasks/s (%d listed as QUEUEING)\n", s, n, us/1e6, n/(us/1e6), l }'

@@ -24,7 +24,7 @@ id=$("$VBATCH" -N "$N" true)
 ts="${EPOCHREALTIME/./}"
 state=$(e2e_wait_task "$id" 1200)
 t1="${EPOCHREALTIME/./}"
-ok=$(tp task list --state SUCCESS --json | $PYTHON -c "import json,sys; print(sum(1 for t in json.load(sys.stdin) if '/' in t['id']))")
+ok=$(e2e_list_all --parent "$id" --state SUCCESS | grep -c . || true)
 e2e_header "p3_throughput"
 awk -v n="$N" -v us="$((t1 - t0))" -v submit_us="$((ts - t0))" -v ok="$ok" -v st="$state" \
   'BEGIN { printf "%d true tasks on 2x8 slots: submit %.3f s, all final %.2f s after submit = %.1f tasks/s (parent %s, %d shards SUCCESS)\n", n, submit_us/1e6, us/1e6, n/(us/1e6), st, ok }'
