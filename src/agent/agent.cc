@@ -245,16 +245,8 @@ class Agent {
     spdlog::info("agent {}: connected to {}", flags_.name, flags_.server);
     // Everything not yet acknowledged goes again; the server keeps each byte once.
     for (auto& [id, t] : tasks_) {
-      for (OutBuf* b : {&t->out, &t->err}) {
-        b->held = false;
-        b->backoff = Millis(0);
-        for (const auto& [offset, data] : b->chunks) SendOutput(*t, *b, offset, data);
-      }
-      if (t->finished) {
-        v1::AgentMessage m;
-        *m.mutable_exited() = t->report;
-        Send(std::move(m));
-      }
+      for (OutBuf* b : {&t->out, &t->err}) SendAllHeld(*t, b);
+      if (t->finished) SendExitReport(*t);
     }
     ScheduleHeartbeat(gen);
   }
@@ -512,22 +504,31 @@ class Agent {
     if (a.retry_later()) {
       HoldOutput(t, b);
     } else if (b->held && progress) {
-      // The server takes output again: everything held goes, in order.
-      b->held = false;
-      b->backoff = Millis(0);
-      for (const auto& [off, data] : b->chunks) SendOutput(*t, *b, off, data);
+      SendAllHeld(*t, b);  // the server takes output again
     }
     if (t->finished && t->output_refused && !b->held && progress && t->out.chunks.empty() && t->err.chunks.empty()) {
       // Its exit report came before the server had all its output, so it was not taken.
       t->output_refused = false;
-      v1::AgentMessage m;
-      *m.mutable_exited() = t->report;
-      Send(std::move(m));
+      SendExitReport(*t);
     }
     if (b->paused && b->unacked() < kUnackedLimit / 2 && b->fd >= 0) {
       b->paused = false;
       WatchOutput(t, b);
     }
+  }
+
+  // Everything not yet acknowledged goes, in order, and the stream is no longer held (after a
+  // reconnect, or once the server takes output again); the server keeps each byte once.
+  void SendAllHeld(const TaskRun& t, OutBuf* b) {
+    b->held = false;
+    b->backoff = Millis(0);
+    for (const auto& [offset, data] : b->chunks) SendOutput(t, *b, offset, data);
+  }
+
+  void SendExitReport(const TaskRun& t) {
+    v1::AgentMessage m;
+    *m.mutable_exited() = t.report;
+    Send(std::move(m));
   }
 
   // The server could not store output of this stream: hold what follows and offer the first
@@ -667,9 +668,7 @@ class Agent {
     t->report.set_reason(t->end_reason);
     t->report.set_stdout_bytes(t->out.produced);
     t->report.set_stderr_bytes(t->err.produced);
-    v1::AgentMessage m;
-    *m.mutable_exited() = t->report;
-    Send(std::move(m));
+    SendExitReport(*t);
     MaybeExit();
   }
 
