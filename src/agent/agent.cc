@@ -503,8 +503,10 @@ class Agent {
     }
     if (a.retry_later()) {
       HoldOutput(t, b);
-    } else if (b->held && progress) {
-      SendAllHeld(*t, b);  // the server takes output again
+    } else if (b->held) {
+      // The server takes output again (it stored the probe, or a vrun reattached and the server
+      // says so with an ack at the offset it needs).
+      SendAllHeld(*t, b);
     }
     if (t->finished && t->output_refused && !b->held && progress && t->out.chunks.empty() && t->err.chunks.empty()) {
       // Its exit report came before the server had all its output, so it was not taken.
@@ -528,6 +530,7 @@ class Agent {
   void SendExitReport(const TaskRun& t) {
     v1::AgentMessage m;
     *m.mutable_exited() = t.report;
+    m.mutable_exited()->set_output_pending(!t.out.chunks.empty() || !t.err.chunks.empty());
     Send(std::move(m));
   }
 

@@ -18,6 +18,12 @@ Client::Client(const ClientOptions& opts) {
   token_ = ResolveToken(opts.token);
   grpc::ChannelArguments args;
   args.SetMaxReceiveMessageSize(64 * 1024 * 1024);
+  // A server that restarts is dialled again within 2 s (vrun reattaching: run.cc), not after
+  // gRPC's default backoff of up to 2 minutes.
+  // (GRPC_ARG_MIN_RECONNECT_BACKOFF_MS stays: it is also the connect timeout, and a frozen server
+  // must be waited for: cli/unanswered.h.)
+  args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 100);
+  args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 2000);
   std::string ca_path = ResolveTlsCa(opts.tls_ca);
   std::shared_ptr<grpc::ChannelCredentials> creds = grpc::InsecureChannelCredentials();
   if (!ca_path.empty()) {

@@ -14,6 +14,7 @@
 #include <fmt/format.h>
 
 #include "api/names.h"
+#include "common/duration.h"
 #include "common/terminal_io.h"
 #include "cli/client.h"
 #include "cli/unanswered.h"
@@ -37,6 +38,9 @@ struct RunOpts {
   int priority = 0;
   std::string timeout;
   bool quiet = false;
+  std::string reattach_for;  // TaskSpec.reattach_for_ms, and how long this client tries
+  std::string reattach;      // a task to take up again (what the C vrun hands over), no command
+  std::string reattach_offsets = "0,0";
 };
 
 v1::TerminalSize WindowSize() {
@@ -59,39 +63,68 @@ class Session {
       fmt::print(stderr, "invalid tty mode: {}\n", opts_.tty);
       return kExitUsage;
     }
-    if (command_.empty()) {
-      fmt::print(stderr, "vrun: no command given\nRun 'vrun --help' for usage.\n");
+    if (command_.empty() == opts_.reattach.empty()) {
+      fmt::print(stderr, "vrun: {}\nRun 'vrun --help' for usage.\n",
+                 command_.empty() ? "no command given" : "--reattach takes no command");
       return kExitUsage;
     }
+    if (!opts_.reattach_for.empty()) {
+      auto d = ParseDuration(opts_.reattach_for);
+      if (!d.ok() || d->count() <= 0) {
+        fmt::print(stderr, "vrun: --reattach-for: {}\n", d.ok() ? "must be more than 0" : d.status().message());
+        return kExitUsage;
+      }
+      reattach_for_ = *d;
+    }
     tty_ = opts_.tty == "yes" || (opts_.tty == "auto" && isatty(STDIN_FILENO) && isatty(STDOUT_FILENO));
-    v1::TaskSpec spec;
-    if (int rc = BuildSpec(spec); rc != 0) return rc;
+    v1::RunRequest start;
+    if (opts_.reattach.empty()) {
+      if (int rc = BuildSpec(*start.mutable_start()); rc != 0) return rc;
+    } else if (std::sscanf(opts_.reattach_offsets.c_str(), "%lu,%lu", &received_[0], &received_[1]) != 2) {
+      fmt::print(stderr, "vrun: --reattach-offsets must be OUT,ERR (byte counts)\n");
+      return kExitUsage;
+    }
 
     sigset_t sigs = ForwardedSignals();
-    ctx_ = client_.Context();
-    stream_ = client_.tasks().Run(ctx_.get());
-    v1::RunRequest start;
-    *start.mutable_start() = std::move(spec);
     started_at_ = std::chrono::steady_clock::now();
-    // No deadline on the acceptance: a frozen server is still there (cli/unanswered.h).
-    UnansweredNote note(client_.address());
-    Write(start);
     std::thread(&Session::SignalLoop, this, sigs).detach();
     if (!opts_.noinput) std::thread(&Session::StdinLoop, this).detach();
-
-    v1::RunEvent e;
-    while (stream_->Read(&e)) {
-      note.Answered();
-      if (int rc = Handle(e); rc >= 0) return Exit(rc);
+    if (!opts_.reattach.empty()) {
+      task_id_ = opts_.reattach;
+      Reconnect();
+    } else {
+      ctx_ = client_.Context();
+      stream_ = client_.tasks().Run(ctx_.get());
     }
-    note.Answered();
-    grpc::Status st = stream_->Finish();
-    ClearProgress();
-    if (cancel_sent_) return Exit(130);
+    // No deadline on the acceptance: a frozen server is still there (cli/unanswered.h).
+    UnansweredNote note(client_.address());
+    if (opts_.reattach.empty()) Write(start);
+
+    grpc::Status st;
+    while (true) {
+      v1::RunEvent e;
+      while (stream_->Read(&e)) {
+        note.Answered();
+        if (int rc = Handle(e); rc >= 0) return Exit(rc);
+      }
+      note.Answered();
+      {
+        std::lock_guard lock(write_mu_);  // no write on a finished stream
+        write_closed_ = true;
+      }
+      st = stream_->Finish();
+      ClearProgress();
+      if (cancel_sent_) return Exit(130);
+      // The server went away with the task (a restart, a crash): the command runs on.
+      bool gone = st.error_code() == grpc::StatusCode::UNAVAILABLE || st.error_code() == grpc::StatusCode::CANCELLED ||
+                  (reattached_ && st.error_code() == grpc::StatusCode::ABORTED);
+      if (!gone || TaskId().empty()) break;
+      Reconnect();
+    }
     if (!st.ok()) {
       term_.Restore();
-      if (st.error_code() == grpc::StatusCode::UNAVAILABLE && !task_id_.empty()) {
-        fmt::print(stderr, "tidepool: lost the connection to the server at {} (task {})\n", client_.address(), task_id_);
+      if (reattached_) {
+        fmt::print(stderr, "tidepool: cannot reattach to task {}: {}\n", task_id_, st.error_message());
         return Exit(kExitTidepoolFailed);
       }
       if (st.error_code() == grpc::StatusCode::UNAVAILABLE && note.told()) {
@@ -106,6 +139,66 @@ class Session {
   }
 
  private:
+  // As the fast client (fastclient/run_session.h): says once that the server went away, then opens
+  // a new stream with a Reattach request every 100 ms doubling to 2 s, until one answers with
+  // events (the stream in stream_) or reattach_for has passed (then exits 255, saying so).
+  void Reconnect() {
+    const std::string id = TaskId();
+    if (!told_) {
+      told_ = true;
+      std::lock_guard lock(mu_);
+      ClearProgressLocked();
+      fmt::print(stderr, "tidepool: server restarting; your command is still running (task {}){}", id,
+                 term_.raw ? "\r\n" : "\n");
+    }
+    auto deadline = std::chrono::steady_clock::now() + reattach_for_;
+    auto backoff = std::chrono::milliseconds(100);
+    while (std::chrono::steady_clock::now() < deadline) {
+      std::this_thread::sleep_for(std::min<std::chrono::steady_clock::duration>(backoff, deadline - std::chrono::steady_clock::now()));
+      backoff = std::min(backoff * 2, std::chrono::milliseconds(2000));
+      auto ctx = client_.Context();
+      auto stream = client_.tasks().Run(ctx.get());
+      v1::RunRequest r;
+      r.mutable_reattach()->set_task_id(id);
+      r.mutable_reattach()->set_stdout_offset(received_[0]);
+      r.mutable_reattach()->set_stderr_offset(received_[1]);
+      v1::RunEvent first;
+      if (!stream->Write(r) || !stream->Read(&first)) {
+        grpc::Status st = stream->Finish();
+        // Not there yet, or a server still shutting down (it cancels the calls it has): again.
+        if (st.error_code() == grpc::StatusCode::UNAVAILABLE || st.error_code() == grpc::StatusCode::CANCELLED) continue;
+        term_.Restore();
+        fmt::print(stderr, "tidepool: cannot reattach to task {}: {}\n", id, st.error_message());
+        Exit(kExitTidepoolFailed);
+      }
+      {
+        std::lock_guard lock(write_mu_);
+        ctx_ = std::move(ctx);
+        stream_ = std::move(stream);
+        write_closed_ = false;
+      }
+      {
+        std::lock_guard lock(mu_);
+        stdin_sent_ = stdin_acked_;  // what went to the old server and no further is not waited for
+      }
+      stdin_cv_.notify_all();
+      reattached_ = true;
+      if (int rc = Handle(first); rc >= 0) Exit(rc);
+      return;
+    }
+    term_.Restore();
+    fmt::print(stderr,
+               "tidepool: the server at {} did not come back within {}; task {} was still running when it went away "
+               "(`tidepool task get {}` tells what became of it once the server is back)\n",
+               client_.address(), FormatDuration(reattach_for_), id, id);
+    Exit(kExitTidepoolFailed);
+  }
+
+  std::string TaskId() {
+    std::lock_guard lock(mu_);
+    return task_id_;
+  }
+
   int BuildSpec(v1::TaskSpec& spec) {
     CommonSpec c{command_, opts_.cwd, opts_.env, opts_.pool, opts_.name, opts_.priority, opts_.timeout};
     if (Status s = FillSpec(c, &spec); !s.ok()) {
@@ -120,6 +213,7 @@ class Session {
       spec.set_term(term && *term ? term : "xterm");
       *spec.mutable_terminal_size() = WindowSize();
     }
+    spec.set_reattach_for_ms(opts_.reattach_for.empty() ? 0 : reattach_for_.count());
     return 0;
   }
 
@@ -160,6 +254,7 @@ class Session {
       }
       case v1::RunEvent::kOutput:
         WriteAll(e.output().stream() == v1::OUTPUT_STREAM_STDERR ? STDERR_FILENO : STDOUT_FILENO, e.output().data());
+        received_[e.output().stream() == v1::OUTPUT_STREAM_STDERR ? 1 : 0] += e.output().data().size();
         break;
       case v1::RunEvent::kStdinWritten: {
         std::lock_guard lock(mu_);
@@ -272,6 +367,9 @@ class Session {
   std::unique_ptr<grpc::ClientReaderWriter<v1::RunRequest, v1::RunEvent>> stream_;
   std::mutex write_mu_;
   bool write_closed_ = false;
+  std::chrono::milliseconds reattach_for_{5 * 60 * 1000};
+  unsigned long received_[2] = {0, 0};  // stdout, stderr bytes written out (the main thread's)
+  bool told_ = false, reattached_ = false;
 
   std::mutex mu_;
   std::condition_variable started_cv_, stdin_cv_;
@@ -308,6 +406,10 @@ void AddRunCommand(CLI::App& app, int* rc, const std::vector<std::string>* comma
   sub->add_option("--priority", opts->priority, "lower runs first (default 0)");
   sub->add_option("--timeout", opts->timeout, "stop the command after this long (e.g. 30s, 5m)");
   sub->add_flag("-q,--quiet", opts->quiet, "no progress line while waiting");
+  sub->add_option("--reattach-for", opts->reattach_for,
+                  "if the server restarts, keep the command running and reattach for this long (default 5m)");
+  sub->add_option("--reattach", opts->reattach, "take up the task ID whose vrun lost its server (no command)");
+  sub->add_option("--reattach-offsets", opts->reattach_offsets, "with --reattach: OUT,ERR bytes already written out");
   AddClientOptions(sub, &opts->client);
   sub->footer("Usage: vrun [OPTIONS] [--] COMMAND [ARG...]\nThe command and its arguments reach the worker exactly.");
   sub->callback([opts, rc, command] {

@@ -13,6 +13,11 @@
 //                                            STDIN_WRITTEN ... EXITED, FINISH
 //   STDIN, STDIN_EOF, SIGNAL, RESIZE, CANCEL -->
 //
+// A vrun whose server went away (a restart, a crash: a close, or FINISH UNAVAILABLE) sends
+// REATTACH {"task_id","stdout","stderr"} in place of RUN to the next server, the offsets being
+// the bytes of each stream it has written out: the events follow as for RUN, its output from
+// those offsets on, so that nothing is lost or repeated (Core::Reattach).
+//
 // Every frame: u32 payload length (big-endian) | u8 type | payload. Control payloads are JSON
 // objects; STDIN/STDOUT/STDERR payloads are raw bytes; RUN and SUBMIT carry the TaskSpec in
 // protobuf's binary encoding, byte for byte what the full client sends over gRPC (the client
@@ -61,6 +66,7 @@ enum FrameType : uint8_t {
   kResize = 7,      // {"rows":R,"cols":C}
   kCancel = 8,      // Ctrl-C while queued
   kAgent = 9,       // v1::AgentMessage (protobuf encoding); agents only
+  kReattach = 10,   // instead of RUN: {"task_id":"...","stdout":N,"stderr":N} (v1::Reattach)
   // server -> client
   kWelcome = 64,
   kAccepted = 65,   // {"task_id":"...","pool":"..."}

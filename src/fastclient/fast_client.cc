@@ -37,6 +37,8 @@
 #include "common/duration.h"
 #include "common/fast_protocol.h"
 #include "common/terminal_io.h"
+#include "fastclient/run_session.h"
+#include "fastclient/wire.h"
 
 extern char** environ;
 
@@ -44,13 +46,6 @@ namespace tidepool::fastclient {
 
 namespace {
 
-using nlohmann::json;
-using Clock = std::chrono::steady_clock;
-
-constexpr uint64_t kStdinWindow = 1 << 20;        // as run.cc: stdin bytes in flight before we wait
-constexpr int kConnectTimeoutMs = 20000;          // gRPC's minimum connect timeout
-constexpr int kWelcomeTimeoutMs = 10000;          // no answer by then: the user is told, and we wait on
-constexpr int kUnavailable = 14, kUnimplemented = 12, kUnknown = 2;  // gRPC status codes
 
 const char* Name(Mode m) { return m == Mode::kRun ? "vrun" : "vbatch"; }
 
@@ -95,6 +90,7 @@ struct Args {
 enum Opt {
   kPool, kTty, kNoInput, kCwd, kEnv, kName, kPriority, kTimeout, kQuiet, kServer, kToken, kTlsCa,
   kShards, kGang, kAfter, kAfterSuccess, kAfterFail, kRetries, kRetryOnFailure, kPin, kLabel, kFollow,
+  kReattachFor, kReattach, kReattachOffsets,
 };
 
 struct OptSpec {
@@ -112,6 +108,9 @@ constexpr OptSpec kRunOpts[] = {
     {0, "priority", true, false, kPriority}, {0, "timeout", true, false, kTimeout},
     {'q', "quiet", false, false, kQuiet}, {0, "server", true, false, kServer},
     {0, "token", true, false, kToken},    {0, "tls-ca", true, false, kTlsCa},
+    {0, "reattach-for", true, false, kReattachFor},
+    // Taking up a task whose vrun lost its server (the C vrun hands over with these): no command.
+    {0, "reattach", true, false, kReattach}, {0, "reattach-offsets", true, false, kReattachOffsets},
 };
 
 constexpr OptSpec kBatchOpts[] = {
@@ -203,7 +202,8 @@ std::optional<std::string> ParseOptions(const Args& a, Options* o) {
     }
   }
   for (; i < a.argc; ++i) o->command.emplace_back(a.argv[i]);
-  if (o->command.empty()) return std::string("no command");
+  if (o->command.empty() && !o->Has(kReattach)) return std::string("no command");
+  if (!o->command.empty() && o->Has(kReattach)) return std::string("--reattach with a command");
   return std::nullopt;
 }
 
@@ -307,7 +307,7 @@ enum SpecField {
   kArgv = 1, kSpecCwd = 2, kSpecEnv = 3, kSpecPool = 4, kSpecName = 5, kSpecPriority = 6, kTimeoutMs = 7, kKind = 8,
   kSpecTty = 9, kTerminalSize = 10, kTerm = 11, kStdinNull = 12, kLabels = 13, kParent = 14, kSpecShards = 15,
   kSpecGang = 16, kSpecAfter = 17, kSpecAfterSuccess = 18, kSpecAfterFail = 19, kSpecRetries = 20,
-  kSpecRetryOnFailure = 21, kSpecPin = 22,
+  kSpecRetryOnFailure = 21, kSpecPin = 22, kSpecReattachFor = 23,
 };
 constexpr int kTaskKindInteractive = 1, kTaskKindBatch = 2;
 
@@ -369,6 +369,11 @@ std::optional<std::string> BuildSpec(Mode mode, const Options& o, bool tty, Prot
       s.String(kTerm, term && *term ? term : "xterm");
     }
     s.Bool(kStdinNull, o.Has(kNoInput));
+    if (o.Has(kReattachFor)) {
+      auto d = ParseDuration(o.Get(kReattachFor));
+      if (!d.ok() || d->count() <= 0) return "--reattach-for " + o.Get(kReattachFor);
+      s.Int(kSpecReattachFor, d->count());
+    }
   } else {
     s.Int(kKind, kTaskKindBatch);
     s.Bool(kStdinNull, true);
@@ -400,222 +405,6 @@ std::optional<std::string> BuildSpec(Mode mode, const Options& o, bool tty, Prot
   return std::nullopt;
 }
 
-// ---- the connection ------------------------------------------------------------------------
-
-// "HOST:PORT" with a plain host name, IPv4 or [IPv6] address; anything else (gRPC target URIs
-// such as unix:PATH or dns:///NAME) is for the full client.
-bool SplitAddress(const std::string& address, std::string* host, std::string* port) {
-  auto colon = address.rfind(':');
-  if (colon == std::string::npos || colon + 1 == address.size()) return false;
-  *host = address.substr(0, colon);
-  *port = address.substr(colon + 1);
-  for (char ch : *port) {
-    if (ch < '0' || ch > '9') return false;
-  }
-  if (host->size() > 2 && host->front() == '[' && host->back() == ']') {
-    *host = host->substr(1, host->size() - 2);
-    for (char ch : *host) {
-      if (!std::isxdigit(static_cast<unsigned char>(ch)) && ch != ':' && ch != '.') return false;
-    }
-    return true;
-  }
-  if (host->empty()) return false;
-  for (char ch : *host) {
-    if (!std::isalnum(static_cast<unsigned char>(ch)) && ch != '.' && ch != '-' && ch != '_') return false;
-  }
-  return true;
-}
-
-class Connection {
- public:
-  ~Connection() {
-    if (fd_ >= 0) ::close(fd_);
-  }
-  int fd() const { return fd_; }
-
-  enum class Outcome { kConnected, kUnreachable, kNameNotResolved };
-
-  // kUnreachable: the caller says so, as the full client would.
-  Outcome Connect(const std::string& host, const std::string& port) {
-    std::vector<sockaddr_storage> addrs;
-    auto numeric = [&](const std::string& h) {
-      sockaddr_storage ss{};
-      auto* a4 = reinterpret_cast<sockaddr_in*>(&ss);
-      auto* a6 = reinterpret_cast<sockaddr_in6*>(&ss);
-      uint16_t p = htons(static_cast<uint16_t>(std::atoi(port.c_str())));
-      if (::inet_pton(AF_INET, h.c_str(), &a4->sin_addr) == 1) {
-        a4->sin_family = AF_INET;
-        a4->sin_port = p;
-      } else if (::inet_pton(AF_INET6, h.c_str(), &a6->sin6_addr) == 1) {
-        a6->sin6_family = AF_INET6;
-        a6->sin6_port = p;
-      } else {
-        return false;
-      }
-      addrs.push_back(ss);
-      return true;
-    };
-    if (!numeric(host)) {
-      if (host == "localhost") {
-        numeric("127.0.0.1");
-        numeric("::1");
-      } else {
-#if TIDEPOOL_FASTCLIENT_RESOLVE_NAMES
-        addrinfo hints{};
-        hints.ai_family = AF_UNSPEC;
-        hints.ai_socktype = SOCK_STREAM;
-        hints.ai_flags = AI_NUMERICSERV;
-        addrinfo* res = nullptr;
-        if (::getaddrinfo(host.c_str(), port.c_str(), &hints, &res) != 0) return Outcome::kUnreachable;
-        for (addrinfo* ai = res; ai; ai = ai->ai_next) {
-          sockaddr_storage ss{};
-          std::memcpy(&ss, ai->ai_addr, std::min<size_t>(ai->ai_addrlen, sizeof(ss)));
-          addrs.push_back(ss);
-        }
-        ::freeaddrinfo(res);
-#else
-        // A static binary would need glibc's NSS modules at run time to resolve names: names
-        // are the full client's (gRPC resolves them).
-        return Outcome::kNameNotResolved;
-#endif
-      }
-    }
-    for (const sockaddr_storage& ss : addrs) {
-      socklen_t len = ss.ss_family == AF_INET ? sizeof(sockaddr_in) : sizeof(sockaddr_in6);
-      int fd = ::socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-      if (fd < 0) continue;
-      int rc = ::connect(fd, reinterpret_cast<const sockaddr*>(&ss), len);
-      if (rc != 0 && errno == EINPROGRESS) {
-        pollfd p{fd, POLLOUT, 0};
-        int err = 0;
-        socklen_t elen = sizeof(err);
-        if (::poll(&p, 1, kConnectTimeoutMs) == 1 && ::getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &elen) == 0 && err == 0) {
-          rc = 0;
-        }
-      }
-      if (rc != 0) {
-        ::close(fd);
-        continue;
-      }
-      ::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) & ~O_NONBLOCK);
-      int one = 1;
-      ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-      ::setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof(one));
-      int idle = 20, intvl = 10, cnt = 3;  // a vanished server is noticed, as with gRPC keepalive
-      ::setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof(idle));
-      ::setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &intvl, sizeof(intvl));
-      ::setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &cnt, sizeof(cnt));
-      fd_ = fd;
-      return Outcome::kConnected;
-    }
-    return Outcome::kUnreachable;
-  }
-
-  // Any thread. false once the connection broke (later frames are dropped, as the full
-  // client's writes are once its stream is closed).
-  bool Write(uint8_t type, std::string_view payload) {
-    std::string buf;
-    fast::AppendFrame(buf, type, payload);
-    return Send(buf);
-  }
-
-  // Bytes as they are (frames already made), in one go with respect to other writers.
-  bool Send(std::string_view buf) {
-    std::lock_guard lock(write_mu_);
-    if (write_closed_) return false;
-    const char* p = buf.data();
-    size_t left = buf.size();
-    while (left > 0) {
-      ssize_t n = ::send(fd_, p, left, MSG_NOSIGNAL);
-      if (n < 0 && errno == EINTR) continue;
-      if (n <= 0) {
-        write_closed_ = true;
-        return false;
-      }
-      p += n;
-      left -= static_cast<size_t>(n);
-    }
-    return true;
-  }
-
-  // The main thread. False if nothing (not even the peer's close) arrives within timeout_ms.
-  bool WaitReadable(int timeout_ms) { return pos_ < len_ || PollIn(timeout_ms) != 0; }
-
-  // The main thread. Reads exactly n bytes; false on EOF, error or (with a deadline) timeout.
-  bool ReadExact(char* out, size_t n, int timeout_ms = -1) {
-    while (n > 0) {
-      if (pos_ == len_) {
-        if (timeout_ms >= 0 && PollIn(timeout_ms) <= 0) return false;
-        ssize_t got = ::recv(fd_, buf_, sizeof(buf_), 0);
-        if (got < 0 && errno == EINTR) continue;
-        if (got <= 0) return false;
-        pos_ = 0;
-        len_ = static_cast<size_t>(got);
-      }
-      size_t take = std::min(n, len_ - pos_);
-      std::memcpy(out, buf_ + pos_, take);
-      pos_ += take;
-      out += take;
-      n -= take;
-    }
-    return true;
-  }
-
-  // One frame; false on EOF/error, or a frame over the limit (then *oversize).
-  bool ReadFrame(uint8_t* type, std::string* payload, int timeout_ms = -1, bool* oversize = nullptr) {
-    char h[fast::kHeaderSize];
-    if (!ReadExact(h, sizeof(h), timeout_ms)) return false;
-    uint32_t len = fast::FrameLength(h);
-    if (len > fast::kMaxEventFrame) {
-      if (oversize) *oversize = true;
-      return false;
-    }
-    *type = fast::FrameTypeOf(h);
-    payload->resize(len);
-    return ReadExact(payload->data(), len, timeout_ms);
-  }
-
- private:
-  // poll() for input, through EINTR: > 0 ready (or closed), 0 timed out, < 0 failed.
-  int PollIn(int timeout_ms) {
-    pollfd p{fd_, POLLIN, 0};
-    int r;
-    do {
-      r = ::poll(&p, 1, timeout_ms);
-    } while (r < 0 && errno == EINTR);
-    return r;
-  }
-
-  int fd_ = -1;
-  std::mutex write_mu_;
-  bool write_closed_ = false;
-  char buf_[64 * 1024];
-  size_t pos_ = 0, len_ = 0;
-};
-
-json ParseJson(const std::string& payload) {
-  json j = json::parse(payload, nullptr, /*allow_exceptions=*/false);
-  return j.is_object() ? j : json::object();
-}
-std::string Str(const json& j, const char* key) {
-  auto it = j.find(key);
-  return it != j.end() && it->is_string() ? it->get<std::string>() : "";
-}
-int64_t Int(const json& j, const char* key) {
-  auto it = j.find(key);
-  return it != j.end() && it->is_number_integer() ? it->get<int64_t>() : 0;
-}
-bool Bool(const json& j, const char* key) {
-  auto it = j.find(key);
-  return it != j.end() && it->is_boolean() && it->get<bool>();
-}
-
-// How a request ended when no event said so: FINISH's status, or the connection's loss.
-struct Finish {
-  int code = kUnavailable;
-  std::string message = "the connection to the server was lost";
-};
-
 // Connects; an exit status if the server cannot be reached (said as the full client says it).
 std::optional<int> ConnectTo(const Args& a, Connection& conn, const std::string& address) {
   std::string host, port;
@@ -630,27 +419,6 @@ std::optional<int> ConnectTo(const Args& a, Connection& conn, const std::string&
   }
   fmt::print(stderr, "tidepool: cannot reach the server at {}\n", address);
   return cli::kExitTidepoolFailed;
-}
-
-// Waits up to kWelcomeTimeoutMs for the server's next bytes; if none came, tells the user (once)
-// that the server has not answered yet. The client then keeps waiting while the connection is
-// open: a server that does not answer is frozen or busy, not gone, and will read the request when
-// it runs again (giving up would make the user submit twice). Returns whether it told.
-bool AwaitAnswer(Connection& conn, const std::string& address) {
-  static bool told = false;
-  if (told || conn.WaitReadable(kWelcomeTimeoutMs)) return told;
-  fmt::print(stderr, "tidepool: the server at {} has not answered for {} s; still waiting while the connection is open\n",
-             address, kWelcomeTimeoutMs / 1000);
-  told = true;
-  return told;
-}
-
-// The request was sent and the connection ended without its answer.
-[[noreturn]] void LostUnanswered(const std::string& address) {
-  fmt::print(stderr, "tidepool: the connection to the server at {} ended before it answered; the request may have been taken\n",
-             address);
-  std::fflush(stderr);
-  std::exit(cli::kExitTidepoolFailed);
 }
 
 // Says hello with the request (a frame of `type`) behind it in the same write, so no round trip
@@ -691,242 +459,6 @@ std::optional<int> Hello(const Args& a, Connection& conn, const std::string& add
   int rc = cli::ReportFailure(code, Str(f, "message"), address);
   return rc == 1 ? cli::kExitTidepoolFailed : rc;
 }
-
-// ---- vrun ------------------------------------------------------------------------------------
-
-std::string WindowSize() {
-  winsize ws{};
-  json size = json::object();
-  if (ioctl(STDOUT_FILENO, TIOCGWINSZ, &ws) == 0 || ioctl(STDIN_FILENO, TIOCGWINSZ, &ws) == 0) {
-    size["rows"] = ws.ws_row;
-    size["cols"] = ws.ws_col;
-  } else {
-    size["rows"] = 0;
-    size["cols"] = 0;
-  }
-  return size.dump();
-}
-
-sigset_t ForwardedSignals() {
-  sigset_t sigs;
-  sigemptyset(&sigs);
-  for (int s : {SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGWINCH}) sigaddset(&sigs, s);
-  return sigs;
-}
-
-struct Waiting {
-  std::string pool, allocation_error;
-  int starting = 0, idle = 0, position = 0;
-};
-
-// cli/run.cc's Session over the fast protocol.
-class RunSession {
- public:
-  RunSession(Connection& conn, std::string address, bool tty, bool quiet, bool noinput)
-      : conn_(conn), address_(std::move(address)), tty_(tty), quiet_(quiet), noinput_(noinput) {}
-
-  // The request went with the hello at `sent_at`; this reads its events until the end.
-  [[noreturn]] void Run(Clock::time_point sent_at) {
-    sigset_t sigs = ForwardedSignals();
-    started_at_ = sent_at;
-    std::thread(&RunSession::SignalLoop, this, sigs).detach();
-
-    uint8_t type = 0;
-    std::string payload;
-    bool oversize = false;
-    Finish finish;
-    // Until the acceptance, a server that does not answer is waited for (AwaitAnswer); after it, a
-    // silent task is nothing to remark on.
-    auto next = [&] {
-      if (!Accepted()) AwaitAnswer(conn_, address_);
-      return conn_.ReadFrame(&type, &payload, -1, &oversize);
-    };
-    bool finished = false;
-    while (next()) {
-      if (type == fast::kFinish) {
-        json f = ParseJson(payload);
-        finish.code = static_cast<int>(Int(f, "code"));
-        finish.message = Str(f, "message");
-        finished = true;
-        break;
-      }
-      if (int rc = Handle(type, payload); rc >= 0) Exit(rc);
-    }
-    if (oversize) finish = Finish{kUnknown, "a reply from the server was over the size limit"};
-    ClearProgress();
-    if (cancel_sent_) Exit(130);
-    if (!finished && !oversize && !Accepted()) {
-      term_.Restore();
-      LostUnanswered(address_);  // welcomed, the request sent, and no acceptance: it may have been taken
-    }
-    if (finish.code != 0) {
-      term_.Restore();
-      if (finish.code == kUnavailable && !task_id_.empty()) {
-        fmt::print(stderr, "tidepool: lost the connection to the server at {} (task {})\n", address_, task_id_);
-        Exit(cli::kExitTidepoolFailed);
-      }
-      int rc = cli::ReportFailure(finish.code, finish.message, address_);
-      Exit(rc == 1 ? cli::kExitTidepoolFailed : rc);
-    }
-    fmt::print(stderr, "tidepool: the server ended task {} without an exit status\n", task_id_);
-    Exit(cli::kExitTidepoolFailed);
-  }
-
- private:
-  // Returns an exit status when the session is over, else -1.
-  int Handle(uint8_t type, const std::string& payload) {
-    switch (type) {
-      case fast::kStdout:
-      case fast::kStderr:
-        WriteAll(type == fast::kStderr ? STDERR_FILENO : STDOUT_FILENO, payload);
-        return -1;
-      case fast::kAccepted: {
-        json j = ParseJson(payload);
-        std::lock_guard lock(mu_);
-        task_id_ = Str(j, "task_id");
-        return -1;
-      }
-      case fast::kWaiting: {
-        json j = ParseJson(payload);
-        std::lock_guard lock(mu_);
-        waiting_ = Waiting{Str(j, "pool"), Str(j, "allocation_error"), static_cast<int>(Int(j, "starting")),
-                           static_cast<int>(Int(j, "idle")), static_cast<int>(Int(j, "position"))};
-        if (!waiting_->allocation_error.empty() && shown_errors_.insert(waiting_->allocation_error).second && !quiet_) {
-          ClearProgressLocked();
-          fmt::print(stderr, "tidepool: pool {}: {}\n", waiting_->pool, waiting_->allocation_error);
-        }
-        DrawProgressLocked(/*changed=*/true);
-        return -1;
-      }
-      case fast::kStarted: {
-        bool first;
-        {
-          std::lock_guard lock(mu_);
-          ClearProgressLocked();
-          first = !started_;
-          started_ = true;
-        }
-        if (!first) return -1;
-        if (tty_ && isatty(STDIN_FILENO)) term_.MakeRaw();
-        if (!noinput_) std::thread(&RunSession::StdinLoop, this).detach();
-        return -1;
-      }
-      case fast::kStdinWritten: {
-        json j = ParseJson(payload);
-        std::lock_guard lock(mu_);
-        stdin_acked_ = static_cast<uint64_t>(Int(j, "written"));
-        stdin_cv_.notify_all();
-        return -1;
-      }
-      case fast::kExited: {
-        json j = ParseJson(payload);
-        ClearProgress();
-        term_.Restore();
-        std::string state = Str(j, "state");
-        cli::RunEnd end{state == "SUCCESS", state == "CANCELLED", Bool(j, "has_exit_code"),
-                        static_cast<int>(Int(j, "exit_code")), static_cast<int>(Int(j, "signal")), Str(j, "reason"),
-                        Bool(j, "command_not_found")};
-        std::string id;
-        {
-          std::lock_guard lock(mu_);
-          id = task_id_;
-        }
-        return cli::RunExitStatus(end, id, quiet_, cancel_sent_);
-      }
-      default:
-        return -1;  // a newer server's event this client does not know
-    }
-  }
-
-  [[noreturn]] void Exit(int rc) {
-    if (kill_sent_) rc = 130;  // a second Ctrl-C decided it, whichever thread gets here first
-    term_.Restore();
-    std::fflush(stdout);
-    std::fflush(stderr);
-    // Threads may still sit in blocking reads (stdin); end the process without unwinding them.
-    _exit(rc);
-  }
-
-  void StdinLoop() {
-    char buf[64 * 1024];
-    while (true) {
-      ssize_t n = ::read(STDIN_FILENO, buf, sizeof(buf));
-      if (n < 0 && errno == EINTR) continue;
-      if (n <= 0) {
-        conn_.Write(fast::kStdinEof, "");
-        return;
-      }
-      {
-        std::unique_lock lock(mu_);
-        stdin_cv_.wait(lock, [&] { return stdin_sent_ - stdin_acked_ < kStdinWindow; });
-        stdin_sent_ += static_cast<uint64_t>(n);
-      }
-      conn_.Write(fast::kStdin, std::string_view(buf, static_cast<size_t>(n)));
-    }
-  }
-
-  void SignalLoop(sigset_t sigs) {
-    cli::SignalLoop(
-        sigs, tty_, mu_, started_, [this] { DrawProgressLocked(/*changed=*/false); },
-        [this](int sig, cli::SignalAction action) {
-          switch (action) {
-            case cli::SignalAction::kNothing:
-              return;
-            case cli::SignalAction::kResize:
-              conn_.Write(fast::kResize, WindowSize());
-              return;
-            case cli::SignalAction::kCancel:  // still queued: withdrawn, and the server forgets it
-              cancel_sent_ = true;
-              conn_.Write(fast::kCancel, "");
-              return;
-            case cli::SignalAction::kKillAndExit:
-              kill_sent_ = true;  // before the kill: its task's end may reach the reader first
-              conn_.Write(fast::kSignal, json{{"signal", SIGKILL}}.dump());
-              ClearProgress();
-              Exit(130);
-              return;
-            case cli::SignalAction::kForward:
-              conn_.Write(fast::kSignal, json{{"signal", sig}}.dump());
-              return;
-          }
-        });
-  }
-
-  void DrawProgressLocked(bool changed) {
-    if (quiet_ || started_ || !waiting_) return;
-    auto elapsed = Clock::now() - started_at_;
-    if (elapsed < std::chrono::seconds(1)) return;
-    int secs = static_cast<int>(std::chrono::duration_cast<std::chrono::seconds>(elapsed).count());
-    const Waiting& w = *waiting_;
-    progress_.Draw(cli::WaitingLine(w.pool, w.starting, w.idle, w.position), secs, changed);
-  }
-  void ClearProgressLocked() { progress_.Clear(); }
-  void ClearProgress() {
-    std::lock_guard lock(mu_);
-    ClearProgressLocked();
-  }
-
-  bool Accepted() {
-    std::lock_guard lock(mu_);
-    return !task_id_.empty();
-  }
-
-  Connection& conn_;
-  const std::string address_;
-  const bool tty_, quiet_, noinput_;
-  RawTerminal term_;
-  std::mutex mu_;
-  std::condition_variable stdin_cv_;
-  bool started_ = false;
-  std::string task_id_;
-  std::optional<Waiting> waiting_;
-  std::set<std::string> shown_errors_;
-  Clock::time_point started_at_;
-  cli::WaitingProgress progress_;
-  uint64_t stdin_sent_ = 0, stdin_acked_ = 0;
-  std::atomic<bool> cancel_sent_{false};
-  std::atomic<bool> kill_sent_{false};
-};
 
 // ---- vbatch ----------------------------------------------------------------------------------
 
@@ -972,26 +504,36 @@ int Main(Mode mode, int argc, char** argv) {
   if (tty_mode != "auto" && tty_mode != "yes" && tty_mode != "no") Fallback(a, "--tty " + tty_mode);
   bool tty = mode == Mode::kRun &&
              (tty_mode == "yes" || (tty_mode == "auto" && isatty(STDIN_FILENO) && isatty(STDOUT_FILENO)));
+  std::string address = cli::ResolveServer(o.Get(kServer));
+  RunOptions run{address, cli::ResolveToken(o.Get(kToken)), tty, o.Has(kQuiet), o.Has(kNoInput), kDefaultReattachFor};
+  if (o.Has(kReattachFor)) {
+    auto d = ParseDuration(o.Get(kReattachFor));
+    if (!d.ok() || d->count() <= 0) Fallback(a, "--reattach-for " + o.Get(kReattachFor));
+    run.reattach_for = *d;
+  }
+  if (o.Has(kReattach)) {
+    uint64_t out = 0, err = 0;
+    std::string offsets = o.Get(kReattachOffsets, "0,0");
+    if (std::sscanf(offsets.c_str(), "%lu,%lu", &out, &err) != 2) Fallback(a, "--reattach-offsets " + offsets);
+    std::string host, port;
+    if (!SplitAddress(address, &host, &port)) Fallback(a, fmt::format("server address {} is not HOST:PORT", address));
+    BlockForwardedSignals();
+    Reattach(run, o.Get(kReattach), out, err);
+  }
   ProtoWriter spec;
   if (auto why = BuildSpec(mode, o, tty, &spec)) Fallback(a, *why);
   const std::string& payload = spec.bytes();
 
-  std::string address = cli::ResolveServer(o.Get(kServer));
   Connection conn;
   if (auto rc = ConnectTo(a, conn, address)) return *rc;
   auto started_at = Clock::now();
   uint8_t request = mode == Mode::kBatch ? fast::kSubmit : fast::kRun;
-  if (auto rc = Hello(a, conn, address, cli::ResolveToken(o.Get(kToken)), request, payload)) return *rc;
+  if (auto rc = Hello(a, conn, address, run.token, request, payload)) return *rc;
   if (Tracing()) fmt::print(stderr, "tidepool-client: fast path ({})\n", address);
 
   if (mode == Mode::kBatch) return Submit(conn, address);
-  // From here on this client is vrun. As in run.cc: the forwarded signals are taken by our
-  // signal thread only (every thread inherits the mask), and a closed stdout is not fatal.
-  sigset_t sigs = ForwardedSignals();
-  pthread_sigmask(SIG_BLOCK, &sigs, nullptr);
-  signal(SIGPIPE, SIG_IGN);
-  RunSession session(conn, address, tty, o.Has(kQuiet), o.Has(kNoInput));
-  session.Run(started_at);
+  BlockForwardedSignals();
+  RunEvents(conn, run, started_at);
 }
 
 }  // namespace tidepool::fastclient

@@ -59,6 +59,11 @@ int lite_tracing(void) {
 }
 
 _Noreturn void lite_hand_over(const char* why) {
+  g_argv[0] = (char*)g_name;
+  lite_hand_over_argv(why, g_argv);
+}
+
+_Noreturn void lite_hand_over_argv(const char* why, char** argv) {
   if (lite_tracing()) fprintf(stderr, "tidepool-client: lite %s hands over: %s\n", g_name, why);
   char self[4096];
   ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
@@ -72,11 +77,10 @@ _Noreturn void lite_hand_over(const char* why) {
       snprintf(path, sizeof(path), "%stidepool-%s", self, g_name);
     }
   }
-  g_argv[0] = (char*)g_name;
-  execv(path, g_argv);
+  execv(path, argv);
   char base[64];
   snprintf(base, sizeof(base), "tidepool-%s", g_name);
-  execvp(base, g_argv);
+  execvp(base, argv);
   fprintf(stderr, "%s: cannot run %s: %s\n", g_name, path, strerror(errno));
   exit(kExitTidepoolFailed);
 }

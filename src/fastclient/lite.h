@@ -45,6 +45,8 @@ void lite_init(const char* name, char** argv);
 int lite_tracing(void);
 /* Replaces this process with the C++ fast client, same arguments. */
 _Noreturn void lite_hand_over(const char* why);
+/* The same with other arguments (argv[0] the client's name, NULL-terminated). */
+_Noreturn void lite_hand_over_argv(const char* why, char** argv);
 /* A fatal local error (out of memory): says so and exits 255. */
 _Noreturn void lite_die(const char* what);
 

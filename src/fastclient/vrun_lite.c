@@ -44,6 +44,7 @@ static struct {
   int progress_shown, printed_once;
   Buf last_plain_line;
   uint64_t stdin_sent, stdin_acked;
+  uint64_t received[2]; /* stdout, stderr bytes written out: where a reattach takes up */
   atomic_int cancel_sent;
   atomic_int kill_sent; /* a second Ctrl-C: the exit status is 130 whoever exits first */
   int has_last_int;
@@ -237,6 +238,28 @@ static int exit_status(const char* p, size_t n) {
   return kExitTidepoolFailed;
 }
 
+/* The server went away after taking the task: the C++ client reconnects and takes the task up
+ * from the bytes written out so far (run_session.h), in this process and terminal. */
+static _Noreturn void reattach(void) {
+  char offsets[64];
+  snprintf(offsets, sizeof(offsets), "%llu,%llu", (unsigned long long)S.received[0], (unsigned long long)S.received[1]);
+  char* argv[12];
+  int n = 0;
+  argv[n++] = "vrun";
+  argv[n++] = "--reattach";
+  argv[n++] = (char*)buf_cstr(&S.task_id);
+  argv[n++] = "--reattach-offsets";
+  argv[n++] = offsets;
+  argv[n++] = "--tty";
+  argv[n++] = S.tty ? "yes" : "no";
+  if (S.quiet) argv[n++] = "-q";
+  if (S.noinput) argv[n++] = "-I";
+  argv[n] = NULL;
+  restore_terminal(); /* the C++ client makes it raw again, and puts back what it found */
+  fflush(stdout);
+  lite_hand_over_argv("the server went away", argv);
+}
+
 /* One event; an exit status when the session is over, else -1. */
 static int handle(int type, const Buf* payload) {
   const char* p = buf_cstr(payload);
@@ -245,6 +268,7 @@ static int handle(int type, const Buf* payload) {
     case kStdout:
     case kStderr:
       lite_write_all(type == kStderr ? STDERR_FILENO : STDOUT_FILENO, p, n);
+      S.received[type == kStderr] += n;
       return -1;
     case kAccepted:
       pthread_mutex_lock(&S.mu);
@@ -381,10 +405,7 @@ int main(int argc, char** argv) {
     pthread_mutex_lock(&S.mu);
     int has_id = S.task_id.n > 0;
     pthread_mutex_unlock(&S.mu);
-    if (code == kStatusUnavailable && has_id) {
-      fprintf(stderr, "tidepool: lost the connection to the server at %s (task %s)\n", S.address, S.task_id.p);
-      finish_with(kExitTidepoolFailed);
-    }
+    if (code == kStatusUnavailable && has_id) reattach(); /* the server went away; the command runs on */
     finish_with(lite_report_failure(code, buf_cstr(&message), S.address));
   }
   fprintf(stderr, "tidepool: the server ended task %s without an exit status\n", buf_cstr(&S.task_id));

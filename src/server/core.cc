@@ -166,11 +166,9 @@ Status Core::Start() {
         if (!gang_shard && !(group && group->is_group)) EvaluateDependencies(t);
         break;
       case v1::TASK_STATE_QUEUEING:
-        if (interactive) {
-          Finish(t, v1::TASK_STATE_CANCELLED, "server restarted before the task started; its vrun is gone");
-        } else if (!gang_shard) {
-          Enqueue(t);
-        }
+        // A queued vrun's task waits for its vrun to reattach (Detach), in its place meanwhile.
+        if (interactive) Detach(t);
+        if (!gang_shard) Enqueue(t);
         break;
       case v1::TASK_STATE_RUNNING_SUBTASKS:
         if (t->gang()) {
@@ -199,9 +197,11 @@ Status Core::Start() {
           auto sink = logs_.Sink(t->id());
           if (sink.ok()) route->log = *sink;
         } else {
-          // Its vrun went with the old server: stop it when its agent comes back.
-          t->cancel_requested = true;
-          t->cancel_reason = "server restarted; the attached vrun is gone";
+          // Its vrun went with the old server and reattaches to this one: until then the agent
+          // holds the output (retry_later), and the command runs on.
+          route->detached = true;
+          route->forwarded[1] = route->forwarded[2] = UINT64_MAX;  // AgentOutput: the least offset seen
+          Detach(t);
         }
         {
           std::lock_guard rl(routes_mu_);
@@ -600,10 +600,23 @@ std::optional<uint64_t> Core::AgentOutput(AgentLink* link, const v1::TaskOutput&
     uint64_t stored = log->Write(out.stream(), base + out.offset(), out.data());
     return stored >= base ? stored - base : 0;
   }
-  if (!route->client) return end;
   uint64_t& forwarded = route->forwarded[idx];
+  if (!route->client) {
+    if (!route->detached) return end;  // its vrun left for good: dropped
+    // Held for a vrun to come: refused (retry_later) at the offset the agent resends from, the
+    // least it has sent since (an ack past it would make the agent drop what it holds).
+    forwarded = std::min(forwarded, out.offset());
+    return forwarded;
+  }
   if (end <= forwarded) return forwarded;
-  if (out.offset() > forwarded) return forwarded;  // a gap: ask for a resend
+  if (out.offset() > forwarded) {
+    if (!route->resumed[idx]) return forwarded;  // a gap: ask for a resend
+    // Just reattached: the old server saw these bytes written out, and the vrun never got them.
+    spdlog::warn("task {}: {} bytes of {} were lost with the previous server", out.task_id(), out.offset() - forwarded,
+                 idx == 2 ? "stderr" : "stdout");
+    forwarded = out.offset();
+  }
+  route->resumed[idx] = false;
   v1::RunEvent e;
   e.mutable_output()->set_stream(out.stream());
   e.mutable_output()->set_data(out.data().substr(forwarded - out.offset()));

@@ -119,7 +119,17 @@ class Core {
   // Returns the task id, or "" when refused (the client was finished with the error).
   std::string Run(std::shared_ptr<RunClient> client, v1::TaskSpec spec, const Caller& caller = {});
   void RunInput(const std::string& task_id, const v1::RunRequest& request);
+  // The vrun went away. While the server runs, its command is stopped (or withdrawn if queued);
+  // once the server is stopping, nothing happens: the vrun reattaches to the next server.
   void RunClientGone(const std::string& task_id);
+  // A vrun cut off by a server restart takes its task up again (core_run.cc): the client receives
+  // Accepted, Started (if running), the output from the given offsets on, and Exited, as for
+  // Run; a task that ended meanwhile answers Accepted and its Exited at once. Returns the task
+  // id, or "" when refused (the client was finished with the error: NOT_FOUND as for a task the
+  // caller cannot see, ABORTED while another vrun is attached, FAILED_PRECONDITION for a batch task).
+  std::string Reattach(std::shared_ptr<RunClient> client, const v1::Reattach& request, const Caller& caller = {});
+  // Restored interactive tasks wait this long for their vrun (TaskSpec.reattach_for_ms = 0).
+  static constexpr std::chrono::milliseconds kDefaultReattachFor{5 * 60 * 1000};
 
   Result<v1::Task> GetTask(const std::string& id, const Caller& caller = {});
   // One page, newest first (core_list.cc): at most request.limit tasks (kDefaultListLimit when 0)
@@ -208,6 +218,18 @@ class Core {
   void CancelTree(Task* t, const std::string& reason, std::vector<std::string>* cancelled);
   void Finish(Task* t, v1::TaskState state, const std::string& reason);
   void OnExited(Session* s, const v1::TaskExited& e);
+  // Interactive (core_run.cc): the exit report waits while no vrun has its output (detached
+  // after a restart); true when it must be held.
+  bool HoldExitForVrun(Task* t, const v1::TaskExited& e);
+  // A restored interactive task: its vrun may come back until kDefaultReattachFor (or the spec's).
+  void Detach(Task* t);
+  void DetachExpired(const std::string& task_id);
+  // Takes a held exit report (its agent connected), or asks the agent to send its output again.
+  void ResumeOutput(Task* t);
+  // Sends the client of a run that ended its Exited (from the record) and finishes it.
+  void SendExited(RunClient* client, const v1::Task& st, bool* exit_sent);
+  // Stops the command of a running interactive task nobody is attached to any more.
+  void CancelUnattended(Task* t, const std::string& reason);
   // A batch task's log holds every byte its exit report counts (a full disk may have refused some).
   bool OutputStored(const Task& t, const v1::TaskExited& e);
   // OK when new work may be taken: the store has not failed and no commit waits for disk space.

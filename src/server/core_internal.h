@@ -6,6 +6,7 @@
 #include <chrono>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -106,6 +107,11 @@ struct Core::Task {
   std::string cancel_reason;
   bool exit_sent = false;          // the vrun client has its Exited
   std::shared_ptr<RunClient> client;
+  // Interactive, restored after a restart: its vrun may reattach (Core::Reattach) until the timer.
+  bool detached = false;
+  TimerQueue::TimerId detach_timer = 0;
+  // Interactive: the agent's exit report, held while its output waits for a vrun to reattach.
+  std::optional<v1::TaskExited> held_exit;
   std::map<uint64_t, std::function<void(const v1::Task&)>> watchers;
   TimerQueue::TimerId lost_timer = 0;
   v1::Waiting last_waiting;
@@ -147,6 +153,11 @@ class Core::OutputRoute {
   std::shared_ptr<RunClient> client;
   std::weak_ptr<AgentLink> agent;
   uint64_t forwarded[3] = {0, 0, 0};  // interactive: bytes handed to the client, per stream
+  // Interactive, no vrun yet after a restart: output is held by the agent (retry_later).
+  bool detached = false;
+  // Interactive, just reattached: the agent's next chunk of a stream may start past what the vrun
+  // has (bytes the old server saw written out, lost with it): taken from there, not refused.
+  bool resumed[3] = {false, false, false};
   uint64_t base[3] = {0, 0, 0};       // batch: where this attempt's output starts in the log files
 };
 

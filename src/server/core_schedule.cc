@@ -258,6 +258,7 @@ void Core::Dispatch(Task* t, Worker* w) {
     }
     route->attempt = st.attempts();
     route->forwarded[1] = route->forwarded[2] = 0;
+    route->detached = t->detached;  // a restored vrun's task, its vrun not back yet: output held
     // A new attempt's output follows the earlier attempts' in the same files.
     route->base[1] = route->log ? route->log->size(v1::OUTPUT_STREAM_STDOUT) : 0;
     route->base[2] = route->log ? route->log->size(v1::OUTPUT_STREAM_STDERR) : 0;

@@ -411,114 +411,6 @@ void Core::Submit(v1::TaskSpec spec, std::function<void(Result<std::string>)> do
   for (PoolController* p : (*created)->eligible) Schedule(p);
 }
 
-std::string Core::Run(std::shared_ptr<RunClient> client, v1::TaskSpec spec, const Caller& caller) {
-  std::lock_guard lock(mu_);
-  if (stopped_) {
-    client->Finish(Unavailable("the server is shutting down"));
-    return "";
-  }
-  if (Status h = StoreTakesWork(); !h.ok()) {
-    client->Finish(h);
-    return "";
-  }
-  // As in Submit: the task and its assignment, one commit (P1: the first fsync of two).
-  store::WriteBatcher::Hold group(&batcher_);
-  spec.set_kind(v1::TASK_KIND_INTERACTIVE);
-  spec.set_shards(0);
-  spec.set_gang(false);
-  auto created = CreateTask(std::move(spec), client, [client](const Status& s, const std::string& id, const std::string& pool) {
-    if (!s.ok()) {
-      client->Finish(Status(s.code(), fmt::format("the task could not be stored: {}", s.message())));
-      return;
-    }
-    v1::RunEvent e;
-    e.mutable_accepted()->set_task_id(id);
-    e.mutable_accepted()->set_pool(pool);
-    client->Send(std::move(e));
-  }, caller);
-  if (!created.ok()) {
-    client->Finish(created.status());
-    return "";
-  }
-  Task* t = *created;
-  for (PoolController* p : t->eligible) Schedule(p);
-  return t->id();
-}
-
-void Core::RunInput(const std::string& task_id, const v1::RunRequest& req) {
-  std::lock_guard lock(mu_);
-  Task* t = FindTask(task_id);
-  if (!t || api::IsFinal(t->st().state())) return;
-  v1::ServerMessage m;
-  switch (req.request_case()) {
-    case v1::RunRequest::kStdin:
-      m.mutable_stdin()->set_task_id(task_id);
-      m.mutable_stdin()->set_data(req.stdin());
-      break;
-    case v1::RunRequest::kStdinEof:
-      m.mutable_stdin()->set_task_id(task_id);
-      m.mutable_stdin()->set_eof(true);
-      break;
-    case v1::RunRequest::kSignal:
-      if (!t->dispatched) {
-        // Before it runs, any forwarded signal means "never mind".
-        t->cancel_requested = true;
-        t->cancel_reason = fmt::format("cancelled by signal {} while queued", req.signal());
-        if (t->queued) Finish(t, v1::TASK_STATE_CANCELLED, t->cancel_reason);
-        return;
-      }
-      m.mutable_signal()->set_task_id(task_id);
-      m.mutable_signal()->set_signal(req.signal());
-      break;
-    case v1::RunRequest::kResize:
-      m.mutable_resize()->set_task_id(task_id);
-      *m.mutable_resize()->mutable_size() = req.resize();
-      break;
-    case v1::RunRequest::kCancel:
-      t->cancel_requested = true;
-      t->cancel_reason = "cancelled";
-      if (t->queued) {
-        Finish(t, v1::TASK_STATE_CANCELLED, "cancelled while queued");
-      } else if (t->dispatched) {
-        v1::ServerMessage c;
-        c.mutable_cancel()->set_task_id(task_id);
-        c.mutable_cancel()->set_grace_ms(opts_.kill_grace.count());
-        SendToWorker(t->assigned, std::move(c));
-      }
-      return;
-    default:
-      return;
-  }
-  if (t->dispatched && !t->assigned.empty()) SendToWorker(t->assigned, std::move(m));
-}
-
-void Core::RunClientGone(const std::string& task_id) {
-  std::lock_guard lock(mu_);
-  Task* t = FindTask(task_id);
-  if (!t) return;
-  t->client.reset();
-  {
-    std::lock_guard rl(routes_mu_);
-    auto it = routes_.find(task_id);
-    if (it != routes_.end()) {
-      std::lock_guard l(it->second->mu);
-      it->second->client.reset();
-    }
-  }
-  if (api::IsFinal(t->st().state())) return;
-  t->cancel_requested = true;
-  t->cancel_reason = "its vrun disconnected";
-  if (t->queued) {
-    Finish(t, v1::TASK_STATE_CANCELLED, t->cancel_reason);
-  } else if (t->dispatched) {
-    v1::ServerMessage c;
-    c.mutable_cancel()->set_task_id(task_id);
-    c.mutable_cancel()->set_grace_ms(opts_.kill_grace.count());
-    c.mutable_cancel()->set_reason(t->cancel_reason);
-    SendToWorker(t->assigned, std::move(c));
-  }
-}
-
 Result<v1::Task> Core::GetTask(const std::string& id, const Caller& caller) {
   v1::Task t;
   {
@@ -678,20 +570,12 @@ void Core::Finish(Task* t, v1::TaskState state, const std::string& reason) {
     timers_.Cancel(t->lost_timer);
     t->lost_timer = 0;
   }
+  if (t->detach_timer) {
+    timers_.Cancel(t->detach_timer);
+    t->detach_timer = 0;
+  }
   if (t->client) {
-    if (!t->exit_sent) {
-      v1::RunEvent e;
-      v1::Exited* x = e.mutable_exited();
-      x->set_state(state);
-      x->set_has_exit_code(st.has_exit_code());
-      x->set_exit_code(st.exit_code());
-      x->set_signal(st.signal());
-      x->set_reason(st.reason());
-      x->set_command_not_found(st.exit_code() == 127 && st.reason().rfind("command not found", 0) == 0);
-      t->client->Send(std::move(e));
-      t->exit_sent = true;
-    }
-    t->client->Finish(Status::Ok());
+    SendExited(t->client.get(), st, &t->exit_sent);
     t->client.reset();
   }
   std::shared_ptr<OutputRoute> route;
@@ -831,6 +715,13 @@ void Core::OnExited(Session* s, const v1::TaskExited& e) {
     spdlog::info("task {}: its exit waits for its output to be stored", t->id());
     return;
   }
+  if (HoldExitForVrun(t, e)) {
+    // Not taken either: taken when its vrun reattaches (ResumeOutput) or stops waiting for one.
+    spdlog::info("task {}: its exit waits for its vrun to reattach", t->id());
+    t->held_exit = e;
+    return;
+  }
+  t->held_exit.reset();
   v1::Task& st = t->st();
   st.set_has_exit_code(e.has_exit_code());
   st.set_exit_code(e.exit_code());
@@ -844,7 +735,9 @@ void Core::OnExited(Session* s, const v1::TaskExited& e) {
       st.set_has_exit_code(true);
       st.set_exit_code(127);
     }
-  } else if (t->cancel_requested) {
+  } else if (t->cancel_requested && !(e.reason().empty() && e.signal() == 0 && e.has_exit_code())) {
+    // Stopped by the cancel. A command that ran to its own end before the cancel took effect
+    // (its report has no reason and an exit code) is recorded as it ended, never CANCELLED.
     state = v1::TASK_STATE_CANCELLED;
     reason = t->cancel_reason;
   } else if (e.reason() == "timeout") {

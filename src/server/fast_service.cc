@@ -69,6 +69,7 @@ std::string FrameName(uint8_t type) {
   switch (type) {
     case fast::kHello: return "hello";
     case fast::kRun: return "run";
+    case fast::kReattach: return "reattach";
     case fast::kSubmit: return "submit";
     case fast::kStdin: return "stdin";
     case fast::kStdinEof: return "stdin-eof";
@@ -641,6 +642,23 @@ void HandleFrame(FastFrontDoor::Conn& c, const std::shared_ptr<FastFrontDoor::Co
           return refuse(refusal);
         }
         c.phase = Phase::kAgent;
+        return;
+      }
+      if (type == fast::kReattach) {
+        json j = ParseObject(payload);
+        const int64_t out = j.is_discarded() ? -1 : IntField(j, "stdout").value_or(-1);
+        const int64_t err = j.is_discarded() ? -1 : IntField(j, "stderr").value_or(-1);
+        auto id = j.is_discarded() ? j.end() : j.find("task_id");
+        if (out < 0 || err < 0 || id == j.end() || !id->is_string()) {
+          return refuse(InvalidArgument("fast protocol: malformed reattach"));
+        }
+        v1::Reattach req;
+        req.set_task_id(id->get<std::string>());
+        req.set_stdout_offset(static_cast<uint64_t>(out));
+        req.set_stderr_offset(static_cast<uint64_t>(err));
+        c.phase = Phase::kRunning;
+        c.task_id = c.core->Reattach(std::make_shared<FastRunClient>(self), req, c.caller);
+        if (c.task_id.empty()) c.phase = Phase::kDone;  // refused: the client has the error
         return;
       }
       if (type != fast::kRun && type != fast::kSubmit) {

@@ -45,6 +45,12 @@ class RunStream final : public grpc::ServerBidiReactor<v1::RunRequest, v1::RunEv
       return;
     }
     if (task_id_.empty()) {
+      if (in_.has_reattach()) {
+        task_id_ = core_->Reattach(std::make_shared<RunClientImpl>(outbox_), in_.reattach(), caller_);
+        if (task_id_.empty()) return;  // refused; the outbox has the error
+        StartRead(&in_);
+        return;
+      }
       if (!in_.has_start()) {
         outbox_->Finish(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "the first request must carry the task"));
         return;
