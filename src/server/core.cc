@@ -8,7 +8,9 @@
 #include <spdlog/spdlog.h>
 
 #include "api/names.h"
+#include "backends/redacting_backend.h"
 #include "common/crypto.h"
+#include "common/process.h"
 #include "common/time.h"
 #include "scheduler/matcher.h"
 
@@ -59,6 +61,8 @@ Status Core::Start() {
     spdlog::warn("{} log file{} of tasks this store does not hold (a store restored or reset?) moved to {}/orphaned",
                  *orphans, *orphans == 1 ? "" : "s", opts_.data_dir + "/logs");
   }
+  // Whatever a backend says passes this before it is stored, shown or logged.
+  auto redactor = backends::ServerRedactor(opts_.config, CurrentEnvironment());
   for (const config::PoolConfig& pc : opts_.config.pools) {
     std::unique_ptr<backends::Backend> backend;
     if (const config::BackendConfig* bc = pc.backend()) {
@@ -68,9 +72,11 @@ Status Core::Start() {
       if (made.ok()) {
         backend = std::move(made).value();
       } else {
-        spdlog::error("pool {}: {}", pc.name, made.status().message());
-        backend = std::make_unique<UnavailableBackend>(made.status().message());
+        std::string why = redactor->Scrub(made.status().message());
+        spdlog::error("pool {}: {}", pc.name, why);
+        backend = std::make_unique<UnavailableBackend>(why);
       }
+      backend = backends::Redacting(std::move(backend), redactor);
     }
     std::string name = pc.name;
     PoolController::Hooks hooks;
