@@ -162,8 +162,6 @@ class Core {
   // The owner of an unfinished task (for task tokens); "" if none.
   std::string TaskOwner(const std::string& id);
 
-  // The web status page at metrics_listen.
-  std::string StatusPage();
   // OK, or why the store accepts no more writes (store.h Health()): then Submit and Run refuse
   // with it, nothing new is dispatched, and /healthz reports it.
   Status StoreHealth() const { return store_->Health(); }
