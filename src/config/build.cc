@@ -125,6 +125,10 @@ class Builder {
     if (j.contains("auth")) {
       s.users_file = Str(j["auth"], "users_file");
       if (s.users_file.empty()) Error("server.auth", "auth needs users_file", true);
+      s.metrics_token = Str(j["auth"], "metrics_token");
+      if (j["auth"].contains("metrics_token") && s.metrics_token.size() < 16) {
+        Error("server.auth.metrics_token", "use at least 16 characters (the value is not shown)");
+      }
       Inactive("", "server.auth", "server.auth", "auth");
     }
     return s;

@@ -61,6 +61,21 @@ std::string BackendConfig::Fingerprint() const {
   return HmacSha256Hex("tidepool-backend-fingerprint", canonical).substr(0, 16);
 }
 
+std::vector<std::string> SecretValues(const Config& config) {
+  std::vector<std::string> out;
+  if (!config.server.metrics_token.empty()) out.push_back(config.server.metrics_token);
+  for (const PoolConfig& pool : config.pools) {
+    const BackendConfig* b = pool.backend();
+    if (!b) continue;
+    nlohmann::json fields = b->fields;
+    for (const std::string& path : b->secret_paths) {
+      const nlohmann::json* value = Resolve(&fields, path);
+      if (value && value->is_string() && !value->get<std::string>().empty()) out.push_back(value->get<std::string>());
+    }
+  }
+  return out;
+}
+
 const PoolConfig* Config::FindPool(const std::string& name) const {
   auto it = std::find_if(pools.begin(), pools.end(),
                          [&](const PoolConfig& p) { return p.name == name; });

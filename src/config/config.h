@@ -141,6 +141,8 @@ struct ServerConfig {
   std::string db;
   std::optional<TlsConfig> tls;
   std::string users_file;      // auth.users_file
+  // auth.metrics_token (a secret): opens /metrics only, for Prometheus; "" = none.
+  std::string metrics_token;
 };
 
 struct Config {
@@ -168,6 +170,10 @@ LoadResult LoadConfigPath(const std::string& path, const EnvLookup& env = Proces
 // YAML text; `filename` is used in error positions.
 LoadResult LoadConfigString(const std::string& yaml, const std::string& filename,
                             const EnvLookup& env = ProcessEnv());
+
+// The values of every secret field set (backends' secret_paths, server.auth.metrics_token): what
+// text from outside must be scrubbed of before it is stored or shown (common/redact.h).
+std::vector<std::string> SecretValues(const Config& config);
 
 // The built-in default (cli.md): one default pool `local` on the local backend.
 Config DefaultConfig(int cpus);

@@ -110,6 +110,29 @@ TEST(Backend, EmptySecretIsShownAsEmpty) {
   EXPECT_EQ(b.Redacted()["api_token"], "");
 }
 
+TEST(SecretValues, EverySecretFieldSetAndNothingElse) {
+  LoadResult r = Load(
+      "server:\n  auth: { users_file: /u.yaml, metrics_token: \"${PROM_TOKEN}\" }\n"
+      "agent_pools:\n"
+      "  - name: a\n    auto_scaler:\n      backend: { digitalocean_droplet: { region: atl1, api_token: do-xyz,"
+      " tailscale_config: { server: https://ts, pre_auth_key: tskey-abc } } }\n"
+      "  - name: b\n    auto_scaler:\n      backend: { mithril_spot_bid: { api_token: \"\" } }\n"
+      "  - name: c\n",
+      Env({{"PROM_TOKEN", "prometheus-scrape-0123"}}));
+  ASSERT_TRUE(r.config) << ::testing::PrintToString(ErrorStrings(r));
+  EXPECT_EQ(r.config->server.metrics_token, "prometheus-scrape-0123");
+  EXPECT_THAT(SecretValues(*r.config), ElementsAre("prometheus-scrape-0123", "do-xyz", "tskey-abc"));
+  EXPECT_THAT(Summarize(*r.config), Not(HasSubstr("prometheus-scrape-0123")));
+}
+
+TEST(SecretValues, AShortMetricsTokenIsRefusedWithoutEchoingIt) {
+  LoadResult r = Load("server:\n  auth: { users_file: /u.yaml, metrics_token: short-tok }\n");
+  EXPECT_FALSE(r.config);
+  ASSERT_EQ(r.errors.size(), 1u);
+  EXPECT_THAT(r.errors[0].ToString(), HasSubstr("server.auth.metrics_token: use at least 16 characters"));
+  EXPECT_THAT(r.errors[0].ToString(), Not(HasSubstr("short-tok")));
+}
+
 TEST(Backend, FingerprintFollowsTheTemplate) {
   BackendConfig a = LoadBackend("{ aws_launch_template: { region: us-west-2, ami_id: ami-1 } }");
   BackendConfig same = LoadBackend("{ awsLaunchTemplate: { amiId: ami-1, region: us-west-2 } }");

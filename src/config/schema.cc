@@ -411,7 +411,7 @@ const Message* Tls() {
 }
 
 const Message* Auth() {
-  static const Message m{"auth", {Str("users_file")}};
+  static const Message m{"auth", {Str("users_file"), Secret("metrics_token")}};
   return &m;
 }
 

@@ -12,6 +12,7 @@
 #include <cerrno>
 #include <chrono>
 #include <cstring>
+#include <strings.h>
 #include <exception>
 #include <optional>
 
@@ -49,6 +50,20 @@ std::optional<HostPort> ParseListen(const std::string& listen) {
   int n = std::stoi(port);
   if (n > 65535) return std::nullopt;
   return HostPort{.host = host, .port = n};
+}
+
+// The token of `Authorization: Bearer TOKEN` (the scheme in any case), or "".
+std::string BearerToken(const httplib::Request& req) {
+  std::string value = req.get_header_value("Authorization");
+  if (value.size() < 7 || strncasecmp(value.c_str(), "bearer ", 7) != 0) return "";
+  size_t start = value.find_first_not_of(' ', 7), end = value.find_last_not_of(" \t\r");
+  return start == std::string::npos ? "" : value.substr(start, end - start + 1);
+}
+
+void Refuse(httplib::Response& res, int status, const std::string& why) {
+  res.status = status;
+  if (status == 401) res.set_header("WWW-Authenticate", "Bearer realm=\"tidepool\"");
+  res.set_content(why + "\n", "text/plain; charset=utf-8");
 }
 
 }  // namespace
@@ -95,18 +110,45 @@ Status HttpEndpoint::Start(const std::string& listen, Registry* registry,
   server->set_read_timeout(kIoTimeoutSeconds, 0);
   server->set_write_timeout(kIoTimeoutSeconds, 0);
 
-  server->Get("/metrics", [registry](const httplib::Request&, httplib::Response& res) {
-    res.set_content(registry->Render(), kContentType);
+  // The two pages, as `access` allows.
+  auto serve = [registry](const std::string& path, const Access& access, httplib::Response& res) {
+    if (path == "/metrics") {
+      if (!access.metrics) return Refuse(res, 403, "this token does not open /metrics");
+      res.set_content(registry->Render(access.series), kContentType);
+    } else {
+      if (!access.status_page) return Refuse(res, 403, "this token opens /metrics only");
+      res.set_content(access.status_page(), "text/html; charset=utf-8");
+    }
+  };
+  // Without a gate: everything, to everyone.
+  Access open{.metrics = true,
+              .status_page = [page = std::move(status_page_html)] { return page ? page() : std::string(kStubPage); }};
+  server->Get("/metrics", [serve, open](const httplib::Request& req, httplib::Response& res) {
+    serve(req.path, open, res);
   });
-  server->Get("/", [page = std::move(status_page_html)](const httplib::Request&,
-                                                        httplib::Response& res) {
-    res.set_content(page ? page() : std::string(kStubPage), "text/html; charset=utf-8");
-  });
-  server->Get("/healthz", [health = health_](const httplib::Request&, httplib::Response& res) {
+  server->Get("/", [serve, open](const httplib::Request& req, httplib::Response& res) { serve(req.path, open, res); });
+  if (gate_) {
+    server->set_pre_routing_handler([serve, gate = gate_](const httplib::Request& req, httplib::Response& res) {
+      using R = httplib::Server::HandlerResponse;
+      if (req.path == "/healthz") return R::Unhandled;
+      Access access = gate(BearerToken(req));
+      if (access.refusal != 0) {
+        Refuse(res, access.refusal, access.why);
+        return R::Handled;
+      }
+      // Served here, never by the open routes (HEAD too: httplib would run the GET route).
+      bool page = req.path == "/" || req.path == "/metrics";
+      if (!page || (req.method != "GET" && req.method != "HEAD")) return R::Unhandled;  // 404
+      serve(req.path, access, res);
+      return R::Handled;
+    });
+  }
+  server->Get("/healthz", [health = health_, gated = bool(gate_)](const httplib::Request&, httplib::Response& res) {
     std::string problem = health ? health() : std::string();
     if (!problem.empty()) {
       res.status = 503;
-      res.set_content(problem + "\n", "text/plain; charset=utf-8");
+      // Open to anyone: with auth on, whether it is healthy and nothing more.
+      res.set_content(gated ? std::string("unhealthy\n") : problem + "\n", "text/plain; charset=utf-8");
       return;
     }
     res.set_content("ok", "text/plain; charset=utf-8");

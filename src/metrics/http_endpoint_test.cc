@@ -3,7 +3,9 @@
 #include <gtest/gtest.h>
 #include <httplib.h>
 
+#include <algorithm>
 #include <atomic>
+#include <mutex>
 #include <chrono>
 #include <stdexcept>
 #include <string>
@@ -94,6 +96,59 @@ TEST_F(HttpEndpointTest, ServesMetricsStatusPageHealthzAnd404) {
 
   ep.Stop();
   EXPECT_EQ(ep.port(), 0);
+}
+
+TEST_F(HttpEndpointTest, WithAGateEveryPageButHealthzAsksItFirst) {
+  registry_.Counter("tidepool_backend_calls_total", "Backend calls.", {{"pool", "cpu"}, {"result", "ok"}}).Inc();
+  HttpEndpoint ep;
+  ep.set_health([] { return std::string("store /x/tidepool.db: disk I/O error"); });
+  std::vector<std::string> asked;
+  std::mutex mu;
+  ep.set_gate([&](const std::string& token) -> HttpEndpoint::Access {
+    std::lock_guard lock(mu);
+    asked.push_back(token);
+    if (token == "user") {
+      return {.metrics = true,
+              .series = [](const Labels& l) { return l.size() == 2 && l[0].second == "gpu"; },
+              .status_page = [] { return std::string("<p>gpu</p>"); }};
+    }
+    if (token == "scraper") return {.metrics = true};
+    return {.refusal = 401, .why = token.empty() ? "needs a token" : "not accepted"};
+  });
+  ASSERT_TRUE(ep.Start("127.0.0.1:0", &registry_, [] { return std::string("<p>everything</p>"); }).ok());
+  httplib::Client cli("127.0.0.1", ep.port());
+  auto get = [&](const std::string& path, const std::string& token) {
+    httplib::Headers h;
+    if (!token.empty()) h.emplace("Authorization", "bearer  " + token + " ");
+    return cli.Get(path.c_str(), h);
+  };
+  for (const char* path : {"/", "/metrics", "/elsewhere"}) {
+    auto res = get(path, "");
+    ASSERT_TRUE(res);
+    EXPECT_EQ(res->status, 401) << path;
+    EXPECT_EQ(res->body, "needs a token\n");
+    EXPECT_EQ(res->get_header_value("WWW-Authenticate"), "Bearer realm=\"tidepool\"");
+    EXPECT_EQ(get(path, "forged")->body, "not accepted\n");
+  }
+  auto res = get("/", "user");
+  EXPECT_EQ(res->status, 200);
+  EXPECT_EQ(res->body, "<p>gpu</p>");
+  res = get("/metrics", "user");
+  EXPECT_NE(res->body.find("pool=\"gpu\""), std::string::npos) << res->body;
+  EXPECT_EQ(res->body.find("pool=\"cpu\""), std::string::npos) << res->body;
+  EXPECT_EQ(res->body.find("\nprocess_cpu_seconds_total "), std::string::npos) << res->body;
+  res = get("/metrics", "scraper");
+  EXPECT_NE(res->body.find("pool=\"cpu\""), std::string::npos) << res->body;
+  res = get("/", "scraper");
+  EXPECT_EQ(res->status, 403);
+  EXPECT_EQ(res->body, "this token opens /metrics only\n");
+  EXPECT_EQ(get("/elsewhere", "user")->status, 404);
+  // /healthz: open, and not a word about why.
+  res = get("/healthz", "");
+  EXPECT_EQ(res->status, 503);
+  EXPECT_EQ(res->body, "unhealthy\n");
+  std::lock_guard lock(mu);
+  EXPECT_EQ(std::count(asked.begin(), asked.end(), ""), 3) << "the gate is asked for every page but /healthz";
 }
 
 TEST_F(HttpEndpointTest, StubStatusPageAndFailingStatusPage) {

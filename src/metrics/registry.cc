@@ -249,7 +249,7 @@ void Registry::AddCollector(Collector collector) {
   collectors_.push_back(std::make_shared<const Collector>(std::move(collector)));
 }
 
-std::string Registry::Render() {
+std::string Registry::Render(const SeriesFilter& keep) {
   std::lock_guard render_lock(render_mu_);
 
   std::vector<std::shared_ptr<const Collector>> collectors;
@@ -269,18 +269,24 @@ std::string Registry::Render() {
   }
 
   std::string out;
-  auto render_gauges = [&out](const std::string& name, const GaugeWriter::Family& f) {
+  auto shown = [&keep](const Labels& labels) { return !keep || keep(labels); };
+  auto render_gauges = [&out, &shown](const std::string& name, const GaugeWriter::Family& f) {
     AppendHeader(out, name, f.help, f.counter ? "counter" : "gauge");
-    for (const auto& [labels, value] : f.series) AppendSample(out, name, "", labels, value);
+    for (const auto& [labels, value] : f.series) {
+      if (shown(labels)) AppendSample(out, name, "", labels, value);
+    }
   };
-  auto render_own = [&out](const std::string& name, const Family& f) {
+  auto render_own = [&out, &shown](const std::string& name, const Family& f) {
     if (f.type == Type::kCounter) {
       AppendHeader(out, name, f.help, "counter");
-      for (const auto& [labels, c] : f.counters) AppendSample(out, name, "", labels, c->Value());
+      for (const auto& [labels, c] : f.counters) {
+        if (shown(labels)) AppendSample(out, name, "", labels, c->Value());
+      }
       return;
     }
     AppendHeader(out, name, f.help, "histogram");
     for (const auto& [labels, h] : f.histograms) {
+      if (!shown(labels)) continue;
       Histogram::Snapshot s = h->Snap();
       for (size_t i = 0; i < s.cumulative.size(); ++i) {
         std::string le = i < s.bounds.size() ? FormatValue(s.bounds[i]) : "+Inf";

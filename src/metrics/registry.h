@@ -133,8 +133,10 @@ class Registry {
   // also a counter or histogram family of the registry is dropped.
   void AddCollector(Collector collector);
 
-  // The whole exposition.
-  std::string Render();
+  // Which series a scrape may show (by their labels); null = all of them.
+  using SeriesFilter = std::function<bool(const Labels&)>;
+  // The whole exposition, or the series `keep` passes (every family's HELP and TYPE stay).
+  std::string Render(const SeriesFilter& keep = nullptr);
 
  private:
   enum class Type { kCounter, kHistogram };

@@ -162,6 +162,33 @@ TEST(Registry, GaugesFromCollectorsOneHeaderPerFamilySortedFamilies) {
             "tidepool_pool_workers{pool=\"c\",state=\"idle\"} 0\n");
 }
 
+TEST(Registry, AFilterKeepsOnlyTheSeriesItPasses) {
+  Registry r;
+  r.Counter("calls_total", "Calls.", {{"pool", "a"}}).Inc();
+  r.Counter("calls_total", "Calls.", {{"pool", "b"}}).Inc(2);
+  r.Histogram("lat_seconds", "Latency.", {{"pool", "b"}}, {1}).Observe(0.5);
+  r.AddCollector([](GaugeWriter& w) {
+    w.Gauge("workers", "Workers.", {{"pool", "a"}}, 1);
+    w.Gauge("workers", "Workers.", {{"pool", "b"}}, 2);
+  });
+  auto only_a = [](const Labels& l) {
+    for (const auto& [k, v] : l) {
+      if (k == "pool") return v == "a";
+    }
+    return false;
+  };
+  EXPECT_EQ(r.Render(only_a),
+            "# HELP calls_total Calls.\n"
+            "# TYPE calls_total counter\n"
+            "calls_total{pool=\"a\"} 1\n"
+            "# HELP lat_seconds Latency.\n"
+            "# TYPE lat_seconds histogram\n"
+            "# HELP workers Workers.\n"
+            "# TYPE workers gauge\n"
+            "workers{pool=\"a\"} 1\n");
+  EXPECT_NE(r.Render().find("workers{pool=\"b\"} 2"), std::string::npos);  // no filter: everything
+}
+
 TEST(Registry, CollectorsRunAtEveryScrape) {
   Registry r;
   int n = 0;

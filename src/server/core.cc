@@ -8,7 +8,9 @@
 #include <spdlog/spdlog.h>
 
 #include "api/names.h"
+#include "backends/redacting_backend.h"
 #include "common/crypto.h"
+#include "common/process.h"
 #include "common/time.h"
 #include "scheduler/matcher.h"
 
@@ -59,6 +61,8 @@ Status Core::Start() {
     spdlog::warn("{} log file{} of tasks this store does not hold (a store restored or reset?) moved to {}/orphaned",
                  *orphans, *orphans == 1 ? "" : "s", opts_.data_dir + "/logs");
   }
+  // Whatever a backend says passes this before it is stored, shown or logged.
+  auto redactor = backends::ServerRedactor(opts_.config, CurrentEnvironment());
   for (const config::PoolConfig& pc : opts_.config.pools) {
     std::unique_ptr<backends::Backend> backend;
     if (const config::BackendConfig* bc = pc.backend()) {
@@ -68,9 +72,11 @@ Status Core::Start() {
       if (made.ok()) {
         backend = std::move(made).value();
       } else {
-        spdlog::error("pool {}: {}", pc.name, made.status().message());
-        backend = std::make_unique<UnavailableBackend>(made.status().message());
+        std::string why = redactor->Scrub(made.status().message());
+        spdlog::error("pool {}: {}", pc.name, why);
+        backend = std::make_unique<UnavailableBackend>(why);
       }
+      backend = backends::Redacting(std::move(backend), redactor);
     }
     std::string name = pc.name;
     PoolController::Hooks hooks;
@@ -670,7 +676,7 @@ void Core::WorkerLost(Worker* w) {
   pool->AgentDisconnected(w);
 }
 
-// ---- metrics and status ----------------------------------------------------------------------
+// ---- metrics ---------------------------------------------------------------------------------
 
 void Core::CollectMetrics(metrics::GaugeWriter& g) {
   std::lock_guard lock(mu_);
@@ -703,40 +709,6 @@ void Core::CollectMetrics(metrics::GaugeWriter& g) {
               {{"pool", name}, {"state", api::StateName(state)}}, v);
     }
   }
-}
-
-std::string Core::StatusPage() {
-  auto esc = [](const std::string& in) {
-    std::string out;
-    for (char c : in) {
-      if (c == '<') out += "&lt;";
-      else if (c == '>') out += "&gt;";
-      else if (c == '&') out += "&amp;";
-      else out += c;
-    }
-    return out;
-  };
-  std::string html =
-      "<!doctype html><html><head><meta charset=utf-8><title>Tidepool</title>"
-      "<style>body{font-family:sans-serif}td,th{padding:2px 10px;text-align:left}</style></head><body>"
-      "<h1>Tidepool</h1><h2>Pools</h2><table><tr><th>pool</th><th>backend</th><th>status</th><th>workers</th>"
-      "<th>queued</th><th>idle slots</th><th>busy slots</th><th>last error</th></tr>";
-  for (const v1::Pool& p : ListPools()) {
-    std::string workers;
-    for (const auto& [state, n] : p.workers()) {
-      if (n) workers += fmt::format("{} {} ", n, state);
-    }
-    html += fmt::format("<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-                        esc(p.name()), esc(p.backend().empty() ? "static" : p.backend()), esc(p.status()),
-                        esc(workers), p.queued(), p.idle_slots(), p.busy_slots(), esc(p.last_error()));
-  }
-  html += "</table><h2>Workers</h2><table><tr><th>worker</th><th>pool</th><th>state</th><th>slots</th></tr>";
-  for (const v1::Worker& w : ListWorkers("")) {
-    html += fmt::format("<tr><td>{}</td><td>{}</td><td>{}</td><td>{}/{}</td></tr>", esc(w.name()), esc(w.pool()),
-                        api::WorkerStateName(w.state()), w.used_slots(), w.slots());
-  }
-  html += "</table><p><a href=\"/metrics\">metrics</a></p></body></html>";
-  return html;
 }
 
 // ---- pools and workers -----------------------------------------------------------------------

@@ -172,8 +172,6 @@ class Core {
   // The owner of an unfinished task (for task tokens); "" if none.
   std::string TaskOwner(const std::string& id);
 
-  // The web status page at metrics_listen.
-  std::string StatusPage();
   // OK, or why the store accepts no more writes (store.h Health()): then Submit and Run refuse
   // with it, nothing new is dispatched, and /healthz reports it.
   Status StoreHealth() const { return store_->Health(); }
@@ -194,11 +192,13 @@ class Core {
   using Committed = std::function<void(const Status&, const std::string& id, const std::string& pool)>;
   Result<Task*> CreateTask(v1::TaskSpec spec, std::shared_ptr<RunClient> client, Committed on_commit,
                            const Caller& caller);
-  // May the caller see (and cancel) this task: its owner, or a manager of its pool.
+  // May the caller see (and cancel) this task: its owner, or a manager of its pool. One it may
+  // not see answers as a missing one (TaskNotFound, core_visibility.cc).
   bool MaySee(const Caller& caller, const v1::Task& t);
   Result<std::vector<autoscaler::PoolController*>> ResolveTarget(v1::TaskSpec& spec, const Task* parent);
   Result<std::string> AssignId(const v1::TaskSpec& spec, const Task* parent);
-  Status ResolveDependencies(v1::TaskSpec& spec, const Task* parent);
+  // Dependencies the caller may not see are not found, exactly as missing ones (core_visibility.cc).
+  Status ResolveDependencies(v1::TaskSpec& spec, const Task* parent, const Caller& caller);
   // Adds an unfinished task to tasks_, charged to its owner's budget (budget_).
   Task* AddTask(const std::string& id, v1::TaskSpec spec, const std::string& owner);
   void Track(std::unique_ptr<Task> t);

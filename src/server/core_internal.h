@@ -68,6 +68,9 @@ inline bool IsInteractive(const v1::TaskSpec& s) { return s.kind() == v1::TASK_K
 
 constexpr int kMaxShards = 10000;
 
+// "task not found: ID": the answer for a missing task and for one the caller may not see alike.
+Status TaskNotFound(const std::string& id);
+
 bool DependencySatisfied(const v1::TaskSpec& spec, const std::string& dep, v1::TaskState state);
 
 

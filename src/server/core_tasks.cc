@@ -126,35 +126,6 @@ Result<std::string> Core::AssignId(const v1::TaskSpec& spec, const Task* parent)
   return fmt::format("{}{}", prefix, highest + 1);
 }
 
-Status Core::ResolveDependencies(v1::TaskSpec& spec, const Task* parent) {
-  // A dependency is a task id or, for a child, a sibling's name. Stored resolved, so a restart
-  // needs no context to read them.
-  auto resolve = [&](std::string* dep) -> Status {
-    std::vector<std::string> candidates;
-    if (parent && dep->find('/') == std::string::npos) candidates.push_back(parent->id() + "/" + *dep);
-    candidates.push_back(*dep);
-    for (const std::string& c : candidates) {
-      if (tasks_.count(c)) {
-        *dep = c;
-        return Status::Ok();
-      }
-      auto r = store_->GetTask(c);
-      if (!r.ok()) return r.status();
-      if (r->has_value()) {
-        *dep = c;
-        return Status::Ok();
-      }
-    }
-    return InvalidArgument(fmt::format("dependency not found: {}", *dep));
-  };
-  for (auto* list : {spec.mutable_after(), spec.mutable_after_success(), spec.mutable_after_fail()}) {
-    for (std::string& dep : *list) {
-      if (Status s = resolve(&dep); !s.ok()) return s;
-    }
-  }
-  return Status::Ok();
-}
-
 void Core::Track(std::unique_ptr<Task> t) {
   t->charged_bytes = SpecBytes(t->rec.spec);
   budget_.Charge(t->st().owner(), t->charged_bytes);
@@ -210,12 +181,10 @@ Result<Core::Task*> Core::CreateTask(v1::TaskSpec spec, std::shared_ptr<RunClien
   Task* parent = nullptr;
   if (!spec.parent().empty()) {
     parent = FindTask(spec.parent());
-    if (!parent || parent->final()) {
+    // Someone else's task answers as a missing one (no oracle).
+    if (!parent || parent->final() || !MaySee(caller, parent->rec.status)) {
       return FailedPrecondition(fmt::format("parent task {} is not running", spec.parent()));
     }
-  }
-  if (parent && !MaySee(caller, parent->rec.status)) {
-    return caller.Denied(parent->st().pool(), Role::kManage);  // someone else's task
   }
   auto eligible = ResolveTarget(spec, parent);
   if (!eligible.ok()) return eligible.status();
@@ -248,7 +217,7 @@ Result<Core::Task*> Core::CreateTask(v1::TaskSpec spec, std::shared_ptr<RunClien
                                             spec.pool(), most, most == 1 ? "" : "s"));
     }
   }
-  if (Status s = ResolveDependencies(spec, parent); !s.ok()) return s;
+  if (Status s = ResolveDependencies(spec, parent, caller); !s.ok()) return s;
   auto id = AssignId(spec, parent);
   if (!id.ok()) return id.status();
 
@@ -420,22 +389,12 @@ Result<v1::Task> Core::GetTask(const std::string& id, const Caller& caller) {
   if (t.id().empty()) {
     auto r = store_->GetTask(id);
     if (!r.ok()) return r.status();
-    if (!r->has_value()) return NotFound(fmt::format("task not found: {}", id));
+    if (!r->has_value()) return TaskNotFound(id);
     t = (*r)->status;
   }
   std::lock_guard lock(mu_);
-  if (!MaySee(caller, t)) return caller.Denied(t.pool(), Role::kManage);
+  if (!MaySee(caller, t)) return TaskNotFound(id);  // exactly as a missing one
   return t;
-}
-
-bool Core::MaySee(const Caller& caller, const v1::Task& t) {
-  if (!caller.user || t.owner() == caller.name) return true;
-  if (Pool(t.pool())) return caller.Can(t.pool(), Role::kManage);
-  for (auto& [name, p] : pools_) {  // a selector: managing any of its pools is enough
-    const auto& sel = p->config().selectors;
-    if (std::find(sel.begin(), sel.end(), t.pool()) != sel.end() && caller.Can(name, Role::kManage)) return true;
-  }
-  return false;
 }
 
 std::string Core::TaskOwner(const std::string& id) {
@@ -447,7 +406,7 @@ std::string Core::TaskOwner(const std::string& id) {
 Result<uint64_t> Core::Watch(const std::string& id, std::function<void(const v1::Task&)> fn, const Caller& caller) {
   std::unique_lock lock(mu_);
   if (Task* t = FindTask(id)) {
-    if (!MaySee(caller, t->rec.status)) return caller.Denied(t->st().pool(), Role::kManage);
+    if (!MaySee(caller, t->rec.status)) return TaskNotFound(id);
     uint64_t wid = next_watch_++;
     fn(t->rec.status);
     if (!api::IsFinal(t->st().state())) t->watchers[wid] = std::move(fn);
@@ -456,9 +415,9 @@ Result<uint64_t> Core::Watch(const std::string& id, std::function<void(const v1:
   lock.unlock();
   auto r = store_->GetTask(id);
   if (!r.ok()) return r.status();
-  if (!r->has_value()) return NotFound(fmt::format("task not found: {}", id));
+  if (!r->has_value()) return TaskNotFound(id);
   lock.lock();
-  if (!MaySee(caller, (*r)->status)) return caller.Denied((*r)->status.pool(), Role::kManage);
+  if (!MaySee(caller, (*r)->status)) return TaskNotFound(id);
   lock.unlock();
   fn((*r)->status);
   return UINT64_MAX;
@@ -474,7 +433,7 @@ Result<std::pair<std::shared_ptr<LogSink>, bool>> Core::Logs(const std::string& 
   {
     std::lock_guard lock(mu_);
     if (Task* t = FindTask(id)) {
-      if (!MaySee(caller, t->rec.status)) return caller.Denied(t->st().pool(), Role::kManage);
+      if (!MaySee(caller, t->rec.status)) return TaskNotFound(id);
       final = api::IsFinal(t->st().state());
       auto sink = logs_.Sink(id);
       if (!sink.ok()) return sink.status();
@@ -483,10 +442,10 @@ Result<std::pair<std::shared_ptr<LogSink>, bool>> Core::Logs(const std::string& 
   }
   auto r = store_->GetTask(id);
   if (!r.ok()) return r.status();
-  if (!r->has_value()) return NotFound(fmt::format("task not found: {}", id));
+  if (!r->has_value()) return TaskNotFound(id);
   {
     std::lock_guard lock(mu_);
-    if (!MaySee(caller, (*r)->status)) return caller.Denied((*r)->status.pool(), Role::kManage);
+    if (!MaySee(caller, (*r)->status)) return TaskNotFound(id);
   }
   auto sink = logs_.Sink(id);
   if (!sink.ok()) return sink.status();
@@ -514,11 +473,11 @@ Result<std::vector<std::string>> Core::CancelTask(const std::string& id, const C
   if (!t) {
     auto r = store_->GetTask(id);
     if (!r.ok()) return r.status();
-    if (!r->has_value()) return NotFound(fmt::format("task not found: {}", id));
-    if (!MaySee(caller, (*r)->status)) return caller.Denied((*r)->status.pool(), Role::kManage);
+    if (!r->has_value()) return TaskNotFound(id);
+    if (!MaySee(caller, (*r)->status)) return TaskNotFound(id);
     return std::vector<std::string>{};  // already final
   }
-  if (!MaySee(caller, t->rec.status)) return caller.Denied(t->st().pool(), Role::kManage);
+  if (!MaySee(caller, t->rec.status)) return TaskNotFound(id);
   std::vector<std::string> cancelled;
   CancelTree(t, "cancelled", &cancelled);
   for (auto& [name, pool] : pools_) ScheduleSoon(name);

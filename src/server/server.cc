@@ -26,6 +26,7 @@
 #include "server/core.h"
 #include "server/fast_service.h"
 #include "server/services.h"
+#include "server/web.h"
 #include "store/store.h"
 
 namespace tidepool::server {
@@ -166,6 +167,11 @@ int RunServer(const ServerFlags& flags) {
       return 2;
     }
     users = std::move(loaded).value();
+    if (const std::string& m = settings->config.server.metrics_token; !m.empty() && users->Authenticate(m)) {
+      fmt::print(stderr, "tidepool: server.auth.metrics_token is also user {}'s token; give it a token of its own\n",
+                 users->Authenticate(m)->name);
+      return 2;
+    }
     spdlog::info("auth: {} user{} from {}", users->size(), users->size() == 1 ? "" : "s",
                  settings->config.server.users_file);
   } else {
@@ -338,7 +344,9 @@ int RunServer(const ServerFlags& flags) {
       Status h = core.StoreHealth();
       return h.ok() ? std::string() : h.message();
     });
-    if (Status s = http.Start(metrics_listen, &registry, [&core] { return core.StatusPage(); }); !s.ok()) {
+    // With auth on, every page but /healthz needs a token and shows what its user may see (web.h).
+    if (users) http.set_gate(WebGate(&authenticator, &core, settings->config.server.metrics_token));
+    if (Status s = http.Start(metrics_listen, &registry, [&core] { return StatusPage(core); }); !s.ok()) {
       fmt::print(stderr, "tidepool: metrics endpoint: {}\n", s.message());
       core.Stop();
       front_door.Stop();

@@ -371,7 +371,8 @@ Result<std::string> CommandBackend::Run(std::string_view op, const std::string& 
   }
   std::string msg = tail.empty() ? fmt::format("{} failed: {} with no output", op, failure)
                                  : fmt::format("{} failed ({}): {}", op, failure, tail);
-  spdlog::debug("command backend: pool {}: {} in {}", ctx_.pool, msg, FormatDuration(ms));
+  // Not the stderr itself: it may hold secrets, and is logged once scrubbed (redacting_backend.h).
+  spdlog::debug("command backend: pool {}: {} failed: {} in {}", ctx_.pool, op, failure, FormatDuration(ms));
   return Status(StatusCode::kUnknown, std::move(msg));
 }
 

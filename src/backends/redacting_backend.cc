@@ -1,0 +1,53 @@
+#include "backends/redacting_backend.h"
+
+namespace tidepool::backends {
+
+namespace {
+
+class RedactingBackend final : public Backend {
+ public:
+  RedactingBackend(std::unique_ptr<Backend> inner, std::shared_ptr<const Redactor> redactor)
+      : inner_(std::move(inner)), redactor_(std::move(redactor)) {}
+
+  Result<std::string> Create(const CreateRequest& request) override { return Clean(inner_->Create(request)); }
+  Status Delete(const std::string& name) override { return Clean(inner_->Delete(name)); }
+  Result<std::vector<ListedWorker>> List() override {
+    auto listed = Clean(inner_->List());
+    if (listed.ok()) {
+      for (ListedWorker& w : *listed) w.status = redactor_->Scrub(w.status);
+    }
+    return listed;
+  }
+  void Abandon() override { inner_->Abandon(); }
+  bool SupportsBatch() const override { return inner_->SupportsBatch(); }
+  Result<std::vector<std::string>> CreateBatch(const CreateRequest& request, int count,
+                                               const std::string& label) override {
+    return Clean(inner_->CreateBatch(request, count, label));
+  }
+
+ private:
+  Status Clean(const Status& s) const { return s.ok() ? s : Status(s.code(), redactor_->Scrub(s.message())); }
+  template <typename T>
+  Result<T> Clean(Result<T> r) const {
+    if (r.ok()) return r;
+    return Clean(r.status());
+  }
+
+  std::unique_ptr<Backend> inner_;
+  std::shared_ptr<const Redactor> redactor_;
+};
+
+}  // namespace
+
+std::shared_ptr<const Redactor> ServerRedactor(const config::Config& config, const std::vector<std::string>& env) {
+  auto r = std::make_shared<Redactor>();
+  for (const std::string& v : config::SecretValues(config)) r->AddValue(v);
+  r->AddEnvironment(env);
+  return r;
+}
+
+std::unique_ptr<Backend> Redacting(std::unique_ptr<Backend> inner, std::shared_ptr<const Redactor> redactor) {
+  return std::make_unique<RedactingBackend>(std::move(inner), std::move(redactor));
+}
+
+}  // namespace tidepool::backends
