@@ -159,7 +159,7 @@ std::string Core::Reattach(std::shared_ptr<RunClient> client, const v1::Reattach
     Task* t = FindTask(id);
     if (t && !t->final()) {
       if (!MaySee(caller, t->st())) {
-        client->Finish(NotFound(fmt::format("task not found: {}", id)));
+        client->Finish(TaskNotFound(id));  // exactly as a missing one
         return "";
       }
       if (!IsInteractive(t->rec.spec)) {
@@ -203,8 +203,7 @@ std::string Core::Reattach(std::shared_ptr<RunClient> client, const v1::Reattach
   // It ended (and may be forgotten) while its vrun was away: the record says how.
   auto st = GetTask(id, caller);
   if (!st.ok()) {
-    client->Finish(st.status().code() == StatusCode::kPermissionDenied ? NotFound(fmt::format("task not found: {}", id))
-                                                                          : st.status());
+    client->Finish(st.status());
     return "";
   }
   if (st->kind() != v1::TASK_KIND_INTERACTIVE) {

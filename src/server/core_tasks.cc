@@ -546,7 +546,13 @@ void Core::Finish(Task* t, v1::TaskState state, const std::string& reason) {
       routes_.erase(it);
     }
   }
-  if (route && route->log) route->log->Complete();
+  if (route && route->log) {
+    route->log->Complete();
+  } else if (!IsInteractive(t->rec.spec)) {
+    // Never dispatched since it was stored (cancelled in the queue, failed upstream): a follower
+    // (`task logs -f`) holds the same sink and ends when it completes.
+    if (auto sink = logs_.Sink(t->id()); sink.ok()) (*sink)->Complete();
+  }
   std::string id = t->id();
   Persist(t, [this, id](const Status&) {
     // Committed (or failed, logged by the writer): the store is now the reference.

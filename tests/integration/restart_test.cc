@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <set>
+#include <thread>
 
 #include "harness.h"
 
@@ -105,6 +106,21 @@ TEST(Restart, QueuedTasksSurviveARestart) {
   server.Kill();
   server.Start();
   EXPECT_EQ(server.Task(id)["state"], "QUEUEING");
+}
+
+// A follower of a task restored in the queue ends when the task does without ever running
+// (cancelled there): its log is complete, not waited on forever.
+TEST(Restart, FollowingARestoredQueuedTaskEndsWhenItIsCancelled) {
+  Server server(OnePool("none", 0));
+  std::string id = Lines(server.Vbatch({"echo", "never"}).out)[0];
+  server.Kill();
+  server.Start();
+  Background follow({BinDir() + "/tidepool", "task", "logs", "-f", id}, server.ClientEnv(), server.dir());
+  std::this_thread::sleep_for(300ms);  // following before the cancel
+  ASSERT_EQ(server.Tidepool({"task", "cancel", id}).exit_code, 0);
+  ProcResult f = follow.Wait(30s);
+  EXPECT_FALSE(f.timed_out) << "task logs -f still waiting on a cancelled task";
+  EXPECT_EQ(f.out, "");
 }
 
 // Tasks that were queued or waiting on a dependency when the server stopped start only after it
