@@ -145,4 +145,12 @@ void SignalLoop(const sigset_t& sigs, bool tty, std::mutex& mu, const bool& star
   }
 }
 
+void EndRun(int rc, bool kill_sent, RawTerminal& term) {
+  if (kill_sent) rc = 130;  // a second Ctrl-C decided it, whichever thread gets here first
+  term.Restore();
+  std::fflush(stdout);
+  std::fflush(stderr);
+  _exit(rc);
+}
+
 }  // namespace tidepool::cli

@@ -9,6 +9,8 @@
 #include <mutex>
 #include <string>
 
+#include "common/terminal_io.h"
+
 namespace tidepool::cli {
 
 constexpr int kExitTidepoolFailed = 255;
@@ -41,6 +43,11 @@ struct RunEnd {
 // vrun's exit status for it (cli.md), printing what is to be said on stderr. `cancel_sent`: the
 // user cancelled it while queued (Ctrl-C), which needs no message.
 int RunExitStatus(const RunEnd& end, const std::string& task_id, bool quiet, bool cancel_sent);
+
+// Ends a vrun with `rc` (130 if a second Ctrl-C already decided it: `kill_sent`): the terminal put
+// back, output flushed, and the process ended without unwinding threads that may still sit in
+// blocking reads (stdin).
+[[noreturn]] void EndRun(int rc, bool kill_sent, RawTerminal& term);
 
 // vrun's progress line while its task waits for a worker (without the elapsed time).
 std::string WaitingLine(const std::string& pool, int starting, int idle, int position);

@@ -267,12 +267,7 @@ class RunSession {
   }
 
   [[noreturn]] void Exit(int rc) {
-    if (kill_sent_) rc = 130;  // a second Ctrl-C decided it, whichever thread gets here first
-    term_.Restore();
-    std::fflush(stdout);
-    std::fflush(stderr);
-    // Threads may still sit in blocking reads (stdin); end the process without unwinding them.
-    _exit(rc);
+    cli::EndRun(rc, kill_sent_, term_);
   }
 
   void StdinLoop() {
