@@ -1,6 +1,7 @@
 // Internal to the core's implementation files: core.cc (life cycle, agents, pools, metrics),
-// core_tasks.cc (tasks: submit, trees, dependencies, results), core_schedule.cc (queues, the
-// match, dispatch).
+// core_tasks.cc (tasks: submit, trees, dependencies, lookups), core_results.cc (how tasks end),
+// core_run.cc (vrun: input, going away, reattaching), core_list.cc (listing), core_visibility.cc
+// (who sees what), core_schedule.cc (queues, the match, dispatch).
 #pragma once
 
 #include <chrono>
