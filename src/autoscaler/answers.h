@@ -3,8 +3,8 @@
 //
 //   create answer  ""                    the name arrives later (list or the connecting agent)
 //                  a name nobody holds   the new worker's
-//                  a name an unknown machine holds that was first listed after this create was
-//                  launched              that machine is the one it made (a list saw it first)
+//                  a name an unknown machine holds that was first listed by a list taken after
+//                  this create was launched: that machine is the one it made (a list saw it first)
 //                  any other held name   an error of the backend: the pool already has that name
 //                  not a worker name     an error of the backend
 // A refused answer may still have made a machine the pool cannot name: it counts against
@@ -33,7 +33,7 @@ namespace tidepool::autoscaler {
 struct NameHolder {
   Phase phase = Phase::kIdle;
   bool listed_unasked = false;  // recorded from a list as a machine nobody asked for
-  TimePoint recorded_at{};      // when the pool first recorded it
+  TimePoint recorded_at{};      // when the pool first recorded it (listed: when that list was taken)
 };
 
 enum class CreateVerdict { kNameless, kNew, kAdoptListed, kInvalid, kDuplicate };

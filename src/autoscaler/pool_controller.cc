@@ -377,6 +377,7 @@ void PoolController::Sync() {
     return;
   }
   sync_in_flight_ = true;
+  list_issued_at_ = Clock::now();
   sync_requested_ = false;
   uint64_t gen = ++list_generation_;
   std::shared_ptr<backends::Backend> backend = backend_;

@@ -227,6 +227,7 @@ class PoolController {
   TimerQueue::TimerId wake_timer_ = 0;
   TimerQueue::TimerId sync_timer_ = 0;
   bool sync_in_flight_ = false;
+  TimePoint list_issued_at_{};  // when the list in flight (one at a time) was issued
   bool listed_once_ = false;  // until the first successful list, any valid-token agent may be ours
   bool sync_requested_ = false;
   uint64_t list_generation_ = 0;   // increments per list issued

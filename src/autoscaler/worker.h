@@ -23,7 +23,7 @@ struct Worker {
   bool connected = false;
 
   TimePoint phase_since{};        // steady clock: when the phase was entered
-  TimePoint recorded_at{};        // steady clock: when the pool first recorded it
+  TimePoint recorded_at{};        // steady clock: when the pool first recorded it (from a list: when it was taken)
   bool listed_unasked = false;    // recorded from a list as a machine nobody asked for (unknown)
   int64_t created_at_ms = 0;      // wall clock, for listings
   int64_t last_seen_ms = 0;
