@@ -95,8 +95,9 @@ void Connection::Writer(uint64_t generation, AgentStream* stream) {
   }
 }
 
-bool Connection::EndStream(AgentStream* stream, bool welcomed) {
+bool Connection::EndStream(AgentStream* stream, bool welcomed, Status* why) {
   Status st = stream->Finish();
+  if (why) *why = st;
   {
     std::lock_guard lock(mu_);
     current_ = nullptr;
@@ -127,13 +128,21 @@ void Connection::Run() {
     bool read = stream->Write(hello) && stream->Read(&first);
     if (!read || !first.has_welcome()) {
       if (read) stream->Cancel();  // a live stream that did not start with a welcome
-      if (EndStream(stream.get(), false)) return;
+      Status why;
+      if (EndStream(stream.get(), false, &why)) return;
       if (!stopping_) {
+        // Another live agent holds this worker name: it keeps it, and this one asks again rarely.
+        const bool taken = why.code() == StatusCode::kAlreadyExists;
+        if (taken) backoff = std::max(backoff, kNameTakenFirst);
         std::uniform_int_distribution<int> jitter(0, static_cast<int>(backoff.count() / 4));
         auto wait = backoff + std::chrono::milliseconds(jitter(rng));
+        if (taken) {
+          spdlog::warn("agent: the server refused this agent for now: {}; asking again in {} ms", why.message(),
+                       wait.count());
+        }
         std::unique_lock lock(mu_);
         cv_.wait_for(lock, wait, [this] { return stopping_.load(); });
-        backoff = std::min(backoff * 2, std::chrono::milliseconds(5000));
+        backoff = std::min(backoff * 2, taken ? kNameTakenMax : kUnreachableMax);
       }
       continue;
     }
@@ -163,7 +172,7 @@ void Connection::Run() {
       cv_.wait(lock, [this] { return !writing_; });  // a direct write may still be using it
     }
     cb_.disconnected(gen);
-    if (EndStream(stream.get(), true)) return;
+    if (EndStream(stream.get(), true, nullptr)) return;
   }
 }
 

@@ -1,5 +1,8 @@
 // The agent's link to the server: one AgentService.Connect stream at a time, re-established
-// with exponential backoff (0.1 s doubling to 5 s, with jitter) whenever it breaks.
+// with exponential backoff (0.1 s doubling to 5 s, with jitter) whenever it breaks. A hello
+// refused because another live agent holds this worker name (ALREADY_EXISTS, server/name_claim.h)
+// backs off longer: 1 s doubling to 60 s, so a cloned host asks about once a minute, not
+// thousands of times a second.
 //
 // Threads: a connection thread (connect, hello, then blocking reads) and, per connected
 // stream, a writer thread. Everything they receive goes to the owner through callbacks; the
@@ -15,6 +18,7 @@
 #pragma once
 
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <deque>
 #include <functional>
@@ -90,7 +94,11 @@ class Connection {
   // Appends to *m (task output) the queued output that continues it; caller holds mu_.
   void CoalesceOutput(v1::AgentMessage* m);
   // Ends `stream` (current_ is cleared); true if the server refused us (the caller stops).
-  bool EndStream(AgentStream* stream, bool welcomed);
+  // `why` (if given) gets how the stream ended.
+  bool EndStream(AgentStream* stream, bool welcomed, Status* why);
+
+  static constexpr std::chrono::milliseconds kUnreachableMax{5000};
+  static constexpr std::chrono::milliseconds kNameTakenFirst{1000}, kNameTakenMax{60000};
 
   std::string server_;
   std::unique_ptr<Transport> transport_;

@@ -120,7 +120,7 @@ Plan MakePlan(const Snapshot& snap, const Policy& policy, TimePoint now) {
   Plan plan;
   State st;
   bool has_unknown = false;
-  int alive = 0;
+  int alive = std::max(0, snap.held_creates);
   std::optional<TimePoint> first_grace_end;  // the earliest lost worker's grace end
   for (size_t i = 0; i < snap.workers.size(); ++i) {
     const WorkerView& w = snap.workers[i];

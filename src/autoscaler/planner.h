@@ -16,6 +16,7 @@
 // may still be alive, not only `size`. A create is planned only while
 //   alive = requested + starting + idle + busy + unknown + draining + deleting-but-connected
 //           + lost within lost_grace of losing its connection
+//           + creates whose answer was refused (Snapshot::held_creates, autoscaler/answers.h)
 // is below max_agents. A lost worker may be a live machine the server merely could not hear (a
 // cut link, a frozen server): until its grace has passed it still holds its place, and the plan
 // asks to be woken when that grace ends.
@@ -52,7 +53,8 @@ struct WorkerView {
   int free_slots = 0;          // idle/busy: unused slots; ignored for other phases
   TimePoint since{};           // when it entered its phase (idle: idle since; not connected: created;
                                // lost: when its connection ended)
-  bool connected = false;      // its agent's connection is up (a deleting worker may still be)
+  bool connected = false;      // its agent is connected, or its create is still in flight (a deleting
+                               // worker may still be up: it counts against max_agents)
 };
 
 struct Policy {
@@ -74,6 +76,9 @@ struct Snapshot {
   std::optional<TimePoint> decay_started; // the idle-decay timer, as the last plan left it
   TimePoint started_at{};                 // when the pool started (for initial_delay)
   bool creates_blocked = false;           // e.g. a cooldown after failed creates
+  // Creates whose answer was refused (an invalid name, or one the pool already has): each may
+  // have made a machine the pool cannot name, so each still counts against max_agents.
+  int held_creates = 0;
 };
 
 struct Plan {

@@ -8,12 +8,12 @@ namespace tidepool::autoscaler {
 
 int PoolController::AliveLaunched(TimePoint now) const {
   const Policy pol = policy();
-  int alive = 0;
+  int alive = 0;  // plus the creates whose answers were refused (pool_controller_answers.cc)
   for (const auto& [id, w] : workers_) {
     if (w->phase == Phase::kRequested && !w->create_launched) continue;  // nothing exists yet
-    if (CountsAgainstCap({id, w->phase, w->free_slots(), w->phase_since, w->connected}, pol, now)) alive++;
+    if (CountsAgainstCap({id, w->phase, w->free_slots(), w->phase_since, MayBeUp(*w)}, pol, now)) alive++;
   }
-  return alive;
+  return alive + HeldCreates(now);
 }
 
 bool PoolController::MayLaunchCreate(TimePoint now) const {

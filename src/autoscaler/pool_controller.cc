@@ -1,5 +1,7 @@
 #include "autoscaler/pool_controller.h"
 
+#include "autoscaler/answers.h"
+
 #include <algorithm>
 #include <climits>
 #include <utility>
@@ -42,12 +44,6 @@ Millis CallTimeout(const config::BackendConfig* b) {
 }
 
 }  // namespace
-
-// State shared with backend calls running on executor threads.
-struct NamedInFlight {
-  std::mutex mu;
-  std::unordered_map<std::string, uint64_t> by_name;
-};
 
 PoolController::PoolController(config::PoolConfig cfg, std::unique_ptr<backends::Backend> backend, Hooks hooks,
                                Executor* executor, TimerQueue* timers, std::string server_address)
@@ -141,7 +137,8 @@ Worker* PoolController::Add(Phase phase, const std::string& name) {
   w->name = name;
   w->pool = cfg_.name;
   w->phase = phase;
-  w->phase_since = Clock::now();
+  w->phase_since = w->recorded_at = Clock::now();
+  w->listed_unasked = phase == Phase::kUnknown;
   w->created_at_ms = NowUnixMs();
   w->slots = std::max(1, policy().slots_per_agent);
   Worker* raw = w.get();
@@ -199,12 +196,14 @@ void PoolController::Reconcile() {
   Snapshot snap;
   snap.workers.reserve(workers_.size());
   for (const auto& [id, w] : workers_) {
-    snap.workers.push_back({id, w->phase, w->free_slots(), w->phase_since, w->connected});
+    snap.workers.push_back({id, w->phase, w->free_slots(), w->phase_since, MayBeUp(*w)});
   }
   snap.waiting_tasks = hooks_.waiting_tasks ? hooks_.waiting_tasks() : 0;
   snap.decay_started = decay_started_;
   snap.started_at = started_at_;
   snap.creates_blocked = cooldown_until_ && now < *cooldown_until_;
+  DropExpiredHolds(now);
+  snap.held_creates = HeldCreates(now);
   // An allocation error is history once nothing has been attempted for allocation_error_reset_after.
   std::optional<TimePoint> error_reset_at;
   if (!last_error_.empty() && creates_in_flight_ == 0 && !snap.creates_blocked) {
@@ -234,6 +233,7 @@ void PoolController::Reconcile() {
   std::optional<TimePoint> wake = plan.wake_at;
   if (snap.creates_blocked && (!wake || *cooldown_until_ < *wake)) wake = cooldown_until_;
   if (error_reset_at && (!wake || *error_reset_at < *wake)) wake = error_reset_at;
+  if (!refused_holds_.empty() && (!wake || refused_holds_.front() < *wake)) wake = refused_holds_.front();
   ArmWake(wake);
 }
 
@@ -288,6 +288,7 @@ void PoolController::LaunchCreates() {
     }
     create_queue_.pop_front();
     it->second->create_launched = true;
+    it->second->create_launched_at = now;
     it->second->create_in_flight = true;
     std::optional<TimePoint> demand = std::exchange(demand_since_, std::nullopt);
     auto latency = hooks_.scale_up_latency;
@@ -343,58 +344,6 @@ void PoolController::LaunchCreates() {
   }
 }
 
-void PoolController::OnCreateDone(uint64_t id, Result<std::string> result) {
-  --creates_in_flight_;
-  auto it = workers_.find(id);
-  Worker* w = it == workers_.end() ? nullptr : it->second.get();
-  if (w) w->create_in_flight = false;
-  if (result.ok() && !result->empty()) {
-    std::lock_guard lock(named_in_flight_->mu);
-    named_in_flight_->by_name.erase(*result);
-  }
-  if (!w) {
-    if (result.ok() && !result->empty()) {
-      // Nobody tracks it any more; never leave it running unaccounted for.
-      Worker* orphan = Add(Phase::kDeleting, *result);
-      IssueDelete(orphan);
-    }
-    LaunchCreates();
-    return;
-  }
-  if (!result.ok()) {
-    bool timed_out = w->delete_when_named;
-    Forget(w);
-    if (!timed_out) AllocationFailed("create failed: " + result.status().message());
-  } else {
-    const std::string& name = *result;
-    Worker* found = name.empty() || !w->name.empty() ? nullptr : Find(name);
-    if (found && found != w) {
-      // A list (or the agent's hello) saw this machine before its create returned and gave it
-      // a record of its own, as an unknown worker: that record is the one we asked for. Keep it
-      // (it may be running work), drop the placeholder, and never delete the machine twice.
-      bool cancelled = w->delete_when_named;
-      Forget(w);
-      if (found->phase == Phase::kUnknown) SetPhase(found, Phase::kStarting);
-      hooks_.persist(*found);
-      if (cancelled) Remove(found, "surplus capacity (cancelled while its create was in flight)");
-    } else {
-      if (!name.empty() && w->name.empty()) {
-        w->name = name;
-        by_name_[name] = w;
-        hooks_.persist(*w);
-      }
-      if (w->delete_when_named) {
-        IssueDelete(w);
-      } else if (w->phase == Phase::kRequested) {
-        SetPhase(w, Phase::kStarting);
-      }
-    }
-  }
-  LaunchCreates();
-  Reconcile();
-  if (hooks_.changed) hooks_.changed();
-}
-
 // A failed or timed-out create: shown (pool get, metrics, waiting vruns) and a cooldown,
 // scale_up_error_retry_delay doubled per consecutive failure up to 10 min. The pool retries by
 // itself when it ends.
@@ -402,9 +351,8 @@ void PoolController::AllocationFailed(const std::string& error) {
   last_error_ = error;
   last_error_at_ = Clock::now();
   ++consecutive_create_failures_;
-  Millis delay = cfg_.auto_scaler ? cfg_.auto_scaler->scale_up_error_retry_delay : Millis(60000);
-  for (int i = 1; i < consecutive_create_failures_ && delay < kMaxCooldown; ++i) delay *= 2;
-  delay = std::min(delay, kMaxCooldown);
+  Millis delay = CreateCooldown(cfg_.auto_scaler ? cfg_.auto_scaler->scale_up_error_retry_delay : Millis(60000),
+                                consecutive_create_failures_, kMaxCooldown);
   cooldown_until_ = Clock::now() + delay;
   Event("allocation_error", fmt::format("{} (retry in {})", error, FormatDuration(delay)));
 }
@@ -429,6 +377,7 @@ void PoolController::Sync() {
     return;
   }
   sync_in_flight_ = true;
+  list_issued_at_ = Clock::now();
   sync_requested_ = false;
   uint64_t gen = ++list_generation_;
   std::shared_ptr<backends::Backend> backend = backend_;
@@ -458,9 +407,11 @@ void PoolController::OnListed(Result<std::vector<backends::ListedWorker>> listed
     return;
   }
   listed_once_ = true;
+  CheckedList checked = CheckListed(std::move(*listed), refused_answers_);
+  NoteListProblems(checked.problems);
   std::set<std::string> present;
   std::vector<std::string> unknown;
-  for (const auto& lw : *listed) {
+  for (const auto& lw : checked.workers) {
     if (!present.insert(lw.name).second) continue;  // a name listed twice is one machine
     if (Worker* w = Find(lw.name)) {
       w->missing_lists = 0;
@@ -689,6 +640,7 @@ void PoolController::LaunchBatch(uint64_t batch) {
   auto it = batches_.find(batch);
   if (it == batches_.end() || it->second.in_flight || it->second.created) return;
   it->second.in_flight = true;
+  it->second.launched_at = Clock::now();
   int count = it->second.count;
   backends::CreateRequest req;
   req.pool = cfg_.name;
@@ -720,15 +672,25 @@ void PoolController::OnBatchCreated(uint64_t batch, Result<std::vector<std::stri
     if (hooks_.changed) hooks_.changed();
     return;
   }
+  std::string refused;  // the first name refused (answers.h), one error for the batch
   for (const std::string& name : *names) {
     Worker* w = Find(name);
+    std::optional<NameHolder> holder;
+    if (w) holder = NameHolder{w->phase, w->listed_unasked, w->recorded_at};
+    CreateJudgement judged = JudgeCreateAnswer(name, holder, wanted ? it->second.launched_at : TimePoint::max());
+    if (judged.verdict == CreateVerdict::kInvalid || judged.verdict == CreateVerdict::kDuplicate) {
+      if (refused.empty()) refused = "batch create " + judged.error;
+      continue;
+    }
     if (!w) w = Add(Phase::kStarting, name);
+    w->listed_unasked = false;
     w->batch = batch;
     w->labels["batch"] = std::to_string(batch);
     hooks_.persist(*w);
     if (!wanted) Remove(w, "its batch is no longer needed");
   }
   if (wanted) it->second.created = true;
+  if (!refused.empty()) AllocationFailed(refused);
   if (hooks_.changed) hooks_.changed();
 }
 

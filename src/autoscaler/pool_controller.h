@@ -15,6 +15,7 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <set>
 #include <string>
 #include <unordered_map>
 #include <vector>
@@ -30,7 +31,12 @@
 
 namespace tidepool::autoscaler {
 
-struct NamedInFlight;
+// Names chosen by creates still in flight (see named_in_flight_): shared with backend calls
+// running on executor threads, hence its own lock.
+struct NamedInFlight {
+  std::mutex mu;
+  std::unordered_map<std::string, uint64_t> by_name;
+};
 
 struct PoolEvent {
   int64_t at_ms = 0;
@@ -154,7 +160,15 @@ class PoolController {
   void AllocationFailed(const std::string& error);
   void LaunchBatch(uint64_t batch);
   void OnBatchCreated(uint64_t batch, Result<std::vector<std::string>> names);
+  // Creates' answers and lists, checked (pool_controller_answers.cc, answers.h).
   void OnCreateDone(uint64_t id, Result<std::string> result);
+  // A create answered an invalid name or one the pool has: an error of the backend, and the create
+  // still counts against max_agents (RefusedCreateHeldUntil). `w`: its placeholder, if still tracked.
+  void CreateAnswerRefused(Worker* w, const std::string& answer, const std::string& error, TimePoint launched);
+  int HeldCreates(TimePoint now) const;  // refused creates still counted against max_agents
+  void DropExpiredHolds(TimePoint now);
+  // Entries of a list that were refused: the pool's backend error, logged once (until they change).
+  void NoteListProblems(const std::vector<std::string>& problems);
   // Deletes (pool_controller_deletes.cc): paced by delete_pacer_ at the create limits.
   // `quiet`: no event of its own (one summary event covers many removals).
   void Remove(Worker* w, const std::string& why, bool quiet = false);
@@ -199,6 +213,9 @@ class PoolController {
   std::optional<TimePoint> cooldown_until_;
   std::string last_error_;
   TimePoint last_error_at_{};
+  std::vector<TimePoint> refused_holds_;      // sorted: until when each refused create is counted
+  std::deque<std::string> refused_answers_;   // refused create answers with a field separator in them
+  std::set<std::string> list_problems_;       // the refused list entries of the last list (reported)
 
   DeletePacer delete_pacer_;  // create_rate, burst and in-flight limit max_concurrent_creates
   TimerQueue::TimerId delete_timer_ = 0;
@@ -210,6 +227,7 @@ class PoolController {
   TimerQueue::TimerId wake_timer_ = 0;
   TimerQueue::TimerId sync_timer_ = 0;
   bool sync_in_flight_ = false;
+  TimePoint list_issued_at_{};  // when the list in flight (one at a time) was issued
   bool listed_once_ = false;  // until the first successful list, any valid-token agent may be ours
   bool sync_requested_ = false;
   uint64_t list_generation_ = 0;   // increments per list issued
@@ -222,6 +240,7 @@ class PoolController {
     int count = 0;
     bool in_flight = false;
     bool created = false;
+    TimePoint launched_at{};
   };
   std::map<uint64_t, BatchRequest> batches_;
   std::map<std::string, int64_t> last_event_ms_;  // by kind, for metrics

@@ -123,7 +123,9 @@ void PoolController::NoteUnknownNames(const std::vector<std::string>& names) {
   }
   flood_reported_ = flood;
   for (const std::string& name : names) {
-    Add(Phase::kUnknown, name);
+    // Recorded as of when the list was taken: a create launched after that cannot have made it
+    // (answers.h: its answer with this name is then a duplicate, never an adoption).
+    Add(Phase::kUnknown, name)->recorded_at = list_issued_at_;
     if (!flood) Event("unknown_worker", fmt::format("{} exists in the backend but was not asked for", name));
   }
 }

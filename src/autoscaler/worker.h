@@ -23,11 +23,14 @@ struct Worker {
   bool connected = false;
 
   TimePoint phase_since{};        // steady clock: when the phase was entered
+  TimePoint recorded_at{};        // steady clock: when the pool first recorded it (from a list: when it was taken)
+  bool listed_unasked = false;    // recorded from a list as a machine nobody asked for (unknown)
   int64_t created_at_ms = 0;      // wall clock, for listings
   int64_t last_seen_ms = 0;
 
   // Lifecycle bookkeeping.
   bool create_launched = false;   // its backend create call was made (not just queued)
+  TimePoint create_launched_at{}; // ... when
   bool create_in_flight = false;  // ... and has not returned (its agent may connect before it does)
   bool delete_when_named = false; // chosen as a victim while its create was in flight: delete it
                                   // once the create has returned (never before: the backend
@@ -45,6 +48,10 @@ struct Worker {
   int free_slots() const { return slots > used_slots ? slots - used_slots : 0; }
   bool schedulable() const { return connected && (phase == Phase::kIdle || phase == Phase::kBusy); }
 };
+
+// What the planner's WorkerView::connected means for the max_agents cap: its agent is connected,
+// or its create is still in flight (a create cancelled meanwhile may still make a machine).
+inline bool MayBeUp(const Worker& w) { return w.connected || w.create_in_flight; }
 
 const char* PhaseName(Phase p);  // requested, starting, idle, ...
 

@@ -3,12 +3,15 @@
 // A backend answers three questions, plus one optional:
 //   Create  -> provision one worker, start its agent with the server address, pool, name and
 //              token, and return the name (or "" when the infrastructure names it later);
+//              a worker name is 1-253 bytes of [A-Za-z0-9._-] (common/worker_name.h);
 //   Delete  -> delete a worker by name;
 //   List    -> the workers it believes exist (alive or starting);
 //   CreateBatch (optional) -> N workers tagged with a label, for gang tasks.
 //
 // Calls block and run on the pool's executor threads, never under a pool lock. A call that
-// fails returns the infrastructure's own answer in the Status message. The core bounds every
+// fails returns the infrastructure's own answer in the Status message. Answers are not trusted: the
+// pool controller checks every name a backend gives it (autoscaler/answers.h), and a create that
+// answers an invalid name or one the pool already has is an error of that backend. The core bounds every
 // call with a timeout; backends that can cancel their own work (scripts, HTTP) should do so.
 // The core never knows which backend it talks to: each is one class registered by its config key.
 #pragma once
@@ -39,6 +42,7 @@ struct CreateRequest {
 struct ListedWorker {
   std::string name;
   std::string status;  // as the infrastructure says it; informational
+  std::string line;    // the text it was listed as, for backends that list lines (command); else ""
 };
 
 class Backend {

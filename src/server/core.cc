@@ -12,6 +12,7 @@
 #include "common/crypto.h"
 #include "common/process.h"
 #include "common/time.h"
+#include "common/worker_name.h"
 #include "scheduler/matcher.h"
 
 namespace tidepool::server {
@@ -342,14 +343,25 @@ HelloOutcome Core::AgentHello(std::shared_ptr<AgentLink> link, const v1::AgentHe
     *refusal = Unavailable("the server is shutting down");
     return HelloOutcome::kRefused;
   }
+  if (Status bad = CheckHelloName(hello, false); !bad.ok()) {
+    *refusal = bad;
+    spdlog::warn("refused agent connection: {}", refusal->message());
+    return HelloOutcome::kRefused;
+  }
   PoolController* pool = Pool(hello.pool());
   if (!pool) {
-    *refusal = PermissionDenied(fmt::format("worker {}: pool not found: {}", hello.name(), hello.pool()));
+    *refusal = PermissionDenied(fmt::format("worker {}: pool not found: {}", hello.name(), QuoteForLog(hello.pool())));
     spdlog::warn("refused agent connection: {}", refusal->message());
     return HelloOutcome::kRefused;
   }
   bool worker_ok = tokens_.VerifyWorker(hello.name(), hello.token());
   bool join_ok = pool->is_static() && tokens_.VerifyJoin(hello.pool(), hello.token());
+  if (Status taken = CheckHelloName(hello, worker_ok || join_ok); !taken.ok()) {
+    pool->GhostRejected(taken.message());
+    spdlog::warn("refused agent connection: {}", taken.message());
+    *refusal = taken;
+    return HelloOutcome::kRefused;
+  }
   std::map<std::string, std::string> labels(hello.labels().begin(), hello.labels().end());
   auto connected = pool->AgentConnected(hello.name(), worker_ok, join_ok, hello.slots(), labels, hello.address());
   if (!connected.ok()) {
@@ -389,6 +401,11 @@ void Core::RetryHeldHellos(PoolController* pool) {
   for (HeldHello& h : held) {
     const v1::AgentHello& hello = h.hello;
     std::map<std::string, std::string> labels(hello.labels().begin(), hello.labels().end());
+    if (Status taken = CheckHelloName(hello, true); !taken.ok()) {  // another agent took the name meanwhile
+      pool->GhostRejected(taken.message());
+      h.link->Close(taken);
+      continue;
+    }
     auto connected = pool->AgentConnected(hello.name(), /*worker_token_ok=*/true, false, hello.slots(), labels,
                                           hello.address());
     if (connected.ok()) {

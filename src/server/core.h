@@ -255,6 +255,9 @@ class Core {
   void Attach(std::shared_ptr<AgentLink> link, const v1::AgentHello& hello, autoscaler::PoolController* pool,
               autoscaler::Worker* w);
   void RetryHeldHellos(autoscaler::PoolController* pool);
+  // The hello's worker name: valid, and (for an agent whose credentials passed) not held by another
+  // live agent (core_names.cc, name_claim.h). PERMISSION_DENIED or ALREADY_EXISTS naming why.
+  Status CheckHelloName(const v1::AgentHello& hello, bool credentials_ok);
   int WaitingFor(const std::string& pool) const;
   void Post(std::function<void()> fn);
   // The heartbeat interval for an agent joining `connected` others (Options::max_heartbeat_rate).

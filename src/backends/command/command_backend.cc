@@ -241,7 +241,8 @@ Result<std::vector<ListedWorker>> CommandBackend::List() {
   for (const std::string& line : Split(*out, '\n')) {
     std::vector<std::string> f = SplitWhitespace(line);
     if (f.empty()) continue;
-    ListedWorker w{f[0], f.size() > 1 ? f[1] : ""};
+    // The name is checked by the pool (autoscaler/answers.h), which is told the whole line.
+    ListedWorker w{f[0], f.size() > 1 ? f[1] : "", std::string(Trim(line))};
     if (!NotAWorker(w.status)) workers.push_back(std::move(w));
   }
   return workers;

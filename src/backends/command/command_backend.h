@@ -25,7 +25,8 @@
 // `timeout` has its process group SIGKILLed and fails with DeadlineExceeded.
 //
 // List: lines whose status is stopped, terminated, terminating or suspended (any case) are
-// not workers; blank lines are ignored.
+// not workers; blank lines are ignored. Each entry carries its whole line: the pool checks the
+// names (start's answer too) and refuses what is not a worker name (autoscaler/answers.h).
 //
 // Abandon() (the server is stopping) SIGKILLs the process group of every script running and
 // makes every later call fail at once without running anything.
