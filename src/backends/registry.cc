@@ -1,11 +1,11 @@
-#include <fmt/format.h>
+#include "backends/registry.h"
 
-#include "backends/backend.h"
+#include <fmt/format.h>
 
 namespace tidepool::backends {
 
 Registry& Registry::Global() {
-  static Registry* r = new Registry();
+  static Registry* r = new Registry();  // never destroyed: registrations run during static init
   return *r;
 }
 
@@ -13,12 +13,24 @@ void Registry::Register(const std::string& key, BackendFactory factory) { factor
 
 bool Registry::Has(const std::string& key) const { return factories_.count(key) > 0; }
 
+std::vector<std::string> Registry::Keys() const {
+  std::vector<std::string> keys;
+  for (const auto& [key, f] : factories_) keys.push_back(key);
+  return keys;
+}
+
 Result<std::unique_ptr<Backend>> Registry::Create(const config::BackendConfig& cfg, const BackendContext& ctx) const {
   auto it = factories_.find(cfg.type);
   if (it == factories_.end()) {
     return Unimplemented(fmt::format("backend {} is not available in this version of Tidepool", cfg.type));
   }
   return it->second(cfg, ctx);
+}
+
+Registrar::Registrar(config::BackendSchema schema, BackendFactory factory) {
+  std::string key = schema.key;
+  config::RegisterBackendSchema(std::move(schema));
+  if (factory) Registry::Global().Register(key, std::move(factory));
 }
 
 }  // namespace tidepool::backends
