@@ -494,3 +494,58 @@ TEST_F(CommandBackendTest, ConcurrentCallsFromManyThreadsAllSucceed) {
 
 }  // namespace
 }  // namespace tidepool::backends
+
+namespace tidepool::backends {
+namespace {
+
+TEST_F(CommandBackendTest, AScriptSaysItsFailuresClassOnItsLastStderrLine) {
+  struct Case {
+    const char* last_line;
+    ErrorClass want;
+  };
+  for (const Case& c : {Case{"out_of_capacity: zone a is full", ErrorClass::kOutOfCapacity},
+                        Case{"quota: 24 of 24 vCPUs in use", ErrorClass::kQuota},
+                        Case{"auth: token expired", ErrorClass::kAuth},
+                        Case{"bad_request: no such image", ErrorClass::kBadRequest},
+                        Case{"transient: 503", ErrorClass::kTransient},
+                        Case{"quota exceeded, no prefix", ErrorClass::kTransient},
+                        Case{"authz: not a class word", ErrorClass::kTransient}}) {
+    auto b = MakeBackend({{"start", std::string("echo 'api said no' >&2; echo '") + c.last_line + "' >&2; exit 1"}});
+    ASSERT_TRUE(b);
+    auto name = b->Create(Request(), Far());
+    ASSERT_FALSE(name.ok()) << c.last_line;
+    EXPECT_EQ(ClassOf(name.status()), c.want) << c.last_line << " -> " << ErrorClassName(ClassOf(name.status()));
+    // The message is the script's own, prefix included.
+    EXPECT_EQ(name.status().message(), std::string("start failed (exit 1): api said no\n") + c.last_line);
+  }
+  // A class claimed on an earlier line does not count: only the last line speaks.
+  EXPECT_EQ(CommandBackend::ClassOfStderr("auth: nope\nsomething else"), ErrorClass::kTransient);
+}
+
+TEST_F(CommandBackendTest, ListedLinesCarryTheirState) {
+  auto b = MakeBackend({{"list", "printf '%s\\n' 'w-1 PENDING' 'w-2 booting' 'w-3 running' 'w-4' 'w-5 stopping'"}});
+  ASSERT_TRUE(b);
+  auto listed = b->List(Far());
+  ASSERT_TRUE(listed.ok()) << listed.status().message();
+  std::vector<std::pair<std::string, WorkerState>> got;
+  for (const ListedWorker& w : *listed) got.emplace_back(w.name, w.state);
+  std::vector<std::pair<std::string, WorkerState>> want = {{"w-1", WorkerState::kPending},
+                                                           {"w-2", WorkerState::kPending},
+                                                           {"w-3", WorkerState::kRunning},
+                                                           {"w-4", WorkerState::kRunning},
+                                                           {"w-5", WorkerState::kRunning}};
+  EXPECT_EQ(got, want);
+}
+
+TEST_F(CommandBackendTest, ThePoolsDeadlineCutsACallShorterThanTimeout) {
+  auto b = MakeBackend({{"start", "sleep 300"}});  // timeout: the 5 min default
+  ASSERT_TRUE(b);
+  EXPECT_EQ(b->CallTimeout(), 300000ms);
+  auto name = b->Create(Request(), Clock::now() + 300ms);
+  ASSERT_FALSE(name.ok());
+  EXPECT_EQ(name.status().code(), StatusCode::kDeadlineExceeded);
+  EXPECT_EQ(ClassOf(name.status()), ErrorClass::kTransient);
+}
+
+}  // namespace
+}  // namespace tidepool::backends
