@@ -232,7 +232,7 @@ TEST_P(Conformance, BatchCreateWhereSupported) {
     auto refused = b.CreateBatch(world.Request(), 2, "gang-1", Soon());
     ASSERT_FALSE(refused.ok());
     EXPECT_EQ(refused.status().code(), StatusCode::kUnimplemented);
-    GTEST_SKIP() << GetParam().name << " has no batch create";
+    return;  // no batch create: refusing it is all there is to check
   }
   auto names = b.CreateBatch(world.Request(), 3, "gang-1", Soon());
   ASSERT_TRUE(names.ok()) << names.status().message();
