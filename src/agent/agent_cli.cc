@@ -46,6 +46,9 @@ int Complete(const std::string& program, Parsed& p) {
   if (f.tls_ca.empty()) f.tls_ca = EnvOr("TIDEPOOL_TLS_CA", "");
   if (f.tls_cert.empty()) f.tls_cert = EnvOr("TIDEPOOL_TLS_CERT", "");
   if (f.tls_key.empty()) f.tls_key = EnvOr("TIDEPOOL_TLS_KEY", "");
+  if (f.run_tasks_as.empty()) f.run_tasks_as = EnvOr("TIDEPOOL_RUN_TASKS_AS", "");
+  if (f.task_uids.empty()) f.task_uids = EnvOr("TIDEPOOL_TASK_UIDS", "");
+  if (f.task_uid_map.empty()) f.task_uid_map = EnvOr("TIDEPOOL_TASK_UID_MAP", "");
   f.slots = p.slots > 0 ? p.slots : std::atoi(EnvOr("TIDEPOOL_SLOTS", "1").c_str());
   if (f.slots <= 0) f.slots = 1;
   if (f.pool.empty()) {
@@ -87,6 +90,12 @@ void DefineAgentCommand(CLI::App* app, int* rc, std::string program, TlsTranspor
   app->add_option("--tls-ca", f.tls_ca, "use TLS, trusting this CA certificate (default $TIDEPOOL_TLS_CA)");
   app->add_option("--tls-cert", f.tls_cert, "this agent's certificate, for mTLS (default $TIDEPOOL_TLS_CERT)");
   app->add_option("--tls-key", f.tls_key, "this agent's key, for mTLS (default $TIDEPOOL_TLS_KEY)");
+  app->add_option("--run-tasks-as", f.run_tasks_as,
+                  "owner: each task owner's own Unix user (needs root; the default for root); agent: this agent's user "
+                  "($TIDEPOOL_RUN_TASKS_AS)");
+  app->add_option("--task-uids", f.task_uids, "FIRST-LAST uids for task owners (default 1900000000-1900999999)");
+  app->add_option("--task-uid-map", f.task_uid_map, "owner to uid record, shared by the host's agents "
+                  "(default /var/lib/tidepool/task-uids)");
   app->add_option("--log-level", f.log_level, "trace|debug|info|warn|error")->default_str("info");
   app->add_option("--keepalive", p->keepalive, "ping the server this often when idle (default $TIDEPOOL_KEEPALIVE, else 60s)");
   app->callback([p, rc, program, tls] {
