@@ -7,7 +7,10 @@
 
 #include <gtest/gtest.h>
 
+#include <cstdio>
 #include <filesystem>
+
+#include <fmt/format.h>
 
 #include "harness.h"
 
@@ -161,6 +164,108 @@ TEST_F(Isolation, ATaskTokenActsOnlyInItsOwnTreeAndDiesWithItsTask) {
   EXPECT_NE(after.err.find("not accepted"), std::string::npos) << after.err;
   EXPECT_NE(With(token, {"--name", "late", "true"}, "vbatch", {{"TIDEPOOL_TASK_ID", id}}).exit_code, 0);
   EXPECT_EQ(As("alice", {"task", "cancel", other}).exit_code, 0);
+}
+
+// The abuse suite (issue 17, item 6): bob, hostile, and his malicious task try every attack of
+// the issue and more, against the CLI, the gRPC API and the fast path, from outside and from
+// inside a task on alice's worker. Each attempt says whether it got in; none may.
+TEST_F(Isolation, TwoUsersAndAMaliciousTaskGetNowhere) {
+  const std::string secret_out = "alice-private-output";
+  std::string alice = Lines(As("alice", {"bash", "-c", "echo " + secret_out + "; exec -a alice-victim sleep 300"},
+                               "vbatch").out)[0];
+  ASSERT_TRUE(WaitFor([&] { return State(alice) == "RUNNING"; }));
+  std::string worker = Get("alice", alice)["worker"];
+  auto hex = [](const std::string& s) {
+    std::string out;
+    for (unsigned char c : s) out += fmt::format("{:02x}", c);
+    return out;
+  };
+  // A token of bob's own task, for replays and re-labelling.
+  std::string bob_task = Lines(As("bob", {"bash", "-c", "echo \"$TIDEPOOL_TOKEN\"; sleep 1"}, "vbatch").out)[0];
+  ASSERT_EQ(WaitFinal("bob", bob_task)["state"], "SUCCESS");
+  std::string bob_token = Lines(As("bob", {"task", "logs", bob_task}).out)[0];
+  ASSERT_EQ(bob_token.rfind("tpt_", 0), 0u);
+  std::string bob_mac = bob_token.substr(bob_token.rfind('_') + 1);
+  std::string data = server_->data_dir();
+  std::string worker_token = Lines(server_->Tidepool({"worker-token", worker, "--data-dir", data}).out)[0];
+  std::string join_token = Lines(server_->Tidepool({"pool", "join-token", "local", "--data-dir", data}).out)[0];
+  pid_t agent = server_->AgentPid("local", worker);
+
+  // Each attempt: a name and whether it got in.
+  std::vector<std::pair<std::string, bool>> attempts;
+  auto outside = [&](const std::string& what, const std::string& token, const std::vector<std::string>& args,
+                     const std::string& bin = "tidepool", const std::map<std::string, std::string>& extra = {}) {
+    ProcResult r = With(token, args, bin, extra);
+    bool in = r.exit_code == 0 || (r.out + r.err).find(secret_out) != std::string::npos;
+    attempts.emplace_back(what, in);
+  };
+  outside("no token: task list", "", {"task", "list"});
+  outside("no token: vbatch", "", {"true"}, "vbatch");
+  outside("forged task token (zero MAC)", "tpt_" + hex(alice) + "_" + std::string(64, '0'), {"task", "get", alice});
+  outside("bob's task MAC relabelled to alice's task", "tpt_" + hex(alice) + "_" + bob_mac, {"task", "logs", alice});
+  outside("bob's task token replayed after its task ended", bob_token, {"task", "list"});
+  outside("replayed task token, fast path", bob_token, {"true"}, "vbatch", {{"TIDEPOOL_TASK_ID", bob_task}});
+  outside("a worker's token as a client's", worker_token, {"task", "list"});
+  outside("the pool's join token as a client's", join_token, {"pool", "list"});
+  for (const char* call : {"get", "logs", "cancel", "wait"}) {
+    outside(std::string("bob: task ") + call + " of alice's task", "bob-token-0123456789", {"task", call, alice});
+  }
+  outside("bob: --after-success alice's task", "bob-token-0123456789", {"--after-success", alice, "true"}, "vbatch");
+  outside("bob: --after alice's task (gRPC)", "bob-token-0123456789", {"batch", "--after", alice, "--", "true"});
+  outside("bob: a child of alice's task", "bob-token-0123456789", {"true"}, "vbatch", {{"TIDEPOOL_TASK_ID", alice}});
+  outside("bob: reattach to alice's task", "bob-token-0123456789",
+          {"--reattach", alice, "--reattach-offsets", "0,0"}, "tidepool-vrun");
+  for (const std::string& path : {"../data/secret.key", "../../../../etc/passwd", "..", "%2e%2e/secret.key"}) {
+    outside("bob: task logs " + path, "bob-token-0123456789", {"task", "logs", path});
+  }
+  outside("bob: drain alice's worker", "bob-token-0123456789", {"worker", "drain", worker});
+  // A second agent presenting that worker's token under another name, and one under its name
+  // with the join token of a pool that takes no joins.
+  for (const auto& [name, token] : std::vector<std::pair<std::string, std::string>>{
+           {"impostor", worker_token}, {worker, join_token}}) {
+    ProcResult r = RunProcess({BinDir() + "/tidepool-agent", "--server", server_->address(), "--pool", "local", "--name",
+                               name, "--token", token},
+                              {{"PATH", "/usr/bin:/bin"}}, server_->dir(), "", 60s);
+    attempts.emplace_back("agent " + name + " with " + (token == worker_token ? "another worker's token" : "a join token"),
+                          r.timed_out || r.exit_code != 3);
+  }
+
+  // From inside bob's task on alice's worker.
+  std::string probe =
+      "for p in /proc/[0-9]*; do c=$(tr '\\0' ' ' < $p/cmdline 2>/dev/null); "
+      "case \"$c\" in 'alice-victim '*) v=${p#/proc/};; esac; done\n"
+      "t() { if eval \"$2\" >/dev/null 2>&1; then echo \"$1=IN\"; else echo \"$1=out\"; fi; }\n"
+      "t victim_environ \"cat /proc/$v/environ\"\n"
+      "t victim_signal \"kill -0 $v\"\n"
+      "t victim_maps \"cat /proc/$v/maps\"\n"
+      "t agent_environ \"cat /proc/" + std::to_string(agent) + "/environ\"\n"
+      "t server_secret \"cat " + data + "/secret.key\"\n"
+      "t alice_log_file \"cat " + data + "/logs/*\"\n"
+      "t store \"cat " + data + "/tidepool.db\"\n"
+      "t own_token_on_alice \"" + BinDir() + "/tidepool task get " + alice + "\"\n"
+      "t own_token_top_level \"env -u TIDEPOOL_TASK_ID " + BinDir() + "/vbatch --name escape true\"\n"
+      "echo victim=${v:+found}\n";
+  std::string id = Lines(As("bob", {"bash", "-c", probe}, "vbatch").out)[0];
+  ASSERT_EQ(WaitFinal("bob", id)["worker"], worker);
+  std::string out = As("bob", {"task", "logs", id}).out;
+  ASSERT_NE(out.find("victim=found"), std::string::npos) << out;
+  for (const auto& line : Lines(out)) {
+    size_t eq = line.find('=');
+    if (eq == std::string::npos || line.compare(0, eq, "victim") == 0) continue;
+    attempts.emplace_back("bob's task: " + line.substr(0, eq), line.substr(eq + 1) != "out");
+  }
+  EXPECT_EQ(State(alice), "RUNNING");  // untouched
+  EXPECT_EQ(As("alice", {"task", "logs", alice}).out, secret_out + "\n");
+
+  int in = 0;
+  for (const auto& [what, got_in] : attempts) {
+    if (got_in) ++in;
+    EXPECT_FALSE(got_in) << what;
+  }
+  // The figure docs/reliability.md quotes.
+  std::printf("abuse: %zu attempts, %d got in\n", attempts.size(), in);
+  EXPECT_GE(attempts.size(), 30u);
+  EXPECT_EQ(As("alice", {"task", "cancel", alice}).exit_code, 0);
 }
 
 TEST(IsolationNotRoot, AnAgentThatCannotSwitchUsersSaysSoAndStillHidesItsOwnToken) {
