@@ -49,5 +49,37 @@ TEST(SshHosts, EachHostIsAMachineOfItsOwnBehindACheckedHostKey) {
   EXPECT_NE(wrong.err.find("Host key verification failed"), std::string::npos) << wrong.err;
 }
 
+// The agent bundle (scripts/agent_bundle.sh) runs on a host that sees nothing of this build:
+// copied there as a tar, it loads its libraries from its own lib/ and needs only glibc.
+TEST(SshHosts, TheAgentBundleRunsOnAHostWithoutTheBuild) {
+  auto net = std::make_unique<TestNet>(1);
+  if (!net->error().empty()) GTEST_SKIP() << "network namespaces cannot be made here: " << net->error();
+  SshHosts hosts(*net);
+  ASSERT_EQ(hosts.error(), "");
+  std::string bundle = BinDir() + "/agent-bundle";
+  std::vector<std::string> argv = hosts.SshArgv(0);
+  argv.push_back("mkdir -p /opt/tp && tar -x -C /opt/tp");
+  ProcResult tar = RunProcess({"/bin/tar", "-c", "-C", bundle, "."}, {}, "/");
+  ASSERT_EQ(tar.exit_code, 0) << tar.err;
+  ProcResult copy = RunProcess(argv, {{"PATH", "/usr/bin:/bin"}}, "/", tar.out);
+  ASSERT_EQ(copy.exit_code, 0) << copy.err;
+  // Its manifest holds on the host, and protobuf, fmt, spdlog and libstdc++ come from the bundle.
+  EXPECT_EQ(hosts.Run(0, "cd /opt/tp && sha256sum --quiet -c MANIFEST && echo ok").out, "ok\n");
+  ProcResult ldd = hosts.Run(0, "ldd /opt/tp/tidepool-agent");
+  for (const char* lib : {"libprotobuf.so", "libfmt.so", "libspdlog.so", "libstdc++.so"}) {
+    EXPECT_NE(ldd.out.find(std::string(lib)), std::string::npos) << ldd.out;
+    for (const auto& line : Lines(ldd.out)) {
+      if (line.find(lib) != std::string::npos) EXPECT_NE(line.find("=> /opt/tp/lib/"), std::string::npos) << line;
+    }
+  }
+  ProcResult help = hosts.Run(0, "/opt/tp/tidepool-agent --help");
+  EXPECT_EQ(help.exit_code, 0) << help.err;
+  EXPECT_NE(help.out.find("--env-file"), std::string::npos) << help.out;
+  // A bad env file is refused, naming the file and line.
+  ProcResult bad = hosts.Run(0, "printf 'TIDEPOOL_POOL=p\\nnonsense\\n' > /tmp/e && /opt/tp/tidepool-agent --env-file /tmp/e");
+  EXPECT_EQ(bad.exit_code, 2);
+  EXPECT_NE(bad.err.find("/tmp/e:2: expected KEY=VALUE"), std::string::npos) << bad.err;
+}
+
 }  // namespace
 }  // namespace tidepool::testing
