@@ -19,6 +19,8 @@ PACKAGES=(
   libgtest-dev libgmock-dev libbenchmark-dev
   # used by the tests and scripts themselves
   procps iproute2 python3 util-linux openssl
+  # real SSH hosts for the ssh backend (tests start one sshd per network-namespace host)
+  openssh-server openssh-client
   # fuzzing (libFuzzer and the sanitizer runtimes come with clang 14's compiler-rt)
   clang libclang-rt-14-dev
 )

@@ -6,6 +6,7 @@
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/ioctl.h>
+#include <sys/prctl.h>
 #include <sys/signalfd.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -27,6 +28,7 @@
 #include <spdlog/spdlog.h>
 
 #include "agent/connection.h"
+#include "agent/task_users.h"
 #include "common/random.h"
 #include "common/fs.h"
 #include "common/logging.h"
@@ -87,8 +89,11 @@ struct TaskRun {
 
 class Agent {
  public:
-  Agent(AgentFlags flags, std::unique_ptr<Transport> transport)
-      : flags_(std::move(flags)), instance_id_(RandomId(12)), transport_(std::move(transport)) {}
+  Agent(AgentFlags flags, TaskUsers users, std::unique_ptr<Transport> transport)
+      : flags_(std::move(flags)),
+        users_(std::move(users)),
+        instance_id_(RandomId(12)),
+        transport_(std::move(transport)) {}
 
   int Run() {
     epfd_ = ::epoll_create1(EPOLL_CLOEXEC);
@@ -230,6 +235,7 @@ class Agent {
     h.mutable_resources()->set_cpus(static_cast<int>(sysconf(_SC_NPROCESSORS_ONLN)));
     h.mutable_resources()->set_memory_bytes(static_cast<int64_t>(sysconf(_SC_PHYS_PAGES)) * sysconf(_SC_PAGESIZE));
     h.set_instance_id(instance_id_);
+    if (users_.mode() == TaskUsers::Mode::kOwner) h.set_task_isolation("owner");
     for (const auto& [id, t] : tasks_) {
       v1::AgentTaskReport* r = h.add_tasks();
       r->set_task_id(id);
@@ -331,7 +337,14 @@ class Agent {
     TaskRun* raw = t.get();
     tasks_[t->id] = std::move(t);
 
+    auto user = users_.For(s.owner());
+    if (!user.ok()) {
+      FailStart(raw, fmt::format("cannot pick a Unix user for {}: {}", s.owner(), user.status().message()), false);
+      return;
+    }
     SpawnOptions o;
+    o.uid = user->uid;
+    o.gid = user->gid;
     o.argv.assign(s.argv().begin(), s.argv().end());
     for (const auto& [k, v] : s.env()) o.env.push_back(k + "=" + v);
     if (s.tty()) o.env.push_back("TERM=" + (s.term().empty() ? std::string("xterm") : s.term()));
@@ -351,6 +364,13 @@ class Agent {
       }
       ::fcntl(master, F_SETFD, FD_CLOEXEC);
       o.tty_path = ::ttyname(slave);
+      // The task's own terminal, as login would make it (the child opens it after switching).
+      if (user->uid >= 0 && ::fchown(slave, static_cast<uid_t>(user->uid), static_cast<gid_t>(-1)) != 0) {
+        FailStart(raw, fmt::format("cannot give the terminal to uid {}: {}", user->uid, std::strerror(errno)), false);
+        ::close(master);
+        ::close(slave);
+        return;
+      }
     } else {
       if (::pipe2(out_pipe, O_CLOEXEC) != 0 || ::pipe2(err_pipe, O_CLOEXEC) != 0) {
         FailStart(raw, fmt::format("cannot create pipes: {}", std::strerror(errno)), false);
@@ -709,6 +729,7 @@ class Agent {
   }
 
   AgentFlags flags_;
+  TaskUsers users_;
   std::string instance_id_;
   std::unique_ptr<Transport> transport_;  // until the connection takes it
   int epfd_ = -1, evfd_ = -1, sigfd_ = -1;
@@ -738,7 +759,23 @@ int RunAgent(const AgentFlags& flags, std::unique_ptr<Transport> transport) {
     return 2;
   }
   signal(SIGPIPE, SIG_IGN);
-  Agent agent(flags, std::move(transport));
+  // Neither tasks nor anything else running as this user may read the agent's environment (its
+  // worker token) or memory, or trace it (task_users.h).
+  if (::prctl(PR_SET_DUMPABLE, 0) != 0) {
+    spdlog::error("agent: cannot make itself non-dumpable: {}", std::strerror(errno));
+    return 2;
+  }
+  auto users = TaskUsers::Make(flags.run_tasks_as, flags.task_uids, flags.task_uid_map);
+  if (!users.ok()) {
+    spdlog::error("agent: {}", users.status().message());
+    return 2;
+  }
+  if (users->mode() == TaskUsers::Mode::kAgent) {
+    spdlog::info("agent: every task runs as this agent's Unix user (uid {}); tasks of different owners are not "
+                 "isolated from each other",
+                 ::getuid());
+  }
+  Agent agent(flags, std::move(users).value(), std::move(transport));
   return agent.Run();
 }
 

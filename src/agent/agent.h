@@ -27,6 +27,10 @@ struct AgentFlags {
   std::string tls_ca;
   std::string tls_cert;
   std::string tls_key;
+  // Whose Unix user runs each task (task_users.h): "owner", "agent", or "" (owner when root).
+  std::string run_tasks_as;
+  std::string task_uids;     // FIRST-LAST; "" = the default range
+  std::string task_uid_map;  // "" = /var/lib/tidepool/task-uids
 };
 
 class Transport;  // connection.h

@@ -29,11 +29,40 @@ struct Parsed {
   std::vector<std::string> labels;
   int slots = 0;
   std::string keepalive;
+  std::string env_file;
 };
+
+// Applies a file of KEY=VALUE lines to the environment, as if they had been set there: how a
+// backend that starts the agent over SSH hands it the server, name and token without a command
+// line that `ps` shows (a 0600 file). Blank lines and lines starting with '#' are skipped. An
+// error names the file and line.
+int ApplyEnvFile(const std::string& program, const std::string& path) {
+  auto text = ReadFile(path);
+  if (!text.ok()) {
+    fmt::print(stderr, "{}: --env-file {}: {}\n", program, path, text.status().message());
+    return kExitUsage;
+  }
+  int line_no = 0;
+  for (const std::string& line : Split(*text, '\n')) {
+    ++line_no;
+    if (line.empty() || line[0] == '#') continue;
+    size_t eq = line.find('=');
+    if (eq == std::string::npos || eq == 0) {
+      fmt::print(stderr, "{}: {}:{}: expected KEY=VALUE\n", program, path, line_no);
+      return kExitUsage;
+    }
+    ::setenv(line.substr(0, eq).c_str(), line.substr(eq + 1).c_str(), 1);
+  }
+  return 0;
+}
 
 // Fills what the command line left out from the environment; 0, or the exit status of a usage error.
 int Complete(const std::string& program, Parsed& p) {
   AgentFlags& f = p.flags;
+  if (p.env_file.empty()) p.env_file = EnvOr("TIDEPOOL_AGENT_ENV_FILE", "");
+  if (!p.env_file.empty()) {
+    if (int usage = ApplyEnvFile(program, p.env_file)) return usage;
+  }
   if (f.server.empty()) f.server = EnvOr("TIDEPOOL_SERVER", "127.0.0.1:7700");
   if (f.pool.empty()) f.pool = EnvOr("TIDEPOOL_POOL", "");
   if (f.name.empty()) f.name = EnvOr("TIDEPOOL_WORKER_NAME", EnvOr("AGENT_NAME", ""));
@@ -46,6 +75,9 @@ int Complete(const std::string& program, Parsed& p) {
   if (f.tls_ca.empty()) f.tls_ca = EnvOr("TIDEPOOL_TLS_CA", "");
   if (f.tls_cert.empty()) f.tls_cert = EnvOr("TIDEPOOL_TLS_CERT", "");
   if (f.tls_key.empty()) f.tls_key = EnvOr("TIDEPOOL_TLS_KEY", "");
+  if (f.run_tasks_as.empty()) f.run_tasks_as = EnvOr("TIDEPOOL_RUN_TASKS_AS", "");
+  if (f.task_uids.empty()) f.task_uids = EnvOr("TIDEPOOL_TASK_UIDS", "");
+  if (f.task_uid_map.empty()) f.task_uid_map = EnvOr("TIDEPOOL_TASK_UID_MAP", "");
   f.slots = p.slots > 0 ? p.slots : std::atoi(EnvOr("TIDEPOOL_SLOTS", "1").c_str());
   if (f.slots <= 0) f.slots = 1;
   if (f.pool.empty()) {
@@ -87,6 +119,15 @@ void DefineAgentCommand(CLI::App* app, int* rc, std::string program, TlsTranspor
   app->add_option("--tls-ca", f.tls_ca, "use TLS, trusting this CA certificate (default $TIDEPOOL_TLS_CA)");
   app->add_option("--tls-cert", f.tls_cert, "this agent's certificate, for mTLS (default $TIDEPOOL_TLS_CERT)");
   app->add_option("--tls-key", f.tls_key, "this agent's key, for mTLS (default $TIDEPOOL_TLS_KEY)");
+  app->add_option("--run-tasks-as", f.run_tasks_as,
+                  "owner: each task owner's own Unix user (needs root; the default for root); agent: this agent's user "
+                  "($TIDEPOOL_RUN_TASKS_AS)");
+  app->add_option("--task-uids", f.task_uids, "FIRST-LAST uids for task owners (default 1900000000-1900999999)");
+  app->add_option("--task-uid-map", f.task_uid_map, "owner to uid record, shared by the host's agents "
+                  "(default /var/lib/tidepool/task-uids)");
+  app->add_option("--env-file", p->env_file,
+                  "KEY=VALUE lines read into the environment first, e.g. TIDEPOOL_WORKER_TOKEN from a 0600 file "
+                  "($TIDEPOOL_AGENT_ENV_FILE)");
   app->add_option("--log-level", f.log_level, "trace|debug|info|warn|error")->default_str("info");
   app->add_option("--keepalive", p->keepalive, "ping the server this often when idle (default $TIDEPOOL_KEEPALIVE, else 60s)");
   app->callback([p, rc, program, tls] {

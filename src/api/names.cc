@@ -72,6 +72,7 @@ nlohmann::json TaskJson(const v1::Task& t) {
   j["state"] = StateName(t.state());
   j["kind"] = KindName(t.kind());
   j["pool"] = t.pool();
+  j["owner"] = t.owner().empty() ? nlohmann::json(nullptr) : nlohmann::json(t.owner());
   j["priority"] = t.priority();
   j["command"] = std::vector<std::string>(t.argv().begin(), t.argv().end());
   j["cwd"] = t.cwd();

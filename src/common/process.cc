@@ -70,8 +70,11 @@ struct CloneChild {
   char* const* envp;
   pid_t parent;
   int error = 0;
+  int step = 0;       // what failed: kStep*
   int error_fd = -1;  // TSan builds only (see SpawnDieWithParent): where the child writes `error`
 };
+
+enum { kStepOther = 0, kStepUser = 1, kStepCwd = 2, kStepExec = 3 };
 
 int CloneChildMain(void* arg) {
   auto* c = static_cast<CloneChild*>(arg);
@@ -85,6 +88,16 @@ int CloneChildMain(void* arg) {
   sigset_t empty;
   sigemptyset(&empty);
   if (o.new_session && setsid() < 0) goto fail;
+  if (o.uid >= 0) {
+    // Raw system calls: glibc's setuid would signal every thread sharing this memory (the
+    // parent's), as POSIX wants for a process. Before PR_SET_PDEATHSIG, which a change of
+    // credentials clears.
+    c->step = kStepUser;
+    if (syscall(SYS_setgroups, 0, nullptr) != 0) goto fail;
+    if (syscall(SYS_setresgid, o.gid, o.gid, o.gid) != 0) goto fail;
+    if (syscall(SYS_setresuid, o.uid, o.uid, o.uid) != 0) goto fail;
+    c->step = kStepOther;
+  }
   if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0) goto fail;
   if (getppid() != c->parent) _exit(127);  // the parent is already gone
   if (!o.tty_path.empty()) {
@@ -98,7 +111,9 @@ int CloneChildMain(void* arg) {
       if (fd < 0 || dup2(fd, target) < 0) goto fail;
     }
   }
+  c->step = kStepCwd;
   if (!o.cwd.empty() && chdir(o.cwd.c_str()) != 0) goto fail;
+  c->step = kStepExec;
   if (c->error_fd >= 3) {  // keep it open until exec (it is close-on-exec)
     syscall(SYS_close_range, 3U, static_cast<unsigned>(c->error_fd - 1), 0U);
     syscall(SYS_close_range, static_cast<unsigned>(c->error_fd + 1), ~0U, 0U);
@@ -110,7 +125,8 @@ int CloneChildMain(void* arg) {
 fail:
   c->error = errno;
   if (c->error_fd >= 0) {
-    [[maybe_unused]] ssize_t n = write(c->error_fd, &c->error, sizeof(c->error));
+    int report[2] = {c->error, c->step};
+    [[maybe_unused]] ssize_t n = write(c->error_fd, report, sizeof(report));
   }
   _exit(127);
 }
@@ -160,9 +176,12 @@ SpawnResult SpawnDieWithParent(const SpawnOptions& o, const std::string& exe, st
   int clone_errno = errno;
   if (error_pipe[1] >= 0) ::close(error_pipe[1]);
   if (pid > 0 && error_pipe[0] >= 0) {
+    int report[2] = {0, 0};
     ssize_t n;
-    do n = read(error_pipe[0], &child.error, sizeof(child.error));  // 0 bytes: exec succeeded
+    do n = read(error_pipe[0], report, sizeof(report));  // 0 bytes: exec succeeded
     while (n < 0 && errno == EINTR);
+    child.error = report[0];
+    child.step = report[1];
   }
   if (error_pipe[0] >= 0) ::close(error_pipe[0]);
 #else
@@ -180,6 +199,14 @@ SpawnResult SpawnDieWithParent(const SpawnOptions& o, const std::string& exe, st
   }
   if (child.error != 0) {  // it never reached its program
     waitpid(pid, nullptr, 0);
+    if (child.step == kStepUser || child.step == kStepCwd) {
+      std::string as = o.uid >= 0 ? fmt::format(" as uid {}", o.uid) : "";
+      r.error = child.step == kStepCwd ? SpawnError::kNoCwd : SpawnError::kOther;
+      r.message = child.step == kStepCwd
+                      ? fmt::format("cannot enter working directory {}{}: {}", o.cwd, as, std::strerror(child.error))
+                      : fmt::format("cannot switch to uid {} gid {}: {}", o.uid, o.gid, std::strerror(child.error));
+      return r;
+    }
     bool not_found = child.error == ENOENT || child.error == EACCES;
     r.error = not_found ? SpawnError::kNotFound : SpawnError::kOther;
     r.message = not_found ? fmt::format("command not found: {}", o.argv[0])
@@ -220,6 +247,11 @@ SpawnResult Spawn(const SpawnOptions& o) {
   for (const auto& e : o.env) envp.push_back(const_cast<char*>(e.c_str()));
   envp.push_back(nullptr);
   if (o.die_with_parent) return SpawnDieWithParent(o, *exe, argv, envp);
+  if (o.uid >= 0) {
+    r.error = SpawnError::kOther;
+    r.message = "running a child as another user needs die_with_parent";
+    return r;
+  }
 
   posix_spawn_file_actions_t fa;
   posix_spawnattr_t attr;

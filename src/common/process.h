@@ -33,6 +33,10 @@ struct SpawnOptions {
   // with its agent, as it would with its machine, so a requeued task never runs twice at once.
   // The spawning thread must live as long as the child (the agent's event loop does).
   bool die_with_parent = false;
+  // Run the child as this user and group (no supplementary groups), from a root parent; -1 keeps
+  // the parent's. Only with die_with_parent. The working directory is entered as that user.
+  int64_t uid = -1;
+  int64_t gid = -1;
 };
 
 enum class SpawnError { kNone, kNotFound, kNoCwd, kOther };

@@ -158,7 +158,7 @@ Result<Caller> Authenticator::IdentifyToken(const std::string& token) const {
     std::string task = core->tokens().TaskOfToken(token);
     if (!task.empty()) {
       std::string owner = core->TaskOwner(task);
-      if (const User* u = users_->Find(owner)) return Caller{u, u->name};
+      if (const User* u = users_->Find(owner)) return Caller{u, u->name, task, Role::kSubmit};
     }
   }
   return Status(StatusCode::kUnauthenticated,

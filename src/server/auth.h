@@ -12,11 +12,18 @@
 //       token: "a long random string"       # or token_sha256: <hex of SHA-256(token)>
 //       roles: { "*": view, gpu: submit, cpu: manage }
 //
-// Tasks get a task token (TIDEPOOL_TOKEN in their environment) that acts as their owner while
-// the task is unfinished, so `vbatch` inside a task works without the user's own token.
+// Tasks get a task token (TIDEPOOL_TOKEN in their environment) so that `vbatch` inside a task
+// works without the user's own token. It is bound to its task (issue 17):
+//   - it sees, cancels and submits under that task's own tree only (the task and its
+//     descendants); a submission must name a parent in the tree (clients do, from
+//     $TIDEPOOL_TASK_ID), so it never makes a top-level task;
+//   - it acts with its owner's roles capped at submit: it never manages workers or others' tasks;
+//   - it dies when its task ends.
+// On the worker, only the task's own Unix user can read it (agent/task_users.h).
 // Tokens are compared in constant time and never logged.
 #pragma once
 
+#include <algorithm>
 #include <map>
 #include <optional>
 #include <string>
@@ -40,7 +47,16 @@ struct User {
 struct Caller {
   const User* user = nullptr;  // nullptr = auth off
   std::string name;            // the user, or "" without auth
-  bool Can(const std::string& pool, Role needed) const { return !user || user->RoleOn(pool) >= needed; }
+  std::string tree;            // a task token's task: the caller is held to that task's tree
+  Role cap = Role::kManage;    // the most the caller may do anywhere (a task token: submit)
+  bool Can(const std::string& pool, Role needed) const {
+    return !user || std::min(user->RoleOn(pool), cap) >= needed;
+  }
+  // True unless the caller is held to a tree that `task_id` is outside of.
+  bool InTree(const std::string& task_id) const {
+    return tree.empty() || task_id == tree || (task_id.size() > tree.size() && task_id.compare(0, tree.size(), tree) == 0 &&
+                                               task_id[tree.size()] == '/');
+  }
   // "user bob lacks the submit role on pool gpu"
   Status Denied(const std::string& pool, Role needed) const;
 };

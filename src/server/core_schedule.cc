@@ -305,6 +305,7 @@ void Core::OnDispatchCommitted(const std::string& id, int attempt) {
   v1::StartTask* start = m.mutable_start();
   start->set_task_id(id);
   start->set_attempt(attempt);
+  start->set_owner(t->st().owner());
   *start->mutable_argv() = spec.argv();
   start->set_cwd(spec.cwd());
   *start->mutable_env() = spec.env();

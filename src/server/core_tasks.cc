@@ -179,6 +179,11 @@ Result<Core::Task*> Core::CreateTask(v1::TaskSpec spec, std::shared_ptr<RunClien
   if (spec.shards() > kMaxShards) return InvalidArgument(fmt::format("-N {} is more than {} shards", spec.shards(), kMaxShards));
   if (Status s = budget_.CheckSpec(spec); !s.ok()) return s;
   Task* parent = nullptr;
+  if (!caller.tree.empty() && spec.parent().empty()) {
+    return PermissionDenied(fmt::format(
+        "a task's token submits only into its own task's tree ({}): name a parent task there ($TIDEPOOL_TASK_ID)",
+        caller.tree));
+  }
   if (!spec.parent().empty()) {
     parent = FindTask(spec.parent());
     // Someone else's task answers as a missing one (no oracle).

@@ -12,6 +12,7 @@ namespace tidepool::server {
 Status TaskNotFound(const std::string& id) { return NotFound(fmt::format("task not found: {}", id)); }
 
 bool Core::MaySee(const Caller& caller, const v1::Task& t) {
+  if (!caller.InTree(t.id())) return false;  // a task token: its own tree only
   if (!caller.user || t.owner() == caller.name) return true;
   if (Pool(t.pool())) return caller.Can(t.pool(), Role::kManage);
   for (auto& [name, p] : pools_) {  // a selector: managing any of its pools is enough

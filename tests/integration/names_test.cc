@@ -275,15 +275,20 @@ TEST(Names, OneSlotWorkerNeverRunsTwoTasksAtOnceWithTwoAgentsOnItsName) {
   std::string dir = server.dir();
   Background first(AgentArgv(server, "box", join), {}, dir);
   ASSERT_TRUE(WaitFor([&] { return server.Workers("hand", {"idle"}) == 1; }));
-  Background second(AgentArgv(server, "box", join), {}, dir);
-  std::string task = "if mkdir " + dir + "/running 2>/dev/null; then sleep 0.4; rmdir " + dir +
+  // Each task holds a lock directory while it runs; one that finds it taken records an overlap.
+  std::string task = "if mkdir " + dir + "/running 2>/dev/null; then sleep 1.5; rmdir " + dir +
                      "/running; else echo overlap >> " + dir + "/overlaps; fi";
   std::vector<std::string> ids;
-  for (int i = 0; i < 6; ++i) {
+  auto submit = [&] {
     ProcResult b = server.Vbatch({"sh", "-c", task});
     ASSERT_EQ(b.exit_code, 0) << b.err;
     ids.push_back(Lines(b.out)[0]);
-  }
+  };
+  submit();
+  // The first agent is running a task when a second one comes with its name (a cloned host).
+  ASSERT_TRUE(WaitFor([&] { return server.Task(ids[0])["state"] == "RUNNING"; }));
+  Background second(AgentArgv(server, "box", join), {}, dir);
+  for (int i = 0; i < 3; ++i) submit();
   for (const auto& id : ids) {
     nlohmann::json t = server.WaitTask(id, 90s);
     EXPECT_EQ(t["state"], "SUCCESS") << t.dump(2);

@@ -66,9 +66,12 @@ Result<std::string> LocalBackend::Create(const CreateRequest& req, Deadline dead
   std::string name = fmt::format("{}-{}", req.pool, RandomId(6));
   SpawnOptions o;
   o.env = CurrentEnvironment();
-  // The server's own TIDEPOOL_* settings are not the agent's; TLS settings are shared.
+  // The server's own TIDEPOOL_* settings are not the agent's; the host's TLS settings and who
+  // runs tasks here (agent/task_users.h) are shared.
   std::erase_if(o.env, [](const std::string& kv) {
-    return (kv.rfind("TIDEPOOL_", 0) == 0 && kv.rfind("TIDEPOOL_TLS_", 0) != 0) || kv.rfind("AGENT_NAME=", 0) == 0;
+    bool host_setting = kv.rfind("TIDEPOOL_TLS_", 0) == 0 || kv.rfind("TIDEPOOL_TASK_UID", 0) == 0 ||
+                        kv.rfind("TIDEPOOL_RUN_TASKS_AS=", 0) == 0;
+    return (kv.rfind("TIDEPOOL_", 0) == 0 && !host_setting) || kv.rfind("AGENT_NAME=", 0) == 0;
   });
   // `tidepool-agent` when it is beside the server and no TLS is to be spoken: `tidepool agent`
   // would exec it anyway, after loading gRPC for nothing (~12 ms per worker here).
