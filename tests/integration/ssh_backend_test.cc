@@ -24,7 +24,7 @@ namespace {
 const std::string kAgentPath = "/opt/tidepool/bin/tidepool-agent";
 
 std::string SshPool(TestNet& net, const SshHosts& hosts, const std::string& known_hosts, int max_agents,
-                    int only = -1) {
+                    int only = -1, const std::string& extra = "") {
   std::string list;
   for (int i = 0; i < (only > 0 ? only : net.hosts()); ++i) list += (i ? ", " : "") + std::string("\"root@") + net.ip(i) + "\"";
   return "agent_pools:\n  - name: hosts\n    default: true\n    auto_scaler:\n"
@@ -33,7 +33,7 @@ std::string SshPool(TestNet& net, const SshHosts& hosts, const std::string& know
          "          known_hosts: " + known_hosts + "\n"
          "          agent_path: " + kAgentPath + "\n"
          "      max_agents: " + std::to_string(max_agents) + "\n      max_idle_agents: " + std::to_string(max_agents) +
-         "\n      idle_decay: \"60s\"\n";
+         "\n      idle_decay: \"60s\"\n" + extra;
 }
 
 // Runs a client from "/", a directory every host has (the caller's own is not there).
@@ -115,13 +115,14 @@ TEST(SshPool, AWrongHostKeyIsAClearErrorAndNothingIsStarted) {
   EXPECT_NE(error.find("Host key verification failed"), std::string::npos) << error;  // ssh's own words
   EXPECT_TRUE(waiting.Running());  // it waits for a worker that cannot be made
   EXPECT_FALSE(std::filesystem::exists(hosts.Disk(0) + "/opt/tidepool"));
-  EXPECT_EQ(hosts.Run(0, "pgrep -f tidepool-agent || echo none").out, "none\n");
+  EXPECT_EQ(hosts.Run(0, "pgrep -f '[t]idepool-agent' || echo none").out, "none\n");
   EXPECT_EQ(server.Workers("hosts"), 0);
 }
 
 TEST(SshPool, AHostThatDiesMidTaskLosesItsWorkerAndRejoinsWhenBack) {
   SSH_HOSTS_OR_SKIP(net, hosts, 2);
-  Server server(SshPool(net, hosts, hosts.known_hosts(), 2), {"--worker-lost-grace", "1s"}, net.server_ip() + ":0");
+  Server server(SshPool(net, hosts, hosts.known_hosts(), 2, -1, "      sync_loop_interval: \"1s\"\n"),
+                {"--worker-lost-grace", "1s"}, net.server_ip() + ":0");
   // Two tasks at once: one per host. Each records where it ran, then waits.
   std::vector<std::string> ids;
   for (int k = 0; k < 2; ++k) {
@@ -147,9 +148,11 @@ TEST(SshPool, AHostThatDiesMidTaskLosesItsWorkerAndRejoinsWhenBack) {
   EXPECT_EQ(retried, 1);
   // Back, with its disk but no agent: the pool makes a worker there again when two tasks need it.
   ASSERT_TRUE(hosts.Start(0)) << hosts.error();
+  // Listed again, its agent is seen stopped: the pool lets the worker go.
+  ASSERT_TRUE(WaitFor([&] { return server.Workers("hosts") == 1; })) << server.Pool("hosts").dump();
   std::vector<Background> runs;
   for (int k = 0; k < 2; ++k) {
-    runs.emplace_back(std::vector<std::string>{BinDir() + "/vrun", "sh", "-c", "ip -o -4 addr show; sleep 2"},
+    runs.emplace_back(std::vector<std::string>{BinDir() + "/vrun", "sh", "-c", "ip -o -4 addr show; sleep 5"},
                       server.ClientEnv(), "/");
   }
   std::set<int> used;

@@ -18,7 +18,7 @@ const Message* SshSchema() {
   static const Message m{"ssh",
                          {
                              // strings ("ops@gpu3:2222") or mappings: checked by CheckSsh
-                             Field{.name = "hosts", .type = Type::kAny},
+                             Field{.name = "hosts", .type = Type::kAny, .flags = config::schema::kAnyShape},
                              Str("user"),
                              Str("identity_file"),
                              WithDefault(Int32("port", kNonNegative), 22),
@@ -39,7 +39,8 @@ void CheckSsh(const nlohmann::json& fields, const config::BackendErrorReport& re
     report("workers_per_host", "workers_per_host must be at least 1", false);
   }
   if (auto hosts = ssh::ParseHosts(fields); !hosts.ok()) {
-    report("hosts", hosts.status().message(), false);
+    const std::string& m = hosts.status().message();
+    report("hosts", m.rfind("hosts: ", 0) == 0 ? m.substr(7) : m, false);
   }
 }
 
