@@ -50,6 +50,8 @@ struct BackendEnv {
   backends::ErrorClass failing_class = backends::ErrorClass::kTransient;
 };
 
+inline void PrintTo(const BackendEnv& env, std::ostream* os) { *os << env.name; }
+
 inline std::string EnvName(const ::testing::TestParamInfo<BackendEnv>& info) { return info.param.name; }
 
 class Conformance : public ::testing::TestWithParam<BackendEnv> {};
