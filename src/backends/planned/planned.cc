@@ -5,7 +5,7 @@
 #include <fmt/format.h>
 
 #include "backends/registry.h"
-#include "config/checks.h"
+#include "backends/planned/slurm_time.h"
 
 namespace tidepool::backends {
 
@@ -249,7 +249,7 @@ void CheckSsh(const nlohmann::json& fields, const config::BackendErrorReport& re
 void CheckSlurm(const nlohmann::json& fields, const config::BackendErrorReport& report) {
   auto limit = fields.find("time_limit");
   if (limit == fields.end() || !limit->is_string()) return;
-  if (Status s = config::CheckSlurmTimeLimit(limit->get<std::string>()); !s.ok()) report("time_limit", s.message(), false);
+  if (Status s = CheckSlurmTimeLimit(limit->get<std::string>()); !s.ok()) report("time_limit", s.message(), false);
 }
 
 const Registrar kSsh({.key = "ssh", .order = 30, .message = Ssh, .check = CheckSsh}, nullptr);
