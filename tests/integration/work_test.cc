@@ -270,14 +270,19 @@ TEST(Work, LostGangShardStopsTheGangAndRequeuesItWhole) {
   EXPECT_EQ(server.Task(id + "/1")["state"], "SUCCESS");
 }
 
+// Two pools behind the selector `gpu`: gpu-a (preferred, on cloud `a`, with `extra_a` auto_scaler
+// lines) and gpu-b (its backup, on cloud `b`), two workers each at most.
+std::string GpuPools(const Cloud& a, const Cloud& b, const std::string& extra_a) {
+  return "agent_pools:\n"
+         "  - name: gpu-a\n    selectors: [gpu]\n    selector_priority: 0\n    auto_scaler:\n" +
+         a.Backend() + "      max_agents: 2\n" + extra_a +
+         "  - name: gpu-b\n    selectors: [gpu]\n    selector_priority: 1\n    auto_scaler:\n" + b.Backend() +
+         "      max_agents: 2\n";
+}
+
 TEST(Selectors, BackupPoolServesWhileThePreferredPoolFailsThenPreferredTakesNewDemand) {
   Cloud a(CloudDir("-a")), b(CloudDir("-b"));
-  std::string config = "agent_pools:\n"
-                       "  - name: gpu-a\n    selectors: [gpu]\n    selector_priority: 0\n    auto_scaler:\n" +
-                       a.Backend() + "      max_agents: 2\n      scale_up_error_retry_delay: \"2s\"\n" +
-                       "  - name: gpu-b\n    selectors: [gpu]\n    selector_priority: 1\n    auto_scaler:\n" +
-                       b.Backend() + "      max_agents: 2\n";
-  Server server(config);
+  Server server(GpuPools(a, b, "      scale_up_error_retry_delay: \"2s\"\n"));
   a.Set("fail", "no A100s left in us-west-2a\n");
   std::vector<std::string> ids;
   for (int i = 0; i < 3; ++i) {
@@ -311,13 +316,9 @@ TEST(Selectors, BackupPoolServesWhileThePreferredPoolFailsThenPreferredTakesNewD
 // the preferred pool is dropped, not tried against the same empty zone.
 TEST(Selectors, OutOfCapacitySendsTheQueuedDemandToTheBackupAtOnce) {
   Cloud a(CloudDir("-a")), b(CloudDir("-b"));
-  std::string config = "agent_pools:\n"
-                       "  - name: gpu-a\n    selectors: [gpu]\n    selector_priority: 0\n    auto_scaler:\n" +
-                       a.Backend() + "      max_agents: 2\n      max_concurrent_creates: 1\n      create_rate: 1000\n" +
-                       "      scale_up_error_retry_delay: \"1h\"\n" +
-                       "  - name: gpu-b\n    selectors: [gpu]\n    selector_priority: 1\n    auto_scaler:\n" +
-                       b.Backend() + "      max_agents: 2\n";
-  Server server(config);
+  Server server(GpuPools(a, b,
+                         "      max_concurrent_creates: 1\n      create_rate: 1000\n"
+                         "      scale_up_error_retry_delay: \"1h\"\n"));
   a.Set("fail", "no A100s left in us-west-2a\nout_of_capacity: us-west-2a\n");
   // Two shards at once: gpu-a plans two creates, launches one and queues the other behind
   // max_concurrent_creates (not behind the rate: a create waiting for a token is already dropped
