@@ -33,6 +33,17 @@ Millis CreateCooldown(Millis base, int consecutive_failures, Millis max) {
   return std::min(delay, max);
 }
 
+CreateFailureResponse RespondToCreateFailure(ErrorClass cls, Millis base, int consecutive_failures, Millis max) {
+  switch (cls) {
+    case ErrorClass::kTransient: return {CreateCooldown(base, consecutive_failures, max), false};
+    case ErrorClass::kOutOfCapacity:
+    case ErrorClass::kQuota: return {CreateCooldown(base, consecutive_failures, max), true};
+    case ErrorClass::kAuth:
+    case ErrorClass::kBadRequest: return {std::max(max, base), true};
+  }
+  return {CreateCooldown(base, consecutive_failures, max), false};
+}
+
 namespace {
 
 // Whether `line` is the listing of the machine a refused create answer named: the line begins
@@ -54,6 +65,7 @@ CheckedList CheckListed(std::vector<backends::ListedWorker> listed, const std::d
   CheckedList out;
   out.workers.reserve(listed.size());
   for (backends::ListedWorker& lw : listed) {
+    if (!backends::IsWorker(lw.state)) continue;  // stopping or stopped: gone, for the pool
     if (std::string why = WorkerNameProblem(lw.name); !why.empty()) {
       out.problems.push_back(fmt::format("listed name {} is not a worker name: it {}", QuoteForLog(lw.name), why));
       continue;

@@ -54,6 +54,25 @@ TimePoint RefusedCreateHeldUntil(TimePoint answered_at, Millis register_timeout,
 // first, at most `max`.
 Millis CreateCooldown(Millis base, int consecutive_failures, Millis max);
 
+using backends::ErrorClass;
+
+// What the pool does after the n-th consecutive failed create, by the failure's class
+// (backends/backend.h). Pure; the controller applies it (PoolController::AllocationFailed).
+//   transient         cooldown CreateCooldown(base, n, max); queued creates stay queued
+//   out_of_capacity,  cooldown CreateCooldown(base, n, max); queued creates dropped, so their
+//   quota             demand goes to the selector's backup pools at once (a pool cooling down
+//                     is not healthy: scheduler/group_matcher.h)
+//   auth,             cooldown `max` at once (asking again will not help, and must not storm);
+//   bad_request       queued creates dropped
+struct CreateFailureResponse {
+  Millis cooldown{0};
+  bool drop_queued = false;
+};
+CreateFailureResponse RespondToCreateFailure(ErrorClass cls, Millis base, int consecutive_failures, Millis max);
+
+// The entries of a list the pool may believe: workers (pending or running; stopping and
+// stopped entries are dropped without a word) with valid names that are not a refused create's
+// machine under another name.
 struct CheckedList {
   std::vector<backends::ListedWorker> workers;  // the entries the pool may believe
   std::vector<std::string> problems;            // one line per refused entry

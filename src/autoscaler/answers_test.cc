@@ -119,9 +119,9 @@ TEST(Planner, ABackendAnsweringOneNameIsAskedBoundedTimes) {
 
 TEST(ListCheck, EntriesThatAreNotWorkerNamesAreReportedNotTracked) {
   std::vector<backends::ListedWorker> listed = {
-      {"ok-1", "running", "ok-1 running"},
-      {std::string(10 << 20, 'A'), "", std::string(10 << 20, 'A')},
-      {"b\x01", "running", "b\x01 running"},
+      {"ok-1", backends::WorkerState::kRunning, "running", "ok-1 running"},
+      {std::string(10 << 20, 'A'), backends::WorkerState::kRunning, "", std::string(10 << 20, 'A')},
+      {"b\x01", backends::WorkerState::kRunning, "running", "b\x01 running"},
   };
   CheckedList c = CheckListed(listed, {});
   ASSERT_EQ(c.workers.size(), 1u);
@@ -137,9 +137,9 @@ TEST(ListCheck, EntriesThatAreNotWorkerNamesAreReportedNotTracked) {
 
 TEST(ListCheck, ALineOfAMachineAnsweredWithASpacedNameIsNotAMachineCalledItsFirstWord) {
   std::vector<backends::ListedWorker> listed = {
-      {"my", "machine", "my machine running"},
-      {"my", "", "my"},           // a machine really called "my": its own
-      {"mymachine", "", "mymachine"},
+      {"my", backends::WorkerState::kRunning, "machine", "my machine running"},
+      {"my", backends::WorkerState::kRunning, "", "my"},  // a machine really called "my": its own
+      {"mymachine", backends::WorkerState::kRunning, "", "mymachine"},
   };
   CheckedList c = CheckListed(listed, {"my machine"});
   ASSERT_EQ(c.workers.size(), 2u);

@@ -14,6 +14,8 @@
 
 namespace tidepool::autoscaler {
 
+using backends::ErrorClass;
+
 const char* PhaseName(Phase p) {
   switch (p) {
     case Phase::kRequested: return "requested";
@@ -32,16 +34,7 @@ namespace {
 
 constexpr size_t kMaxEvents = 50;
 constexpr Millis kMaxCooldown = std::chrono::minutes(10);
-constexpr Millis kDefaultCallTimeout = std::chrono::minutes(5);
 constexpr Millis kConfirmRestoredGone = std::chrono::seconds(1);  // see OnListed
-
-Millis CallTimeout(const config::BackendConfig* b) {
-  if (b && b->fields.contains("timeout") && b->fields["timeout"].is_number_integer()) {
-    int64_t ms = b->fields["timeout"].get<int64_t>();
-    if (ms > 0) return Millis(ms);
-  }
-  return kDefaultCallTimeout;
-}
 
 }  // namespace
 
@@ -315,7 +308,7 @@ void PoolController::LaunchCreates() {
     executor_->Submit([=, this] {
       auto t0 = Clock::now();
       if (demand && latency) latency(std::chrono::duration<double>(t0 - *demand).count());
-      Result<std::string> r = backend->Create(req);
+      Result<std::string> r = backend->Create(req, t0 + backend->CallTimeout());
       if (record) record("create", r.ok() ? "ok" : "error", std::chrono::duration<double>(Clock::now() - t0).count());
       // Even after a timeout the result is delivered: a worker that was made after the pool
       // gave up on it must not be orphaned (OnCreateDone deletes it).
@@ -324,7 +317,8 @@ void PoolController::LaunchCreates() {
         if (*alive) OnCreateDone(id, r);
       });
     });
-    timers_->After(CallTimeout(cfg_.backend()), [=, this] {
+    const Millis call_timeout = backend->CallTimeout();
+    timers_->After(call_timeout, [=, this] {
       if (done->load()) return;
       post([=, this] {
         if (!*alive) return;
@@ -332,9 +326,9 @@ void PoolController::LaunchCreates() {
         if (wit == workers_.end() || wit->second->phase != Phase::kRequested) return;
         Worker* w = wit->second.get();
         if (hooks_.backend_call) {
-          hooks_.backend_call("create", "timeout", std::chrono::duration<double>(CallTimeout(cfg_.backend())).count());
+          hooks_.backend_call("create", "timeout", std::chrono::duration<double>(call_timeout).count());
         }
-        AllocationFailed(fmt::format("create timed out after {}", FormatDuration(CallTimeout(cfg_.backend()))));
+        AllocationFailed(fmt::format("create timed out after {}", FormatDuration(call_timeout)), ErrorClass::kTransient);
         w->delete_when_named = true;  // if the create still succeeds, delete what it made
         SetPhase(w, Phase::kDeleting);
         Reconcile();
@@ -344,17 +338,32 @@ void PoolController::LaunchCreates() {
   }
 }
 
-// A failed or timed-out create: shown (pool get, metrics, waiting vruns) and a cooldown,
-// scale_up_error_retry_delay doubled per consecutive failure up to 10 min. The pool retries by
-// itself when it ends.
-void PoolController::AllocationFailed(const std::string& error) {
-  last_error_ = error;
+// A failed or timed-out create: shown (pool get, metrics, waiting vruns) and a cooldown chosen by
+// the failure's class (answers.h, RespondToCreateFailure): transient ones are retried after
+// scale_up_error_retry_delay doubled per consecutive failure up to 10 min; auth and bad-request
+// ones wait the longest cooldown at once; for every class but transient the creates still queued
+// are dropped, so the demand they stood for goes to the selector's backup pools now (the pool is
+// not Healthy() while cooling down). The pool retries by itself when the cooldown ends.
+void PoolController::AllocationFailed(const std::string& error, ErrorClass cls) {
+  last_error_ = cls == ErrorClass::kTransient ? error : fmt::format("{} [{}]", error, backends::ErrorClassName(cls));
   last_error_at_ = Clock::now();
   ++consecutive_create_failures_;
-  Millis delay = CreateCooldown(cfg_.auto_scaler ? cfg_.auto_scaler->scale_up_error_retry_delay : Millis(60000),
-                                consecutive_create_failures_, kMaxCooldown);
-  cooldown_until_ = Clock::now() + delay;
-  Event("allocation_error", fmt::format("{} (retry in {})", error, FormatDuration(delay)));
+  const CreateFailureResponse r = RespondToCreateFailure(
+      cls, cfg_.auto_scaler ? cfg_.auto_scaler->scale_up_error_retry_delay : Millis(60000),
+      consecutive_create_failures_, kMaxCooldown);
+  cooldown_until_ = Clock::now() + r.cooldown;
+  int dropped = 0;
+  if (r.drop_queued) {
+    for (uint64_t id : std::exchange(create_queue_, {})) {
+      auto it = workers_.find(id);
+      if (it == workers_.end() || it->second->phase != Phase::kRequested || it->second->create_launched) continue;
+      Forget(it->second.get());
+      ++dropped;
+    }
+  }
+  Event("allocation_error", fmt::format("{} (retry in {}{})", last_error_, FormatDuration(r.cooldown),
+                                        dropped ? fmt::format("; {} queued create{} dropped", dropped, dropped > 1 ? "s" : "")
+                                                : std::string()));
 }
 
 void PoolController::ScheduleSync(Millis delay) {
@@ -386,7 +395,7 @@ void PoolController::Sync() {
   auto record = hooks_.backend_call;
   executor_->Submit([=, this] {
     auto t0 = Clock::now();
-    auto listed = backend->List();
+    auto listed = backend->List(t0 + backend->CallTimeout());
     if (record) record("list", listed.ok() ? "ok" : "error", std::chrono::duration<double>(Clock::now() - t0).count());
     post([=, this] {
       if (*alive) OnListed(listed, gen);
@@ -654,7 +663,7 @@ void PoolController::LaunchBatch(uint64_t batch) {
   last_create_attempt_ = Clock::now();
   executor_->Submit([=, this] {
     auto t0 = Clock::now();
-    auto names = backend->CreateBatch(req, count, std::to_string(batch));
+    auto names = backend->CreateBatch(req, count, std::to_string(batch), t0 + backend->CallTimeout());
     if (record) record("create_batch", names.ok() ? "ok" : "error", std::chrono::duration<double>(Clock::now() - t0).count());
     post([=, this] {
       if (*alive) OnBatchCreated(batch, names);
@@ -667,7 +676,7 @@ void PoolController::OnBatchCreated(uint64_t batch, Result<std::vector<std::stri
   bool wanted = it != batches_.end();
   if (wanted) it->second.in_flight = false;
   if (!names.ok()) {
-    AllocationFailed("batch create failed: " + names.status().message());
+    AllocationFailed("batch create failed: " + names.status().message(), backends::ClassOf(names.status()));
     Reconcile();
     if (hooks_.changed) hooks_.changed();
     return;
@@ -690,7 +699,7 @@ void PoolController::OnBatchCreated(uint64_t batch, Result<std::vector<std::stri
     if (!wanted) Remove(w, "its batch is no longer needed");
   }
   if (wanted) it->second.created = true;
-  if (!refused.empty()) AllocationFailed(refused);
+  if (!refused.empty()) AllocationFailed(refused, ErrorClass::kTransient);
   if (hooks_.changed) hooks_.changed();
 }
 

@@ -157,7 +157,7 @@ class PoolController {
   // alive (the planner's CountsAgainstCap), not counting requests whose create is not launched.
   int AliveLaunched(TimePoint now) const;
   bool MayLaunchCreate(TimePoint now) const;
-  void AllocationFailed(const std::string& error);
+  void AllocationFailed(const std::string& error, backends::ErrorClass cls);
   void LaunchBatch(uint64_t batch);
   void OnBatchCreated(uint64_t batch, Result<std::vector<std::string>> names);
   // Creates' answers and lists, checked (pool_controller_answers.cc, answers.h).

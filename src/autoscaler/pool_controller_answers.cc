@@ -13,6 +13,8 @@
 
 namespace tidepool::autoscaler {
 
+using backends::ErrorClass;
+
 namespace {
 constexpr size_t kRefusedAnswersKept = 32;
 constexpr size_t kRefusedAnswerBytes = 4096;  // a longer one is kept (and matched) by its start
@@ -50,7 +52,7 @@ void PoolController::OnCreateDone(uint64_t id, Result<std::string> result) {
   if (!result.ok()) {
     bool timed_out = w->delete_when_named;
     Forget(w);
-    if (!timed_out) AllocationFailed("create failed: " + result.status().message());
+    if (!timed_out) AllocationFailed("create failed: " + result.status().message(), backends::ClassOf(result.status()));
   } else if (refused) {
     // Never deleted by that name: it is another worker's, or no worker's at all.
     CreateAnswerRefused(w, *result, judged.error, launched);
@@ -86,7 +88,7 @@ void PoolController::CreateAnswerRefused(Worker* w, const std::string& answer, c
                                          TimePoint launched) {
   const TimePoint now = Clock::now();
   if (w) Forget(w);
-  AllocationFailed("create " + error);  // even if it timed out or was cancelled meanwhile
+  AllocationFailed("create " + error, ErrorClass::kTransient);  // even if it timed out or was cancelled meanwhile
   Millis cooldown = cooldown_until_ && *cooldown_until_ > now
                         ? std::chrono::duration_cast<Millis>(*cooldown_until_ - now)
                         : Millis(0);

@@ -66,7 +66,7 @@ void PoolController::LaunchDeletes() {
     auto record = hooks_.backend_call;
     executor_->Submit([=, this] {
       auto t0 = Clock::now();
-      Status s = backend->Delete(name);
+      Status s = backend->Delete(name, t0 + backend->CallTimeout());
       if (record) record("delete", s.ok() ? "ok" : "error", std::chrono::duration<double>(Clock::now() - t0).count());
       post([=, this] {
         if (*alive) OnDeleteDone(id, s);

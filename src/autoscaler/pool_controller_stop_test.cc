@@ -25,7 +25,7 @@ struct HangState {
 class HangingBackend : public backends::Backend {
  public:
   explicit HangingBackend(std::shared_ptr<HangState> s) : s_(std::move(s)) {}
-  Result<std::string> Create(const backends::CreateRequest& r) override {
+  Result<std::string> Create(const backends::CreateRequest& r, backends::Deadline) override {
     r.token_for("w-named");
     std::unique_lock lock(s_->mu);
     s_->entered = true;
@@ -33,12 +33,12 @@ class HangingBackend : public backends::Backend {
     s_->cv.wait(lock, [&] { return s_->abandoned; });
     return Unavailable("abandoned");
   }
-  Status Delete(const std::string&) override {
+  Status Delete(const std::string&, backends::Deadline) override {
     std::lock_guard lock(s_->mu);
     ++s_->deletes;
     return Status::Ok();
   }
-  Result<std::vector<backends::ListedWorker>> List() override { return std::vector<backends::ListedWorker>{}; }
+  Result<std::vector<backends::ListedWorker>> List(backends::Deadline) override { return std::vector<backends::ListedWorker>{}; }
   void Abandon() override {
     std::lock_guard lock(s_->mu);
     s_->abandoned = true;

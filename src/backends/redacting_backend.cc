@@ -9,20 +9,23 @@ class RedactingBackend final : public Backend {
   RedactingBackend(std::unique_ptr<Backend> inner, std::shared_ptr<const Redactor> redactor)
       : inner_(std::move(inner)), redactor_(std::move(redactor)) {}
 
-  Result<std::string> Create(const CreateRequest& request) override { return Clean(inner_->Create(request)); }
-  Status Delete(const std::string& name) override { return Clean(inner_->Delete(name)); }
-  Result<std::vector<ListedWorker>> List() override {
-    auto listed = Clean(inner_->List());
+  Result<std::string> Create(const CreateRequest& request, Deadline deadline) override {
+    return Clean(inner_->Create(request, deadline));
+  }
+  Status Delete(const std::string& name, Deadline deadline) override { return Clean(inner_->Delete(name, deadline)); }
+  Result<std::vector<ListedWorker>> List(Deadline deadline) override {
+    auto listed = Clean(inner_->List(deadline));
     if (listed.ok()) {
-      for (ListedWorker& w : *listed) w.status = redactor_->Scrub(w.status);
+      for (ListedWorker& w : *listed) w.detail = redactor_->Scrub(w.detail);
     }
     return listed;
   }
+  std::chrono::milliseconds CallTimeout() const override { return inner_->CallTimeout(); }
   void Abandon() override { inner_->Abandon(); }
   bool SupportsBatch() const override { return inner_->SupportsBatch(); }
-  Result<std::vector<std::string>> CreateBatch(const CreateRequest& request, int count,
-                                               const std::string& label) override {
-    return Clean(inner_->CreateBatch(request, count, label));
+  Result<std::vector<std::string>> CreateBatch(const CreateRequest& request, int count, const std::string& label,
+                                               Deadline deadline) override {
+    return Clean(inner_->CreateBatch(request, count, label, deadline));
   }
 
  private:

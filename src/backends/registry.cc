@@ -1,11 +1,11 @@
-#include <fmt/format.h>
+#include "backends/registry.h"
 
-#include "backends/backend.h"
+#include <fmt/format.h>
 
 namespace tidepool::backends {
 
 Registry& Registry::Global() {
-  static Registry* r = new Registry();
+  static Registry* r = new Registry();  // never destroyed: registrations run during static init
   return *r;
 }
 
@@ -19,6 +19,12 @@ Result<std::unique_ptr<Backend>> Registry::Create(const config::BackendConfig& c
     return Unimplemented(fmt::format("backend {} is not available in this version of Tidepool", cfg.type));
   }
   return it->second(cfg, ctx);
+}
+
+Registrar::Registrar(config::BackendSchema schema, BackendFactory factory) {
+  std::string key = schema.key;
+  config::RegisterBackendSchema(std::move(schema));
+  if (factory) Registry::Global().Register(key, std::move(factory));
 }
 
 }  // namespace tidepool::backends

@@ -13,7 +13,7 @@
 #include <fmt/format.h>
 
 #include "agent/agent_cli.h"
-#include "backends/backend.h"
+#include "backends/registry.h"
 #include "agent/grpc/transport_grpc.h"
 #include "cli/client.h"
 #include "cli/commands.h"
@@ -182,7 +182,6 @@ int Up(const server::ServerFlags& flags) {
 // local backend's own ledger (pid + start time), each SIGTERMed and then SIGKILLed after the
 // backend's grace, its tasks with it.
 int StopLocalWorkers(const server::Settings& s) {
-  backends::RegisterBuiltinBackends();
   int rc = 0;
   std::vector<std::thread> deletes;
   std::mutex mu;
@@ -193,7 +192,7 @@ int StopLocalWorkers(const server::Settings& s) {
     backends::BackendContext ctx{pc.name, s.data_dir, "", "", 1};
     auto backend = backends::Registry::Global().Create(*bc, ctx);
     if (!backend.ok()) continue;
-    auto listed = (*backend)->List();
+    auto listed = (*backend)->List(backends::Clock::now() + (*backend)->CallTimeout());
     if (!listed.ok()) {
       fmt::print(stderr, "tidepool: pool {}: cannot list its workers: {}\n", pc.name, listed.status().message());
       rc = 1;
@@ -202,7 +201,7 @@ int StopLocalWorkers(const server::Settings& s) {
     std::shared_ptr<backends::Backend> b = std::move(backend).value();
     for (const backends::ListedWorker& w : *listed) {
       deletes.emplace_back([b, name = w.name, pool = pc.name, &mu, &stopped, &rc] {
-        Status st = b->Delete(name);
+        Status st = b->Delete(name, backends::Clock::now() + b->CallTimeout());
         std::lock_guard l(mu);
         if (st.ok()) {
           stopped++;

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <set>
 
+#include "config/backend_schemas.h"
 #include "config/checks.h"
 #include "config/features.h"
 #include "config/schema.h"
@@ -204,14 +205,14 @@ class Builder {
     b.fields = block.begin().value();
     std::string at = path + "." + b.type;
     b.pos = Key(at);
-    b.secret_paths = SecretPaths(*schema::Backend()->Find(b.type)->message(), b.fields);
+    const BackendSchema* registered = FindBackendSchema(b.type);
+    if (registered == nullptr || registered->message == nullptr) return b;  // the decoder said why
+    b.secret_paths = SecretPaths(*registered->message(), b.fields);
     Inactive(pool, at, field + "." + b.type, "backend." + b.type);
-    if (b.type == "ssh") {
-      if (Sub(b.fields, "hosts").empty()) Error(at, "ssh needs at least one entry in hosts", true);
-      int port = Int(b.fields, "port", 22);
-      if (port < 1 || port > 65535) Error(at + ".port", "port must be 1-65535");
-    } else if (b.type == "slurm" && b.fields.contains("time_limit")) {
-      Check(CheckSlurmTimeLimit(Str(b.fields, "time_limit")), at + ".time_limit");
+    if (registered->check) {
+      registered->check(b.fields, [&](const std::string& sub, const std::string& message, bool at_key) {
+        Error(sub.empty() ? at : at + "." + sub, message, at_key);
+      });
     }
     return b;
   }

@@ -1,5 +1,7 @@
 #include "config/features.h"
 
+#include "config/backend_schemas.h"
+
 namespace tidepool::config {
 
 namespace {
@@ -21,16 +23,6 @@ constexpr Feature kFeatures[] = {
     {"drift_sync", "drift sync loop", true},
     {"error_backoff", "allocation error backoff", true},
     {"create_limits", "create rate limits", true},
-    {"backend.local", "local backend", true},
-    {"backend.command", "command backend", true},
-    {"backend.ssh", "ssh backend", false},
-    {"backend.slurm", "slurm backend", false},
-    {"backend.kubernetes", "kubernetes backend", false},
-    {"backend.aws_launch_template", "aws_launch_template backend", false},
-    {"backend.gce_instance_group", "gce_instance_group backend", false},
-    {"backend.nebius_launch_template", "nebius_launch_template backend", false},
-    {"backend.mithril_spot_bid", "mithril_spot_bid backend", false},
-    {"backend.digitalocean_droplet", "digitalocean_droplet backend", false},
 };
 
 }  // namespace
@@ -39,6 +31,8 @@ const Feature* FindFeature(std::string_view id) {
   for (const Feature& f : kFeatures) {
     if (id == f.id) return &f;
   }
+  // Each backend says itself whether it is built (backend_schemas.h).
+  if (id.starts_with("backend.")) return BackendFeature(id.substr(8));
   return nullptr;
 }
 

@@ -22,7 +22,7 @@
 //   error_backoff     auto_scaler.scale_up_error_retry_delay,
 //                     allocation_error_reset_after                allocation error backoff
 //   create_limits     auto_scaler.max_concurrent_creates, create_rate   create rate limits
-//   backend.TYPE      a backend of that type (backend.local is active)  "TYPE backend"
+//   backend.TYPE      a backend of that type: registered by the backend (backend_schemas.h)
 #pragma once
 
 #include <string_view>

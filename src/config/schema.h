@@ -74,7 +74,51 @@ std::string CamelCase(std::string_view snake);
 
 // The whole file: `server` and `agent_pools`.
 const Message* Root();
-// `backend: {...}` (and `fixed.backend`).
+// `backend: {...}` (and `fixed.backend`): one field per backend registered
+// (config/backend_schemas.h), in their `order`.
 const Message* Backend();
+
+// Short constructors that keep a schema table one line per field (here and in every backend's
+// folder): `using namespace schema::make;`.
+namespace make {
+
+inline Field Str(std::string_view n, unsigned flags = 0) {
+  return {.name = n, .type = Type::kString, .flags = flags};
+}
+inline Field Bool(std::string_view n) { return {.name = n, .type = Type::kBool}; }
+inline Field Int32(std::string_view n, unsigned flags = 0) {
+  return {.name = n, .type = Type::kInt32, .flags = flags};
+}
+inline Field Int64(std::string_view n, unsigned flags = 0) {
+  return {.name = n, .type = Type::kInt64, .flags = flags};
+}
+inline Field Double(std::string_view n, unsigned flags = 0) {
+  return {.name = n, .type = Type::kDouble, .flags = flags};
+}
+inline Field Duration(std::string_view n) { return {.name = n, .type = Type::kDuration}; }
+inline Field StrList(std::string_view n) { return {.name = n, .type = Type::kStringList}; }
+inline Field StrMap(std::string_view n) { return {.name = n, .type = Type::kStringMap}; }
+inline Field Msg(std::string_view n, const Message* (*m)()) {
+  return {.name = n, .type = Type::kMessage, .message = m};
+}
+inline Field MsgList(std::string_view n, const Message* (*m)()) {
+  return {.name = n, .type = Type::kMessageList, .message = m};
+}
+inline Field Enum(std::string_view n, std::vector<EnumValue> values) {
+  return {.name = n, .type = Type::kEnum, .enum_values = std::move(values)};
+}
+inline Field WithDefault(Field f, nlohmann::json value) {
+  f.default_value = std::move(value);
+  return f;
+}
+inline Field InOneof(Field f, std::string_view group) {
+  f.oneof = group;
+  return f;
+}
+inline Field Secret(std::string_view n, std::string_view fallback_env = {}) {
+  return {.name = n, .type = Type::kString, .flags = kSecret, .fallback_env = fallback_env};
+}
+
+}  // namespace make
 
 }  // namespace tidepool::config::schema

@@ -9,6 +9,7 @@
 
 #include "api/names.h"
 #include "backends/redacting_backend.h"
+#include "backends/registry.h"
 #include "common/crypto.h"
 #include "common/process.h"
 #include "common/time.h"
@@ -40,7 +41,6 @@ void Core::Post(std::function<void()> fn) {
 }
 
 Status Core::Start() {
-  backends::RegisterBuiltinBackends();
   auto max_seq = store_->MaxSeq();
   if (!max_seq.ok()) return max_seq.status();
   auto workers = store_->ListWorkers();

@@ -57,9 +57,11 @@ inline Phase FromProto(v1::WorkerState s) {
 class UnavailableBackend final : public backends::Backend {
  public:
   explicit UnavailableBackend(std::string why) : why_(std::move(why)) {}
-  Result<std::string> Create(const backends::CreateRequest&) override { return Unimplemented(why_); }
-  Status Delete(const std::string&) override { return Unimplemented(why_); }
-  Result<std::vector<backends::ListedWorker>> List() override { return std::vector<backends::ListedWorker>{}; }
+  Result<std::string> Create(const backends::CreateRequest&, backends::Deadline) override { return Unimplemented(why_); }
+  Status Delete(const std::string&, backends::Deadline) override { return Unimplemented(why_); }
+  Result<std::vector<backends::ListedWorker>> List(backends::Deadline) override {
+    return std::vector<backends::ListedWorker>{};
+  }
 
  private:
   std::string why_;

@@ -20,13 +20,24 @@
 //
 // Exit status 0 is success. Anything else fails the call with
 //   "<op> failed (exit N): <last lines of stderr>"   (or "… killed by signal SIGX …").
+// The failure's class (backend.h) is the script's to say, by the first word of the last line of
+// its stderr: `out_of_capacity:`, `quota:`, `auth:`, `bad_request:` or `transient:` (the line
+// stays in the message). Without one a failure is transient, as Velda's scripts' are.
 // stdout is read until bash exits, not until EOF: a start script that leaves its agent running
 // in the background (and holding the pipe) still returns at once. A call that outlives
-// `timeout` has its process group SIGKILLed and fails with DeadlineExceeded.
+// `timeout` (or the pool's deadline, if sooner) has its process group SIGKILLed and fails with
+// DeadlineExceeded (transient). Scripts run through the toolkit's runner (toolkit/subprocess.h).
 //
-// List: lines whose status is stopped, terminated, terminating or suspended (any case) are
-// not workers; blank lines are ignored. Each entry carries its whole line: the pool checks the
-// names (start's answer too) and refuses what is not a worker name (autoscaler/answers.h).
+// List: a line's second field (any case) is its state: stopped, terminated or suspended =
+// stopped; terminating = stopping (neither is a worker, as backends.md says: such lines are not
+// listed at all); pending, starting, provisioning or booting = pending; anything else, or none,
+// = running (Velda's scripts print what they like there).
+// Blank lines are ignored. Each entry carries its whole line: the pool checks the names (start's
+// answer too) and refuses what is not a worker name (autoscaler/answers.h).
+//
+// Delete of a worker whose start is still running: the backend cannot know which worker a running
+// start will make, so the scripts keep the contract themselves, e.g. start holds a per-worker
+// `flock` until it prints the name and stop takes it first (tests/conformance/command_conformance.cc).
 //
 // Abandon() (the server is stopping) SIGKILLs the process group of every script running and
 // makes every later call fail at once without running anything.
@@ -42,6 +53,7 @@
 #include <vector>
 
 #include "backends/backend.h"
+#include "backends/toolkit/subprocess.h"
 
 namespace tidepool::backends {
 
@@ -52,19 +64,23 @@ class CommandBackend final : public Backend {
   static constexpr std::chrono::milliseconds kDefaultTimeout{300000};
   ~CommandBackend() override;
 
-  Result<std::string> Create(const CreateRequest& request) override;
-  Status Delete(const std::string& name) override;
-  Result<std::vector<ListedWorker>> List() override;
+  Result<std::string> Create(const CreateRequest& request, Deadline deadline) override;
+  Status Delete(const std::string& name, Deadline deadline) override;
+  Result<std::vector<ListedWorker>> List(Deadline deadline) override;
+  std::chrono::milliseconds CallTimeout() const override { return timeout_; }
 
   bool SupportsBatch() const override { return !batch_start_.empty(); }
   Result<std::vector<std::string>> CreateBatch(const CreateRequest& request, int count,
-                                               const std::string& label) override;
+                                               const std::string& label, Deadline deadline) override;
 
   std::chrono::milliseconds timeout() const { return timeout_; }
 
   void Abandon() override;
 
-  struct Running;  // the scripts running now, by process group
+  // The state a listed line's status word means (see above).
+  static WorkerState StateOf(std::string_view status);
+  // The class a failed script's stderr claims (see above); transient when it claims none.
+  static ErrorClass ClassOfStderr(std::string_view err);
 
  private:
   CommandBackend(BackendContext ctx, std::string start, std::string stop, std::string list,
@@ -76,12 +92,12 @@ class CommandBackend final : public Backend {
   void AddTokenEnv(const CreateRequest& req, std::vector<std::string>& env) const;
   // Runs `script` under bash with `args` as $1...; returns its stdout, or the failure.
   Result<std::string> Run(std::string_view op, const std::string& script, const std::vector<std::string>& args,
-                          const std::vector<std::string>& env) const;
+                          const std::vector<std::string>& env, Deadline deadline) const;
 
   const BackendContext ctx_;
   const std::string start_, stop_, list_, batch_start_;
   const std::chrono::milliseconds timeout_;
-  const std::unique_ptr<Running> running_;
+  mutable ProcessGroups running_;  // the scripts running now
 };
 
 }  // namespace tidepool::backends

@@ -61,7 +61,8 @@ bool LocalBackend::Alive(const Entry& e) {
   return st->state != 'X';
 }
 
-Result<std::string> LocalBackend::Create(const CreateRequest& req) {
+Result<std::string> LocalBackend::Create(const CreateRequest& req, Deadline deadline) {
+  (void)deadline;  // spawning is immediate; api_delay simulates a slow API on purpose
   std::string name = fmt::format("{}-{}", req.pool, RandomId(6));
   SpawnOptions o;
   o.env = CurrentEnvironment();
@@ -98,21 +99,35 @@ Result<std::string> LocalBackend::Create(const CreateRequest& req) {
   o.stderr_path = o.stdout_path;
   o.new_session = true;
   SpawnResult r = Spawn(o);
-  if (r.pid < 0) return Internal(fmt::format("cannot start agent: {}", r.message));
+  if (r.pid < 0) {
+    // No agent program is a configuration problem (bad_request: asking again will not help).
+    std::string msg = fmt::format("cannot start agent: {}", r.message);
+    return r.error == SpawnError::kNotFound ? MakeError(ErrorClass::kBadRequest, std::move(msg)) : Unavailable(std::move(msg));
+  }
   auto st = ReadProcStat(r.pid);
-  // The simulated slow API: until it answers, the backend does not know this machine (a delete
-  // of the name would find nothing), as a cloud's would not.
+  {
+    std::lock_guard lock(mu_);
+    creating_.insert(name);
+  }
+  // The simulated slow API: the create has not answered yet, yet the agent may already have
+  // connected and the pool may delete it by name: that delete waits for this create.
   if (api_delay_.count() > 0) std::this_thread::sleep_for(api_delay_);
   std::lock_guard lock(mu_);
+  creating_.erase(name);
   ledger_[name] = Entry{r.pid, st ? st->start_time : 0};
   if (Status s = SaveLedgerLocked(); !s.ok()) spdlog::warn("local backend: {}", s.message());
+  created_.notify_all();
   return name;
 }
 
-Status LocalBackend::Delete(const std::string& name) {
+Status LocalBackend::Delete(const std::string& name, Deadline deadline) {
   Entry e;
   {
-    std::lock_guard lock(mu_);
+    std::unique_lock lock(mu_);
+    // Its create is still running: wait for it, so what it makes is deleted too.
+    if (!created_.wait_until(lock, deadline, [&] { return !creating_.count(name); })) {
+      return DeadlineExceeded(fmt::format("delete {}: its create is still running", name));
+    }
     auto it = ledger_.find(name);
     if (it == ledger_.end()) return Status::Ok();  // not ours or already gone
     e = it->second;
@@ -136,13 +151,14 @@ Status LocalBackend::Delete(const std::string& name) {
   return Status::Ok();
 }
 
-Result<std::vector<ListedWorker>> LocalBackend::List() {
+Result<std::vector<ListedWorker>> LocalBackend::List(Deadline deadline) {
+  (void)deadline;  // reads /proc only
   std::lock_guard lock(mu_);
   std::vector<ListedWorker> out;
   bool changed = false;
   for (auto it = ledger_.begin(); it != ledger_.end();) {
     if (Alive(it->second)) {
-      out.push_back({it->first, "running"});
+      out.push_back({it->first, WorkerState::kRunning, "", ""});
       ++it;
     } else {
       it = ledger_.erase(it);

@@ -13,9 +13,11 @@
 #include <sys/types.h>
 
 #include <chrono>
+#include <condition_variable>
 #include <cstdint>
 #include <map>
 #include <mutex>
+#include <set>
 
 #include "backends/backend.h"
 
@@ -25,9 +27,10 @@ class LocalBackend final : public Backend {
  public:
   static Result<std::unique_ptr<Backend>> Make(const config::BackendConfig& cfg, const BackendContext& ctx);
 
-  Result<std::string> Create(const CreateRequest& request) override;
-  Status Delete(const std::string& name) override;
-  Result<std::vector<ListedWorker>> List() override;
+  Result<std::string> Create(const CreateRequest& request, Deadline deadline) override;
+  // Waits (until the deadline) for a create of the same name still running.
+  Status Delete(const std::string& name, Deadline deadline) override;
+  Result<std::vector<ListedWorker>> List(Deadline deadline) override;
 
   // How long Delete waits after SIGTERM before SIGKILL.
   static constexpr std::chrono::seconds kKillGrace{10};
@@ -51,6 +54,8 @@ class LocalBackend final : public Backend {
   std::string log_dir_;
   std::mutex mu_;
   std::map<std::string, Entry> ledger_;
+  std::set<std::string> creating_;  // spawned, create not answered yet (api_delay)
+  std::condition_variable created_;
 };
 
 }  // namespace tidepool::backends
