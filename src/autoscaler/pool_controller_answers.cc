@@ -51,7 +51,17 @@ void PoolController::OnCreateDone(uint64_t id, Result<std::string> result) {
   }
   if (!result.ok()) {
     bool timed_out = w->delete_when_named;
-    Forget(w);
+    if (w->name.empty()) {
+      Forget(w);
+    } else {
+      // Its agent connected (and so named it) before the call answered: the machine exists,
+      // whatever the call says. Forgetting it would leave a connected worker nobody knows, whose
+      // tasks are never found lost when its agent dies. Kept, as a create that succeeded is.
+      Event("create_failed_after_start",
+            fmt::format("{}'s agent connected before its create failed; the worker is kept", w->name), false);
+      if (w->delete_when_named) IssueDelete(w);
+      else if (w->phase == Phase::kRequested) SetPhase(w, Phase::kStarting);
+    }
     if (!timed_out) AllocationFailed("create failed: " + result.status().message(), backends::ClassOf(result.status()));
   } else if (refused) {
     // Never deleted by that name: it is another worker's, or no worker's at all.

@@ -13,12 +13,6 @@ void Registry::Register(const std::string& key, BackendFactory factory) { factor
 
 bool Registry::Has(const std::string& key) const { return factories_.count(key) > 0; }
 
-std::vector<std::string> Registry::Keys() const {
-  std::vector<std::string> keys;
-  for (const auto& [key, f] : factories_) keys.push_back(key);
-  return keys;
-}
-
 Result<std::unique_ptr<Backend>> Registry::Create(const config::BackendConfig& cfg, const BackendContext& ctx) const {
   auto it = factories_.find(cfg.type);
   if (it == factories_.end()) {

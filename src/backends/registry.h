@@ -27,7 +27,6 @@ class Registry {
   static Registry& Global();
   void Register(const std::string& key, BackendFactory factory);
   bool Has(const std::string& key) const;
-  std::vector<std::string> Keys() const;  // the backends that can be made, by key
   Result<std::unique_ptr<Backend>> Create(const config::BackendConfig& cfg, const BackendContext& ctx) const;
 
  private:

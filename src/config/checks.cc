@@ -133,20 +133,4 @@ Status CheckHostPort(std::string_view address) {
                          "\": use HOST:PORT, e.g. \"127.0.0.1:7700\"");
 }
 
-Status CheckSlurmTimeLimit(std::string_view text) {
-  std::string t = Lower(Trim(text));
-  if (t == "unlimited" || t == "infinite") return Status::Ok();
-  std::string_view rest = t;
-  if (size_t dash = rest.find('-'); dash != std::string_view::npos) {
-    rest = AllDigits(rest.substr(0, dash)) ? rest.substr(dash + 1) : std::string_view();
-  }
-  std::vector<std::string> parts = Split(rest, ':');
-  bool ok = !rest.empty() && parts.size() <= 3;
-  for (const std::string& p : parts) ok = ok && AllDigits(p);
-  if (ok) return Status::Ok();
-  return InvalidArgument("invalid Slurm time limit \"" + std::string(text) +
-                         "\": use MINUTES, MM:SS, HH:MM:SS, D-HH, D-HH:MM, D-HH:MM:SS or "
-                         "UNLIMITED");
-}
-
 }  // namespace tidepool::config

@@ -1,5 +1,5 @@
 // Checks and parsers for values whose format is more than their type: pool names, schedule
-// days and hours, time zones, store URLs, addresses, Slurm time limits.
+// days and hours, time zones, store URLs, addresses.
 //
 // Each returns a non-OK status whose message says what is wrong and what is allowed.
 #pragma once
@@ -34,7 +34,5 @@ bool IsPostgresUrl(std::string_view db);
 // HOST:PORT, [V6]:PORT; port 0-65535 (0 = pick one, for tests).
 Status CheckHostPort(std::string_view address);
 
-// Slurm's --time formats: M, M:S, H:M:S, D-H, D-H:M, D-H:M:S, or UNLIMITED / infinite.
-Status CheckSlurmTimeLimit(std::string_view text);
 
 }  // namespace tidepool::config

@@ -55,6 +55,8 @@ struct BackendEnv {
   std::function<std::shared_ptr<void>(std::string* listen, std::string* skip)> world;
 };
 
+inline void PrintTo(const BackendEnv& env, std::ostream* os) { *os << env.name; }
+
 inline std::string EnvName(const ::testing::TestParamInfo<BackendEnv>& info) { return info.param.name; }
 
 class Conformance : public ::testing::TestWithParam<BackendEnv> {};

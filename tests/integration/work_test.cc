@@ -270,14 +270,19 @@ TEST(Work, LostGangShardStopsTheGangAndRequeuesItWhole) {
   EXPECT_EQ(server.Task(id + "/1")["state"], "SUCCESS");
 }
 
+// Two pools behind the selector `gpu`: gpu-a (preferred, on cloud `a`, with `extra_a` auto_scaler
+// lines) and gpu-b (its backup, on cloud `b`), two workers each at most.
+std::string GpuPools(const Cloud& a, const Cloud& b, const std::string& extra_a) {
+  return "agent_pools:\n"
+         "  - name: gpu-a\n    selectors: [gpu]\n    selector_priority: 0\n    auto_scaler:\n" +
+         a.Backend() + "      max_agents: 2\n" + extra_a +
+         "  - name: gpu-b\n    selectors: [gpu]\n    selector_priority: 1\n    auto_scaler:\n" + b.Backend() +
+         "      max_agents: 2\n";
+}
+
 TEST(Selectors, BackupPoolServesWhileThePreferredPoolFailsThenPreferredTakesNewDemand) {
   Cloud a(CloudDir("-a")), b(CloudDir("-b"));
-  std::string config = "agent_pools:\n"
-                       "  - name: gpu-a\n    selectors: [gpu]\n    selector_priority: 0\n    auto_scaler:\n" +
-                       a.Backend() + "      max_agents: 2\n      scale_up_error_retry_delay: \"2s\"\n" +
-                       "  - name: gpu-b\n    selectors: [gpu]\n    selector_priority: 1\n    auto_scaler:\n" +
-                       b.Backend() + "      max_agents: 2\n";
-  Server server(config);
+  Server server(GpuPools(a, b, "      scale_up_error_retry_delay: \"2s\"\n"));
   a.Set("fail", "no A100s left in us-west-2a\n");
   std::vector<std::string> ids;
   for (int i = 0; i < 3; ++i) {
@@ -304,6 +309,34 @@ TEST(Selectors, BackupPoolServesWhileThePreferredPoolFailsThenPreferredTakesNewD
   std::string worker = Lines(server.Tidepool({"task", "logs", later}).out)[0];
   std::vector<std::string> from_a = a.Started();
   EXPECT_NE(std::find(from_a.begin(), from_a.end(), worker), from_a.end()) << worker << " is not from pool gpu-a";
+}
+
+// A create that fails out of capacity (the script says so on its last stderr line,
+// docs/backends.md) hands the demand to the backup pool at once: the create queued behind it in
+// the preferred pool is dropped, not tried against the same empty zone.
+TEST(Selectors, OutOfCapacitySendsTheQueuedDemandToTheBackupAtOnce) {
+  Cloud a(CloudDir("-a")), b(CloudDir("-b"));
+  Server server(GpuPools(a, b,
+                         "      max_concurrent_creates: 1\n      create_rate: 1000\n"
+                         "      scale_up_error_retry_delay: \"1h\"\n"));
+  a.Set("fail", "no A100s left in us-west-2a\nout_of_capacity: us-west-2a\n");
+  // Two shards at once: gpu-a plans two creates, launches one and queues the other behind
+  // max_concurrent_creates (not behind the rate: a create waiting for a token is already dropped
+  // by the planner when its demand moves).
+  std::string id = Id(server.Vbatch({"-P", "gpu", "-N", "2", "true"}));
+  nlohmann::json g = server.WaitTask(id, 120s);
+  EXPECT_EQ(g["state"], "SUCCESS") << g.dump();
+  for (const char* shard : {"/0", "/1"}) {
+    std::string worker = server.Task(id + shard)["worker"];
+    std::vector<std::string> from_b = b.Started();
+    EXPECT_NE(std::find(from_b.begin(), from_b.end(), worker), from_b.end()) << worker << " is not from pool gpu-b";
+  }
+  EXPECT_EQ(a.Count("fail"), 1);  // the queued create was dropped, not run into the same wall
+  nlohmann::json pool = server.Pool("gpu-a");
+  EXPECT_EQ(pool["last_error"], "create failed: start failed (exit 1): no A100s left in us-west-2a\n"
+                                "out_of_capacity: us-west-2a [out_of_capacity]")
+      << pool.dump(2);
+  EXPECT_EQ(pool["status"], "cooldown");
 }
 
 TEST(Selectors, IdleSlotsAnywhereBehindTheSelectorComeFirst) {

@@ -35,6 +35,10 @@
 // Blank lines are ignored. Each entry carries its whole line: the pool checks the names (start's
 // answer too) and refuses what is not a worker name (autoscaler/answers.h).
 //
+// Delete of a worker whose start is still running: the backend cannot know which worker a running
+// start will make, so the scripts keep the contract themselves, e.g. start holds a per-worker
+// `flock` until it prints the name and stop takes it first (tests/conformance/command_conformance.cc).
+//
 // Abandon() (the server is stopping) SIGKILLs the process group of every script running and
 // makes every later call fail at once without running anything.
 //

@@ -5,7 +5,7 @@
 #include <fmt/format.h>
 
 #include "backends/registry.h"
-#include "config/checks.h"
+#include "backends/planned/slurm_time.h"
 
 namespace tidepool::backends {
 
@@ -229,7 +229,7 @@ const Message* DigitalOcean() {
 void CheckSlurm(const nlohmann::json& fields, const config::BackendErrorReport& report) {
   auto limit = fields.find("time_limit");
   if (limit == fields.end() || !limit->is_string()) return;
-  if (Status s = config::CheckSlurmTimeLimit(limit->get<std::string>()); !s.ok()) report("time_limit", s.message(), false);
+  if (Status s = CheckSlurmTimeLimit(limit->get<std::string>()); !s.ok()) report("time_limit", s.message(), false);
 }
 
 const Registrar kSlurm({.key = "slurm", .order = 40, .message = Slurm, .check = CheckSlurm}, nullptr);
