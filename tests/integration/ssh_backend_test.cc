@@ -121,7 +121,7 @@ TEST(SshPool, AWrongHostKeyIsAClearErrorAndNothingIsStarted) {
 
 TEST(SshPool, AHostThatDiesMidTaskLosesItsWorkerAndRejoinsWhenBack) {
   SSH_HOSTS_OR_SKIP(net, hosts, 2);
-  Server server(SshPool(net, hosts, hosts.known_hosts(), 2, -1, "      sync_loop_interval: \"1s\"\n"),
+  Server server(SshPool(net, hosts, hosts.known_hosts(), 2, -1, "      sync_loop_interval: \"1s\"\n      scale_up_error_retry_delay: \"1s\"\n"),
                 {"--worker-lost-grace", "1s"}, net.server_ip() + ":0");
   // Two tasks at once: one per host. Each records where it ran, then waits.
   std::vector<std::string> ids;

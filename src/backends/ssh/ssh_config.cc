@@ -38,7 +38,10 @@ void CheckSsh(const nlohmann::json& fields, const config::BackendErrorReport& re
   if (per != fields.end() && per->is_number_integer() && per->get<int>() < 1) {
     report("workers_per_host", "workers_per_host must be at least 1", false);
   }
-  if (auto hosts = ssh::ParseHosts(fields); !hosts.ok()) {
+  auto list = fields.find("hosts");
+  if (list == fields.end() || !list->is_array() || list->empty()) {
+    report("", "ssh needs at least one entry in hosts", true);
+  } else if (auto hosts = ssh::ParseHosts(fields); !hosts.ok()) {
     const std::string& m = hosts.status().message();
     report("hosts", m.rfind("hosts: ", 0) == 0 ? m.substr(7) : m, false);
   }
