@@ -40,10 +40,11 @@ TEST(BackendRegistry, EachBackendSaysWhetherItIsBuilt) {
   ASSERT_NE(local, nullptr);
   EXPECT_TRUE(local->active);
   EXPECT_TRUE(IsFeatureActive("backend.command"));
-  const Feature* ssh = FindFeature("backend.ssh");
-  ASSERT_NE(ssh, nullptr);
-  EXPECT_FALSE(ssh->active);
-  EXPECT_STREQ(ssh->description, "ssh backend");
+  EXPECT_TRUE(IsFeatureActive("backend.ssh"));
+  const Feature* slurm = FindFeature("backend.slurm");
+  ASSERT_NE(slurm, nullptr);
+  EXPECT_FALSE(slurm->active);
+  EXPECT_STREQ(slurm->description, "slurm backend");
   EXPECT_EQ(FindFeature("backend.nope"), nullptr);
 }
 

@@ -378,8 +378,8 @@ class Decoder {
     switch (f.type) {
       case Type::kMessage:
         return DecodeMessage(v, *f.message(), path, at);
-      case Type::kAny:  // free-form inside, but a manifest is a mapping
-        if (!v.IsMap() && !v.IsNull()) {
+      case Type::kAny:  // free-form inside, but a manifest is a mapping (unless kAnyShape)
+        if (!(f.flags & schema::kAnyShape) && !v.IsMap() && !v.IsNull()) {
           Error(at, path, "expected a mapping, got " + Describe(v, false));
           return std::nullopt;
         }

@@ -36,6 +36,7 @@ enum Flag : unsigned {
   kNonNegative = 1u << 0,  // counts and sizes
   kSecret = 1u << 1,       // never echoed in errors; listed in BackendConfig::secret_paths
   kVerbatim = 1u << 2,     // no ${VAR} expansion: the command backend's scripts (bash expands)
+  kAnyShape = 1u << 3,  // a kAny field that may also be a list or a scalar (not only a mapping)
 };
 
 struct EnumValue {

@@ -28,6 +28,7 @@ struct Setup {
   std::string pool;            // the pool they join
   std::string agent_binary;    // the `tidepool` to start as the agent
   std::string token_command;   // prints the token for the name given as its last argument
+  std::shared_ptr<void> world; // what BackendEnv::world made (hosts, networks), or nullptr
 };
 
 enum class Variant {
@@ -48,6 +49,10 @@ struct BackendEnv {
   std::string failing_message;
   // The class the failing create must carry.
   backends::ErrorClass failing_class = backends::ErrorClass::kTransient;
+  // Optional: makes what the backend reaches (SSH hosts on their own network) before the server
+  // starts. Sets *listen to the address the server must listen on ("" = the default), or *skip
+  // to why it cannot be made here (the test is then skipped). Held in Setup::world.
+  std::function<std::shared_ptr<void>(std::string* listen, std::string* skip)> world;
 };
 
 inline void PrintTo(const BackendEnv& env, std::ostream* os) { *os << env.name; }

@@ -31,7 +31,11 @@ backends::Deadline Soon() { return Clock::now() + 120s; }
 // A server with one static pool, and the backend under test for it.
 class World {
  public:
-  explicit World(const BackendEnv& env) : env_(env), server_("agent_pools:\n  - name: conf\n    default: true\n") {
+  explicit World(const BackendEnv& env)
+      : env_(env),
+        held_(env.world ? env.world(&listen_, &skip_) : nullptr),
+        server_("agent_pools:\n  - name: conf\n    default: true\n", {}, skip_.empty() ? listen_ : "") {
+    setup_.world = held_;
     ProcResult tok = server_.Tidepool({"pool", "join-token", kPool, "--data-dir", server_.data_dir()});
     EXPECT_EQ(tok.exit_code, 0) << tok.err;
     token_ = Lines(tok.out).empty() ? "" : Lines(tok.out)[0];
@@ -47,6 +51,7 @@ class World {
   }
 
   ~World() {
+    if (!skip_.empty()) return;
     // Whatever a failed test left behind goes: list and delete it all.
     for (auto& b : made_) {
       auto listed = b->List(Soon());
@@ -118,12 +123,15 @@ class World {
   }
 
   const Setup& setup() const { return setup_; }
+  const std::string& skip() const { return skip_; }
   Server& server() { return server_; }
 
  private:
   std::string NamesFile() const { return setup_.dir + "/names"; }
 
   const BackendEnv env_;
+  std::string listen_, skip_;
+  std::shared_ptr<void> held_;
   Server server_;
   Setup setup_;
   std::string token_;
@@ -133,6 +141,7 @@ class World {
 
 TEST_P(Conformance, CreateListConnectDeleteGone) {
   World world(GetParam());
+  if (!world.skip().empty()) GTEST_SKIP() << world.skip();
   Backend& b = world.Make(Variant::kNormal);
   auto name = b.Create(world.Request(), Soon());
   ASSERT_TRUE(name.ok()) << name.status().message();
@@ -151,6 +160,7 @@ TEST_P(Conformance, CreateListConnectDeleteGone) {
 TEST_P(Conformance, ConcurrentCreatesGiveDistinctNames) {
   constexpr int kN = 4;
   World world(GetParam());
+  if (!world.skip().empty()) GTEST_SKIP() << world.skip();
   Backend& b = world.Make(Variant::kNormal);
   std::vector<Result<std::string>> names(kN, Result<std::string>(Unavailable("not run")));
   std::vector<std::thread> threads;
@@ -172,6 +182,7 @@ TEST_P(Conformance, ConcurrentCreatesGiveDistinctNames) {
 
 TEST_P(Conformance, DeletingAWorkerWhoseCreateIsRunningWaitsForIt) {
   World world(GetParam());
+  if (!world.skip().empty()) GTEST_SKIP() << world.skip();
   Backend& b = world.Make(Variant::kSlowCreate);
   std::atomic<bool> create_returned{false};
   Result<std::string> created = Unavailable("not returned");
@@ -201,6 +212,7 @@ TEST_P(Conformance, DeletingAWorkerWhoseCreateIsRunningWaitsForIt) {
 
 TEST_P(Conformance, StoppedWorkersAreNotListed) {
   World world(GetParam());
+  if (!world.skip().empty()) GTEST_SKIP() << world.skip();
   Backend& b = world.Make(Variant::kNormal);
   auto kept = b.Create(world.Request(), Soon());
   auto stopped = b.Create(world.Request(), Soon());
@@ -214,6 +226,7 @@ TEST_P(Conformance, StoppedWorkersAreNotListed) {
 
 TEST_P(Conformance, AFailingCreateReportsTheInfrastructuresOwnMessage) {
   World world(GetParam());
+  if (!world.skip().empty()) GTEST_SKIP() << world.skip();
   Backend& b = world.Make(Variant::kFailing);
   auto name = b.Create(world.Request(), Soon());
   ASSERT_FALSE(name.ok());
@@ -227,6 +240,7 @@ TEST_P(Conformance, AFailingCreateReportsTheInfrastructuresOwnMessage) {
 
 TEST_P(Conformance, BatchCreateWhereSupported) {
   World world(GetParam());
+  if (!world.skip().empty()) GTEST_SKIP() << world.skip();
   Backend& b = world.Make(Variant::kNormal);
   if (!b.SupportsBatch()) {
     auto refused = b.CreateBatch(world.Request(), 2, "gang-1", Soon());

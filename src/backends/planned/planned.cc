@@ -1,5 +1,5 @@
 // Backends whose config blocks Tidepool already loads and validates (Velda's fields, plus
-// Tidepool's for ssh and slurm) but which are not built yet: each registers its schema and
+// Tidepool's for slurm) but which are not built yet: each registers its schema and
 // checks, no factory, and is reported "not yet active" (config/features.h). When one is built it
 // moves to its own folder, src/backends/<name>/, with its class.
 #include <fmt/format.h>
@@ -91,18 +91,6 @@ const Message* AgentConfig() {
 
 const Message* Tailscale() {
   static const Message m{"tailscale_config", {Str("server"), Secret("pre_auth_key")}};
-  return &m;
-}
-
-const Message* Ssh() {
-  static const Message m{"ssh",
-                         {
-                             StrList("hosts"),
-                             Str("user"),
-                             Str("identity_file"),
-                             WithDefault(Int32("port", kNonNegative), 22),
-                             Str("work_dir"),
-                         }};
   return &m;
 }
 
@@ -238,21 +226,12 @@ const Message* DigitalOcean() {
   return &m;
 }
 
-void CheckSsh(const nlohmann::json& fields, const config::BackendErrorReport& report) {
-  auto hosts = fields.find("hosts");
-  if (hosts == fields.end() || !hosts->is_array() || hosts->empty()) report("", "ssh needs at least one entry in hosts", true);
-  auto port = fields.find("port");
-  int p = port != fields.end() && port->is_number_integer() ? port->get<int>() : 22;
-  if (p < 1 || p > 65535) report("port", "port must be 1-65535", false);
-}
-
 void CheckSlurm(const nlohmann::json& fields, const config::BackendErrorReport& report) {
   auto limit = fields.find("time_limit");
   if (limit == fields.end() || !limit->is_string()) return;
   if (Status s = CheckSlurmTimeLimit(limit->get<std::string>()); !s.ok()) report("time_limit", s.message(), false);
 }
 
-const Registrar kSsh({.key = "ssh", .order = 30, .message = Ssh, .check = CheckSsh}, nullptr);
 const Registrar kSlurm({.key = "slurm", .order = 40, .message = Slurm, .check = CheckSlurm}, nullptr);
 const Registrar kKubernetes({.key = "kubernetes", .order = 50, .message = Kubernetes}, nullptr);
 const Registrar kAws({.key = "aws_launch_template", .order = 60, .message = Aws}, nullptr);

@@ -1,0 +1,168 @@
+// The ssh backend against real OpenSSH servers on network-namespace hosts that see none of the
+// caller's files (ssh_hosts.h): it installs the agent bundle, starts agents detached that dial the
+// server over the veth network, and runs vrun, vbatch, shards and gangs there.
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <memory>
+#include <set>
+
+#include "harness.h"
+#include "netns.h"
+#include "ssh_hosts.h"
+
+namespace tidepool::testing {
+namespace {
+
+#define SSH_HOSTS_OR_SKIP(net, hosts, n)                                                             \
+  auto net##_holder = std::make_unique<TestNet>(n);                                                 \
+  if (!net##_holder->error().empty()) GTEST_SKIP() << "no network namespaces: " << net##_holder->error(); \
+  TestNet& net = *net##_holder;                                                                      \
+  SshHosts hosts(net);                                                                               \
+  if (!hosts.error().empty()) GTEST_SKIP() << hosts.error()
+
+const std::string kAgentPath = "/opt/tidepool/bin/tidepool-agent";
+
+std::string SshPool(TestNet& net, const SshHosts& hosts, const std::string& known_hosts, int max_agents,
+                    int only = -1, const std::string& extra = "") {
+  std::string list;
+  for (int i = 0; i < (only > 0 ? only : net.hosts()); ++i) list += (i ? ", " : "") + std::string("\"root@") + net.ip(i) + "\"";
+  return "agent_pools:\n  - name: hosts\n    default: true\n    auto_scaler:\n"
+         "      backend:\n        ssh:\n          hosts: [" + list + "]\n"
+         "          identity_file: " + hosts.client_key() + "\n"
+         "          known_hosts: " + known_hosts + "\n"
+         "          agent_path: " + kAgentPath + "\n"
+         "      max_agents: " + std::to_string(max_agents) + "\n      max_idle_agents: " + std::to_string(max_agents) +
+         "\n      idle_decay: \"60s\"\n" + extra;
+}
+
+// Runs a client from "/", a directory every host has (the caller's own is not there).
+ProcResult Client(Server& server, const std::string& bin, const std::vector<std::string>& args) {
+  std::vector<std::string> argv = {BinDir() + "/" + bin};
+  argv.insert(argv.end(), args.begin(), args.end());
+  return RunProcess(argv, server.ClientEnv(), "/");
+}
+
+int HostOfIp(TestNet& net, const std::string& text) {
+  for (int i = 0; i < net.hosts(); ++i) {
+    if (text.find(net.ip(i) + "/") != std::string::npos) return i;
+  }
+  return -1;
+}
+
+TEST(SshPool, RunsVrunVbatchShardsAndGangsOnHostsItInstallsTheAgentOn) {
+  SSH_HOSTS_OR_SKIP(net, hosts, 2);
+  Server server(SshPool(net, hosts, hosts.known_hosts(), 2), {}, net.server_ip() + ":0");
+  // vrun: output, exit status, and the host it ran on is one of the pool's.
+  ProcResult r = Client(server, "vrun", {"sh", "-c", "ip -o -4 addr show; echo to-stderr >&2; exit 7"});
+  EXPECT_EQ(r.exit_code, 7) << r.err << server.ServerLog();
+  int host = HostOfIp(net, r.out);
+  ASSERT_GE(host, 0) << r.out;
+  EXPECT_NE(r.err.find("to-stderr"), std::string::npos) << r.err;
+  // The agent was installed there (a link to the bundle of this build), and only there.
+  std::string link = hosts.Disk(host) + kAgentPath;
+  ASSERT_TRUE(std::filesystem::is_symlink(link));
+  std::string version = ReadAll(BinDir() + "/agent-bundle/VERSION");
+  EXPECT_NE(std::filesystem::read_symlink(link).string().find(version.substr(0, 64)), std::string::npos);
+  EXPECT_FALSE(std::filesystem::exists(hosts.Disk(1 - host) + kAgentPath));
+  // Its token is in a 0600 file, and no command line on the host shows it.
+  ProcResult ps = hosts.Run(host, "ps -eo args");
+  EXPECT_NE(ps.out.find("tidepool-agent --env-file"), std::string::npos) << ps.out;
+  EXPECT_EQ(ps.out.find("tpw_"), std::string::npos) << ps.out;
+  ProcResult mode = hosts.Run(host, "stat -c %a .tidepool/run/hosts/*.env");
+  EXPECT_EQ(mode.out, "600\n") << mode.out << mode.err;
+
+  // A gang of two needs both hosts at once: one agent per host (workers_per_host 1).
+  ProcResult gang = Client(server, "vbatch", {"-N", "2", "--gang", "sh", "-c", "ip -o -4 addr show; sleep 1"});
+  ASSERT_EQ(gang.exit_code, 0) << gang.err;
+  std::string id = Lines(gang.out)[0];
+  nlohmann::json done = server.WaitTask(id);
+  EXPECT_EQ(done["state"], "SUCCESS") << done.dump() << server.ServerLog();
+  std::set<int> used;
+  for (int shard = 0; shard < 2; ++shard) {
+    used.insert(HostOfIp(net, Client(server, "tidepool", {"task", "logs", id + "/" + std::to_string(shard)}).out));
+  }
+  EXPECT_EQ(used, (std::set<int>{0, 1}));
+  // Shards queue on the two workers; each writes on its own host.
+  ProcResult shards = Client(server, "vbatch", {"-N", "4", "sh", "-c", "echo $TIDEPOOL_SHARD_ID >> /tmp/shards"});
+  ASSERT_EQ(shards.exit_code, 0) << shards.err;
+  EXPECT_EQ(server.WaitTask(Lines(shards.out)[0])["state"], "SUCCESS");
+  std::multiset<std::string> seen;
+  for (int i = 0; i < 2; ++i) {
+    for (const auto& l : Lines(ReadAll(hosts.Disk(i) + "/tmp/shards"))) seen.insert(l);
+  }
+  EXPECT_EQ(seen, (std::multiset<std::string>{"0", "1", "2", "3"}));
+  // The pool's workers are exactly the agents running on the hosts.
+  nlohmann::json pool = server.Pool("hosts");
+  EXPECT_EQ(server.Workers("hosts"), 2) << pool.dump();
+  for (int i = 0; i < 2; ++i) {
+    EXPECT_EQ(hosts.Run(i, "pgrep -c -f 'tidepool-agent --env-file'").out, "1\n");
+  }
+}
+
+TEST(SshPool, AWrongHostKeyIsAClearErrorAndNothingIsStarted) {
+  SSH_HOSTS_OR_SKIP(net, hosts, 2);
+  // A pool of host 0 alone, whose key in known_hosts is host 1's.
+  Server server(SshPool(net, hosts, hosts.WrongKnownHosts(0), 1, 1), {}, net.server_ip() + ":0");
+  Background waiting({BinDir() + "/vrun", "true"}, server.ClientEnv(), "/");
+  std::string error;
+  ASSERT_TRUE(WaitFor([&] {
+    nlohmann::json p = server.Pool("hosts");
+    error = p["last_error"].is_string() ? p["last_error"].get<std::string>() : "";
+    return error.find("host key") != std::string::npos;
+  })) << server.ServerLog();
+  EXPECT_NE(error.find(net.ip(0)), std::string::npos) << error;
+  EXPECT_NE(error.find("Host key verification failed"), std::string::npos) << error;  // ssh's own words
+  EXPECT_TRUE(waiting.Running());  // it waits for a worker that cannot be made
+  EXPECT_FALSE(std::filesystem::exists(hosts.Disk(0) + "/opt/tidepool"));
+  EXPECT_EQ(hosts.Run(0, "pgrep -f '[t]idepool-agent' || echo none").out, "none\n");
+  EXPECT_EQ(server.Workers("hosts"), 0);
+}
+
+TEST(SshPool, AHostThatDiesMidTaskLosesItsWorkerAndRejoinsWhenBack) {
+  SSH_HOSTS_OR_SKIP(net, hosts, 2);
+  Server server(SshPool(net, hosts, hosts.known_hosts(), 2, -1, "      sync_loop_interval: \"1s\"\n      scale_up_error_retry_delay: \"1s\"\n"),
+                {"--worker-lost-grace", "1s"}, net.server_ip() + ":0");
+  // Two tasks at once: one per host. Each records where it ran, then waits.
+  std::vector<std::string> ids;
+  for (int k = 0; k < 2; ++k) {
+    ProcResult b = Client(server, "vbatch", {"--retries", "1", "sh", "-c",
+                                             "ip -o -4 addr show >> /tmp/ran; echo started; sleep 4; echo finished"});
+    ASSERT_EQ(b.exit_code, 0) << b.err;
+    ids.push_back(Lines(b.out)[0]);
+  }
+  ASSERT_TRUE(WaitFor([&] { return !ReadAll(hosts.Disk(0) + "/tmp/ran").empty() && !ReadAll(hosts.Disk(1) + "/tmp/ran").empty(); }))
+      << server.ServerLog();
+  hosts.Kill(0);  // sshd, agent and task: the machine is gone
+  for (const auto& id : ids) {
+    nlohmann::json t = server.WaitTask(id);
+    EXPECT_EQ(t["state"], "SUCCESS") << t.dump() << server.ServerLog();
+  }
+  // The killed host's task ran again elsewhere; its output is whole.
+  int retried = 0;
+  for (const auto& id : ids) {
+    nlohmann::json t = server.Task(id);
+    if (t["attempts"] == 2) ++retried;
+    EXPECT_EQ(Client(server, "tidepool", {"task", "logs", id}).out.substr(0, 8), "started\n");
+  }
+  EXPECT_EQ(retried, 1);
+  // Back, with its disk but no agent: the pool makes a worker there again when two tasks need it.
+  ASSERT_TRUE(hosts.Start(0)) << hosts.error();
+  // Listed again, its agent is seen stopped: the pool lets the worker go.
+  ASSERT_TRUE(WaitFor([&] { return server.Workers("hosts") == 1; })) << server.Pool("hosts").dump();
+  std::vector<Background> runs;
+  for (int k = 0; k < 2; ++k) {
+    runs.emplace_back(std::vector<std::string>{BinDir() + "/vrun", "sh", "-c", "ip -o -4 addr show; sleep 5"},
+                      server.ClientEnv(), "/");
+  }
+  std::set<int> used;
+  for (auto& b : runs) {
+    ProcResult r = b.Wait();
+    EXPECT_EQ(r.exit_code, 0) << r.err;
+    used.insert(HostOfIp(net, r.out));
+  }
+  EXPECT_EQ(used, (std::set<int>{0, 1})) << server.ServerLog();
+}
+
+}  // namespace
+}  // namespace tidepool::testing
