@@ -42,7 +42,7 @@ void CheckSsh(const nlohmann::json& fields, const config::BackendErrorReport& re
   if (list == fields.end() || !list->is_array() || list->empty()) {
     report("", "ssh needs at least one entry in hosts", true);
   } else if (auto hosts = ssh::ParseHosts(fields); !hosts.ok()) {
-    const std::string& m = hosts.status().message();
+    const std::string m = hosts.status().message();  // a copy: status() is a temporary
     report("hosts", m.rfind("hosts: ", 0) == 0 ? m.substr(7) : m, false);
   }
 }
