@@ -266,11 +266,14 @@ Result<std::vector<ListedWorker>> SshBackend::List(Deadline deadline) {
   for (size_t i = 0; i < opts_.hosts.size(); ++i) {
     runs.push_back(std::async(std::launch::async, [this, i, &script, deadline] { return Ssh(i, script, "", deadline); }));
   }
+  // Every host's answer first, then the lock: a create meanwhile does not wait for the slowest.
+  std::vector<Result<SubprocessResult>> answers;
+  for (auto& run : runs) answers.push_back(run.get());
   std::vector<ListedWorker> out;
   std::vector<std::string> failures;
   std::lock_guard lock(mu_);
-  for (size_t i = 0; i < runs.size(); ++i) {
-    auto r = runs[i].get();
+  for (size_t i = 0; i < answers.size(); ++i) {
+    auto& r = answers[i];
     Status failed;
     if (!r.ok()) failed = r.status();
     else if (!r->ok() || r->out.find("LISTED") == std::string::npos) failed = Failure(i, *r, "listing agents");
