@@ -3,6 +3,7 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <filesystem>
 
 namespace tidepool::testing {
@@ -11,10 +12,23 @@ namespace fs = std::filesystem;
 
 namespace {
 
-// The folders of a host's own disk, mounted over the caller's.
-const std::vector<std::string> kOwnDirs = {"/work", "/tmp", "/root", "/home", "/opt", "/var/lib/tidepool"};
+// The folders of a host's own disk, mounted over the caller's: the usual homes of people's files
+// and the folder the build lives in, wherever the checkout is (CI clones under /check), so that a
+// host never sees the caller's binaries.
+std::vector<std::string> OwnDirs() {
+  std::vector<std::string> dirs = {"/work", "/tmp", "/root", "/home", "/opt", "/var/lib/tidepool"};
+  fs::path bin = fs::weakly_canonical(BinDir());
+  std::string top = "/" + (++bin.begin())->string();
+  static const std::vector<std::string> kSystem = {"/usr", "/var", "/etc", "/lib", "/lib64", "/bin", "/sbin",
+                                                   "/proc", "/sys", "/dev", "/run"};
+  std::string hide = std::find(kSystem.begin(), kSystem.end(), top) == kSystem.end() ? top : bin.string();
+  bool covered = false;
+  for (const auto& d : dirs) covered = covered || hide == d || hide.rfind(d + "/", 0) == 0;
+  if (!covered) dirs.push_back(hide);
+  return dirs;
+}
+const std::vector<std::string> kOwnDirs = OwnDirs();
 
-ProcResult Sh(const std::string& script) { return RunProcess({"/bin/sh", "-c", script}, {}, "/"); }
 
 }  // namespace
 
