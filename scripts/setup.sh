@@ -21,6 +21,8 @@ PACKAGES=(
   procps iproute2 python3 util-linux openssl
   # real SSH hosts for the ssh backend (tests start one sshd per network-namespace host)
   openssh-server openssh-client
+  # a real Slurm cluster for the slurm backend (tests/slurm/setup.sh starts it on this machine)
+  slurm-wlm munge
   # fuzzing (libFuzzer and the sanitizer runtimes come with clang 14's compiler-rt)
   clang libclang-rt-14-dev
 )

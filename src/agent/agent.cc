@@ -29,6 +29,7 @@
 
 #include "agent/connection.h"
 #include "agent/task_users.h"
+#include "common/exit_reasons.h"
 #include "common/random.h"
 #include "common/fs.h"
 #include "common/logging.h"
@@ -236,6 +237,8 @@ class Agent {
     h.mutable_resources()->set_memory_bytes(static_cast<int64_t>(sysconf(_SC_PHYS_PAGES)) * sysconf(_SC_PAGESIZE));
     h.set_instance_id(instance_id_);
     if (users_.mode() == TaskUsers::Mode::kOwner) h.set_task_isolation("owner");
+    h.set_ends_at_ms(flags_.ends_at_ms);
+    h.set_drain_at_ms(flags_.drain_at_ms);
     for (const auto& [id, t] : tasks_) {
       v1::AgentTaskReport* r = h.add_tasks();
       r->set_task_id(id);
@@ -712,7 +715,7 @@ class Agent {
     spdlog::info("agent {}: stopping ({}); {} task{} to stop", flags_.name, why, tasks_.size(),
                  tasks_.size() == 1 ? "" : "s");
     for (auto& [id, t] : tasks_) {
-      if (!t->exited) Terminate(t.get(), "agent stopped", kShutdownGrace);
+      if (!t->exited) Terminate(t.get(), kAgentStopped, kShutdownGrace);
     }
     // Give exit reports a moment to reach the server, then go regardless.
     After(kShutdownGrace + Millis(2000), [this] { done_ = true; });

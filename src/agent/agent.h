@@ -31,6 +31,10 @@ struct AgentFlags {
   std::string run_tasks_as;
   std::string task_uids;     // FIRST-LAST; "" = the default range
   std::string task_uid_map;  // "" = /var/lib/tidepool/task-uids
+  // A walltime (a Slurm job's end, unix ms) and from when to take no new tasks; 0 = none. Told to
+  // the server, which drains the worker then (the pool replaces it ahead of time).
+  int64_t ends_at_ms = 0;
+  int64_t drain_at_ms = 0;
 };
 
 class Transport;  // connection.h

@@ -10,6 +10,7 @@
 #include "common/duration.h"
 #include "common/fs.h"
 #include "common/strings.h"
+#include "common/time.h"
 
 namespace tidepool::agent {
 
@@ -30,6 +31,8 @@ struct Parsed {
   int slots = 0;
   std::string keepalive;
   std::string env_file;
+  std::string ends_at;
+  std::string drain_before;
 };
 
 // Applies a file of KEY=VALUE lines to the environment, as if they had been set there: how a
@@ -92,6 +95,31 @@ int Complete(const std::string& program, Parsed& p) {
     }
     f.labels[l.substr(0, eq)] = l.substr(eq + 1);
   }
+  std::string ends = !p.ends_at.empty() ? p.ends_at : EnvOr("TIDEPOOL_AGENT_ENDS_AT", "");
+  if (!ends.empty()) {
+    char* stop = nullptr;
+    long long s = std::strtoll(ends.c_str(), &stop, 10);
+    if (!stop || *stop || s <= 0) {
+      fmt::print(stderr, "{}: --ends-at {}: expected seconds since the epoch\n", program, ends);
+      return kExitUsage;
+    }
+    f.ends_at_ms = s * 1000;
+    std::string before = !p.drain_before.empty() ? p.drain_before : EnvOr("TIDEPOOL_AGENT_DRAIN_BEFORE", "10m");
+    auto d = ParseDuration(before);
+    if (!d.ok() || d->count() < 0) {
+      fmt::print(stderr, "{}: --drain-before {}: {}\n", program, before, d.ok() ? "must not be negative" : d.status().message());
+      return kExitUsage;
+    }
+    f.drain_at_ms = f.ends_at_ms - d->count();
+    // A walltime shorter than drain_before (a partition's default limit, say) would drain the
+    // worker as it starts, and its replacement too: take tasks for the first half of it instead.
+    const int64_t now = NowUnixMs();
+    if (f.drain_at_ms <= now && f.ends_at_ms > now) {
+      f.drain_at_ms = now + (f.ends_at_ms - now) / 2;
+      fmt::print(stderr, "{}: the walltime ends in {} s, sooner than --drain-before {}; taking tasks for {} s\n", program,
+                 (f.ends_at_ms - now) / 1000, before, (f.drain_at_ms - now) / 1000);
+    }
+  }
   std::string k = !p.keepalive.empty() ? p.keepalive : EnvOr("TIDEPOOL_KEEPALIVE", "");
   if (!k.empty()) {
     auto d = ParseDuration(k);
@@ -128,6 +156,11 @@ void DefineAgentCommand(CLI::App* app, int* rc, std::string program, TlsTranspor
   app->add_option("--env-file", p->env_file,
                   "KEY=VALUE lines read into the environment first, e.g. TIDEPOOL_WORKER_TOKEN from a 0600 file "
                   "($TIDEPOOL_AGENT_ENV_FILE)");
+  app->add_option("--ends-at", p->ends_at,
+                  "walltime: when this machine is taken away, in seconds since the epoch, e.g. a Slurm job's end "
+                  "($TIDEPOOL_AGENT_ENDS_AT)");
+  app->add_option("--drain-before", p->drain_before,
+                  "with --ends-at: take no new tasks this long before it (default $TIDEPOOL_AGENT_DRAIN_BEFORE, else 10m)");
   app->add_option("--log-level", f.log_level, "trace|debug|info|warn|error")->default_str("info");
   app->add_option("--keepalive", p->keepalive, "ping the server this often when idle (default $TIDEPOOL_KEEPALIVE, else 60s)");
   app->callback([p, rc, program, tls] {

@@ -102,6 +102,9 @@ nlohmann::json WorkerJson(const v1::Worker& w) {
   j["tasks"] = std::vector<std::string>(w.tasks().begin(), w.tasks().end());
   j["created_at"] = Time(w.created_at_ms());
   j["last_seen"] = Time(w.last_seen_ms());
+  j["detail"] = w.detail();
+  j["ends_at"] = Time(w.ends_at_ms());
+  j["drain_at"] = Time(w.drain_at_ms());
   return j;
 }
 

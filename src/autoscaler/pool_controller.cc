@@ -104,7 +104,7 @@ void PoolController::Start(const std::vector<Worker>& persisted) {
 void PoolController::Stop() {
   if (!*alive_) return;
   *alive_ = false;
-  for (TimerQueue::TimerId* t : {&wake_timer_, &sync_timer_, &create_timer_, &delete_timer_}) {
+  for (TimerQueue::TimerId* t : {&wake_timer_, &sync_timer_, &create_timer_, &delete_timer_, &walltime_timer_}) {
     if (*t) timers_->Cancel(*t);
     *t = 0;
   }
@@ -175,6 +175,7 @@ void PoolController::NoteDemand(bool waiting) {
 
 void PoolController::Reconcile() {
   if (is_static() || !*alive_) return;
+  CheckWalltimes();
   const TimePoint now = Clock::now();
   if (batch_mode()) {
     // Batch pools never scale by the standard rules: workers come in batches for one task group
@@ -424,6 +425,8 @@ void PoolController::OnListed(Result<std::vector<backends::ListedWorker>> listed
     if (!present.insert(lw.name).second) continue;  // a name listed twice is one machine
     if (Worker* w = Find(lw.name)) {
       w->missing_lists = 0;
+      w->detail = lw.detail;
+      if (lw.state == backends::WorkerState::kPending) w->held_pending_at = Clock::now();
       if (w->phase == Phase::kDeleting && w->delete_done && gen > w->delete_done_gen &&
           Clock::now() - w->delete_done_at >= 3 * interval) {
         // Acknowledged three sync intervals ago, yet still listed: ask again (CheckTimeouts below).
@@ -494,7 +497,8 @@ void PoolController::CheckTimeouts() {
       Remove(w, "unknown for longer than kill_unknown_after", quiet);
     } else if (w->phase == Phase::kLost && kill_unknown.count() > 0 && age >= kill_unknown) {
       Remove(w, "lost for longer than kill_unknown_after");
-    } else if (w->phase == Phase::kStarting && register_timeout.count() > 0 && age >= register_timeout) {
+    } else if (w->phase == Phase::kStarting && register_timeout.count() > 0 &&
+               now - std::max(w->phase_since, w->held_pending_at) >= register_timeout) {
       Event("register_timeout", fmt::format("{} did not connect within {}", w->name, FormatDuration(register_timeout)));
       Remove(w, "register timeout");
     } else if (w->phase == Phase::kDeleting && !w->delete_in_flight && !w->delete_done && !w->name.empty()) {
@@ -543,6 +547,7 @@ Result<Worker*> PoolController::AgentConnected(const std::string& name, bool wor
     if (!w) return PermissionDenied(fmt::format("worker {} was not created by pool {}", name, cfg_.name));
   }
   w->connected = true;
+  w->agent_stopping = false;
   w->slots = slots > 0 ? slots : std::max(1, policy().slots_per_agent);
   w->labels = labels;
   w->address = address;
@@ -584,20 +589,6 @@ void PoolController::SlotsChanged(Worker* w, bool reconcile) {
   }
   if (w->phase == Phase::kDraining && w->used_slots == 0) Remove(w, "drained");
   if (reconcile) Reconcile();
-}
-
-Status PoolController::Drain(const std::string& name) {
-  Worker* w = Find(name);
-  if (!w) return NotFound(fmt::format("worker not found: {}", name));
-  w->drain_requested = true;
-  if (w->used_slots == 0) {
-    Remove(w, "drained");
-  } else if (w->phase == Phase::kIdle || w->phase == Phase::kBusy) {
-    SetPhase(w, Phase::kDraining);
-    Event("draining", fmt::format("{} takes no new work; deleted when its tasks end", name));
-  }
-  Reconcile();
-  return Status::Ok();
 }
 
 Status PoolController::Delete(const std::string& name, bool force) {

@@ -108,6 +108,9 @@ class PoolController {
   // The core changed w->used_slots / w->tasks.
   void SlotsChanged(Worker* w, bool reconcile = true);
   void Heartbeat(Worker* w);
+  // Its agent reported a task stopped because the agent itself is stopping (its machine going
+  // away): nothing more is placed there until it connects again.
+  void AgentStopping(Worker* w);
 
   // How long a lost worker still counts against max_agents (the server's --worker-lost-grace).
   void SetLostGrace(Millis grace) { lost_grace_ = grace; }
@@ -128,6 +131,8 @@ class PoolController {
 
   // `tidepool worker drain|delete`.
   Status Drain(const std::string& name);
+  // Its agent told a walltime (walltime.h): drained from drain_at_ms on (pool_controller_walltime.cc).
+  void SetWalltime(Worker* w, int64_t ends_at_ms, int64_t drain_at_ms);
   Status Delete(const std::string& name, bool force);
 
   Worker* Find(const std::string& name);
@@ -185,6 +190,10 @@ class PoolController {
   void OnListed(Result<std::vector<backends::ListedWorker>> listed, uint64_t generation);
   void CheckTimeouts();
   void ArmWake(std::optional<TimePoint> at);
+  // Takes no new work; deleted when its tasks end (or at once when it has none).
+  void DrainWorker(Worker* w, const std::string& why);
+  // Drains workers whose walltime drain time has come; wakes for the next one.
+  void CheckWalltimes();
 
   config::PoolConfig cfg_;
   std::shared_ptr<backends::Backend> backend_;  // shared with calls still running on the executor
@@ -226,6 +235,8 @@ class PoolController {
   std::optional<TimePoint> wake_at_;
   TimerQueue::TimerId wake_timer_ = 0;
   TimerQueue::TimerId sync_timer_ = 0;
+  TimerQueue::TimerId walltime_timer_ = 0;
+  int64_t walltime_wake_ms_ = 0;  // the drain time walltime_timer_ is set for
   bool sync_in_flight_ = false;
   TimePoint list_issued_at_{};  // when the list in flight (one at a time) was issued
   bool listed_once_ = false;  // until the first successful list, any valid-token agent may be ours

@@ -21,6 +21,8 @@ struct Worker {
   std::map<std::string, std::string> labels;
   std::string address;            // reported by the agent
   bool connected = false;
+  bool agent_stopping = false;    // its agent said it is stopping (its machine going away): no new
+                                  // work on this connection
 
   TimePoint phase_since{};        // steady clock: when the phase was entered
   TimePoint recorded_at{};        // steady clock: when the pool first recorded it (from a list: when it was taken)
@@ -44,9 +46,16 @@ struct Worker {
   uint64_t batch = 0;             // MODE_BATCH: the batch (task group) it was created for; 0 = none
   int missing_lists = 0;          // consecutive backend lists without it
   bool restored = false;          // loaded from the store at start: created by an earlier server run
+  std::string detail;             // the backend's own words for it at the last list ("pending: Resources")
+  TimePoint held_pending_at{};    // the last list that showed it pending in its backend (a queued
+                                  // Slurm job): register_timeout counts only from after that
+  int64_t ends_at_ms = 0;         // its walltime, as its agent told (walltime.h); 0 = none
+  int64_t drain_at_ms = 0;        // ... and from when it takes no new tasks
 
   int free_slots() const { return slots > used_slots ? slots - used_slots : 0; }
-  bool schedulable() const { return connected && (phase == Phase::kIdle || phase == Phase::kBusy); }
+  bool schedulable() const {
+    return connected && !agent_stopping && (phase == Phase::kIdle || phase == Phase::kBusy);
+  }
 };
 
 // What the planner's WorkerView::connected means for the max_agents cap: its agent is connected,

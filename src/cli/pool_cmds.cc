@@ -42,12 +42,19 @@ std::string Labels(const google::protobuf::Map<std::string, std::string>& m) {
   return parts.empty() ? "-" : Join(parts, ",");
 }
 
+// The backend's words for a worker ("pending: Resources"), else its walltime.
+std::string Detail(const v1::Worker& w) {
+  if (!w.detail().empty()) return w.detail();
+  if (w.ends_at_ms()) return "walltime ends " + FormatRfc3339(w.ends_at_ms());
+  return "-";
+}
+
 void WorkerRows(Table& table, const google::protobuf::RepeatedPtrField<v1::Worker>& workers) {
   int64_t now = NowUnixMs();
   for (const auto& w : workers) {
     table.Add({w.name().empty() ? "(unnamed)" : w.name(), w.pool(), api::WorkerStateName(w.state()),
                fmt::format("{}/{}", w.used_slots(), w.slots()), FormatAge(now - w.created_at_ms()),
-               w.last_seen_ms() ? FormatAge(now - w.last_seen_ms()) : "-", Labels(w.labels())});
+               w.last_seen_ms() ? FormatAge(now - w.last_seen_ms()) : "-", Labels(w.labels()), Detail(w)});
   }
 }
 
@@ -121,7 +128,7 @@ int GetPool(PoolOpts& o) {
              p.queued() == 1 ? "" : "s");
   fmt::print("last error: {}\n", p.last_error().empty() ? "-" : p.last_error());
   if (d.workers_size()) {
-    Table table({"NAME", "POOL", "STATE", "SLOTS", "AGE", "LAST-SEEN", "LABELS"});
+    Table table({"NAME", "POOL", "STATE", "SLOTS", "AGE", "LAST-SEEN", "LABELS", "DETAIL"});
     WorkerRows(table, d.workers());
     fmt::print("\n{}", table.Render());
   }
@@ -145,7 +152,7 @@ int ListWorkers(PoolOpts& o) {
     fmt::print("{}\n", arr.dump(2, ' ', false, nlohmann::json::error_handler_t::replace));
     return 0;
   }
-  Table table({"NAME", "POOL", "STATE", "SLOTS", "AGE", "LAST-SEEN", "LABELS"});
+  Table table({"NAME", "POOL", "STATE", "SLOTS", "AGE", "LAST-SEEN", "LABELS", "DETAIL"});
   WorkerRows(table, resp.workers());
   fmt::print("{}", table.Render());
   return 0;

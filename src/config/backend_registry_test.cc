@@ -41,10 +41,11 @@ TEST(BackendRegistry, EachBackendSaysWhetherItIsBuilt) {
   EXPECT_TRUE(local->active);
   EXPECT_TRUE(IsFeatureActive("backend.command"));
   EXPECT_TRUE(IsFeatureActive("backend.ssh"));
-  const Feature* slurm = FindFeature("backend.slurm");
-  ASSERT_NE(slurm, nullptr);
-  EXPECT_FALSE(slurm->active);
-  EXPECT_STREQ(slurm->description, "slurm backend");
+  EXPECT_TRUE(IsFeatureActive("backend.slurm"));
+  const Feature* k8s = FindFeature("backend.kubernetes");
+  ASSERT_NE(k8s, nullptr);
+  EXPECT_FALSE(k8s->active);
+  EXPECT_STREQ(k8s->description, "kubernetes backend");
   EXPECT_EQ(FindFeature("backend.nope"), nullptr);
 }
 

@@ -338,6 +338,12 @@ void Core::CollectMetrics(metrics::GaugeWriter& g) {
     }
     g.Counter("tidepool_pool_ghosts_total", "Agent connections refused: bad token or unexpected name", {{"pool", name}},
               pool->ghosts());
+    if (std::string e = pool->last_error(); !e.empty()) {
+      // Already scrubbed of secrets (backends/redacting_backend.h); one series per pool at most.
+      if (e.size() > 200) e = e.substr(0, 200);
+      g.Gauge("tidepool_pool_last_error_info", "The pool's standing backend error, in the backend's own words",
+              {{"pool", name}, {"error", e}}, 1);
+    }
     // Unfinished states: tasks in that state now. Final states: tasks that ended so, since start.
     for (int s = v1::TASK_STATE_PENDING; s <= v1::TASK_STATE_CANCELLED; ++s) {
       auto state = static_cast<v1::TaskState>(s);
@@ -362,6 +368,9 @@ v1::Worker Core::WorkerProto(const Worker& w) const {
   p.set_last_seen_ms(w.last_seen_ms);
   p.set_address(w.address);
   for (const auto& t : w.tasks) p.add_tasks(t);
+  p.set_detail(w.detail);
+  p.set_ends_at_ms(w.ends_at_ms);
+  p.set_drain_at_ms(w.drain_at_ms);
   return p;
 }
 

@@ -208,6 +208,8 @@ void Core::Attach(std::shared_ptr<AgentLink> link, const v1::AgentHello& hello, 
     }
   }
   pool->SlotsChanged(w, false);
+  // Before the scheduling pass: a worker past its drain time takes nothing.
+  pool->SetWalltime(w, hello.ends_at_ms(), hello.drain_at_ms());
   Schedule(pool);
   if (spdlog::should_log(spdlog::level::debug)) {
     spdlog::debug("worker {}: hello handled in {} us", w->name, link->MicrosSinceHello());

@@ -7,6 +7,7 @@
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
+#include "common/exit_reasons.h"
 #include "common/time.h"
 #include "server/core_internal.h"
 
@@ -190,6 +191,9 @@ void Core::OnExited(Session* s, const v1::TaskExited& e) {
   st.set_signal(e.signal());
   v1::TaskState state;
   std::string reason;
+  // Its agent was stopped under it (the machine going away: a Slurm job cancelled or preempted,
+  // a VM shutting down): lost with its worker, not failed by its command.
+  const bool worker_stopped = e.reason() == kAgentStopped && !t->cancel_requested;
   if (!e.error().empty()) {
     state = v1::TASK_STATE_FAILURE;
     reason = e.error();
@@ -205,6 +209,9 @@ void Core::OnExited(Session* s, const v1::TaskExited& e) {
   } else if (e.reason() == "timeout") {
     state = v1::TASK_STATE_FAILURE;
     reason = "timeout";
+  } else if (worker_stopped) {
+    state = v1::TASK_STATE_FAILURE;
+    reason = fmt::format("worker {} stopped", s->worker);
   } else if (e.signal() > 0) {
     state = v1::TASK_STATE_FAILURE;
     reason = fmt::format("killed by signal {} ({})", e.signal(), strsignal(e.signal()));
@@ -216,6 +223,7 @@ void Core::OnExited(Session* s, const v1::TaskExited& e) {
   }
   PoolController* pool = t->pool;
   Worker* w = pool ? pool->Find(t->assigned) : nullptr;
+  if (worker_stopped && w) pool->AgentStopping(w);
   uint64_t batch_worker = w ? w->batch : 0;
   ReleaseSlot(t);
   // A batch pool's worker did its shard: it is not reused.
@@ -223,6 +231,10 @@ void Core::OnExited(Session* s, const v1::TaskExited& e) {
   Task* group = t->parent.empty() ? nullptr : FindTask(t->parent);
   if (group && group->gang() && group->gang_stopping) {
     GangShardStopped(t, "stopped with its gang");
+  } else if (worker_stopped && group && group->gang()) {
+    GangShardStopped(t, fmt::format("lost with worker {} (its agent stopped)", s->worker));
+  } else if (worker_stopped && t->attempt() <= t->rec.spec.retries() && !IsInteractive(t->rec.spec)) {
+    Requeue(t, reason);
   } else if (state == v1::TASK_STATE_FAILURE && !t->cancel_requested && t->rec.spec.retry_on_failure() &&
              t->attempt() <= t->rec.spec.retries() && !IsInteractive(t->rec.spec) && !(group && group->gang())) {
     Requeue(t, reason);

@@ -1,11 +1,9 @@
-// Backends whose config blocks Tidepool already loads and validates (Velda's fields, plus
-// Tidepool's for slurm) but which are not built yet: each registers its schema and
+// Backends whose config blocks Tidepool already loads and validates (Velda's fields) but which are not built yet: each registers its schema and
 // checks, no factory, and is reported "not yet active" (config/features.h). When one is built it
 // moves to its own folder, src/backends/<name>/, with its class.
 #include <fmt/format.h>
 
 #include "backends/registry.h"
-#include "backends/planned/slurm_time.h"
 
 namespace tidepool::backends {
 
@@ -91,13 +89,6 @@ const Message* AgentConfig() {
 
 const Message* Tailscale() {
   static const Message m{"tailscale_config", {Str("server"), Secret("pre_auth_key")}};
-  return &m;
-}
-
-const Message* Slurm() {
-  static const Message m{"slurm",
-                         {Str("partition"), StrList("sbatch_args"), Str("time_limit"),
-                          Str("job_name_prefix")}};
   return &m;
 }
 
@@ -226,13 +217,6 @@ const Message* DigitalOcean() {
   return &m;
 }
 
-void CheckSlurm(const nlohmann::json& fields, const config::BackendErrorReport& report) {
-  auto limit = fields.find("time_limit");
-  if (limit == fields.end() || !limit->is_string()) return;
-  if (Status s = CheckSlurmTimeLimit(limit->get<std::string>()); !s.ok()) report("time_limit", s.message(), false);
-}
-
-const Registrar kSlurm({.key = "slurm", .order = 40, .message = Slurm, .check = CheckSlurm}, nullptr);
 const Registrar kKubernetes({.key = "kubernetes", .order = 50, .message = Kubernetes}, nullptr);
 const Registrar kAws({.key = "aws_launch_template", .order = 60, .message = Aws}, nullptr);
 const Registrar kGce({.key = "gce_instance_group", .order = 70, .message = Gce}, nullptr);

@@ -19,18 +19,25 @@ const char* kAlive =
 
 }  // namespace
 
-std::string StartScript(const Bundle& b, const StartArgs& a) {
+// Sets A (the agent path) and D (its bundle folder); prints NEED-INSTALL and exits 0 when that is
+// not the bundle's VERSION; exits 3 when the host's glibc is older than the bundle needs.
+static std::string CheckInstalled(const Bundle& b, const std::string& agent_path) {
   std::string need = b.needs.rfind("GLIBC_", 0) == 0 ? b.needs.substr(6) : b.needs;
-  std::string labels;
-  for (const auto& [k, v] : a.labels) labels += " --label " + Q(k + "=" + v);
   return fmt::format(
-      "set -e\numask 077\n"
       "A={agent}; D=$(dirname \"$A\")/.tidepool-agent-{version}\n"
       "if [ \"$(cat \"$D/VERSION\" 2>/dev/null)\" != {version} ] || [ \"$(readlink \"$A\")\" != \"$D/tidepool-agent\" ]; then\n"
       "  echo NEED-INSTALL; exit 0\nfi\n"
       "have=$(getconf GNU_LIBC_VERSION 2>/dev/null | cut -d' ' -f2)\n"
       "if [ -n \"$have\" ] && ! printf '%s\\n%s\\n' {need} \"$have\" | sort -V -C; then\n"
-      "  echo \"this host's glibc is $have; the agent needs {need} or newer\" >&2; exit 3\nfi\n"
+      "  echo \"this host's glibc is $have; the agent needs {need} or newer\" >&2; exit 3\nfi\n",
+      fmt::arg("agent", Q(agent_path)), fmt::arg("version", Q(b.version)), fmt::arg("need", Q(need)));
+}
+
+std::string StartScript(const Bundle& b, const StartArgs& a) {
+  std::string labels;
+  for (const auto& [k, v] : a.labels) labels += " --label " + Q(k + "=" + v);
+  return fmt::format(
+      "set -e\numask 077\n{check}"
       "R={run}; N={name}; mkdir -p \"$R\"\n"
       "envfile=\"$R/$N.env\"; pid=$(cat \"$R/$N.pid\" 2>/dev/null || true)\n{alive}"
       "if alive; then cat >/dev/null; echo STARTED $pid; exit 0; fi\n"
@@ -39,9 +46,12 @@ std::string StartScript(const Bundle& b, const StartArgs& a) {
       "pid=$!; echo $pid > \"$R/$N.pid\"\n"
       "sleep 0.05; if ! alive; then echo \"the agent exited at once:\" >&2; tail -n 5 \"$R/$N.log\" >&2; exit 1; fi\n"
       "echo STARTED $pid\n",
-      fmt::arg("agent", Q(a.agent_path)), fmt::arg("version", Q(b.version)), fmt::arg("need", Q(need)),
-      fmt::arg("run", Q(RunDir(a.pool))), fmt::arg("name", Q(a.name)), fmt::arg("alive", kAlive),
-      fmt::arg("labels", labels));
+      fmt::arg("check", CheckInstalled(b, a.agent_path)), fmt::arg("run", Q(RunDir(a.pool))),
+      fmt::arg("name", Q(a.name)), fmt::arg("alive", kAlive), fmt::arg("labels", labels));
+}
+
+std::string InstalledScript(const Bundle& b, const std::string& agent_path) {
+  return "set -e\n" + CheckInstalled(b, agent_path) + "echo INSTALLED\n";
 }
 
 std::string InstallScript(const Bundle& b, const std::string& agent_path) {

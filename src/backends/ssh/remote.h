@@ -36,6 +36,9 @@ std::string StartScript(const Bundle& b, const StartArgs& a);
 // Its stdin is the bundle as a tar: unpacked beside, checked against MANIFEST, moved into place,
 // and AGENT_PATH pointed at it.
 std::string InstallScript(const Bundle& b, const std::string& agent_path);
+// Prints INSTALLED when AGENT_PATH is the bundle's VERSION, else NEED-INSTALL (and checks the
+// host's glibc, as StartScript does).
+std::string InstalledScript(const Bundle& b, const std::string& agent_path);
 // Stops exactly that worker's agent (TERM, then KILL after `grace_s`), which stops its tasks.
 std::string StopScript(const std::string& pool, const std::string& name, int grace_s);
 // One line per worker of the pool on the host: "NAME running" or "NAME stopped".

@@ -43,102 +43,18 @@ Result<std::unique_ptr<Backend>> SshBackend::Make(const config::BackendConfig& c
   if (o.agent_path.empty() || o.agent_path.back() == '/') {
     return InvalidArgument("ssh backend: agent_path must name a file (where the agent is installed)");
   }
-  Bundle b;
-  b.dir = std::filesystem::path(ctx.agent_binary).parent_path().string() + "/agent-bundle";
-  auto version = ReadFile(b.dir + "/VERSION");
-  auto needs = ReadFile(b.dir + "/NEEDS");
-  if (!version.ok() || !needs.ok()) {
-    return FailedPrecondition(fmt::format("ssh backend: no agent bundle at {} (it is built with tidepool-agent: "
-                                          "scripts/agent_bundle.sh)",
-                                          b.dir));
-  }
-  b.version = std::string(Trim(*version));
-  b.needs = std::string(Trim(*needs));
-  return std::unique_ptr<Backend>(new SshBackend(ctx, std::move(o), std::move(b)));
+  auto b = LoadBundle(ctx.agent_binary, "ssh backend");
+  if (!b.ok()) return b.status();
+  return std::unique_ptr<Backend>(new SshBackend(ctx, std::move(o), std::move(b).value()));
 }
 
 SshBackend::SshBackend(BackendContext ctx, Options opts, Bundle bundle)
-    : ctx_(std::move(ctx)), opts_(std::move(opts)), bundle_(std::move(bundle)) {
-  // Socket paths must stay short (108 bytes): a folder named by a hash of the pool's identity.
-  control_dir_ = "/tmp/tidepool-ssh-" + HmacSha256Hex("control", ctx_.data_dir + "\n" + ctx_.pool).substr(0, 16);
-  std::filesystem::create_directories(control_dir_);
-  ::chmod(control_dir_.c_str(), 0700);
-  for (size_t i = 0; i < opts_.hosts.size(); ++i) install_mu_.push_back(std::make_unique<std::mutex>());
-}
-
-std::vector<std::string> SshBackend::SshArgv(size_t i, const std::string& script) const {
-  const Host& h = opts_.hosts[i];
-  std::vector<std::string> a = {"ssh", "-T", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes",
-                                "-o", "ConnectTimeout=10", "-o", "ServerAliveInterval=5", "-o",
-                                "ServerAliveCountMax=3", "-o", "ControlMaster=auto", "-o",
-                                "ControlPath=" + control_dir_ + "/%C", "-o", "ControlPersist=300", "-p",
-                                std::to_string(h.port)};
-  if (!opts_.known_hosts.empty()) a.insert(a.end(), {"-o", "UserKnownHostsFile=" + opts_.known_hosts});
-  if (!h.identity_file.empty()) a.insert(a.end(), {"-o", "IdentitiesOnly=yes", "-i", h.identity_file});
-  if (!opts_.proxy_jump.empty()) a.insert(a.end(), {"-J", opts_.proxy_jump});
-  if (!h.user.empty()) a.insert(a.end(), {"-l", h.user});
-  a.push_back("--");
-  a.push_back(h.host);
-  a.push_back(script);
-  return a;
-}
-
-Result<SubprocessResult> SshBackend::Ssh(size_t i, const std::string& script, const std::string& stdin_data,
-                                         Deadline deadline) {
-  SubprocessSpec spec;
-  spec.argv = SshArgv(i, script);
-  for (const std::string& kv : CurrentEnvironment()) {
-    if (kv.rfind("PATH=", 0) == 0 || kv.rfind("HOME=", 0) == 0 || kv.rfind("USER=", 0) == 0 ||
-        kv.rfind("SSH_AUTH_SOCK=", 0) == 0 || kv.rfind("LANG=", 0) == 0) {
-      spec.env.push_back(kv);
-    }
+    : ctx_(std::move(ctx)), opts_(std::move(opts)), installer_(std::move(bundle)) {
+  const std::string control_dir = SshConnection::ControlDir(ctx_.data_dir, ctx_.pool);
+  for (const Host& h : opts_.hosts) {
+    hosts_.emplace_back(h, opts_.known_hosts, opts_.proxy_jump, control_dir, &groups_);
+    install_mu_.push_back(std::make_unique<std::mutex>());
   }
-  spec.stdin_data = stdin_data;
-  spec.deadline = deadline;
-  spec.groups = &groups_;
-  return RunSubprocess(spec);
-}
-
-Status SshBackend::Failure(size_t i, const SubprocessResult& r, std::string_view doing) const {
-  const std::string host = opts_.hosts[i].Display();
-  std::string said = StderrTail(r.err);
-  if (r.timed_out) return DeadlineExceeded(fmt::format("{} on {}: no answer before the call's deadline", doing, host));
-  if (r.exit_code == 255) {  // ssh's own failure: nothing ran there
-    if (said.find("Host key verification failed") != std::string::npos ||
-        said.find("HOST IDENTIFICATION HAS CHANGED") != std::string::npos) {
-      return MakeError(ErrorClass::kAuth,
-                       fmt::format("{}: its host key is not the one in known_hosts{}; nothing was started there "
-                                   "(ssh: {})",
-                                   host, opts_.known_hosts.empty() ? "" : " (" + opts_.known_hosts + ")", said));
-    }
-    if (said.find("Permission denied") != std::string::npos) {
-      return MakeError(ErrorClass::kAuth, fmt::format("{}: the key was refused (ssh: {})", host, said));
-    }
-    if (said.find("Could not resolve hostname") != std::string::npos) {
-      return MakeError(ErrorClass::kBadRequest, fmt::format("{}: unknown host (ssh: {})", host, said));
-    }
-    return Unavailable(fmt::format("{}: unreachable (ssh: {})", host, said.empty() ? r.Describe() : said));
-  }
-  if (r.exit_code == 3) return MakeError(ErrorClass::kBadRequest, fmt::format("{}: {}", host, said));
-  return Status(StatusCode::kUnknown, fmt::format("{} on {} failed ({}): {}", doing, host, r.Describe(), said));
-}
-
-Result<std::string> SshBackend::TarOfBundle(Deadline deadline) {
-  {
-    std::lock_guard lock(mu_);
-    if (!tar_.empty()) return tar_;
-  }
-  SubprocessSpec spec;
-  spec.argv = {"tar", "-c", "-C", bundle_.dir, "."};
-  spec.env = {"PATH=/usr/bin:/bin"};
-  spec.deadline = deadline;
-  spec.stdout_cap = size_t{512} << 20;
-  auto r = RunSubprocess(spec);
-  if (!r.ok()) return r.status();
-  if (!r->ok() || r->stdout_overflow) return Internal(fmt::format("tar of {}: {} {}", bundle_.dir, r->Describe(), r->err));
-  std::lock_guard lock(mu_);
-  tar_ = std::move(r->out);
-  return tar_;
 }
 
 Status SshBackend::StartOn(size_t i, const std::string& name, const CreateRequest& request, Deadline deadline) {
@@ -153,22 +69,17 @@ Status SshBackend::StartOn(size_t i, const std::string& name, const CreateReques
   };
   StartArgs args{request.pool, name, opts_.agent_path, request.labels};
   for (const auto& [k, v] : h.labels) args.labels[k] = v;
-  const std::string start = StartScript(bundle_, args);
+  const std::string start = StartScript(installer_.bundle(), args);
   for (int attempt = 0; attempt < 2; ++attempt) {
-    auto r = Ssh(i, start, EnvFile(env), deadline);
+    auto r = hosts_[i].Run(start, EnvFile(env), deadline);
     if (!r.ok()) return r.status();
-    if (!r->ok()) return Failure(i, *r, "starting the agent");
+    if (!r->ok()) return hosts_[i].Failure(*r, "starting the agent");
     if (r->out.find("STARTED") != std::string::npos) return Status::Ok();
     if (r->out.find("NEED-INSTALL") == std::string::npos || attempt > 0) {
       return Internal(fmt::format("{}: the start script answered \"{}\"", h.Display(), FirstLine(r->out)));
     }
     std::lock_guard install(*install_mu_[i]);  // one install per host at a time
-    auto tar = TarOfBundle(deadline);
-    if (!tar.ok()) return tar.status();
-    auto in = Ssh(i, InstallScript(bundle_, opts_.agent_path), *tar, deadline);
-    if (!in.ok()) return in.status();
-    if (!in->ok()) return Failure(i, *in, "installing the agent");
-    spdlog::info("pool {}: installed the agent ({}) on {}", ctx_.pool, bundle_.version.substr(0, 12), h.Display());
+    if (Status s = installer_.Install(hosts_[i], opts_.agent_path, deadline); !s.ok()) return s;
   }
   return Internal("unreachable");
 }
@@ -252,9 +163,10 @@ Status SshBackend::Delete(const std::string& name, Deadline deadline) {
   if (i < 0) return Status::Ok();  // not a name this backend makes: nothing of ours to stop
   auto l = NameLock(name);
   std::lock_guard hold(*l);  // a create of this name still running finishes first
-  auto r = Ssh(static_cast<size_t>(i), StopScript(ctx_.pool, name, kStopGraceSeconds), "", deadline);
+  const SshConnection& c = hosts_[static_cast<size_t>(i)];
+  auto r = c.Run(StopScript(ctx_.pool, name, kStopGraceSeconds), "", deadline);
   if (!r.ok()) return r.status();
-  if (!r->ok() || r->out.find("STOPPED") == std::string::npos) return Failure(static_cast<size_t>(i), *r, "stopping the agent");
+  if (!r->ok() || r->out.find("STOPPED") == std::string::npos) return c.Failure(*r, "stopping the agent");
   std::lock_guard lock(mu_);
   where_.erase(name);
   return Status::Ok();
@@ -264,7 +176,7 @@ Result<std::vector<ListedWorker>> SshBackend::List(Deadline deadline) {
   const std::string script = ListScript(ctx_.pool);
   std::vector<std::future<Result<SubprocessResult>>> runs;
   for (size_t i = 0; i < opts_.hosts.size(); ++i) {
-    runs.push_back(std::async(std::launch::async, [this, i, &script, deadline] { return Ssh(i, script, "", deadline); }));
+    runs.push_back(std::async(std::launch::async, [this, i, &script, deadline] { return hosts_[i].Run(script, "", deadline); }));
   }
   // Every host's answer first, then the lock: a create meanwhile does not wait for the slowest.
   std::vector<Result<SubprocessResult>> answers;
@@ -276,7 +188,7 @@ Result<std::vector<ListedWorker>> SshBackend::List(Deadline deadline) {
     auto& r = answers[i];
     Status failed;
     if (!r.ok()) failed = r.status();
-    else if (!r->ok() || r->out.find("LISTED") == std::string::npos) failed = Failure(i, *r, "listing agents");
+    else if (!r->ok() || r->out.find("LISTED") == std::string::npos) failed = hosts_[i].Failure(*r, "listing agents");
     if (!failed.ok()) {
       failures.push_back(failed.message());
       unreachable_until_[i] = Clock::now() + std::chrono::seconds(30);

@@ -29,7 +29,9 @@
 #include <vector>
 
 #include "backends/backend.h"
+#include "backends/ssh/connection.h"
 #include "backends/ssh/host_list.h"
+#include "backends/ssh/installer.h"
 #include "backends/ssh/remote.h"
 #include "backends/toolkit/subprocess.h"
 
@@ -56,23 +58,17 @@ class SshBackend final : public Backend {
   };
   SshBackend(BackendContext ctx, Options opts, Bundle bundle);
 
-  // ssh's argv for host i running `script`.
-  std::vector<std::string> SshArgv(size_t i, const std::string& script) const;
-  Result<SubprocessResult> Ssh(size_t i, const std::string& script, const std::string& stdin_data, Deadline deadline);
-  // A failed ssh run as a classed error naming the host.
-  Status Failure(size_t i, const SubprocessResult& r, std::string_view doing) const;
   // Starts worker `name` on host i (installing first if needed).
   Status StartOn(size_t i, const std::string& name, const CreateRequest& request, Deadline deadline);
-  Result<std::string> TarOfBundle(Deadline deadline);
   // The host a worker name belongs to, by its stem; -1 if none.
   int HostOf(const std::string& name) const;
   std::shared_ptr<std::mutex> NameLock(const std::string& name);
 
   const BackendContext ctx_;
   const Options opts_;
-  const Bundle bundle_;
-  std::string control_dir_;  // ControlPath sockets (0700)
   ProcessGroups groups_;
+  std::vector<SshConnection> hosts_;  // by index of opts_.hosts
+  Installer installer_;
   std::vector<std::unique_ptr<std::mutex>> install_mu_;  // per host: one install at a time
 
   std::mutex mu_;
@@ -80,7 +76,6 @@ class SshBackend final : public Backend {
   std::set<std::string> creating_;       // guarded by mu_: names whose create runs
   std::map<std::string, std::shared_ptr<std::mutex>> name_locks_;  // guarded by mu_
   std::map<size_t, Clock::time_point> unreachable_until_;          // guarded by mu_
-  std::string tar_;                                                 // guarded by mu_: the bundle as a tar
 };
 
 }  // namespace tidepool::backends::ssh

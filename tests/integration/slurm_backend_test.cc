@@ -1,0 +1,273 @@
+// The slurm backend against a real Slurm cluster (slurm_cluster.h: slurmctld, four slurmd and
+// munge from Debian, on this machine): workers are Slurm jobs whose agents dial the server.
+// Each test names its jobs with a prefix of its own and compares the pool with `squeue`.
+#include <gtest/gtest.h>
+
+#include <set>
+#include <thread>
+
+#include <httplib.h>
+
+#include "harness.h"
+#include "slurm_cluster.h"
+
+namespace tidepool::testing {
+namespace {
+
+#define SLURM_OR_SKIP(cluster, ...)                        \
+  SlurmCluster cluster{__VA_ARGS__};                       \
+  if (!cluster.error().empty()) GTEST_SKIP() << cluster.error()
+
+// Cancels the test's jobs however it ends.
+struct Leftovers {
+  const SlurmCluster& cluster;
+  std::string prefix;
+  ~Leftovers() { cluster.CancelAll(prefix); }
+};
+
+std::string SlurmPool(const std::string& prefix, const std::string& backend_extra = "",
+                      const std::string& pool_extra = "", const std::string& name = "sl") {
+  return "agent_pools:\n  - name: " + name + "\n    default: true\n    auto_scaler:\n"
+         "      backend:\n        slurm:\n          partition: main\n          job_name_prefix: " + prefix + "\n" +
+         backend_extra + "      max_agents: 4\n      max_idle_agents: 4\n      idle_decay: \"60s\"\n"
+         "      sync_loop_interval: \"1s\"\n      scale_up_error_retry_delay: \"1s\"\n" + pool_extra;
+}
+
+std::set<std::string> WorkerNames(Server& server, const std::string& pool, const std::string& state = "") {
+  std::set<std::string> out;
+  for (auto& w : server.Json({"worker", "list", "-P", pool})) {
+    if (state.empty() || w["state"] == state) out.insert(w["name"].get<std::string>());
+  }
+  return out;
+}
+
+nlohmann::json WorkerJson(Server& server, const std::string& pool, const std::string& name) {
+  for (auto& w : server.Json({"worker", "list", "-P", pool})) {
+    if (w["name"] == name) return w;
+  }
+  return nullptr;
+}
+
+// "NAME RUNNING" lines of squeue, as the set of names in that state.
+std::set<std::string> JobsIn(const SlurmCluster& cluster, const std::string& prefix, const std::string& state) {
+  std::set<std::string> out;
+  for (const std::string& l : cluster.Jobs(prefix)) {
+    size_t sp = l.find(' ');
+    if (l.substr(sp + 1) == state) out.insert(l.substr(0, sp));
+  }
+  return out;
+}
+
+bool EventSaid(Server& server, const std::string& pool, const std::string& kind, const std::string& text = "") {
+  nlohmann::json p = server.Pool(pool);  // held: a range over a part of a temporary would dangle
+  for (auto& e : p["events"]) {
+    if (e["kind"] == kind && e["message"].get<std::string>().find(text) != std::string::npos) return true;
+  }
+  return false;
+}
+
+TEST(SlurmPool, ScalesUpFromZeroAndRunsVrunAndVbatchAsSlurmJobs) {
+  SLURM_OR_SKIP(cluster);
+  Leftovers left{cluster, UniqueSlurmPrefix("tps")};
+  Server server(SlurmPool(left.prefix), {}, "", cluster.Env());
+  EXPECT_EQ(server.Workers("sl"), 0);
+  EXPECT_TRUE(cluster.Jobs(left.prefix).empty());
+  // vrun: output, stderr and exit status, from a worker that is a Slurm job.
+  ProcResult r = server.Vrun({"sh", "-c", "echo out; echo err >&2; exit 7"});
+  EXPECT_EQ(r.exit_code, 7) << r.err << server.ServerLog();
+  EXPECT_EQ(r.out, "out\n");
+  EXPECT_NE(r.err.find("err"), std::string::npos);
+  // The pool's workers are exactly its running jobs, by name.
+  std::set<std::string> workers = WorkerNames(server, "sl");
+  ASSERT_FALSE(workers.empty());
+  EXPECT_EQ(JobsIn(cluster, left.prefix, "RUNNING"), workers);
+  // The token is in no command line (it travels in the job's environment).
+  ProcResult ps = RunProcess({"ps", "-eo", "args"}, {}, "/");
+  EXPECT_EQ(ps.out.find("tpw_"), std::string::npos);
+  // Shards queue on up to four jobs and all succeed.
+  ProcResult b = server.Vbatch({"-N", "6", "sh", "-c", "echo shard $TIDEPOOL_SHARD_ID"});
+  ASSERT_EQ(b.exit_code, 0) << b.err;
+  std::string id = Lines(b.out)[0];
+  EXPECT_EQ(server.WaitTask(id)["state"], "SUCCESS") << server.ServerLog();
+  for (int i = 0; i < 6; ++i) {
+    EXPECT_EQ(server.Tidepool({"task", "logs", id + "/" + std::to_string(i)}).out, "shard " + std::to_string(i) + "\n");
+  }
+  workers = WorkerNames(server, "sl");
+  EXPECT_LE(workers.size(), 4u);
+  EXPECT_EQ(JobsIn(cluster, left.prefix, "RUNNING"), workers);
+}
+
+TEST(SlurmPool, AGangIsOneAllocationWithOneAgentPerNode) {
+  SLURM_OR_SKIP(cluster);
+  Leftovers left{cluster, UniqueSlurmPrefix("tpg")};
+  Server server(SlurmPool(left.prefix, "", "      mode: MODE_BATCH\n"), {}, "", cluster.Env());
+  ProcResult b = server.Vbatch({"-N", "3", "--gang", "sh", "-c", "echo gang $TIDEPOOL_SHARD_ID; sleep 2"});
+  ASSERT_EQ(b.exit_code, 0) << b.err;
+  std::string id = Lines(b.out)[0];
+  // While it runs: one job of three nodes, whose three steps are the three workers, a node each.
+  std::string steps;
+  ASSERT_TRUE(WaitFor([&] {
+    steps = cluster.Sh("squeue -h -s -o '%j %N' | grep '^" + left.prefix + "' | sort").out;
+    return Lines(steps).size() == 3;
+  })) << steps << server.ServerLog();
+  std::vector<std::string> jobs = cluster.Jobs(left.prefix);
+  ASSERT_EQ(jobs.size(), 1u);
+  EXPECT_NE(jobs[0].find("-x3 RUNNING"), std::string::npos) << jobs[0];
+  std::set<std::string> nodes;
+  for (const std::string& l : Lines(steps)) nodes.insert(l.substr(l.find(' ') + 1));
+  EXPECT_EQ(nodes.size(), 3u) << steps;
+  EXPECT_EQ(server.WaitTask(id)["state"], "SUCCESS") << server.ServerLog();
+  std::set<std::string> used;
+  for (int i = 0; i < 3; ++i) used.insert(server.Task(id + "/" + std::to_string(i))["worker"].get<std::string>());
+  std::string job = jobs[0].substr(0, jobs[0].find(' '));
+  EXPECT_EQ(used, (std::set<std::string>{job + "-0", job + "-1", job + "-2"}));
+  // Used once: the workers go, and with the last of them the job.
+  EXPECT_TRUE(WaitFor([&] { return cluster.Jobs(left.prefix).empty() && server.Workers("sl") == 0; }))
+      << server.ServerLog();
+}
+
+TEST(SlurmPool, AJobCancelledFromOutsideLosesItsWorkerAndItsTaskRunsAgain) {
+  SLURM_OR_SKIP(cluster);
+  Leftovers left{cluster, UniqueSlurmPrefix("tpx")};
+  Server server(SlurmPool(left.prefix), {"--worker-lost-grace", "1s"}, "", cluster.Env());
+  ProcResult b = server.Vbatch({"--retries", "1", "sh", "-c", "echo started; sleep 4; echo finished"});
+  ASSERT_EQ(b.exit_code, 0) << b.err;
+  std::string id = Lines(b.out)[0];
+  std::string first;
+  ASSERT_TRUE(WaitFor([&] {
+    nlohmann::json t = server.Task(id);
+    if (t["state"] != "RUNNING" || !t["worker"].is_string()) return false;
+    first = t["worker"];
+    return true;
+  })) << server.ServerLog();
+  ASSERT_EQ(cluster.Sh("scancel --name=" + first).exit_code, 0);
+  nlohmann::json done = server.WaitTask(id);
+  EXPECT_EQ(done["state"], "SUCCESS") << done.dump() << server.ServerLog();
+  EXPECT_EQ(done["attempts"], 2);
+  EXPECT_NE(done["worker"], first);
+  EXPECT_NE(server.Tidepool({"task", "logs", id}).out.find("finished"), std::string::npos);
+  // The cancelled job's worker is gone from the pool as from squeue.
+  EXPECT_TRUE(WaitFor([&] { return !WorkerNames(server, "sl").count(first); })) << server.ServerLog();
+  EXPECT_FALSE(JobsIn(cluster, left.prefix, "RUNNING").count(first));
+}
+
+TEST(SlurmPool, AJobNearItsWalltimeIsDrainedFirstAndNothingIsKilled) {
+  SLURM_OR_SKIP(cluster);
+  Leftovers left{cluster, UniqueSlurmPrefix("tpw")};
+  // One minute of walltime, drained 48 s before it: a worker takes tasks for its first 12 s.
+  Server server(SlurmPool(left.prefix, "          time_limit: \"1\"\n          drain_before: \"48s\"\n"), {}, "",
+                cluster.Env());
+  ProcResult a = server.Vbatch({"sh", "-c", "sleep 20; echo A-done"});
+  ASSERT_EQ(a.exit_code, 0) << a.err;
+  std::string ida = Lines(a.out)[0];
+  std::string first;
+  ASSERT_TRUE(WaitFor([&] {
+    nlohmann::json t = server.Task(ida);
+    if (t["state"] != "RUNNING" || !t["worker"].is_string()) return false;
+    first = t["worker"];
+    return true;
+  })) << server.ServerLog();
+  nlohmann::json w = WorkerJson(server, "sl", first);
+  ASSERT_TRUE(w.is_object());
+  EXPECT_TRUE(w["ends_at"].is_string()) << w.dump();  // the agent learnt its job's end
+  // Its drain time comes while A runs: it takes nothing new, and A goes on.
+  ASSERT_TRUE(WaitFor([&] {
+    nlohmann::json x = WorkerJson(server, "sl", first);
+    return x.is_object() && x["state"] == "draining";
+  })) << server.ServerLog();
+  EXPECT_EQ(server.Task(ida)["state"], "RUNNING");
+  EXPECT_TRUE(EventSaid(server, "sl", "draining", "walltime"));
+  ProcResult b = server.Vbatch({"sh", "-c", "echo B-done"});
+  ASSERT_EQ(b.exit_code, 0) << b.err;
+  nlohmann::json tb = server.WaitTask(Lines(b.out)[0]);
+  EXPECT_EQ(tb["state"], "SUCCESS");
+  EXPECT_NE(tb["worker"], first);  // a replacement took it
+  nlohmann::json ta = server.WaitTask(ida);
+  EXPECT_EQ(ta["state"], "SUCCESS") << ta.dump();
+  EXPECT_EQ(ta["attempts"], 1);
+  EXPECT_EQ(server.Tidepool({"task", "logs", ida}).out, "A-done\n");
+  // Then the drained job is cancelled by the pool, before Slurm's walltime would have ended it.
+  EXPECT_TRUE(WaitFor([&] { return !JobsIn(cluster, left.prefix, "RUNNING").count(first); })) << server.ServerLog();
+  EXPECT_TRUE(EventSaid(server, "sl", "worker_gone", first));
+}
+
+TEST(SlurmPool, SqueueFailingChangesNothing) {
+  SLURM_OR_SKIP(cluster, /*exclusive=*/true);
+  Leftovers left{cluster, UniqueSlurmPrefix("tpq")};
+  Server server(SlurmPool(left.prefix, "", "      min_agents: 1\n"), {}, "", cluster.Env());
+  std::set<std::string> idle;
+  ASSERT_TRUE(WaitFor([&] { return (idle = WorkerNames(server, "sl", "idle")).size() == 1; })) << server.ServerLog();
+  cluster.StopController();
+  ASSERT_TRUE(WaitFor([&] { return EventSaid(server, "sl", "list_failed", "slurm_load_jobs error"); })) << server.ServerLog();
+  std::string error = server.Pool("sl")["last_error"];
+  EXPECT_NE(error.find("slurm"), std::string::npos) << error;  // Slurm's own words
+  // Nothing forgotten, nothing made: the worker is there and runs tasks.
+  EXPECT_EQ(WorkerNames(server, "sl"), idle);
+  ProcResult r = server.Vrun({"echo", "still here"});
+  EXPECT_EQ(r.out, "still here\n") << r.err;
+  ASSERT_TRUE(cluster.StartController());
+  EXPECT_TRUE(WaitFor([&] { return JobsIn(cluster, left.prefix, "RUNNING") == idle; }));
+  EXPECT_EQ(WorkerNames(server, "sl"), idle);
+  EXPECT_FALSE(EventSaid(server, "sl", "worker_gone"));
+}
+
+TEST(SlurmPool, APendingJobShowsSlurmsReasonAndOutlivesTheRegisterTimeout) {
+  SLURM_OR_SKIP(cluster);
+  Leftovers left{cluster, UniqueSlurmPrefix("tpp")};
+  // Every CPU of the partition taken by a job that is not ours.
+  ASSERT_EQ(cluster.Sh("sbatch -J " + left.prefix + "-blocker -p main -N " + std::to_string(SlurmCluster::kNodes) +
+                       " --exclusive -o /dev/null --wrap 'sleep 300'").exit_code, 0);
+  Server server(SlurmPool(left.prefix, "", "      register_timeout: \"2s\"\n"), {}, "", cluster.Env());
+  Background waiting(std::vector<std::string>{BinDir() + "/vrun", "echo", "ran"}, server.ClientEnv(), "/");
+  std::string name;
+  ASSERT_TRUE(WaitFor([&] {
+    nlohmann::json p = server.Pool("sl");
+    for (auto& w : p["worker_list"]) {
+      if (w["detail"].get<std::string>().rfind("pending: ", 0) == 0) name = w["name"];
+    }
+    return !name.empty();
+  })) << server.ServerLog();
+  // Held pending for several register timeouts: still the same worker, no timeout fired.
+  std::this_thread::sleep_for(6s);
+  EXPECT_FALSE(EventSaid(server, "sl", "register_timeout")) << server.ServerLog();
+  nlohmann::json w = WorkerJson(server, "sl", name);
+  ASSERT_TRUE(w.is_object());
+  EXPECT_EQ(w["state"], "starting");
+  EXPECT_NE(w["detail"].get<std::string>().find("pending: "), std::string::npos) << w.dump();
+  // When the partition frees up, the job runs and the vrun with it.
+  cluster.Sh("scancel --name=" + left.prefix + "-blocker");
+  ProcResult r = waiting.Wait();
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(r.out, "ran\n");
+}
+
+TEST(SlurmPool, SbatchRefusingTheJobIsShownAndLeavesNothingBehind) {
+  SLURM_OR_SKIP(cluster);
+  Leftovers left{cluster, UniqueSlurmPrefix("tpr")};
+  std::string config = SlurmPool(left.prefix);
+  config.replace(config.find("partition: main"), 15, "partition: nosuch");
+  Server server("server:\n  metrics_listen: \"127.0.0.1:0\"\n" + config, {}, "", cluster.Env());
+  Background waiting(std::vector<std::string>{BinDir() + "/vrun", "true"}, server.ClientEnv(), "/");
+  std::string error;
+  ASSERT_TRUE(WaitFor([&] {
+    error = server.Pool("sl")["last_error"].get<std::string>();
+    return error.find("Invalid partition name specified") != std::string::npos;  // sbatch's own words
+  })) << server.ServerLog();
+  EXPECT_TRUE(waiting.Running());
+  // In the metrics too, and to the waiting vrun.
+  httplib::Client http("http://" + Lines(ReadAll(server.data_dir() + "/metrics.addr"))[0]);
+  auto res = http.Get("/metrics");
+  ASSERT_TRUE(res);
+  size_t info = res->body.find("\ntidepool_pool_last_error_info{");
+  ASSERT_NE(info, std::string::npos) << res->body;
+  std::string line = res->body.substr(info + 1, res->body.find('\n', info + 1) - info - 1);
+  EXPECT_NE(line.find("Invalid partition name specified"), std::string::npos) << line;
+  EXPECT_NE(line.find("pool=\"sl\""), std::string::npos) << line;
+  EXPECT_TRUE(WaitFor([&] { return waiting.Stderr().find("Invalid partition name specified") != std::string::npos; }))
+      << waiting.Stderr();
+  EXPECT_TRUE(cluster.Jobs(left.prefix).empty());
+  EXPECT_EQ(server.Workers("sl"), 0);
+}
+
+}  // namespace
+}  // namespace tidepool::testing

@@ -1,0 +1,48 @@
+// The real Slurm cluster the slurm backend's tests run against: tests/slurm/setup.sh (a copy of
+// ../shared/bench/slurm: slurmctld, one slurmd per node, munge, all from Debian, all on this
+// host), started on first use with its own runtime folder and ports so that it never disturbs a
+// benchmark cluster, and kept running for the next test (setup.sh is idempotent; concurrent test
+// processes take a lock around it).
+#pragma once
+
+#include <map>
+#include <string>
+#include <vector>
+
+#include "harness.h"
+
+namespace tidepool::testing {
+
+class SlurmCluster {
+ public:
+  // Starts it if needed; error() says why not. Held for the object's life: shared, or with
+  // `exclusive` alone (a test that stops the controller must not break the others' jobs).
+  explicit SlurmCluster(bool exclusive = false);
+  ~SlurmCluster();
+  SlurmCluster(const SlurmCluster&) = delete;
+  SlurmCluster& operator=(const SlurmCluster&) = delete;
+  const std::string& error() const { return error_; }
+  // What Slurm's commands (and the server, for its slurm pools) need in their environment.
+  std::map<std::string, std::string> Env() const;
+  // Runs a Slurm command line (sh -c) against this cluster.
+  ProcResult Sh(const std::string& script) const;
+  // Our jobs whose name starts with `prefix`: "NAME STATE" lines, sorted.
+  std::vector<std::string> Jobs(const std::string& prefix) const;
+  // Cancels every job whose name starts with `prefix` (a test's leftovers).
+  void CancelAll(const std::string& prefix) const;
+  // slurmctld stopped (squeue then fails) and started again with its saved state.
+  void StopController() const;
+  bool StartController() const;
+
+  static constexpr int kNodes = 4;
+  static constexpr int kCpus = 4;
+
+ private:
+  std::string error_;
+  int lock_ = -1;
+};
+
+// A job_name_prefix no other test (or earlier run) shares.
+std::string UniqueSlurmPrefix(const std::string& stem);
+
+}  // namespace tidepool::testing
