@@ -3,6 +3,11 @@
 // Each test names its jobs with a prefix of its own and compares the pool with `squeue`.
 #include <gtest/gtest.h>
 
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <filesystem>
 #include <set>
 #include <thread>
 
@@ -56,6 +61,18 @@ std::set<std::string> JobsIn(const SlurmCluster& cluster, const std::string& pre
     if (l.substr(sp + 1) == state) out.insert(l.substr(0, sp));
   }
   return out;
+}
+
+// The worker task `id` runs on, once it runs; "" if it never does.
+std::string RunningOn(Server& server, const std::string& id) {
+  std::string worker;
+  WaitFor([&] {
+    nlohmann::json t = server.Task(id);
+    if (t["state"] != "RUNNING" || !t["worker"].is_string()) return false;
+    worker = t["worker"];
+    return true;
+  });
+  return worker;
 }
 
 bool EventSaid(Server& server, const std::string& pool, const std::string& kind, const std::string& text = "") {
@@ -133,13 +150,8 @@ TEST(SlurmPool, AJobCancelledFromOutsideLosesItsWorkerAndItsTaskRunsAgain) {
   ProcResult b = server.Vbatch({"--retries", "1", "sh", "-c", "echo started; sleep 4; echo finished"});
   ASSERT_EQ(b.exit_code, 0) << b.err;
   std::string id = Lines(b.out)[0];
-  std::string first;
-  ASSERT_TRUE(WaitFor([&] {
-    nlohmann::json t = server.Task(id);
-    if (t["state"] != "RUNNING" || !t["worker"].is_string()) return false;
-    first = t["worker"];
-    return true;
-  })) << server.ServerLog();
+  std::string first = RunningOn(server, id);
+  ASSERT_FALSE(first.empty()) << server.ServerLog();
   ASSERT_EQ(cluster.Sh("scancel --name=" + first).exit_code, 0);
   nlohmann::json done = server.WaitTask(id);
   EXPECT_EQ(done["state"], "SUCCESS") << done.dump() << server.ServerLog();
@@ -160,13 +172,8 @@ TEST(SlurmPool, AJobNearItsWalltimeIsDrainedFirstAndNothingIsKilled) {
   ProcResult a = server.Vbatch({"sh", "-c", "sleep 20; echo A-done"});
   ASSERT_EQ(a.exit_code, 0) << a.err;
   std::string ida = Lines(a.out)[0];
-  std::string first;
-  ASSERT_TRUE(WaitFor([&] {
-    nlohmann::json t = server.Task(ida);
-    if (t["state"] != "RUNNING" || !t["worker"].is_string()) return false;
-    first = t["worker"];
-    return true;
-  })) << server.ServerLog();
+  std::string first = RunningOn(server, ida);
+  ASSERT_FALSE(first.empty()) << server.ServerLog();
   nlohmann::json w = WorkerJson(server, "sl", first);
   ASSERT_TRUE(w.is_object());
   EXPECT_TRUE(w["ends_at"].is_string()) << w.dump();  // the agent learnt its job's end
@@ -250,7 +257,8 @@ TEST(SlurmPool, SbatchRefusingTheJobIsShownAndLeavesNothingBehind) {
   Background waiting(std::vector<std::string>{BinDir() + "/vrun", "true"}, server.ClientEnv(), "/");
   std::string error;
   ASSERT_TRUE(WaitFor([&] {
-    error = server.Pool("sl")["last_error"].get<std::string>();
+    nlohmann::json p = server.Pool("sl");
+    error = p["last_error"].is_string() ? p["last_error"].get<std::string>() : "";
     return error.find("Invalid partition name specified") != std::string::npos;  // sbatch's own words
   })) << server.ServerLog();
   EXPECT_TRUE(waiting.Running());
@@ -267,6 +275,100 @@ TEST(SlurmPool, SbatchRefusingTheJobIsShownAndLeavesNothingBehind) {
       << waiting.Stderr();
   EXPECT_TRUE(cluster.Jobs(left.prefix).empty());
   EXPECT_EQ(server.Workers("sl"), 0);
+}
+
+// A login node: a real sshd on loopback (this machine is where the cluster is), whose sessions get
+// the cluster's SLURM_CONF from sshd itself (SetEnv), as a site's login node has its own.
+class LoginNode {
+ public:
+  LoginNode(const std::string& dir, const SlurmCluster& cluster) : dir_(dir) {
+    std::filesystem::create_directories(dir_);
+    std::filesystem::create_directories("/run/sshd");
+    for (const char* k : {"host_key", "client_key", "other_key"}) {
+      RunProcess({"/usr/bin/ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", dir_ + "/" + k}, {}, dir_);
+    }
+    int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t len = sizeof(a);
+    ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a));
+    ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
+    port_ = ntohs(a.sin_port);
+    ::close(fd);
+    std::filesystem::copy_file(dir_ + "/client_key.pub", dir_ + "/authorized_keys");
+    WriteAll(dir_ + "/sshd_config", "ListenAddress 127.0.0.1:" + std::to_string(port_) + "\nHostKey " + dir_ +
+                                        "/host_key\nPidFile " + dir_ + "/sshd.pid\nAuthorizedKeysFile " + dir_ +
+                                        "/authorized_keys\nPermitRootLogin prohibit-password\nPasswordAuthentication no\n"
+                                        "KbdInteractiveAuthentication no\nUsePAM no\nStrictModes no\n"
+                                        "SetEnv SLURM_CONF=" + cluster.Env().at("SLURM_CONF") + "\n");
+    auto known = [&](const std::string& key) {
+      std::string pub = ReadAll(dir_ + "/" + key + ".pub");
+      return "[127.0.0.1]:" + std::to_string(port_) + " " + pub.substr(0, pub.find(' ', pub.find(' ') + 1)) + "\n";
+    };
+    WriteAll(dir_ + "/known_hosts", known("host_key"));
+    WriteAll(dir_ + "/wrong_known_hosts", known("other_key"));
+    sshd_ = std::make_unique<Background>(
+        std::vector<std::string>{"/usr/sbin/sshd", "-D", "-e", "-f", dir_ + "/sshd_config"},
+        std::map<std::string, std::string>{}, dir_);
+    WaitFor([&] {
+      return RunProcess({"/usr/bin/ssh", "-i", dir_ + "/client_key", "-o", "UserKnownHostsFile=" + dir_ + "/known_hosts",
+                         "-o", "BatchMode=yes", "-p", std::to_string(port_), "root@127.0.0.1", "true"},
+                        {}, "/")
+                 .exit_code == 0;
+    });
+  }
+  // The slurm block's `login` mapping, and where the agent goes.
+  std::string Block(bool right_key) const {
+    return "          login: { host: 127.0.0.1, port: " + std::to_string(port_) + ", user: root, identity_file: " +
+           dir_ + "/client_key, known_hosts: " + dir_ + (right_key ? "/known_hosts" : "/wrong_known_hosts") + " }\n" +
+           "          agent_path: " + AgentPath() + "\n          output_dir: " + dir_ + "/out\n";
+  }
+  std::string AgentPath() const { return dir_ + "/bin/tidepool-agent"; }
+
+ private:
+  std::string dir_;
+  int port_ = 0;
+  std::unique_ptr<Background> sshd_;
+};
+
+TEST(SlurmPool, ThroughALoginNodeOverSshWithTheAgentInstalledThere) {
+  SLURM_OR_SKIP(cluster);
+  if (!std::filesystem::exists("/usr/sbin/sshd")) GTEST_SKIP() << "openssh-server is not installed";
+  Leftovers left{cluster, UniqueSlurmPrefix("tpl")};
+  LoginNode login("/var/tmp/tidepool-login-" + left.prefix, cluster);
+  // The server has no SLURM_CONF of its own: only commands run on the login node can reach Slurm.
+  Server server(SlurmPool(left.prefix, login.Block(true)));
+  ProcResult r = server.Vrun({"echo", "via login"});
+  EXPECT_EQ(r.exit_code, 0) << r.err << server.ServerLog();
+  EXPECT_EQ(r.out, "via login\n");
+  // The agent bundle was installed there by version, and the job runs it.
+  ASSERT_TRUE(std::filesystem::is_symlink(login.AgentPath()));
+  std::string version = ReadAll(BinDir() + "/agent-bundle/VERSION");
+  EXPECT_NE(std::filesystem::read_symlink(login.AgentPath()).string().find(version.substr(0, 64)), std::string::npos);
+  EXPECT_EQ(JobsIn(cluster, left.prefix, "RUNNING"), WorkerNames(server, "sl"));
+  std::filesystem::remove_all("/var/tmp/tidepool-login-" + left.prefix);
+}
+
+TEST(SlurmPool, ALoginNodeWithTheWrongHostKeyIsAClearErrorAndNothingIsSubmitted) {
+  SLURM_OR_SKIP(cluster);
+  if (!std::filesystem::exists("/usr/sbin/sshd")) GTEST_SKIP() << "openssh-server is not installed";
+  Leftovers left{cluster, UniqueSlurmPrefix("tpk")};
+  LoginNode login("/var/tmp/tidepool-login-" + left.prefix, cluster);
+  Server server(SlurmPool(left.prefix, login.Block(false)));
+  Background waiting(std::vector<std::string>{BinDir() + "/vrun", "true"}, server.ClientEnv(), "/");
+  std::string error;
+  ASSERT_TRUE(WaitFor([&] {
+    nlohmann::json p = server.Pool("sl");
+    error = p["last_error"].is_string() ? p["last_error"].get<std::string>() : "";
+    return error.find("host key") != std::string::npos;
+  })) << server.ServerLog();
+  EXPECT_NE(error.find("127.0.0.1"), std::string::npos) << error;
+  EXPECT_NE(error.find("Host key verification failed"), std::string::npos) << error;  // ssh's own words
+  EXPECT_FALSE(std::filesystem::exists(login.AgentPath()));
+  EXPECT_TRUE(cluster.Jobs(left.prefix).empty());
+  EXPECT_EQ(server.Workers("sl"), 0);
+  std::filesystem::remove_all("/var/tmp/tidepool-login-" + left.prefix);
 }
 
 }  // namespace

@@ -9,25 +9,21 @@
 
 namespace tidepool::testing {
 
-namespace {
 
-const char* kBase = "/tmp/tidepool-slurm-test";
-
-std::map<std::string, std::string> ClusterSettings() {
-  return {{"SB_BASE", kBase},
-          {"SB_NODES", std::to_string(SlurmCluster::kNodes)},
-          {"SB_CPUS", std::to_string(SlurmCluster::kCpus)},
-          {"SB_CLOUD_NODES", "0"},
-          {"SB_CTLD_PORT", "17817"},
-          {"SB_NODE_PORT_BASE", "17900"},
-          {"SB_CLOUD_PORT_BASE", "17950"},
+std::map<std::string, std::string> SlurmCluster::Settings() const {
+  return {{"SB_BASE", s_.base},
+          {"SB_NODES", std::to_string(kNodes)},
+          {"SB_CPUS", std::to_string(kCpus)},
+          {"SB_CLOUD_NODES", std::to_string(s_.cloud_nodes)},
+          {"SB_BOOT_DELAY", std::to_string(s_.boot_delay)},
+          {"SB_CTLD_PORT", std::to_string(s_.ctld_port)},
+          {"SB_NODE_PORT_BASE", std::to_string(s_.node_port_base)},
+          {"SB_CLOUD_PORT_BASE", std::to_string(s_.cloud_port_base)},
           {"PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"},
           {"HOME", "/root"}};
 }
 
-}  // namespace
-
-SlurmCluster::SlurmCluster(bool exclusive) {
+SlurmCluster::SlurmCluster(bool exclusive, SlurmSettings settings) : s_(std::move(settings)) {
   for (const char* p : {"/usr/sbin/slurmctld", "/usr/sbin/slurmd", "/usr/bin/sbatch", "/usr/sbin/munged"}) {
     if (!std::filesystem::exists(p)) {
       error_ = std::string("Slurm is not installed (no ") + p + "): scripts/setup.sh installs slurm-wlm and munge";
@@ -38,9 +34,9 @@ SlurmCluster::SlurmCluster(bool exclusive) {
     error_ = "the test Slurm cluster needs root (slurmd, munge)";
     return;
   }
-  lock_ = ::open("/tmp/tidepool-slurm-test.lock", O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+  lock_ = ::open((s_.base + ".lock").c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
   if (lock_ >= 0) ::flock(lock_, LOCK_EX);
-  ProcResult r = RunProcess({"/bin/bash", SourceDir() + "/tests/slurm/setup.sh"}, ClusterSettings(), "/");
+  ProcResult r = RunProcess({"/bin/bash", SourceDir() + "/tests/slurm/setup.sh"}, Settings(), "/");
   if (r.exit_code != 0) error_ = "tests/slurm/setup.sh failed: " + r.out + r.err;
   if (lock_ >= 0 && !exclusive) ::flock(lock_, LOCK_SH);
 }
@@ -50,11 +46,11 @@ SlurmCluster::~SlurmCluster() {
 }
 
 std::map<std::string, std::string> SlurmCluster::Env() const {
-  return {{"SLURM_CONF", std::string(kBase) + "/etc/slurm.conf"}};
+  return {{"SLURM_CONF", s_.base + "/etc/slurm.conf"}};
 }
 
 ProcResult SlurmCluster::Sh(const std::string& script) const {
-  std::map<std::string, std::string> env = ClusterSettings();
+  std::map<std::string, std::string> env = Settings();
   for (const auto& [k, v] : Env()) env[k] = v;
   return RunProcess({"/bin/sh", "-c", script}, env, "/");
 }
@@ -73,7 +69,7 @@ void SlurmCluster::CancelAll(const std::string& prefix) const {
 }
 
 void SlurmCluster::StopController() const {
-  Sh(std::string("kill -TERM $(cat ") + kBase + "/run/slurmctld.pid); while scontrol ping 2>/dev/null | grep -q UP; do sleep 0.1; done");
+  Sh("kill -TERM $(cat " + s_.base + "/run/slurmctld.pid); while scontrol ping 2>/dev/null | grep -q UP; do sleep 0.1; done");
 }
 
 bool SlurmCluster::StartController() const {

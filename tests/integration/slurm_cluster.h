@@ -13,11 +13,21 @@
 
 namespace tidepool::testing {
 
+// Which cluster: the tests' (the defaults), or another beside it (the benchmarks').
+struct SlurmSettings {
+  std::string base = "/tmp/tidepool-slurm-test";
+  int ctld_port = 17817;
+  int node_port_base = 17900;
+  int cloud_port_base = 17950;
+  int cloud_nodes = 0;     // powered-down State=CLOUD nodes c1..cN, partition `cloud`
+  double boot_delay = 0;   // their simulated boot (cloud_resume.sh)
+};
+
 class SlurmCluster {
  public:
   // Starts it if needed; error() says why not. Held for the object's life: shared, or with
   // `exclusive` alone (a test that stops the controller must not break the others' jobs).
-  explicit SlurmCluster(bool exclusive = false);
+  explicit SlurmCluster(bool exclusive = false, SlurmSettings settings = {});
   ~SlurmCluster();
   SlurmCluster(const SlurmCluster&) = delete;
   SlurmCluster& operator=(const SlurmCluster&) = delete;
@@ -38,6 +48,9 @@ class SlurmCluster {
   static constexpr int kCpus = 4;
 
  private:
+  std::map<std::string, std::string> Settings() const;
+
+  SlurmSettings s_;
   std::string error_;
   int lock_ = -1;
 };

@@ -164,5 +164,53 @@ TEST(SshPool, AHostThatDiesMidTaskLosesItsWorkerAndRejoinsWhenBack) {
   EXPECT_EQ(used, (std::set<int>{0, 1})) << server.ServerLog();
 }
 
+// The pool's last error once it contains `what`, or "" if it never does.
+std::string ErrorSaying(Server& server, const std::string& what) {
+  std::string error;
+  bool seen = WaitFor([&] {
+    nlohmann::json p = server.Pool("hosts");
+    error = p["last_error"].is_string() ? p["last_error"].get<std::string>() : "";
+    return error.find(what) != std::string::npos;
+  });
+  return seen ? error : "";
+}
+
+TEST(SshPool, AnUnknownHostOrARefusedKeyIsShownAndNothingIsStarted) {
+  SSH_HOSTS_OR_SKIP(net, hosts, 1);
+  {
+    // A host name nobody can resolve: a bad request, in ssh's own words.
+    std::string config = SshPool(net, hosts, hosts.known_hosts(), 1);
+    config.replace(config.find("\"root@" + net.ip(0) + "\""), net.ip(0).size() + 7, "\"root@no-such-host.invalid\"");
+    Server server(config, {}, net.server_ip() + ":0");
+    Background waiting({BinDir() + "/vrun", "true"}, server.ClientEnv(), "/");
+    std::string error = ErrorSaying(server, "unknown host");
+    EXPECT_NE(error.find("no-such-host.invalid"), std::string::npos) << error << server.ServerLog();
+    EXPECT_NE(error.find("bad_request"), std::string::npos) << error;
+    EXPECT_EQ(server.Workers("hosts"), 0);
+  }
+  {
+    // A key the host does not accept: an auth error naming the host; nothing copied or started.
+    std::string other = hosts.Disk(0) + "/../other_key";
+    ASSERT_EQ(RunProcess({"/usr/bin/ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", other}, {}, "/").exit_code, 0);
+    std::string config = SshPool(net, hosts, hosts.known_hosts(), 1);
+    config.replace(config.find(hosts.client_key()), hosts.client_key().size(), other);
+    Server server(config, {}, net.server_ip() + ":0");
+    Background waiting({BinDir() + "/vrun", "true"}, server.ClientEnv(), "/");
+    std::string error = ErrorSaying(server, "the key was refused");
+    EXPECT_NE(error.find(net.ip(0)), std::string::npos) << error << server.ServerLog();
+    EXPECT_NE(error.find("Permission denied"), std::string::npos) << error;  // ssh's own words
+    bool classed = false;  // the create's failure carries its class
+    nlohmann::json pool = server.Pool("hosts");
+    for (auto& e : pool["events"]) {
+      classed = classed || (e["kind"] == "allocation_error" && e["message"].get<std::string>().find("[auth]") != std::string::npos);
+    }
+    EXPECT_TRUE(classed) << pool.dump();
+    EXPECT_TRUE(waiting.Running());
+    EXPECT_FALSE(std::filesystem::exists(hosts.Disk(0) + "/opt/tidepool"));
+    EXPECT_EQ(hosts.Run(0, "pgrep -f '[t]idepool-agent' || echo none").out, "none\n");
+    EXPECT_EQ(server.Workers("hosts"), 0);
+  }
+}
+
 }  // namespace
 }  // namespace tidepool::testing

@@ -137,13 +137,6 @@ Status SlurmBackend::Failure(const SubprocessResult& r, std::string_view doing) 
 
 std::string SlurmBackend::NewStem() { return opts_.prefix + "-" + HexEncode(RandomBytes(4)); }
 
-std::shared_ptr<std::mutex> SlurmBackend::NameLock(const std::string& name) {
-  std::lock_guard lock(mu_);
-  auto& l = name_locks_[name];
-  if (!l) l = std::make_shared<std::mutex>();
-  return l;
-}
-
 Status SlurmBackend::Submit(const std::string& job_name, const std::vector<std::string>& names,
                             const CreateRequest& request, Deadline deadline) {
   if (installer_) {
@@ -186,7 +179,7 @@ Status SlurmBackend::Submit(const std::string& job_name, const std::vector<std::
 
 Result<std::string> SlurmBackend::Create(const CreateRequest& request, Deadline deadline) {
   const std::string name = NewStem();
-  auto l = NameLock(name);
+  auto l = name_locks_.For(name);
   std::lock_guard hold(*l);
   if (Status s = Submit(name, {name}, request, deadline); !s.ok()) return s;
   return name;
@@ -201,7 +194,7 @@ Result<std::vector<std::string>> SlurmBackend::CreateBatch(const CreateRequest& 
   std::vector<std::string> names;
   for (int i = 0; i < count; ++i) names.push_back(BatchWorkerName(stem, count, i));
   std::vector<std::shared_ptr<std::mutex>> locks;
-  for (const auto& n : names) locks.push_back(NameLock(n));
+  for (const auto& n : names) locks.push_back(name_locks_.For(n));
   std::vector<std::unique_lock<std::mutex>> held;
   for (auto& l : locks) held.emplace_back(*l);
   if (Status s = Submit(job, names, request, deadline); !s.ok()) return s;
@@ -224,7 +217,7 @@ Status SlurmBackend::Delete(const std::string& name, Deadline deadline) {
     deleted_.insert(name);
     for (int i = 0; i < j.count; ++i) whole = whole && deleted_.count(BatchWorkerName(j.stem, j.count, i));
   }
-  auto l = NameLock(name);
+  auto l = name_locks_.For(name);
   std::lock_guard hold(*l);  // a create of this name still running finishes first
   auto r = Run(batch_worker ? CancelStepScript(job, name, whole) : CancelJobScript(job), "", deadline);
   if (!r.ok()) return r.status();

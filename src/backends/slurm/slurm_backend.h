@@ -32,6 +32,7 @@
 #include "backends/backend.h"
 #include "backends/ssh/connection.h"
 #include "backends/ssh/installer.h"
+#include "backends/toolkit/name_locks.h"
 #include "backends/toolkit/subprocess.h"
 
 namespace tidepool::backends::slurm {
@@ -74,18 +75,17 @@ class SlurmBackend final : public Backend {
   Status Submit(const std::string& job_name, const std::vector<std::string>& names, const CreateRequest& request,
                 Deadline deadline);
   std::string NewStem();
-  std::shared_ptr<std::mutex> NameLock(const std::string& name);
 
   const BackendContext ctx_;
   const Options opts_;
   ProcessGroups groups_;
+  NameLocks name_locks_;
   std::optional<ssh::SshConnection> login_;
   std::unique_ptr<ssh::Installer> installer_;  // with login: the bundle for the login node
   std::mutex install_mu_;
   bool installed_ = false;  // guarded by install_mu_
 
   std::mutex mu_;
-  std::map<std::string, std::shared_ptr<std::mutex>> name_locks_;  // guarded by mu_
   std::set<std::string> deleted_;                                   // guarded by mu_: batch workers deleted
 };
 

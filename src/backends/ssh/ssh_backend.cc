@@ -84,13 +84,6 @@ Status SshBackend::StartOn(size_t i, const std::string& name, const CreateReques
   return Internal("unreachable");
 }
 
-std::shared_ptr<std::mutex> SshBackend::NameLock(const std::string& name) {
-  std::lock_guard lock(mu_);
-  auto& l = name_locks_[name];
-  if (!l) l = std::make_shared<std::mutex>();
-  return l;
-}
-
 int SshBackend::HostOf(const std::string& name) const {
   for (size_t i = 0; i < opts_.hosts.size(); ++i) {
     std::string stem = opts_.hosts[i].NameStem(ctx_.pool) + "-";
@@ -140,7 +133,7 @@ Result<std::string> SshBackend::Create(const CreateRequest& request, Deadline de
     tried.insert(host);
     Status s;
     {
-      auto l = NameLock(name);
+      auto l = name_locks_.For(name);
       std::lock_guard hold(*l);
       s = StartOn(host, name, request, deadline);
     }
@@ -161,7 +154,7 @@ Result<std::string> SshBackend::Create(const CreateRequest& request, Deadline de
 Status SshBackend::Delete(const std::string& name, Deadline deadline) {
   int i = HostOf(name);
   if (i < 0) return Status::Ok();  // not a name this backend makes: nothing of ours to stop
-  auto l = NameLock(name);
+  auto l = name_locks_.For(name);
   std::lock_guard hold(*l);  // a create of this name still running finishes first
   const SshConnection& c = hosts_[static_cast<size_t>(i)];
   auto r = c.Run(StopScript(ctx_.pool, name, kStopGraceSeconds), "", deadline);

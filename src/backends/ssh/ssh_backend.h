@@ -33,6 +33,7 @@
 #include "backends/ssh/host_list.h"
 #include "backends/ssh/installer.h"
 #include "backends/ssh/remote.h"
+#include "backends/toolkit/name_locks.h"
 #include "backends/toolkit/subprocess.h"
 
 namespace tidepool::backends::ssh {
@@ -62,11 +63,11 @@ class SshBackend final : public Backend {
   Status StartOn(size_t i, const std::string& name, const CreateRequest& request, Deadline deadline);
   // The host a worker name belongs to, by its stem; -1 if none.
   int HostOf(const std::string& name) const;
-  std::shared_ptr<std::mutex> NameLock(const std::string& name);
 
   const BackendContext ctx_;
   const Options opts_;
   ProcessGroups groups_;
+  NameLocks name_locks_;
   std::vector<SshConnection> hosts_;  // by index of opts_.hosts
   Installer installer_;
   std::vector<std::unique_ptr<std::mutex>> install_mu_;  // per host: one install at a time
@@ -74,7 +75,6 @@ class SshBackend final : public Backend {
   std::mutex mu_;
   std::map<std::string, size_t> where_;  // guarded by mu_: workers last seen running (or made)
   std::set<std::string> creating_;       // guarded by mu_: names whose create runs
-  std::map<std::string, std::shared_ptr<std::mutex>> name_locks_;  // guarded by mu_
   std::map<size_t, Clock::time_point> unreachable_until_;          // guarded by mu_
 };
 

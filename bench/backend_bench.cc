@@ -1,0 +1,184 @@
+// Cold starts on the backends that reach machines people already have (issue 18, item 5), on
+// the real things the tests use: SSH hosts in network namespaces (tests/integration/ssh_hosts.h)
+// and a Slurm cluster on this machine (tests/integration/slurm_cluster.h). Prints figures;
+// asserts none (a run that cannot measure fails). docs/benchmarks.md has the figures and commands.
+//
+//   BackendBench.ColdVrunOnSsh          `vrun true` on an empty ssh pool whose host already has the
+//                                       agent installed: create (one ssh round trip), agent start,
+//                                       connect, run
+//   BackendBench.ColdVrunOnSlurm        `vrun true` on an empty slurm pool (nodes up), beside
+//                                       `srun -N1 -n1 true` and `sbatch` on the same nodes
+//   BackendBench.ColdOnPoweredDownNodes `vrun true` on a slurm pool of powered-down cloud nodes,
+//                                       beside `srun -p cloud` on them (both pay the boot)
+//   BackendBench.HostDeathToWorkerLost  an ssh host dies (sshd, agent, network gone): until its
+//                                       worker is `lost`
+//
+// RUNS (default 10; 3 for the cloud case) sets the samples. Run as root:
+//   build/bench/backend_bench [--gtest_filter=BackendBench.ColdVrunOnSlurm]
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "../tests/integration/harness.h"
+#include "../tests/integration/netns.h"
+#include "../tests/integration/slurm_cluster.h"
+#include "../tests/integration/ssh_hosts.h"
+
+namespace tidepool::testing {
+namespace {
+
+using Ms = std::chrono::duration<double, std::milli>;
+
+int Runs(int fallback) {
+  const char* r = std::getenv("RUNS");
+  return r && std::atoi(r) > 0 ? std::atoi(r) : fallback;
+}
+
+void Report(const std::string& what, std::vector<double> ms) {
+  ASSERT_FALSE(ms.empty()) << what << ": no sample";
+  std::sort(ms.begin(), ms.end());
+  double sum = 0;
+  for (double v : ms) sum += v;
+  auto at = [&](double q) { return ms[std::min(ms.size() - 1, static_cast<size_t>(q * (ms.size() - 1) + 0.5))]; };
+  std::printf("%-58s n=%zu min=%.0f median=%.0f p90=%.0f max=%.0f mean=%.0f ms\n", what.c_str(), ms.size(), ms.front(),
+              at(0.5), at(0.9), ms.back(), sum / ms.size());
+  std::fflush(stdout);
+}
+
+// Times `fn` (which must succeed) once.
+template <typename F>
+double Time(F fn) {
+  auto t0 = std::chrono::steady_clock::now();
+  fn();
+  return Ms(std::chrono::steady_clock::now() - t0).count();
+}
+
+// A pool `hosts` of host 0, with `policy` lines.
+std::string SshPool(TestNet& net, const SshHosts& hosts, const std::string& policy) {
+  return "agent_pools:\n  - name: hosts\n    default: true\n    auto_scaler:\n      backend:\n        ssh:\n"
+         "          hosts: [\"root@" + net.ip(0) + "\"]\n          identity_file: " + hosts.client_key() +
+         "\n          known_hosts: " + hosts.known_hosts() + "\n          agent_path: /opt/tidepool/bin/tidepool-agent\n" +
+         policy;
+}
+
+const char* kPoolPolicy = "      max_agents: 1\n      max_idle_agents: 0\n      sync_loop_interval: \"1s\"\n";
+
+TEST(BackendBench, ColdVrunOnSsh) {
+  auto net = std::make_unique<TestNet>(1);
+  if (!net->error().empty()) GTEST_SKIP() << net->error();
+  SshHosts hosts(*net);
+  if (!hosts.error().empty()) GTEST_SKIP() << hosts.error();
+  Server server(SshPool(*net, hosts, kPoolPolicy), {}, net->server_ip() + ":0");
+  auto idle = [&] {
+    return WaitFor([&] {
+      return server.Workers("hosts") == 0 && hosts.Run(0, "pgrep -f '[t]idepool-agent' || echo none").out == "none\n";
+    });
+  };
+  ASSERT_EQ(RunProcess({BinDir() + "/vrun", "true"}, server.ClientEnv(), "/").exit_code, 0);  // installs the agent
+  std::vector<double> ms;
+  for (int i = 0; i < Runs(10); ++i) {
+    ASSERT_TRUE(idle());
+    ms.push_back(Time([&] { ASSERT_EQ(RunProcess({BinDir() + "/vrun", "true"}, server.ClientEnv(), "/").exit_code, 0); }));
+  }
+  Report("ssh pool, cold `vrun true` (agent installed)", ms);
+}
+
+void SlurmColdVrun(const SlurmCluster& cluster, const std::string& partition, const std::string& what, int runs) {
+  std::string prefix = UniqueSlurmPrefix("tpb");
+  Server server("agent_pools:\n  - name: sl\n    default: true\n    auto_scaler:\n      backend:\n        slurm:\n"
+                "          partition: " + partition + "\n          job_name_prefix: " + prefix + "\n" + kPoolPolicy,
+                {}, "", cluster.Env());
+  std::vector<double> ms;
+  for (int i = 0; i < runs; ++i) {
+    ASSERT_TRUE(WaitFor([&] { return server.Workers("sl") == 0 && cluster.Jobs(prefix).empty(); }, 120s));
+    if (partition == "cloud") {  // every cloud node powered down again (idle~): a cold boot each time
+      ASSERT_TRUE(WaitFor([&] {
+        std::string s = cluster.Sh("sinfo -h -p cloud -o %T").out;
+        return !s.empty() && s.find("idle~") != std::string::npos && s.find("idle%") == std::string::npos &&
+               Lines(s).size() == 1;
+      }, 120s)) << cluster.Sh("sinfo -p cloud").out;
+    }
+    ms.push_back(Time([&] {
+      ProcResult r = RunProcess({BinDir() + "/vrun", "true"}, server.ClientEnv(), "/", "", 300s);
+      ASSERT_EQ(r.exit_code, 0) << r.err;
+    }));
+  }
+  Report(what, ms);
+  cluster.CancelAll(prefix);
+}
+
+void SrunCold(const SlurmCluster& cluster, const std::string& partition, const std::string& what, int runs) {
+  std::vector<double> ms;
+  for (int i = 0; i < runs; ++i) {
+    if (partition == "cloud") {
+      ASSERT_TRUE(WaitFor([&] {
+        std::string s = cluster.Sh("sinfo -h -p cloud -o %T").out;
+        return s.find("idle~") != std::string::npos && Lines(s).size() == 1;
+      }, 120s));
+    }
+    ms.push_back(Time([&] {
+      ProcResult r = cluster.Sh("srun -p " + partition + " -N1 -n1 true");
+      ASSERT_EQ(r.exit_code, 0) << r.err;
+    }));
+  }
+  Report(what, ms);
+}
+
+TEST(BackendBench, ColdVrunOnSlurm) {
+  SlurmCluster cluster;
+  if (!cluster.error().empty()) GTEST_SKIP() << cluster.error();
+  int runs = Runs(10);
+  SlurmColdVrun(cluster, "main", "slurm pool (nodes up), cold `vrun true`", runs);
+  SrunCold(cluster, "main", "srun -N1 -n1 true (same nodes)", runs);
+  std::vector<double> ms;
+  for (int i = 0; i < runs; ++i) {
+    ms.push_back(Time([&] {
+      ProcResult r = cluster.Sh("sbatch --wait -o /dev/null -p main --wrap true");
+      ASSERT_EQ(r.exit_code, 0) << r.err;
+    }));
+  }
+  Report("sbatch --wait --wrap true (same nodes)", ms);
+}
+
+TEST(BackendBench, ColdOnPoweredDownNodes) {
+  SlurmSettings s;
+  s.base = "/tmp/tidepool-slurm-bench";
+  s.ctld_port = 18817;
+  s.node_port_base = 18900;
+  s.cloud_port_base = 18950;
+  s.cloud_nodes = 2;
+  s.boot_delay = 2;
+  SlurmCluster cluster(true, s);
+  if (!cluster.error().empty()) GTEST_SKIP() << cluster.error();
+  int runs = Runs(3);
+  SrunCold(cluster, "cloud", "srun -p cloud -N1 true, powered-down node (2 s boot)", runs);
+  SlurmColdVrun(cluster, "cloud", "slurm pool on powered-down nodes (2 s boot), cold `vrun true`", runs);
+}
+
+TEST(BackendBench, HostDeathToWorkerLost) {
+  auto net = std::make_unique<TestNet>(1);
+  if (!net->error().empty()) GTEST_SKIP() << net->error();
+  SshHosts hosts(*net);
+  if (!hosts.error().empty()) GTEST_SKIP() << hosts.error();
+  Server server(SshPool(*net, hosts, "      min_agents: 1\n      max_agents: 1\n      sync_loop_interval: \"1s\"\n"), {},
+                net->server_ip() + ":0");
+  std::vector<double> ms;
+  for (int i = 0; i < Runs(5); ++i) {
+    ASSERT_TRUE(WaitFor([&] { return server.Workers("hosts", {"idle"}) == 1; }, 120s)) << server.ServerLog();
+    auto t0 = std::chrono::steady_clock::now();
+    hosts.Kill(0);
+    ASSERT_TRUE(WaitFor([&] { return server.Workers("hosts", {"lost"}) == 1; }, 300s)) << server.ServerLog();
+    ms.push_back(Ms(std::chrono::steady_clock::now() - t0).count());
+    ASSERT_TRUE(hosts.Start(0)) << hosts.error();
+  }
+  Report("ssh host killed -> its worker lost", ms);
+}
+
+}  // namespace
+}  // namespace tidepool::testing
