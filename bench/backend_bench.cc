@@ -168,6 +168,7 @@ TEST(BackendBench, HostDeathToWorkerLost) {
   if (!hosts.error().empty()) GTEST_SKIP() << hosts.error();
   Server server(SshPool(*net, hosts, "      min_agents: 1\n      max_agents: 1\n      sync_loop_interval: \"1s\"\n"), {},
                 net->server_ip() + ":0");
+  // Killed: its processes die and its kernel closes their connections (FIN/RST reach the server).
   std::vector<double> ms;
   for (int i = 0; i < Runs(5); ++i) {
     ASSERT_TRUE(WaitFor([&] { return server.Workers("hosts", {"idle"}) == 1; }, 120s)) << server.ServerLog();
@@ -177,7 +178,19 @@ TEST(BackendBench, HostDeathToWorkerLost) {
     ms.push_back(Ms(std::chrono::steady_clock::now() - t0).count());
     ASSERT_TRUE(hosts.Start(0)) << hosts.error();
   }
-  Report("ssh host killed -> its worker lost", ms);
+  Report("ssh host's processes killed -> its worker lost", ms);
+  // Cut off: its cable pulled (as a power loss or a dead switch looks): nothing more is heard
+  // from it; the server's heartbeat rule (three missed intervals, 5 s each) finds it.
+  ms.clear();
+  for (int i = 0; i < Runs(5); ++i) {
+    ASSERT_TRUE(WaitFor([&] { return server.Workers("hosts", {"idle"}) == 1; }, 120s)) << server.ServerLog();
+    auto t0 = std::chrono::steady_clock::now();
+    ASSERT_TRUE(net->SetLink(0, false));
+    ASSERT_TRUE(WaitFor([&] { return server.Workers("hosts", {"lost"}) == 1; }, 300s)) << server.ServerLog();
+    ms.push_back(Ms(std::chrono::steady_clock::now() - t0).count());
+    ASSERT_TRUE(net->SetLink(0, true));
+  }
+  Report("ssh host's link cut -> its worker lost", ms);
 }
 
 }  // namespace

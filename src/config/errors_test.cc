@@ -262,6 +262,15 @@ TEST(ConfigErrors, BackendFields) {
                       "        slurm: { time_limit: \"1:xx\" }\n",
                       5, 30, "invalid Slurm time limit");
   EXPECT_CONFIG_ERROR("agent_pools:\n  - name: a\n    auto_scaler:\n      backend:\n"
+                      "        slurm: { time_limit: \"10\", drain_before: 10m }\n",
+                      5, 50, "drain_before (600s) must be shorter than time_limit (600s)");
+  EXPECT_CONFIG_ERROR("agent_pools:\n  - name: a\n    auto_scaler:\n      backend:\n"
+                      "        slurm: { sbatch_args: [\"--constraint=ib\", \"--export=NONE\"] }\n",
+                      5, 31, "sbatch_args[1]: --export is set by Tidepool");
+  EXPECT_CONFIG_ERROR("agent_pools:\n  - name: a\n    auto_scaler:\n      backend:\n"
+                      "        slurm: { job_name_prefix: \"my jobs\" }\n",
+                      5, 35, "job_name_prefix must be 1-200 of");
+  EXPECT_CONFIG_ERROR("agent_pools:\n  - name: a\n    auto_scaler:\n      backend:\n"
                       "        kubernetes: { pod_template_path: p.yaml, pod_template: {} }\n",
                       5, 50, "cannot both be set");
 }

@@ -86,7 +86,9 @@ bool EventSaid(Server& server, const std::string& pool, const std::string& kind,
 TEST(SlurmPool, ScalesUpFromZeroAndRunsVrunAndVbatchAsSlurmJobs) {
   SLURM_OR_SKIP(cluster);
   Leftovers left{cluster, UniqueSlurmPrefix("tps")};
-  Server server(SlurmPool(left.prefix), {}, "", cluster.Env());
+  std::map<std::string, std::string> env = cluster.Env();
+  env["AWS_SECRET_ACCESS_KEY"] = "server-only-secret";  // the server's own: no job may see it
+  Server server(SlurmPool(left.prefix), {}, "", env);
   EXPECT_EQ(server.Workers("sl"), 0);
   EXPECT_TRUE(cluster.Jobs(left.prefix).empty());
   // vrun: output, stderr and exit status, from a worker that is a Slurm job.
@@ -98,9 +100,17 @@ TEST(SlurmPool, ScalesUpFromZeroAndRunsVrunAndVbatchAsSlurmJobs) {
   std::set<std::string> workers = WorkerNames(server, "sl");
   ASSERT_FALSE(workers.empty());
   EXPECT_EQ(JobsIn(cluster, left.prefix, "RUNNING"), workers);
-  // The token is in no command line (it travels in the job's environment).
+  // The token is in no command line: it travels in the job's environment, which holds what the
+  // agent needs and nothing of the server's own.
   ProcResult ps = RunProcess({"ps", "-eo", "args"}, {}, "/");
   EXPECT_EQ(ps.out.find("tpw_"), std::string::npos);
+  std::string job = *workers.begin();
+  std::string pids = cluster.Sh("scontrol listpids $(squeue -h -n " + job + " -o %i) | awk 'NR > 1 { print $1 }'").out;
+  std::string environ;
+  for (const std::string& pid : Lines(pids)) environ += ReadAll("/proc/" + pid + "/environ");
+  EXPECT_NE(environ.find("TIDEPOOL_WORKER_NAME=" + job), std::string::npos) << pids;
+  EXPECT_NE(environ.find("TIDEPOOL_WORKER_TOKEN="), std::string::npos);
+  EXPECT_EQ(environ.find("server-only-secret"), std::string::npos);
   // Shards queue on up to four jobs and all succeed.
   ProcResult b = server.Vbatch({"-N", "6", "sh", "-c", "echo shard $TIDEPOOL_SHARD_ID"});
   ASSERT_EQ(b.exit_code, 0) << b.err;
@@ -109,9 +119,12 @@ TEST(SlurmPool, ScalesUpFromZeroAndRunsVrunAndVbatchAsSlurmJobs) {
   for (int i = 0; i < 6; ++i) {
     EXPECT_EQ(server.Tidepool({"task", "logs", id + "/" + std::to_string(i)}).out, "shard " + std::to_string(i) + "\n");
   }
-  workers = WorkerNames(server, "sl");
-  EXPECT_LE(workers.size(), 4u);
-  EXPECT_EQ(JobsIn(cluster, left.prefix, "RUNNING"), workers);
+  // Once their agents are in, the pool's workers are its running jobs again (at most max_agents).
+  EXPECT_TRUE(WaitFor([&] {
+    workers = WorkerNames(server, "sl", "idle");
+    return workers.size() <= 4 && JobsIn(cluster, left.prefix, "RUNNING") == workers &&
+           server.Workers("sl") == static_cast<int>(workers.size());
+  })) << server.Pool("sl").dump();
 }
 
 TEST(SlurmPool, AGangIsOneAllocationWithOneAgentPerNode) {

@@ -212,5 +212,24 @@ TEST(SshPool, AnUnknownHostOrARefusedKeyIsShownAndNothingIsStarted) {
   }
 }
 
+TEST(SshPool, AProxyJumpReachesTheHostThroughAnotherWithTheSameChecks) {
+  SSH_HOSTS_OR_SKIP(net, hosts, 2);
+  // Host 0, reached through host 1 (key and known_hosts checked on both legs).
+  std::string log1 = hosts.Disk(1) + "/../sshd.log";
+  auto accepted = [&] {
+    int n = 0;
+    for (const std::string& l : Lines(ReadAll(log1))) n += l.find("Accepted publickey") != std::string::npos;
+    return n;
+  };
+  int before = accepted();
+  std::string config = SshPool(net, hosts, hosts.known_hosts(), 1, 1);
+  config.replace(config.find("          agent_path:"), 0, "          proxy_jump: root@" + net.ip(1) + "\n");
+  Server jumped(config, {}, net.server_ip() + ":0");
+  ProcResult r = Client(jumped, "vrun", {"sh", "-c", "ip -o -4 addr show"});
+  EXPECT_EQ(r.exit_code, 0) << r.err << jumped.ServerLog();
+  EXPECT_EQ(HostOfIp(net, r.out), 0);
+  EXPECT_GT(accepted(), before) << ReadAll(log1);  // the jump went through host 1
+}
+
 }  // namespace
 }  // namespace tidepool::testing

@@ -1,7 +1,7 @@
 // The POSIX sh scripts the slurm backend runs, where the Slurm commands are: on the server's
 // machine, or on the login node over SSH. Values are shell-quoted; tokens never appear in them:
 // they arrive on the script's stdin, one per line, and reach the job only through its environment
-// (sbatch --export names the variables, so nothing else of the submitter's environment goes).
+// (sbatch --export=ALL of the submitting shell's environment, which the backend keeps minimal).
 #pragma once
 
 #include <map>

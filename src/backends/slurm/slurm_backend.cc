@@ -119,7 +119,16 @@ Result<SubprocessResult> SlurmBackend::Run(const std::string& script, const std:
   if (login_) return login_->Run(script, stdin_data, deadline);
   SubprocessSpec spec;
   spec.argv = {"/bin/sh", "-c", script};
-  spec.env = CurrentEnvironment();  // SLURM_CONF and the like; sbatch --export keeps it from the job
+  // What Slurm's commands need (SLURM_CONF and the like) and nothing else of the server's: the
+  // job gets this environment (sbatch --export=ALL), and the server's may hold secrets.
+  for (const std::string& kv : CurrentEnvironment()) {
+    for (const char* keep : {"PATH=", "HOME=", "USER=", "LOGNAME=", "LANG=", "LC_", "TZ=", "SLURM_"}) {
+      if (kv.rfind(keep, 0) == 0) {
+        spec.env.push_back(kv);
+        break;
+      }
+    }
+  }
   spec.stdin_data = stdin_data;
   spec.deadline = deadline;
   spec.groups = &groups_;

@@ -8,6 +8,7 @@
 
 #include "common/crypto.h"
 #include "common/process.h"
+#include "common/strings.h"
 
 namespace tidepool::backends::ssh {
 
@@ -34,7 +35,22 @@ std::vector<std::string> SshConnection::Argv(const std::string& script) const {
                                 std::to_string(host_.port)};
   if (!known_hosts_.empty()) a.insert(a.end(), {"-o", "UserKnownHostsFile=" + known_hosts_});
   if (!host_.identity_file.empty()) a.insert(a.end(), {"-o", "IdentitiesOnly=yes", "-i", host_.identity_file});
-  if (!proxy_jump_.empty()) a.insert(a.end(), {"-J", proxy_jump_});
+  if (!proxy_jump_.empty()) {
+    // Not `-J`: ssh would reach the jump host with none of the options above (its key, the
+    // known_hosts to check it against). The same checks, spelled out as the proxy command.
+    auto jump = ParseHostString(proxy_jump_);
+    if (jump.ok()) {
+      std::vector<std::string> p = {"ssh", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes", "-o",
+                                    "ConnectTimeout=10", "-p", std::to_string(jump->port)};
+      if (!known_hosts_.empty()) p.insert(p.end(), {"-o", "UserKnownHostsFile=" + known_hosts_});
+      if (!host_.identity_file.empty()) p.insert(p.end(), {"-o", "IdentitiesOnly=yes", "-i", host_.identity_file});
+      if (!jump->user.empty()) p.insert(p.end(), {"-l", jump->user});
+      p.insert(p.end(), {"-W", "[%h]:%p", "--", jump->host});
+      a.insert(a.end(), {"-o", "ProxyCommand=" + ShellQuote(p)});
+    } else {
+      a.insert(a.end(), {"-J", proxy_jump_});
+    }
+  }
   if (!host_.user.empty()) a.insert(a.end(), {"-l", host_.user});
   a.push_back("--");
   a.push_back(host_.host);

@@ -38,6 +38,9 @@ void CheckSsh(const nlohmann::json& fields, const config::BackendErrorReport& re
   if (per != fields.end() && per->is_number_integer() && per->get<int>() < 1) {
     report("workers_per_host", "workers_per_host must be at least 1", false);
   }
+  if (auto jump = fields.find("proxy_jump"); jump != fields.end() && jump->is_string() && !jump->get<std::string>().empty()) {
+    if (auto j = ssh::ParseHostString(jump->get<std::string>()); !j.ok()) report("proxy_jump", j.status().message(), false);
+  }
   auto list = fields.find("hosts");
   if (list == fields.end() || !list->is_array() || list->empty()) {
     report("", "ssh needs at least one entry in hosts", true);
