@@ -48,6 +48,9 @@ class AgentLink {
   virtual ~AgentLink() = default;
   virtual bool Send(v1::ServerMessage m) = 0;
   virtual void Close(const Status& why) = 0;
+  // Closes a link whose peer is presumed gone (silent past its heartbeats): no waiting for it to
+  // read the goodbye, so the worker is lost now rather than after a linger.
+  virtual void Abort(const Status& why) { Close(why); }
   // A hello that was held (HelloOutcome::kPending) has been accepted: start reading the stream.
   virtual void Accepted() = 0;
   // Steady-clock milliseconds of the last message (or bytes of one) received, whatever it was.

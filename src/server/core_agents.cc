@@ -250,7 +250,7 @@ void Core::CheckHeartbeats() {
     int64_t silent_ms = silence_.SilentFor(now, link->last_heard_ms.load(), link->ReadHorizonMs(now));
     if (silent_ms <= 3 * s->heartbeat_ms) continue;
     spdlog::warn("worker {}: nothing heard for {} s; closing its connection", s->worker, silent_ms / 1000);
-    link->Close(Unavailable("no heartbeat"));  // its stream ends and AgentGone follows
+    link->Abort(Unavailable("no heartbeat"));  // its stream ends and AgentGone follows
     link->last_heard_ms = now;                 // do not close it twice
   }
   timers_.After(opts_.heartbeat_interval, [this] { Post([this] { CheckHeartbeats(); }); });

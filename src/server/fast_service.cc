@@ -120,7 +120,9 @@ class FastFrontDoor::Conn : public std::enable_shared_from_this<Conn> {
   // The FINISH frame (the request's status), then the write side is closed. Idempotent. With
   // `last_type`, the frame `last` goes just before it, in the same write: the client wakes once
   // for both (a submission's id and its FINISH, P2).
-  void Finish(const Status& s, uint8_t last_type = 0, std::string_view last = {}) {
+  // `linger`: how long the peer has to read the FINISH and close before the connection is cut.
+  void Finish(const Status& s, uint8_t last_type = 0, std::string_view last = {},
+              std::chrono::milliseconds linger = kLingerTimeout) {
     std::vector<std::function<void()>> done;
     {
       std::lock_guard lock(mu_);
@@ -133,7 +135,7 @@ class FastFrontDoor::Conn : public std::enable_shared_from_this<Conn> {
       fast::AppendFrame(out_, fast::kFinish, payload);
       queued_ += fast::kHeaderSize + payload.size();
       finishing_ = true;
-      finish_deadline_ = Clock::now() + kLingerTimeout;
+      finish_deadline_ = Clock::now() + linger;
       FlushLocked(&done);
     }
     for (auto& f : done) f();
@@ -314,6 +316,8 @@ class FastAgentLink final : public AgentLink {
       : conn_(std::move(conn)), read_horizon_(conn_->read_horizon()) {}
   bool Send(v1::ServerMessage m) override { return conn_->Send(fast::kServer, m.SerializeAsString()); }
   void Close(const Status& why) override { conn_->Finish(why); }
+  // Cut at the front door's next sweep (within a second).
+  void Abort(const Status& why) override { conn_->Finish(why, 0, {}, std::chrono::milliseconds(0)); }
   void Accepted() override {}
   // The front door's loop reads this link: while it is stuck or stopped, nothing it reads for
   // falls silent (server/silence.h).
