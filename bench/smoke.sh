@@ -8,6 +8,8 @@
 #   p9_idle_agent.sh 1             one real agent, sampled for 1 s
 #   e2e/*.sh                       P1-P5, P10, P11 at tiny sizes
 #   spawn_ceiling                  0.2 s each way; every `true` must exit 0
+#   backend_bench                  cold vrun on an ssh and a slurm pool, one run each (skips what
+#                                  the machine cannot make: namespaces, Slurm)
 #
 # Usage: bench/smoke.sh            (BUILD_DIR=build; build first with ./scripts/build.sh)
 set -euo pipefail
@@ -56,6 +58,13 @@ echo "== spawn_ceiling (0.2 s each way)"
 for mode in "" --posix; do
   if ! "$BUILD_DIR/bench/spawn_ceiling" --threads 2 --seconds 0.2 $mode; then echo "smoke: spawn_ceiling $mode failed" >&2; failed=1; fi
 done
+
+echo "== backend_bench: cold vrun on an ssh and a slurm pool, one run each"
+if [ -x "$BUILD_DIR/bench/backend_bench" ]; then
+  if ! RUNS=1 "$BUILD_DIR/bench/backend_bench" --gtest_filter='BackendBench.ColdVrunOnSsh:BackendBench.ColdVrunOnSlurm'; then
+    echo "smoke: backend_bench failed" >&2; failed=1
+  fi
+fi
 
 if [ "$failed" != 0 ]; then echo "smoke: FAILED" >&2; exit 1; fi
 echo "smoke: ok"
