@@ -131,7 +131,7 @@ class PoolController {
 
   // `tidepool worker drain|delete`.
   Status Drain(const std::string& name);
-  // Its agent told a walltime (walltime.h): drained from drain_at_ms on (pool_controller_walltime.cc).
+  // Its agent told a walltime (walltime.h): drained from drain_at_ms on (pool_controller_drain.cc).
   void SetWalltime(Worker* w, int64_t ends_at_ms, int64_t drain_at_ms);
   Status Delete(const std::string& name, bool force);
 

@@ -215,7 +215,7 @@ Status SlurmBackend::Delete(const std::string& name, Deadline deadline) {
   std::string job = name;
   bool batch_worker = false;
   bool whole = true;
-  if (ParseJobName(name, opts_.prefix).count != 1 || ParseJobName(name, opts_.prefix).stem != name) {
+  if (JobName own = ParseJobName(name, opts_.prefix); own.count != 1 || own.stem != name) {
     size_t dash = name.rfind('-');
     if (dash == std::string::npos) return Status::Ok();
     job = name.substr(0, dash);

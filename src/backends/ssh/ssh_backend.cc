@@ -1,17 +1,11 @@
 #include "backends/ssh/ssh_backend.h"
 
-#include <sys/stat.h>
-
 #include <algorithm>
-#include <filesystem>
 #include <future>
 
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
-#include "common/crypto.h"
-#include "common/fs.h"
-#include "common/process.h"
 #include "common/strings.h"
 
 namespace tidepool::backends::ssh {

@@ -1,5 +1,5 @@
-// PoolController: draining workers, by an operator (`worker drain`) or by their walltime
-// (walltime.h). See pool_controller.h.
+// PoolController: workers that take no new work: drained by an operator (`worker drain`) or by
+// their walltime (walltime.h), or whose agent is stopping. See pool_controller.h.
 #include <fmt/format.h>
 
 #include "autoscaler/pool_controller.h"
