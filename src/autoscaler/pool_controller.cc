@@ -783,6 +783,13 @@ int PoolController::starting_count() const {
   return n;
 }
 
+std::string PoolController::starting_detail() const {
+  for (const auto& [id, w] : workers_) {
+    if ((w->phase == Phase::kRequested || w->phase == Phase::kStarting) && !w->detail.empty()) return w->detail;
+  }
+  return "";
+}
+
 int PoolController::idle_worker_count() const {
   int n = 0;
   for (const auto& [id, w] : workers_) {

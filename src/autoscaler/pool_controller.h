@@ -149,6 +149,8 @@ class PoolController {
   const std::deque<PoolEvent>& events() const { return events_; }
   Policy policy() const;
   int starting_count() const;
+  // The backend's words for the first starting worker that has any ("pending: Resources"), or "".
+  std::string starting_detail() const;
   int idle_worker_count() const;
 
  private:

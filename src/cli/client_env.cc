@@ -93,9 +93,9 @@ int RunExitStatus(const RunEnd& x, const std::string& task_id, bool quiet, bool 
   return kExitTidepoolFailed;
 }
 
-std::string WaitingLine(const std::string& pool, int starting, int idle, int position) {
-  return fmt::format("waiting for a worker in pool {}: {} starting, {} idle, position {} in queue", pool, starting,
-                     idle, position);
+std::string WaitingLine(const std::string& pool, int starting, int idle, int position, const std::string& detail) {
+  return fmt::format("waiting for a worker in pool {}: {} starting{}, {} idle, position {} in queue", pool, starting,
+                     detail.empty() ? "" : " (" + detail + ")", idle, position);
 }
 
 void WaitingProgress::Draw(const std::string& line, int seconds, bool changed) {

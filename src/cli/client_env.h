@@ -50,7 +50,8 @@ int RunExitStatus(const RunEnd& end, const std::string& task_id, bool quiet, boo
 [[noreturn]] void EndRun(int rc, bool kill_sent, RawTerminal& term);
 
 // vrun's progress line while its task waits for a worker (without the elapsed time).
-std::string WaitingLine(const std::string& pool, int starting, int idle, int position);
+// `detail`: the backend's words for a starting worker ("pending: Resources"), shown beside the count.
+std::string WaitingLine(const std::string& pool, int starting, int idle, int position, const std::string& detail = "");
 
 // Shows WaitingLine on stderr: redrawn in place with the seconds waited on a terminal, else
 // printed once per change as plain lines. Not thread-safe: callers hold their own lock.

@@ -344,7 +344,7 @@ class Session {
     if (elapsed < std::chrono::seconds(1)) return;
     int secs = static_cast<int>(std::chrono::duration_cast<std::chrono::seconds>(elapsed).count());
     const v1::Waiting& w = *waiting_;
-    progress_.Draw(WaitingLine(w.pool(), w.starting(), w.idle(), w.position()), secs, changed);
+    progress_.Draw(WaitingLine(w.pool(), w.starting(), w.idle(), w.position(), w.starting_detail()), secs, changed);
   }
 
   void ClearProgressLocked() { progress_.Clear(); }

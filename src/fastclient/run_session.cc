@@ -51,6 +51,7 @@ sigset_t ForwardedSignals() {
 struct Waiting {
   std::string pool, allocation_error;
   int starting = 0, idle = 0, position = 0;
+  std::string starting_detail;
 };
 
 // cli/run.cc's Session over the fast protocol, and its reattaching (run_session.h).
@@ -218,7 +219,8 @@ class RunSession {
         json j = ParseJson(payload);
         std::lock_guard lock(mu_);
         waiting_ = Waiting{Str(j, "pool"), Str(j, "allocation_error"), static_cast<int>(Int(j, "starting")),
-                           static_cast<int>(Int(j, "idle")), static_cast<int>(Int(j, "position"))};
+                           static_cast<int>(Int(j, "idle")), static_cast<int>(Int(j, "position")),
+                           Str(j, "starting_detail")};
         if (!waiting_->allocation_error.empty() && shown_errors_.insert(waiting_->allocation_error).second && !quiet_) {
           ClearProgressLocked();
           fmt::print(stderr, "tidepool: pool {}: {}\n", waiting_->pool, waiting_->allocation_error);
@@ -335,7 +337,7 @@ class RunSession {
     if (elapsed < std::chrono::seconds(1)) return;
     int secs = static_cast<int>(std::chrono::duration_cast<std::chrono::seconds>(elapsed).count());
     const Waiting& w = *waiting_;
-    progress_.Draw(cli::WaitingLine(w.pool, w.starting, w.idle, w.position), secs, changed);
+    progress_.Draw(cli::WaitingLine(w.pool, w.starting, w.idle, w.position, w.starting_detail), secs, changed);
   }
   void ClearProgressLocked() { progress_.Clear(); }
   void ClearProgress() {

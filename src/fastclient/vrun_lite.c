@@ -37,7 +37,7 @@ static struct {
   int started;
   Buf task_id;
   int waiting;
-  Buf pool, allocation_error;
+  Buf pool, allocation_error, starting_detail;
   long starting, idle, position;
   Buf shown_errors; /* allocation errors already printed, NUL-separated */
   struct timespec begun;
@@ -115,9 +115,10 @@ static void draw_progress_locked(int changed) {
   if (S.quiet || S.started || !S.waiting) return;
   double elapsed = seconds_since(&S.begun);
   if (elapsed < 1) return;
-  char line[1024];
-  snprintf(line, sizeof(line), "waiting for a worker in pool %s: %ld starting, %ld idle, position %ld in queue",
-           buf_cstr(&S.pool), S.starting, S.idle, S.position);
+  char line[1024], detail[512] = "";
+  if (S.starting_detail.n) snprintf(detail, sizeof(detail), " (%s)", buf_cstr(&S.starting_detail));
+  snprintf(line, sizeof(line), "waiting for a worker in pool %s: %ld starting%s, %ld idle, position %ld in queue",
+           buf_cstr(&S.pool), S.starting, detail, S.idle, S.position);
   if (isatty(STDERR_FILENO)) {
     fprintf(stderr, "\r\033[K%s (%ds)", line, (int)elapsed);
     S.progress_shown = 1;
@@ -280,6 +281,8 @@ static int handle(int type, const Buf* payload) {
       S.waiting = 1;
       buf_clear(&S.pool);
       buf_clear(&S.allocation_error);
+      buf_clear(&S.starting_detail);
+      json_string_member(p, n, "starting_detail", &S.starting_detail);
       json_string_member(p, n, "pool", &S.pool);
       json_string_member(p, n, "allocation_error", &S.allocation_error);
       S.starting = json_int_member(p, n, "starting");

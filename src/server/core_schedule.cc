@@ -367,7 +367,7 @@ void Core::NotifyWaiting(PoolController* pool) {
   auto& queue = queues_[pool->name()];
   int position = 0;
   int starting = -1, idle = 0;
-  std::string err;
+  std::string err, detail;
   for (auto& [key, t] : queue) {
     if (to_visit == 0) break;
     ++position;
@@ -378,6 +378,7 @@ void Core::NotifyWaiting(PoolController* pool) {
       starting = pool->starting_count();
       idle = pool->idle_worker_count();
       err = pool->last_error();
+      detail = pool->starting_detail();
     }
     v1::Waiting w;
     w.set_pool(pool->name());
@@ -385,6 +386,7 @@ void Core::NotifyWaiting(PoolController* pool) {
     w.set_idle(idle);
     w.set_position(position);
     w.set_allocation_error(err);
+    w.set_starting_detail(detail);
     if (w.SerializeAsString() == t->last_waiting.SerializeAsString()) continue;
     t->last_waiting = w;
     v1::RunEvent e;

@@ -152,7 +152,8 @@ class FastFrontDoor::Conn : public std::enable_shared_from_this<Conn> {
                                              {"starting", w.starting()},
                                              {"idle", w.idle()},
                                              {"position", w.position()},
-                                             {"allocation_error", w.allocation_error()}});
+                                             {"allocation_error", w.allocation_error()},
+                                             {"starting_detail", w.starting_detail()}});
       }
       case v1::RunEvent::kStarted:
         return SendJson(fast::kStarted, json{{"worker", e.started().worker()}});

@@ -254,6 +254,8 @@ TEST(SlurmPool, APendingJobShowsSlurmsReasonAndOutlivesTheRegisterTimeout) {
   ASSERT_TRUE(w.is_object());
   EXPECT_EQ(w["state"], "starting");
   EXPECT_NE(w["detail"].get<std::string>().find("pending: "), std::string::npos) << w.dump();
+  // The waiting vrun says so on its progress line.
+  EXPECT_NE(waiting.Stderr().find("1 starting (pending: "), std::string::npos) << waiting.Stderr();
   // When the partition frees up, the job runs and the vrun with it.
   cluster.Sh("scancel --name=" + left.prefix + "-blocker");
   ProcResult r = waiting.Wait();
