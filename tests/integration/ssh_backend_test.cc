@@ -57,7 +57,7 @@ TEST(SshPool, RunsVrunVbatchShardsAndGangsOnHostsItInstallsTheAgentOn) {
   ProcResult r = Client(server, "vrun", {"sh", "-c", "ip -o -4 addr show; echo to-stderr >&2; exit 7"});
   EXPECT_EQ(r.exit_code, 7) << r.err << server.ServerLog();
   int host = HostOfIp(net, r.out);
-  ASSERT_GE(host, 0) << r.out;
+  ASSERT_GE(host, 0) << "stdout: [" << r.out << "] stderr: [" << r.err << "]\n" << server.ServerLog();
   EXPECT_NE(r.err.find("to-stderr"), std::string::npos) << r.err;
   // The agent was installed there (a link to the bundle of this build), and only there.
   std::string link = hosts.Disk(host) + kAgentPath;
