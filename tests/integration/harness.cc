@@ -55,6 +55,22 @@ namespace {
 
 std::atomic<int> counter{0};  // RunProcess runs on many test threads at once (the chaos test)
 
+// Where a process's captured stdout, stderr and stdin live: a folder of this test process's own.
+// Never the process's working directory: tests run clients from "/" at the same time, and two
+// test processes' "/proc7.out" were once the same file (one test read another's vrun's stderr).
+const std::string& CaptureDir() {
+  static const std::string dir = [] {
+    std::string d = "/tmp/tidepool-it-io-" + std::to_string(::getpid());
+    std::filesystem::create_directories(d);
+    std::atexit([] {
+      std::error_code ec;
+      std::filesystem::remove_all("/tmp/tidepool-it-io-" + std::to_string(::getpid()), ec);
+    });
+    return d;
+  }();
+  return dir;
+}
+
 std::vector<std::string> EnvWith(const std::map<std::string, std::string>& extra) {
   std::vector<std::string> env;
   for (const std::string& kv : CurrentEnvironment()) {
@@ -71,8 +87,8 @@ std::vector<std::string> EnvWith(const std::map<std::string, std::string>& extra
 Background::Background(const std::vector<std::string>& argv, const std::map<std::string, std::string>& env,
                        const std::string& dir, const std::string& stdin_path) {
   int n = counter++;
-  out_path_ = dir + "/proc" + std::to_string(n) + ".out";
-  err_path_ = dir + "/proc" + std::to_string(n) + ".err";
+  out_path_ = CaptureDir() + "/proc" + std::to_string(n) + ".out";
+  err_path_ = CaptureDir() + "/proc" + std::to_string(n) + ".err";
   // Spawn appends: a file left by an earlier run in the same directory must not be read as ours.
   ::unlink(out_path_.c_str());
   ::unlink(err_path_.c_str());
@@ -98,6 +114,10 @@ Background::~Background() {
   if (pid_ > 0 && !reaped_) {
     ::kill(pid_, SIGKILL);
     ::waitpid(pid_, nullptr, 0);
+  }
+  if (pid_ > 0) {  // not a moved-from shell
+    ::unlink(out_path_.c_str());
+    ::unlink(err_path_.c_str());
   }
 }
 
@@ -141,11 +161,12 @@ ProcResult RunProcess(const std::vector<std::string>& argv, const std::map<std::
                const std::string& dir, const std::string& stdin_data, std::chrono::milliseconds timeout) {
   std::string stdin_path;
   if (!stdin_data.empty()) {
-    stdin_path = dir + "/stdin" + std::to_string(counter++);
+    stdin_path = CaptureDir() + "/stdin" + std::to_string(counter++);
     WriteAll(stdin_path, stdin_data);
   }
   Background p(argv, env, dir, stdin_path);
   ProcResult r = p.Wait(timeout);
+  if (!stdin_path.empty()) ::unlink(stdin_path.c_str());
   if (r.timed_out) ADD_FAILURE() << "timed out (" << timeout.count() << " ms): " << argv[0] << " " << (argv.size() > 1 ? argv[1] : "");
   return r;
 }
