@@ -220,7 +220,8 @@ TEST(Drift, WorkerThatNeverConnectsIsDeletedAfterRegisterTimeoutAndReplaced) {
   ASSERT_TRUE(WaitFor([&] { return cloud.Stopped().size() >= 1; }));
   EXPECT_GE(EventCount(server, "register_timeout"), 1);
   std::string dead = cloud.Stopped()[0];
-  EXPECT_FALSE(cloud.Alive(dead));
+  // The stop script records the stop before its SIGKILL lands: wait for the VM to die.
+  EXPECT_TRUE(WaitFor([&] { return !cloud.Alive(dead); })) << dead;
   cloud.Clear("no_agent");
   EXPECT_EQ(server.WaitTask(id)["state"], "SUCCESS");
   EXPECT_GE(cloud.Started().size(), 2u);  // replaced
