@@ -1,0 +1,53 @@
+// A content-addressed store in one directory: the server's store of one owner, an agent's cache
+// of one owner. A blob is a file named by the SHA-256 of its bytes (`DIR/ab/abcdef...`); it
+// appears under that name only once complete and checked (written to `DIR/partial/HASH`, then
+// renamed), so a reader never sees part of one. A cut-off write leaves its partial file, and the
+// next write of that blob resumes at its end.
+//
+// Thread-safe for distinct blobs; two writers of one blob at once must not happen (callers
+// serialize per blob, or the second one's Append fails at the wrong offset and retries).
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "common/status.h"
+
+namespace tidepool::workspace {
+
+class BlobDir {
+ public:
+  // Creates `dir` (0700) if need be.
+  static Result<BlobDir> Open(const std::string& dir);
+
+  const std::string& dir() const { return dir_; }
+  // `hash` must satisfy IsHash (else false / errors: a name is never a path).
+  bool Has(const std::string& hash) const;
+  std::string PathOf(const std::string& hash) const;  // where the complete blob is (or would be)
+  // Bytes of a cut-off write of `hash` (0 if none).
+  uint64_t PartialSize(const std::string& hash) const;
+
+  // Writes `data` at `offset` of the partial blob. `offset` must equal PartialSize (else
+  // FailedPrecondition naming both); `last` completes it: its bytes are hashed and it is renamed
+  // into place, or removed with DataLoss-like InvalidArgument if they hash to something else.
+  // A full disk is ResourceExhausted naming the directory.
+  Status Append(const std::string& hash, uint64_t offset, std::string_view data, bool last);
+  // Copies a whole file in (hashing it as it goes; fails if it does not hash to `hash`).
+  Status PutFile(const std::string& hash, const std::string& path);
+  // Up to `max` bytes of a complete blob from `offset`.
+  Result<std::string> Read(const std::string& hash, uint64_t offset, uint64_t max) const;
+  Result<uint64_t> SizeOf(const std::string& hash) const;
+
+  // Marks blobs as used now (for eviction).
+  void Touch(const std::string& hash) const;
+  // Removes least recently used complete blobs until the total is at most `max_bytes`, never
+  // one in `keep`. Returns the bytes removed.
+  uint64_t Evict(uint64_t max_bytes, const std::vector<std::string>& keep = {});
+
+ private:
+  explicit BlobDir(std::string dir) : dir_(std::move(dir)) {}
+  std::string dir_;
+};
+
+}  // namespace tidepool::workspace

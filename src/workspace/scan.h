@@ -1,0 +1,71 @@
+// Reading a workspace into a manifest (client: before a task; agent: after one, to see what it
+// changed). Pure of everything but the filesystem.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "common/status.h"
+#include "tidepool/v1/workspace.pb.h"
+
+namespace tidepool::workspace {
+
+// The workspace root for a working directory: the git work tree that contains it (the nearest
+// ancestor holding `.git`, a directory or a file), else the directory itself.
+std::string WorkspaceRootFor(const std::string& cwd);
+
+// Remembers path, size, mtime, ctime and inode -> hash, so an unchanged file is not read again.
+// Saved to and loaded from a file (client: ~/.cache/tidepool/stat-<sha of root>); a missing or
+// damaged file is an empty cache, never an error.
+class StatCache {
+ public:
+  static StatCache Load(const std::string& path);
+  Status Save() const;  // atomically; no-op when nothing changed or path is ""
+  // The hash remembered for this exact stat, or "".
+  std::string Lookup(const std::string& abs_path, uint64_t size, int64_t mtime_ns, int64_t ctime_ns, uint64_t ino) const;
+  void Remember(const std::string& abs_path, uint64_t size, int64_t mtime_ns, int64_t ctime_ns, uint64_t ino, const std::string& hash);
+
+ private:
+  struct Key {
+    uint64_t size;
+    int64_t mtime_ns, ctime_ns;
+    uint64_t ino;
+    std::string hash;
+  };
+  std::string path_;
+  std::map<std::string, Key> entries_;
+  bool dirty_ = false;
+};
+
+struct ScanOptions {
+  bool gitignore = false;       // .gitignore files count as well as .tidepoolignore
+  uint64_t max_bytes = 0;       // 0 = no limit; over it: ResourceExhausted naming the size and the largest folders
+  StatCache* stat_cache = nullptr;
+  // Entries known to be unchanged when size and mtime_ns still match (the agent's view of what it
+  // materialized): their hash is taken without reading the file.
+  const v1::WorkspaceManifest* known = nullptr;
+};
+
+struct ScanResult {
+  v1::WorkspaceManifest manifest;  // one root per input, in input order
+  // For each file content hash: one absolute path holding it (what to upload from).
+  std::map<std::string, std::string> sources;
+  uint64_t files = 0;
+  uint64_t bytes = 0;           // sum of file sizes
+  uint64_t hashed_bytes = 0;    // of those, read and hashed this time (the rest came from caches)
+};
+
+// Scans each absolute root (a directory; a root that is a file or a missing path is an error
+// naming it). Ignores what the ignore files say (ignore.h) and never descends into another
+// filesystem's special files: sockets, FIFOs and devices are skipped (listed in no error).
+// Unreadable files or directories fail the scan with InvalidArgument listing them (up to 20,
+// then "and N more"). A file whose size or mtime changes while it is read is read again, up to 3
+// times, then fails the scan naming it.
+Result<ScanResult> Scan(const std::vector<std::string>& roots, const ScanOptions& options);
+
+// The hash of a manifest: what names it in a store (SHA-256 of its deterministic serialization).
+std::string ManifestHash(const v1::WorkspaceManifest& m, std::string* serialized = nullptr);
+
+}  // namespace tidepool::workspace
