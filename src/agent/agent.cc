@@ -29,6 +29,7 @@
 
 #include "agent/connection.h"
 #include "agent/task_users.h"
+#include "agent/workspace_sync.h"
 #include "common/exit_reasons.h"
 #include "common/random.h"
 #include "common/fs.h"
@@ -86,6 +87,11 @@ struct TaskRun {
   std::string end_reason;    // timeout | cancelled
   bool term_sent = false;
   bool output_refused = false;  // some output was refused once: the exit report goes again once all is stored
+  // A synced workspace (StartTask.workspace): made before the command, collected after it.
+  std::unique_ptr<TaskWorkspace> workspace;
+  bool workspace_ready = false;
+  bool workspace_collecting = false;
+  bool workspace_collected = false;
 };
 
 class Agent {
@@ -94,7 +100,9 @@ class Agent {
       : flags_(std::move(flags)),
         users_(std::move(users)),
         instance_id_(RandomId(12)),
-        transport_(std::move(transport)) {}
+        transport_(std::move(transport)) {
+    ws_.cache_dir = flags_.cache_dir;
+  }
 
   int Run() {
     epfd_ = ::epoll_create1(EPOLL_CLOEXEC);
@@ -256,6 +264,7 @@ class Agent {
     for (auto& [id, t] : tasks_) {
       for (OutBuf* b : {&t->out, &t->err}) SendAllHeld(*t, b);
       if (t->finished) SendExitReport(*t);
+      if (t->workspace) t->workspace->Reconnected();
     }
     ScheduleHeartbeat(gen);
   }
@@ -304,6 +313,16 @@ class Agent {
         }
         break;
       }
+      case v1::ServerMessage::kBlobData:
+        for (auto& [id, t] : tasks_) {
+          if (t->workspace && t->workspace->OnBlobData(m.blob_data())) break;
+        }
+        break;
+      case v1::ServerMessage::kBlobAnswer:
+        for (auto& [id, t] : tasks_) {
+          if (t->workspace && t->workspace->OnBlobAnswer(m.blob_answer())) break;
+        }
+        break;
       case v1::ServerMessage::kDrain:
         draining_ = true;
         break;
@@ -345,6 +364,28 @@ class Agent {
       FailStart(raw, fmt::format("cannot pick a Unix user for {}: {}", s.owner(), user.status().message()), false);
       return;
     }
+    if (!s.workspace().manifest().empty()) {
+      // The command starts once its files are there, never on a partial tree.
+      raw->workspace = std::make_unique<TaskWorkspace>(
+          s.task_id(), s.owner(), s.workspace(), user->uid, user->gid, &ws_,
+          [this](v1::AgentMessage m) { return Send(std::move(m)); });
+      auto start = std::make_shared<v1::StartTask>(s);
+      TaskUser u = *user;
+      raw->workspace->Prepare([this, start, u](Status st) {
+        TaskRun* t = Find(start->task_id());
+        if (!t || t->attempt != start->attempt() || t->exited) return;
+        if (!st.ok()) return FailStart(t, std::string(st.message()), false);
+        t->workspace_ready = true;
+        if (shutting_down_) return FailStart(t, "the agent is stopping", false);
+        Launch(t, *start, u);
+      });
+      return;
+    }
+    Launch(raw, s, *user);
+  }
+
+  void Launch(TaskRun* raw, const v1::StartTask& s, const TaskUser& user_) {
+    const TaskUser* user = &user_;
     SpawnOptions o;
     o.uid = user->uid;
     o.gid = user->gid;
@@ -688,6 +729,28 @@ class Agent {
 
   void MaybeFinish(TaskRun* t) {
     if (t->finished || !t->exited || !t->out.eof || !t->err.eof) return;
+    if (t->workspace_ready && !t->workspace_collected) {
+      // What the command changed goes to the server before its exit is reported.
+      if (t->workspace_collecting) return;
+      t->workspace_collecting = true;
+      std::string id = t->id;
+      int attempt = t->attempt;
+      t->workspace->Collect([this, id, attempt](Result<std::string> r) {
+        TaskRun* t = Find(id);
+        if (!t || t->attempt != attempt) return;
+        t->workspace_collected = true;
+        if (r.ok()) {
+          t->report.set_workspace_result(*r);
+        } else {
+          spdlog::error("task {}: its workspace could not be sent back: {}", id, r.status().message());
+          if (t->report.error().empty()) {
+            t->report.set_error(fmt::format("the task's workspace could not be sent back: {}", r.status().message()));
+          }
+        }
+        MaybeFinish(t);
+      });
+      return;
+    }
     t->finished = true;
     t->report.set_task_id(t->id);
     t->report.set_attempt(t->attempt);
@@ -733,6 +796,7 @@ class Agent {
 
   AgentFlags flags_;
   TaskUsers users_;
+  WorkspaceShared ws_;
   std::string instance_id_;
   std::unique_ptr<Transport> transport_;  // until the connection takes it
   int epfd_ = -1, evfd_ = -1, sigfd_ = -1;

@@ -20,6 +20,9 @@ struct AgentFlags {
   std::string token;
   int slots = 1;
   std::string work_dir;
+  // The workspace content cache (workspace_sync.h); "" = /var/cache/tidepool/workspace for root,
+  // else $XDG_CACHE_HOME or ~/.cache, /tidepool/workspace.
+  std::string cache_dir;
   std::map<std::string, std::string> labels;
   std::string log_level = "info";
   int keepalive_ms = 60000;  // ping the server this often when idle; a dead link is noticed 20 s later

@@ -81,6 +81,11 @@ int Complete(const std::string& program, Parsed& p) {
   if (f.run_tasks_as.empty()) f.run_tasks_as = EnvOr("TIDEPOOL_RUN_TASKS_AS", "");
   if (f.task_uids.empty()) f.task_uids = EnvOr("TIDEPOOL_TASK_UIDS", "");
   if (f.task_uid_map.empty()) f.task_uid_map = EnvOr("TIDEPOOL_TASK_UID_MAP", "");
+  if (f.cache_dir.empty()) f.cache_dir = EnvOr("TIDEPOOL_CACHE_DIR", "");
+  if (f.cache_dir.empty()) {
+    f.cache_dir = ::geteuid() == 0 ? std::string("/var/cache/tidepool/workspace")
+                                   : EnvOr("XDG_CACHE_HOME", EnvOr("HOME", "/tmp") + "/.cache") + "/tidepool/workspace";
+  }
   f.slots = p.slots > 0 ? p.slots : std::atoi(EnvOr("TIDEPOOL_SLOTS", "1").c_str());
   if (f.slots <= 0) f.slots = 1;
   if (f.pool.empty()) {
@@ -143,6 +148,9 @@ void DefineAgentCommand(CLI::App* app, int* rc, std::string program, TlsTranspor
   app->add_option("--token", f.token, "worker or join token (default $TIDEPOOL_WORKER_TOKEN)");
   app->add_option("--slots", p->slots, "tasks at once (default $TIDEPOOL_SLOTS, else 1)");
   app->add_option("--work-dir", f.work_dir, "directory for tasks without one");
+  app->add_option("--cache-dir", f.cache_dir,
+                  "workspace content cache (default $TIDEPOOL_CACHE_DIR, else /var/cache/tidepool/workspace as root, "
+                  "~/.cache/tidepool/workspace otherwise)");
   app->add_option("--label", p->labels, "K=V (repeatable)")->allow_extra_args(false);
   app->add_option("--tls-ca", f.tls_ca, "use TLS, trusting this CA certificate (default $TIDEPOOL_TLS_CA)");
   app->add_option("--tls-cert", f.tls_cert, "this agent's certificate, for mTLS (default $TIDEPOOL_TLS_CERT)");

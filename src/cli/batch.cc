@@ -10,6 +10,7 @@
 #include "common/terminal_io.h"
 #include "cli/client.h"
 #include "cli/unanswered.h"
+#include "cli/workspace_client.h"
 #include "cli/commands.h"
 #include "cli/spec.h"
 
@@ -28,6 +29,7 @@ struct BatchOpts {
   bool pin = false;
   std::vector<std::string> labels;
   bool follow = false;
+  bool sync = false;  // --sync: follow, then bring the workspace changes back
 };
 
 int Submit(BatchOpts& o, std::vector<std::string> command) {
@@ -64,8 +66,13 @@ int Submit(BatchOpts& o, std::vector<std::string> command) {
     }
     (*spec->mutable_labels())[l.substr(0, eq)] = l.substr(eq + 1);
   }
+  if (o.sync) o.follow = true;
   if (o.follow) BlockInterrupt();
   Client client(o.client);
+  if (Status s = PrepareWorkspace(client, spec, /*quiet=*/false, nullptr); !s.ok()) {
+    fmt::print(stderr, "tidepool: {}\n", s.message());
+    return kExitTidepoolFailed;
+  }
   v1::SubmitResponse resp;
   auto ctx = client.Context();
   grpc::Status st;
@@ -88,7 +95,11 @@ int Submit(BatchOpts& o, std::vector<std::string> command) {
   fmt::print("{}\n", resp.id());
   std::fflush(stdout);
   if (!o.follow) return 0;
-  return FollowTask(client, resp.id(), /*show_output=*/true, /*show_status=*/true);
+  int rc = FollowTask(client, resp.id(), /*show_output=*/true, /*show_status=*/true);
+  if (o.sync && spec->has_workspace()) {
+    if (int synced = SyncTask(client, resp.id(), SyncConflicts::kStop); synced != 0 && rc == 0) rc = synced;
+  }
+  return rc;
 }
 
 }  // namespace
@@ -174,6 +185,7 @@ void AddBatchCommand(CLI::App& app, int* rc, const std::vector<std::string>* com
   sub->add_option("-e", o->common.env, "set K=V, or copy $K, in the command's environment (repeatable)")
       ->allow_extra_args(false);
   sub->add_flag("-f,--follow", o->follow, "follow the task: status on stderr, output, and its exit status");
+  sub->add_flag("--sync", o->sync, "follow, then bring the task's workspace changes back (tidepool task sync)");
   AddClientOptions(sub, &o->client);
   sub->footer("Usage: vbatch [OPTIONS] [--] COMMAND [ARG...]");
   sub->callback([o, rc, command] { *rc = Submit(*o, *command); });

@@ -37,6 +37,7 @@ Client::Client(const ClientOptions& opts) {
   channel_ = grpc::CreateCustomChannel(address_, creds, args);
   tasks_ = v1::TaskService::NewStub(channel_);
   pools_ = v1::PoolService::NewStub(channel_);
+  workspace_ = v1::WorkspaceService::NewStub(channel_);
 }
 
 std::unique_ptr<grpc::ClientContext> Client::Context() const {

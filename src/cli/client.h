@@ -11,6 +11,7 @@
 #include "cli/client_env.h"
 #include "tidepool/v1/pool.grpc.pb.h"
 #include "tidepool/v1/task.grpc.pb.h"
+#include "tidepool/v1/workspace.grpc.pb.h"
 
 namespace tidepool::cli {
 
@@ -29,6 +30,7 @@ class Client {
   const std::string& address() const { return address_; }
   v1::TaskService::Stub& tasks() { return *tasks_; }
   v1::PoolService::Stub& pools() { return *pools_; }
+  v1::WorkspaceService::Stub& workspace() { return *workspace_; }
   // A context carrying the credentials.
   std::unique_ptr<grpc::ClientContext> Context() const;
   // Prints the failure of a call ("tidepool: MESSAGE") and returns the exit status for it.
@@ -40,6 +42,7 @@ class Client {
   std::shared_ptr<grpc::Channel> channel_;
   std::unique_ptr<v1::TaskService::Stub> tasks_;
   std::unique_ptr<v1::PoolService::Stub> pools_;
+  std::unique_ptr<v1::WorkspaceService::Stub> workspace_;
 };
 
 // Prints a CLI11 parse error the way every command does (usage on stderr, exit 2), or help.

@@ -29,6 +29,13 @@ void BlockInterrupt();
 class Client;
 int FollowTask(Client& client, const std::string& id, bool show_output, bool show_status);
 
+// `tidepool task sync ID`: brings a finished task's workspace changes (a group's: every shard's)
+// into the caller's tree (task_sync.cc). 0 when all came back; 1 with conflicts (nothing of them
+// changed; `on_conflict` kTheirs/kOurs settles them) or nothing to bring; 255 when it failed.
+enum class SyncConflicts { kStop, kTheirs, kOurs };
+int SyncTask(Client& client, const std::string& id, SyncConflicts on_conflict);
+void AddTaskSync(CLI::App* task, int* rc);
+
 // The entry point: dispatches vrun/vbatch by argv[0].
 int Main(int argc, char** argv);
 

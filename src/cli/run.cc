@@ -18,6 +18,7 @@
 #include "common/terminal_io.h"
 #include "cli/client.h"
 #include "cli/unanswered.h"
+#include "cli/workspace_client.h"
 #include "cli/commands.h"
 #include "cli/spec.h"
 
@@ -80,6 +81,11 @@ class Session {
     v1::RunRequest start;
     if (opts_.reattach.empty()) {
       if (int rc = BuildSpec(*start.mutable_start()); rc != 0) return rc;
+      if (Status s = PrepareWorkspace(client_, start.mutable_start(), opts_.quiet, &base_); !s.ok()) {
+        fmt::print(stderr, "tidepool: {}\n", s.message());
+        return kExitTidepoolFailed;
+      }
+      base_hash_ = start.start().workspace().manifest();
     } else if (std::sscanf(opts_.reattach_offsets.c_str(), "%lu,%lu", &received_[0], &received_[1]) != 2) {
       fmt::print(stderr, "vrun: --reattach-offsets must be OUT,ERR (byte counts)\n");
       return kExitUsage;
@@ -273,9 +279,31 @@ class Session {
   int StatusOf(const v1::Exited& x) {
     ClearProgress();
     term_.Restore();
+    if (!x.workspace_result().empty()) BringBackResult(x.workspace_result());
     RunEnd end{x.state() == v1::TASK_STATE_SUCCESS, x.state() == v1::TASK_STATE_CANCELLED, x.has_exit_code(),
                x.exit_code(), x.signal(), x.reason(), x.command_not_found()};
     return RunExitStatus(end, task_id_, opts_.quiet, cancel_sent_);
+  }
+
+  // The task's changes to the workspace, into the caller's tree before vrun exits. A conflict
+  // changes nothing and is reported with how to settle it (`tidepool task sync`).
+  void BringBackResult(const std::string& result) {
+    std::string base = base_hash_;
+    if (base.empty()) {  // reattached: the base is the task's
+      v1::GetTaskRequest req;
+      req.set_id(task_id_);
+      v1::Task t;
+      auto ctx = client_.Context();
+      if (client_.tasks().GetTask(ctx.get(), req, &t).ok()) base = t.workspace().manifest();
+    }
+    if (base.empty()) return;
+    auto back = BringBack(client_, base, result, workspace::OnConflict::kStop, base_hash_.empty() ? nullptr : &base_);
+    if (!back.ok()) {
+      fmt::print(stderr, "tidepool: the task's workspace changes were not brought back: {} (`tidepool task sync {}` tries again)\n",
+                 back.status().message(), task_id_);
+      return;
+    }
+    ReportConflicts(*back, task_id_);
   }
 
   int Exit(int rc) {
@@ -354,6 +382,8 @@ class Session {
   }
 
   Client& client_;
+  v1::WorkspaceManifest base_;  // the workspace this vrun sent (base_hash_ "" = none)
+  std::string base_hash_;
   RunOpts opts_;
   std::vector<std::string> command_;
   bool tty_ = false;

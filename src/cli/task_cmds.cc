@@ -242,6 +242,7 @@ void AddTaskCommands(CLI::App& app, int* rc) {
     return FollowTask(client, o.id, /*show_output=*/false, /*show_status=*/false);
   });
   add("cancel", "Cancel a task and everything under it", true, Cancel);
+  AddTaskSync(task, rc);
 }
 
 }  // namespace tidepool::cli

@@ -1,5 +1,9 @@
 #include "common/strings.h"
 
+#include <cctype>
+
+#include <fmt/format.h>
+
 namespace tidepool {
 
 std::vector<std::string> Split(std::string_view s, char sep) {
@@ -70,6 +74,35 @@ std::string ShellQuote(const std::vector<std::string>& argv) {
     }
   }
   return out;
+}
+
+Result<int64_t> ParseBytes(const std::string& text) {
+  size_t i = 0;
+  while (i < text.size() && std::isdigit(static_cast<unsigned char>(text[i]))) ++i;
+  if (i == 0 || i > 15) return InvalidArgument(fmt::format("\"{}\" is not a size (e.g. 1048576, 64KiB, 1MiB, 2GiB)", text));
+  int64_t n = std::stoll(text.substr(0, i));
+  std::string unit = text.substr(i);
+  int shift = -1;
+  if (unit.empty() || unit == "B") shift = 0;
+  else if (unit == "K" || unit == "KiB") shift = 10;
+  else if (unit == "M" || unit == "MiB") shift = 20;
+  else if (unit == "G" || unit == "GiB") shift = 30;
+  else if (unit == "T" || unit == "TiB") shift = 40;
+  if (shift < 0) return InvalidArgument(fmt::format("\"{}\": unknown unit {} (B, KiB, MiB, GiB, TiB)", text, unit));
+  if (n > (INT64_MAX >> shift)) return InvalidArgument(fmt::format("\"{}\" is too large", text));
+  return n << shift;
+}
+
+std::string HumanBytes(uint64_t n) {
+  static const char* kUnits[] = {"B", "KiB", "MiB", "GiB", "TiB"};
+  if (n < 1024) return fmt::format("{} B", n);
+  double v = static_cast<double>(n);
+  int u = 0;
+  while (v >= 1024 && u < 4) {
+    v /= 1024;
+    ++u;
+  }
+  return fmt::format("{:.1f} {}", v, kUnits[u]);
 }
 
 }  // namespace tidepool

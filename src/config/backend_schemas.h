@@ -36,6 +36,9 @@ struct BackendSchema {
   bool active = false;
   // Rules that relate several fields (the decoder checks each field alone), or nullptr.
   std::function<void(const nlohmann::json& fields, const BackendErrorReport& report)> check;
+  // Its workers are on other machines (hosts over SSH, Slurm nodes, pods, VMs): a pool of it
+  // brings the caller's workspace to them unless it says otherwise (`workspace.mode`).
+  bool remote = false;
   // Non-empty: a known name that Tidepool refuses, with this message (the block is not decoded).
   std::string unsupported;
 };

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <set>
 
+#include "common/strings.h"
 #include "config/backend_schemas.h"
 #include "config/checks.h"
 #include "config/features.h"
@@ -181,7 +182,41 @@ class Builder {
               true);
       }
     }
+    BuildWorkspace(Sub(j, "workspace"), path + ".workspace", &p);
     return p;
+  }
+
+  // After the backend: its kind decides the default mode.
+  void BuildWorkspace(const json& j, const std::string& path, PoolConfig* p) {
+    WorkspaceConfig& w = p->workspace;
+    const BackendConfig* b = p->backend();
+    const BackendSchema* registered = b ? FindBackendSchema(b->type) : nullptr;
+    w.mode = registered && registered->remote ? WorkspaceConfig::Mode::kSync : WorkspaceConfig::Mode::kShared;
+    std::string mode = Str(j, "mode");
+    if (mode == "sync") w.mode = WorkspaceConfig::Mode::kSync;
+    else if (mode == "shared") w.mode = WorkspaceConfig::Mode::kShared;
+    else if (mode == "none") w.mode = WorkspaceConfig::Mode::kNone;
+    w.gitignore = j.value("gitignore", false);
+    const json& extra = Sub(j, "extra");
+    for (size_t i = 0; i < extra.size(); ++i) {
+      if (!extra[i].is_string()) continue;  // the decoder said why
+      std::string e = extra[i].get<std::string>();
+      if (e.empty() || e[0] != '/') {
+        Error(ItemPath(path + ".extra", i), "\"" + e + "\" is not an absolute path (workspace paths land at the same place on the worker)");
+        continue;
+      }
+      while (e.size() > 1 && e.back() == '/') e.pop_back();
+      w.extra.push_back(e);
+    }
+    for (const char* key : {"max_bytes", "cache_bytes"}) {
+      if (!j.contains(key) || !j[key].is_string()) continue;
+      auto n = ParseBytes(j[key].get<std::string>());
+      if (!n.ok()) {
+        Error(path + "." + key, n.status().message());
+        continue;
+      }
+      (std::string(key) == "max_bytes" ? w.max_bytes : w.cache_bytes) = *n;
+    }
   }
 
   void BuildKinds(const json& kinds, const std::string& path, PoolConfig* p) {

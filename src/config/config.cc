@@ -114,4 +114,13 @@ Config DefaultConfig(int cpus) {
   return config;
 }
 
+const char* WorkspaceModeName(WorkspaceConfig::Mode m) {
+  switch (m) {
+    case WorkspaceConfig::Mode::kSync: return "sync";
+    case WorkspaceConfig::Mode::kShared: return "shared";
+    case WorkspaceConfig::Mode::kNone: return "none";
+  }
+  return "?";
+}
+
 }  // namespace tidepool::config

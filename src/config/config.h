@@ -106,6 +106,22 @@ struct FixedConfig {
   int count = 0;
 };
 
+// How a pool's workers see the caller's files (../shared/spec/workspace.md).
+struct WorkspaceConfig {
+  enum class Mode {
+    kSync,    // brought to the worker before the task, changes brought back
+    kShared,  // the workers see the caller's paths already (the local machine, NFS)
+    kNone,    // nothing is brought; the task starts in the worker's own directory of that path
+  };
+  Mode mode = Mode::kShared;  // as written, or the backend's default (sync for backends that reach other machines)
+  std::vector<std::string> extra;  // absolute paths added to the workspace
+  bool gitignore = false;
+  int64_t max_bytes = int64_t{2} << 30;
+  int64_t cache_bytes = int64_t{20} << 30;
+};
+
+const char* WorkspaceModeName(WorkspaceConfig::Mode m);
+
 struct PoolConfig {
   std::string name;
   std::string description;  // pool-level or auto_scaler.metadata.description
@@ -117,6 +133,7 @@ struct PoolConfig {
   std::map<std::string, std::string> labels;
   std::optional<AutoscalerConfig> auto_scaler;  // neither set = static pool
   std::optional<FixedConfig> fixed;
+  WorkspaceConfig workspace;
   SourcePos pos;
 
   bool is_static() const { return !auto_scaler && !fixed; }

@@ -110,6 +110,13 @@ const Message* Fixed() {
   return &m;
 }
 
+const Message* Workspace() {
+  static const Message m{"workspace",
+                         {Enum("mode", {{"sync", 1, {}}, {"shared", 2, {}}, {"none", 3, {}}}), StrList("extra"),
+                          Bool("gitignore"), Str("max_bytes"), Str("cache_bytes")}};
+  return &m;
+}
+
 const Message* Pool() {
   static const Message m{"agent_pools",
                          {
@@ -122,6 +129,7 @@ const Message* Pool() {
                              StrMap("labels"),
                              Msg("auto_scaler", AutoScaler),
                              Msg("fixed", Fixed),
+                             Msg("workspace", Workspace),
                          }};
   return &m;
 }

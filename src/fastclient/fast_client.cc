@@ -37,6 +37,7 @@
 #include "common/duration.h"
 #include "common/fast_protocol.h"
 #include "common/terminal_io.h"
+#include "workspace/protocol.h"
 #include "fastclient/run_session.h"
 #include "fastclient/wire.h"
 
@@ -462,7 +463,7 @@ std::optional<int> Hello(const Args& a, Connection& conn, const std::string& add
 
 // ---- vbatch ----------------------------------------------------------------------------------
 
-int Submit(Connection& conn, const std::string& address) {
+int Submit(Connection& conn, const std::string& address, const Args& a) {
   uint8_t type = 0;
   std::string payload, id;
   Finish finish;
@@ -480,6 +481,8 @@ int Submit(Connection& conn, const std::string& address) {
     }
   }
   if (oversize) finish = Finish{kUnknown, "a reply from the server was over the size limit"};
+  // A pool that brings the caller's files: the full client sends them (nothing was queued).
+  if (finish.code == kFailedPrecondition && finish.message.rfind(kWorkspaceNeeded, 0) == 0) Fallback(a, finish.message);
   // Welcomed, the request sent, and the connection ended without its answer: it may have been taken.
   if (!oversize && !finished && id.empty()) LostUnanswered(address);
   if (finish.code != 0 || id.empty()) {
@@ -531,7 +534,8 @@ int Main(Mode mode, int argc, char** argv) {
   if (auto rc = Hello(a, conn, address, run.token, request, payload)) return *rc;
   if (Tracing()) fmt::print(stderr, "tidepool-client: fast path ({})\n", address);
 
-  if (mode == Mode::kBatch) return Submit(conn, address);
+  if (mode == Mode::kBatch) return Submit(conn, address, a);
+  run.workspace_needed = [&a](const std::string& why) { Fallback(a, why); };
   BlockForwardedSignals();
   RunEvents(conn, run, started_at);
 }

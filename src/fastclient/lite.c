@@ -85,6 +85,30 @@ _Noreturn void lite_hand_over_argv(const char* why, char** argv) {
   exit(kExitTidepoolFailed);
 }
 
+int lite_workspace_needed(long code, const char* message) {
+  return code == 9 /* FAILED_PRECONDITION */ && strncmp(message, "workspace needed: ", 18) == 0;
+}
+
+_Noreturn void lite_hand_over_full(const char* why) {
+  if (lite_tracing()) fprintf(stderr, "tidepool-client: lite %s hands over to the full client: %s\n", g_name, why);
+  g_argv[0] = (char*)g_name; /* the full client dispatches on argv[0]'s basename */
+  char self[4096];
+  ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
+  if (n > 0) {
+    self[n] = 0;
+    char* slash = strrchr(self, '/');
+    if (slash) {
+      char path[4096 + 16];
+      slash[1] = 0;
+      snprintf(path, sizeof(path), "%stidepool", self);
+      execv(path, g_argv);
+    }
+  }
+  execvp("tidepool", g_argv);
+  fprintf(stderr, "%s: cannot run the full client tidepool: %s\n", g_name, strerror(errno));
+  exit(kExitTidepoolFailed);
+}
+
 /* ---- options ---- */
 int lite_options(int argc, char** argv, const LiteOption* options, size_t count) {
   int i = 1;

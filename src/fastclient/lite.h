@@ -47,6 +47,10 @@ int lite_tracing(void);
 _Noreturn void lite_hand_over(const char* why);
 /* The same with other arguments (argv[0] the client's name, NULL-terminated). */
 _Noreturn void lite_hand_over_argv(const char* why, char** argv);
+/* The FINISH of a refused request says the pool brings the caller's files (workspace/protocol.h's
+ * kWorkspaceNeeded), which only the full client sends: hands over to `tidepool` itself. */
+int lite_workspace_needed(long code, const char* message);
+_Noreturn void lite_hand_over_full(const char* why);
 /* A fatal local error (out of memory): says so and exits 255. */
 _Noreturn void lite_die(const char* what);
 

@@ -20,6 +20,7 @@
 #include "common/duration.h"
 #include "common/fast_protocol.h"
 #include "common/terminal_io.h"
+#include "workspace/protocol.h"
 
 namespace tidepool::fastclient {
 
@@ -117,6 +118,11 @@ class RunSession {
       if (!oversize && Accepted() && (!finished || finish.code == kUnavailable || (reattached_ && finish.code == kAborted))) {
         Reconnect();
         continue;
+      }
+      if (finish.code == kFailedPrecondition && !Accepted() && o_.workspace_needed &&
+          finish.message.rfind(kWorkspaceNeeded, 0) == 0) {
+        term_.Restore();
+        o_.workspace_needed(finish.message);
       }
       if (finish.code != 0) {
         term_.Restore();

@@ -9,6 +9,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <string>
 
 #include "fastclient/wire.h"
@@ -20,6 +21,9 @@ struct RunOptions {
   std::string token;
   bool tty = false, quiet = false, noinput = false;
   std::chrono::milliseconds reattach_for{5 * 60 * 1000};
+  // The pool brings the caller's files, which this client cannot send: hands the command to the
+  // full client (never returns). Called before anything ran.
+  std::function<void(const std::string& why)> workspace_needed;
 };
 inline constexpr std::chrono::milliseconds kDefaultReattachFor{5 * 60 * 1000};
 

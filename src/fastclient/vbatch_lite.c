@@ -50,6 +50,7 @@ int main(int argc, char** argv) {
   /* Welcomed, the request sent, and the connection ended without its answer: it may have been taken. */
   if (!finished && id.n == 0 && !oversize) lite_lost_unanswered(address);
   if (oversize) code = kStatusUnknown, buf_clear(&message), buf_str(&message, "a reply from the server was over the size limit");
+  if (code != 0 && lite_workspace_needed(code, buf_cstr(&message))) lite_hand_over_full(buf_cstr(&message));
   if (code != 0 || id.n == 0) {
     return lite_report_failure(code != 0 ? code : kStatusUnknown, code != 0 ? buf_cstr(&message) : "no task id in the reply",
                                address);

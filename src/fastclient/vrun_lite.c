@@ -403,6 +403,10 @@ int main(int argc, char** argv) {
     restore_terminal();
     lite_lost_unanswered(S.address); /* welcomed, the request sent, and no acceptance: it may have been taken */
   }
+  if (code != 0 && S.task_id.n == 0 && lite_workspace_needed(code, buf_cstr(&message))) {
+    restore_terminal();
+    lite_hand_over_full(buf_cstr(&message));
+  }
   if (code != 0) {
     restore_terminal();
     pthread_mutex_lock(&S.mu);

@@ -125,6 +125,10 @@ class Refuse final : public grpc::ServerBidiReactor<v1::AgentMessage, v1::Server
 
 void DeliverAgentMessage(Core* core, AgentLink* link, const v1::AgentMessage& m) {
   link->last_heard_ms = SteadyMs();
+  if (m.has_blob_fetch() || m.has_blob_query() || m.has_blob_put()) {
+    ServeAgentBlobs(core, link, m);
+    return;
+  }
   if (!m.has_output()) {
     core->AgentMessage(link, m);
     return;
@@ -139,7 +143,7 @@ void DeliverAgentMessage(Core* core, AgentLink* link, const v1::AgentMessage& m)
   }
 }
 
-Result<Caller> Authenticator::Identify(const grpc::CallbackServerContext* ctx) const {
+Result<Caller> Authenticator::Identify(const grpc::ServerContextBase* ctx) const {
   if (!users_) return Caller{};
   const auto& md = ctx->client_metadata();
   auto it = md.find("authorization");

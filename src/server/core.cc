@@ -24,6 +24,7 @@ Core::Core(CoreOptions options, std::unique_ptr<store::Store> store, TokenAuthor
       tokens_(std::move(tokens)),
       batcher_(store_.get()),
       logs_(opts_.data_dir + "/logs"),
+      workspace_store_(opts_.data_dir + "/workspace"),
       executor_("backend", 16),
       posts_("core", 1),
       budget_(opts_.queue_limits) {}

@@ -32,6 +32,7 @@
 #include "server/auth.h"
 #include "server/log_store.h"
 #include "server/queue_budget.h"
+#include "server/workspace_store.h"
 #include "server/silence.h"
 #include "server/tokens.h"
 #include "store/store.h"
@@ -39,6 +40,7 @@
 #include "tidepool/v1/agent.pb.h"
 #include "tidepool/v1/pool.pb.h"
 #include "tidepool/v1/task.pb.h"
+#include "tidepool/v1/workspace.pb.h"
 
 namespace tidepool::server {
 
@@ -172,6 +174,14 @@ class Core {
   // to acknowledge later, when the client has taken it).
   std::optional<uint64_t> AgentOutput(AgentLink* link, const v1::TaskOutput& out);
 
+  // ---- workspaces (core_workspace.cc) ----
+  // What the pools a task would go to want of the caller's files.
+  Result<v1::WorkspaceSettings> WorkspaceSettingsFor(const v1::SettingsRequest& request, const Caller& caller = {});
+  WorkspaceStore& workspace_store() { return workspace_store_; }
+  // The owner of a task that this link's worker holds (its blob requests name it); NotFound
+  // (the same words for a task that is not there and one that is another worker's) otherwise.
+  Result<std::string> LinkTaskOwner(AgentLink* link, const std::string& task_id);
+
   // The owner of an unfinished task (for task tokens); "" if none.
   std::string TaskOwner(const std::string& id);
 
@@ -195,6 +205,10 @@ class Core {
   using Committed = std::function<void(const Status&, const std::string& id, const std::string& pool)>;
   Result<Task*> CreateTask(v1::TaskSpec spec, std::shared_ptr<RunClient> client, Committed on_commit,
                            const Caller& caller);
+  // A task for a pool that brings the caller's files must name its workspace, and that must be
+  // in the owner's store (core_workspace.cc).
+  Status CheckWorkspace(const v1::TaskSpec& spec, const std::vector<autoscaler::PoolController*>& eligible,
+                        const std::string& owner);
   // May the caller see (and cancel) this task: its owner, or a manager of its pool. One it may
   // not see answers as a missing one (TaskNotFound, core_visibility.cc).
   bool MaySee(const Caller& caller, const v1::Task& t);
@@ -279,6 +293,7 @@ class Core {
   TokenAuthority tokens_;
   store::WriteBatcher batcher_;
   LogStore logs_;
+  WorkspaceStore workspace_store_;
   Executor executor_;  // blocking backend calls
   Executor posts_;     // deferred core work (one thread: runs under mu_ anyway)
   TimerQueue timers_;

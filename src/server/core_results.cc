@@ -189,6 +189,7 @@ void Core::OnExited(Session* s, const v1::TaskExited& e) {
   st.set_has_exit_code(e.has_exit_code());
   st.set_exit_code(e.exit_code());
   st.set_signal(e.signal());
+  st.set_workspace_result(e.workspace_result());
   v1::TaskState state;
   std::string reason;
   // Its agent was stopped under it (the machine going away: a Slurm job cancelled or preempted,

@@ -136,6 +136,7 @@ void Core::SendExited(RunClient* client, const v1::Task& st, bool* exit_sent) {
     x->set_signal(st.signal());
     x->set_reason(st.reason());
     x->set_command_not_found(st.exit_code() == 127 && st.reason().rfind("command not found", 0) == 0);
+    x->set_workspace_result(st.workspace_result());
     client->Send(std::move(e));
     *exit_sent = true;
   }

@@ -323,6 +323,13 @@ void Core::OnDispatchCommitted(const std::string& id, int attempt) {
   start->set_stdin_null(spec.stdin_null());
   start->set_timeout_ms(spec.timeout_ms());
   start->set_kill_grace_ms(opts_.kill_grace.count());
+  if (PoolController* p = Pool(sit->second->pool); p && !spec.workspace().manifest().empty() &&
+                                                    p->config().workspace.mode == config::WorkspaceConfig::Mode::kSync) {
+    v1::WorkspaceStart* w = start->mutable_workspace();
+    w->set_manifest(spec.workspace().manifest());
+    w->set_gitignore(p->config().workspace.gitignore);
+    w->set_cache_bytes(static_cast<uint64_t>(p->config().workspace.cache_bytes));
+  }
   {
     std::lock_guard rl(routes_mu_);
     if (auto it = routes_.find(id); it != routes_.end()) {

@@ -155,6 +155,7 @@ Core::Task* Core::AddTask(const std::string& id, v1::TaskSpec spec, const std::s
   st.set_kind(spec.kind());
   *st.mutable_labels() = spec.labels();
   st.set_cwd(spec.cwd());
+  if (spec.has_workspace()) *st.mutable_workspace() = spec.workspace();
   st.set_timeout_ms(spec.timeout_ms());
   st.set_owner(owner);
   t->parent = spec.parent();
@@ -222,6 +223,7 @@ Result<Core::Task*> Core::CreateTask(v1::TaskSpec spec, std::shared_ptr<RunClien
                                             spec.pool(), most, most == 1 ? "" : "s"));
     }
   }
+  if (Status s = CheckWorkspace(spec, *eligible, owner); !s.ok()) return s;
   if (Status s = ResolveDependencies(spec, parent, caller); !s.ok()) return s;
   auto id = AssignId(spec, parent);
   if (!id.ok()) return id.status();

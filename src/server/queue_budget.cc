@@ -23,21 +23,6 @@ std::string FormatBytes(int64_t bytes) {
   return fmt::format("{:.1f} GiB", bytes / 1073741824.0);
 }
 
-Result<int64_t> ParseBytes(const std::string& text) {
-  size_t i = 0;
-  while (i < text.size() && std::isdigit(static_cast<unsigned char>(text[i]))) ++i;
-  if (i == 0 || i > 15) return InvalidArgument(fmt::format("\"{}\" is not a size (e.g. 1048576, 64KiB, 1MiB, 2GiB)", text));
-  int64_t n = std::stoll(text.substr(0, i));
-  std::string unit = text.substr(i);
-  int shift = -1;
-  if (unit.empty() || unit == "B") shift = 0;
-  else if (unit == "K" || unit == "KiB") shift = 10;
-  else if (unit == "M" || unit == "MiB") shift = 20;
-  else if (unit == "G" || unit == "GiB") shift = 30;
-  if (shift < 0) return InvalidArgument(fmt::format("\"{}\": unknown unit {} (B, KiB, MiB, GiB)", text, unit));
-  if (n > (INT64_MAX >> shift)) return InvalidArgument(fmt::format("\"{}\" is too large", text));
-  return n << shift;
-}
 
 int64_t QueueBudget::tasks_of(const std::string& user) const {
   auto it = users_.find(user);

@@ -59,6 +59,5 @@ int64_t SpecBytes(const v1::TaskSpec& spec);
 // "1.5 MiB", "512 B".
 std::string FormatBytes(int64_t bytes);
 // "1048576", "64KiB", "1MiB", "1G" (powers of 1024) -> bytes; for the server's flags.
-Result<int64_t> ParseBytes(const std::string& text);
 
 }  // namespace tidepool::server

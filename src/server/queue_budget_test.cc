@@ -1,5 +1,7 @@
 #include "server/queue_budget.h"
 
+#include "common/strings.h"
+
 #include <gtest/gtest.h>
 
 namespace tidepool::server {

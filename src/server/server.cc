@@ -250,6 +250,8 @@ int RunServer(const ServerFlags& flags) {
   builder.SetMaxReceiveMessageSize(16 * 1024 * 1024);
   builder.RegisterService(&agent_service);
   builder.RegisterService(&task_service);
+  WorkspaceService workspace_service(&core_ref, &authenticator);
+  builder.RegisterService(&workspace_service);
   // The pool service reports the bound address, known only after the port is chosen: it is
   // registered with a placeholder and the address is filled in below before any call can see it.
   PoolService* pool_service_ptr = nullptr;

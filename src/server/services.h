@@ -11,6 +11,7 @@
 #include "tidepool/v1/agent.grpc.pb.h"
 #include "tidepool/v1/pool.grpc.pb.h"
 #include "tidepool/v1/task.grpc.pb.h"
+#include "tidepool/v1/workspace.grpc.pb.h"
 
 namespace tidepool::server {
 
@@ -27,7 +28,7 @@ inline Status ServerStarting() { return Unavailable("the server is starting"); }
 class Authenticator {
  public:
   Authenticator(const Users* users, CoreRef* core) : users_(users), core_(core) {}
-  Result<Caller> Identify(const grpc::CallbackServerContext* ctx) const;
+  Result<Caller> Identify(const grpc::ServerContextBase* ctx) const;
   // The same for a bearer token given directly ("" = none), as the fast protocol's hello carries it.
   Result<Caller> IdentifyToken(const std::string& token) const;
 
@@ -58,6 +59,29 @@ class AgentService final : public v1::AgentService::CallbackService {
   CoreRef* core_;
   bool need_certificates_;
 };
+
+// Workspaces: settings, and content into and out of the caller's store (workspace_service.cc).
+// A synchronous service (its calls are file I/O, kept off the callback threads).
+class WorkspaceService final : public v1::WorkspaceService::Service {
+ public:
+  WorkspaceService(CoreRef* core, const Authenticator* auth) : core_(core), auth_(auth) {}
+  grpc::Status Settings(grpc::ServerContext* ctx, const v1::SettingsRequest* req, v1::WorkspaceSettings* resp) override;
+  grpc::Status Missing(grpc::ServerContext* ctx, const v1::MissingRequest* req, v1::MissingResponse* resp) override;
+  grpc::Status Upload(grpc::ServerContext* ctx, grpc::ServerReader<v1::BlobChunk>* reader,
+                      v1::UploadResponse* resp) override;
+  grpc::Status Download(grpc::ServerContext* ctx, const v1::DownloadRequest* req,
+                        grpc::ServerWriter<v1::BlobChunk>* writer) override;
+
+ private:
+  // The caller's store (its owner's, for a task token), or the error.
+  Result<workspace::BlobDir*> StoreOf(grpc::ServerContext* ctx, Core** core);
+  CoreRef* core_;
+  const Authenticator* auth_;
+};
+
+// An agent's blob requests (BlobFetch, BlobQuery, BlobPut): answered on its link, from and into
+// the store of the owner of the task they name, which must be that agent's (agent_blobs.cc).
+void ServeAgentBlobs(Core* core, AgentLink* link, const v1::AgentMessage& m);
 
 class TaskService final : public v1::TaskService::CallbackService {
  public:

@@ -217,12 +217,12 @@ const Message* DigitalOcean() {
   return &m;
 }
 
-const Registrar kKubernetes({.key = "kubernetes", .order = 50, .message = Kubernetes}, nullptr);
-const Registrar kAws({.key = "aws_launch_template", .order = 60, .message = Aws}, nullptr);
-const Registrar kGce({.key = "gce_instance_group", .order = 70, .message = Gce}, nullptr);
-const Registrar kNebius({.key = "nebius_launch_template", .order = 80, .message = Nebius}, nullptr);
-const Registrar kMithril({.key = "mithril_spot_bid", .order = 90, .message = Mithril}, nullptr);
-const Registrar kDigitalOcean({.key = "digitalocean_droplet", .order = 100, .message = DigitalOcean}, nullptr);
+const Registrar kKubernetes({.key = "kubernetes", .order = 50, .message = Kubernetes, .remote = true}, nullptr);
+const Registrar kAws({.key = "aws_launch_template", .order = 60, .message = Aws, .remote = true}, nullptr);
+const Registrar kGce({.key = "gce_instance_group", .order = 70, .message = Gce, .remote = true}, nullptr);
+const Registrar kNebius({.key = "nebius_launch_template", .order = 80, .message = Nebius, .remote = true}, nullptr);
+const Registrar kMithril({.key = "mithril_spot_bid", .order = 90, .message = Mithril, .remote = true}, nullptr);
+const Registrar kDigitalOcean({.key = "digitalocean_droplet", .order = 100, .message = DigitalOcean, .remote = true}, nullptr);
 const Registrar kAzure({.key = "azure_vmss",
                         .order = 110,
                         .unsupported = "the azure_vmss backend is Velda's; Tidepool does not support it "

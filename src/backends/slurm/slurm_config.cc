@@ -95,7 +95,7 @@ void CheckSlurm(const nlohmann::json& fields, const config::BackendErrorReport& 
   }
 }
 
-const Registrar kRegistrar({.key = "slurm", .order = 40, .message = SlurmSchema, .active = true, .check = CheckSlurm},
+const Registrar kRegistrar({.key = "slurm", .order = 40, .message = SlurmSchema, .active = true, .check = CheckSlurm, .remote = true},
                            &slurm::SlurmBackend::Make);
 
 }  // namespace

@@ -50,7 +50,7 @@ void CheckSsh(const nlohmann::json& fields, const config::BackendErrorReport& re
   }
 }
 
-const Registrar kRegistrar({.key = "ssh", .order = 30, .message = SshSchema, .active = true, .check = CheckSsh},
+const Registrar kRegistrar({.key = "ssh", .order = 30, .message = SshSchema, .active = true, .check = CheckSsh, .remote = true},
                            &ssh::SshBackend::Make);
 
 }  // namespace

@@ -1,0 +1,331 @@
+#include "cli/workspace_client.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdlib>
+#include <cstring>
+#include <map>
+#include <set>
+#include <thread>
+
+#include <fmt/format.h>
+
+#include "common/strings.h"
+#include "workspace/blob_dir.h"
+#include "workspace/hash.h"
+#include "workspace/protocol.h"
+#include "workspace/scan.h"
+
+namespace tidepool::cli {
+
+namespace {
+
+constexpr int kUploadAttempts = 6;
+
+std::string CacheHome() {
+  const char* xdg = std::getenv("XDG_CACHE_HOME");
+  if (xdg && *xdg) return std::string(xdg) + "/tidepool";
+  const char* home = std::getenv("HOME");
+  return std::string(home && *home ? home : "/tmp") + "/.cache/tidepool";
+}
+
+Status FromGrpc(const grpc::Status& s, const std::string& what) {
+  return Status(static_cast<StatusCode>(s.error_code()), fmt::format("{}: {}", what, s.error_message()));
+}
+
+bool Retryable(const grpc::Status& s) {
+  return s.error_code() == grpc::StatusCode::UNAVAILABLE || s.error_code() == grpc::StatusCode::CANCELLED ||
+         s.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED;
+}
+
+// 1203 -> "1,203".
+std::string Thousands(uint64_t n) {
+  std::string s = std::to_string(n);
+  for (int i = static_cast<int>(s.size()) - 3; i > 0; i -= 3) s.insert(static_cast<size_t>(i), ",");
+  return s;
+}
+
+std::string Megabytes(uint64_t n) {
+  if (n < 1000 * 1000) return fmt::format("{} kB", (n + 999) / 1000);
+  return fmt::format("{:.0f} MB", static_cast<double>(n) / 1e6);
+}
+
+Result<std::vector<v1::BlobState>> Missing(Client& client, const std::vector<std::string>& hashes) {
+  v1::MissingRequest req;
+  for (const auto& h : hashes) req.add_hashes(h);
+  v1::MissingResponse resp;
+  auto ctx = client.Context();
+  grpc::Status st = client.workspace().Missing(ctx.get(), req, &resp);
+  if (!st.ok()) return FromGrpc(st, "workspace");
+  return std::vector<v1::BlobState>(resp.missing().begin(), resp.missing().end());
+}
+
+// Sends `missing` (manifest bytes from memory, files from their paths), each from its `have`.
+grpc::Status SendBlobs(Client& client, const std::vector<v1::BlobState>& missing,
+                       const std::map<std::string, std::string>& sources, const std::string& manifest_hash,
+                       const std::string& manifest_bytes) {
+  v1::UploadResponse resp;
+  auto ctx = client.Context();
+  auto writer = client.workspace().Upload(ctx.get(), &resp);
+  std::string buf(kBlobChunkBytes, '\0');
+  for (const v1::BlobState& m : missing) {
+    uint64_t off = m.have();
+    if (m.hash() == manifest_hash) {
+      do {
+        v1::BlobChunk c;
+        c.set_hash(m.hash());
+        c.set_offset(off);
+        size_t n = std::min<size_t>(kBlobChunkBytes, manifest_bytes.size() - std::min<size_t>(off, manifest_bytes.size()));
+        c.set_data(manifest_bytes.substr(off, n));
+        off += n;
+        c.set_last(off >= manifest_bytes.size());
+        if (!writer->Write(c)) return writer->Finish();
+      } while (off < manifest_bytes.size());
+      continue;
+    }
+    auto src = sources.find(m.hash());
+    if (src == sources.end()) return grpc::Status(grpc::StatusCode::INTERNAL, "no file holds content " + m.hash());
+    int fd = ::open(src->second.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+    if (fd < 0) {
+      return grpc::Status(grpc::StatusCode::FAILED_PRECONDITION,
+                          fmt::format("{}: {} (it was there when the workspace was read)", src->second, std::strerror(errno)));
+    }
+    bool last = false;
+    while (!last) {
+      ssize_t n = ::pread(fd, buf.data(), buf.size(), static_cast<off_t>(off));
+      if (n < 0) {
+        ::close(fd);
+        return grpc::Status(grpc::StatusCode::FAILED_PRECONDITION, fmt::format("{}: {}", src->second, std::strerror(errno)));
+      }
+      v1::BlobChunk c;
+      c.set_hash(m.hash());
+      c.set_offset(off);
+      c.set_data(buf.data(), static_cast<size_t>(n));
+      off += static_cast<uint64_t>(n);
+      last = static_cast<size_t>(n) < buf.size();
+      if (!last) {
+        // A full chunk: the next read says whether the file ends here.
+        char probe;
+        last = ::pread(fd, &probe, 1, static_cast<off_t>(off)) <= 0;
+      }
+      c.set_last(last);
+      if (!writer->Write(c)) {
+        ::close(fd);
+        return writer->Finish();
+      }
+    }
+    ::close(fd);
+  }
+  writer->WritesDone();
+  return writer->Finish();
+}
+
+// Fetches manifests into memory.
+Result<v1::WorkspaceManifest> FetchManifest(Client& client, const std::string& hash) {
+  v1::DownloadRequest req;
+  req.add_hashes(hash);
+  auto ctx = client.Context();
+  auto reader = client.workspace().Download(ctx.get(), req);
+  std::string bytes;
+  v1::BlobChunk c;
+  while (reader->Read(&c)) bytes += c.data();
+  grpc::Status st = reader->Finish();
+  if (!st.ok()) return FromGrpc(st, "workspace");
+  if (workspace::Sha256Hex(bytes) != hash) return Internal(fmt::format("workspace manifest {} arrived damaged", hash));
+  v1::WorkspaceManifest m;
+  if (!m.ParseFromString(bytes)) return Internal(fmt::format("workspace manifest {} cannot be read", hash));
+  return m;
+}
+
+// Fetches into `local` every file content the changes need that it lacks, resuming cut-off ones.
+Status FetchContent(Client& client, const std::vector<workspace::Change>& changes, workspace::BlobDir& local) {
+  for (int attempt = 1;; ++attempt) {
+    v1::DownloadRequest req;
+    std::set<std::string> named;
+    for (const auto& ch : changes) {
+      if (!ch.after || ch.after->kind() != v1::WorkspaceEntry::FILE) continue;
+      const std::string& h = ch.after->hash();
+      if (local.Has(h) || !named.insert(h).second) continue;
+      req.add_hashes(h);
+      req.add_offsets(local.PartialSize(h));
+    }
+    if (req.hashes_size() == 0) return Status::Ok();
+    auto ctx = client.Context();
+    auto reader = client.workspace().Download(ctx.get(), req);
+    v1::BlobChunk c;
+    Status wrote;
+    while (wrote.ok() && reader->Read(&c)) wrote = local.Append(c.hash(), c.offset(), c.data(), c.last());
+    if (!wrote.ok()) {
+      ctx->TryCancel();
+      reader->Finish();
+      return wrote;
+    }
+    grpc::Status st = reader->Finish();
+    if (st.ok()) continue;  // every blob named is complete now: the loop checks
+    if (!Retryable(st) || attempt >= kUploadAttempts) return FromGrpc(st, "workspace");
+    std::this_thread::sleep_for(std::chrono::milliseconds(200 * attempt));
+  }
+}
+
+Result<BroughtBack> ApplyChanges(Client& client, const std::vector<workspace::Change>& changes,
+                                 workspace::OnConflict on_conflict, std::vector<std::string> conflicts) {
+  BroughtBack out;
+  out.conflicts = std::move(conflicts);
+  if (changes.empty()) return out;
+  auto local = workspace::BlobDir::Open(CacheHome() + "/blobs");
+  if (!local.ok()) return local.status();
+  if (Status s = FetchContent(client, changes, *local); !s.ok()) return s;
+  workspace::ApplyOptions o;
+  o.on_conflict = on_conflict;
+  auto applied = workspace::Apply(changes, *local, o);
+  if (!applied.ok()) return applied.status();
+  out.written = applied->written;
+  out.deleted = applied->deleted;
+  out.conflicts.insert(out.conflicts.end(), applied->conflicts.begin(), applied->conflicts.end());
+  return out;
+}
+
+}  // namespace
+
+Status PrepareWorkspace(Client& client, v1::TaskSpec* spec, bool quiet, v1::WorkspaceManifest* base) {
+  v1::SettingsRequest req;
+  req.set_pool(spec->pool());
+  req.set_batch(spec->kind() == v1::TASK_KIND_BATCH);
+  v1::WorkspaceSettings settings;
+  {
+    auto ctx = client.Context();
+    grpc::Status st = client.workspace().Settings(ctx.get(), req, &settings);
+    if (st.error_code() == grpc::StatusCode::UNIMPLEMENTED) return Status::Ok();  // a server without workspaces
+    // Anything else (no such pool, not allowed) is for the submission to say.
+    if (!st.ok()) return Status::Ok();
+  }
+  if (!settings.sync()) return Status::Ok();
+  const std::string root = workspace::WorkspaceRootFor(spec->cwd());
+  if (root == "/") {
+    return FailedPrecondition(
+        "workspace: the working directory is /, so the workspace would be the whole machine; run from a project "
+        "directory (or give -C DIR)");
+  }
+  std::vector<std::string> roots{root};
+  for (const std::string& e : settings.extra()) {
+    bool inside = e == root || e.rfind(root + "/", 0) == 0;
+    if (!inside) roots.push_back(e);
+  }
+  workspace::StatCache cache =
+      workspace::StatCache::Load(CacheHome() + "/stat-" + workspace::Sha256Hex(Join(roots, "\n")).substr(0, 16));
+  workspace::ScanOptions o;
+  o.gitignore = settings.gitignore();
+  o.max_bytes = settings.max_bytes();
+  o.stat_cache = &cache;
+  auto scanned = workspace::Scan(roots, o);
+  if (!scanned.ok()) return Status(scanned.status().code(), fmt::format("workspace: {}", scanned.status().message()));
+  (void)cache.Save();  // a cache that cannot be saved only costs the next run a re-read
+  std::string bytes;
+  const std::string hash = workspace::ManifestHash(scanned->manifest, &bytes);
+
+  // The server has this manifest: it has every file it names (they go before it).
+  auto missing = Missing(client, {hash});
+  if (!missing.ok()) return missing.status();
+  if (!missing->empty()) {
+    std::map<std::string, uint64_t> sizes;
+    for (const auto& r : scanned->manifest.roots()) {
+      for (const auto& e : r.entries()) {
+        if (e.kind() == v1::WorkspaceEntry::FILE) sizes.emplace(e.hash(), e.size());
+      }
+    }
+    std::vector<std::string> all;
+    for (const auto& [h, size] : sizes) all.push_back(h);
+    all.push_back(hash);
+    sizes[hash] = bytes.size();
+    bool shown = false;
+    for (int attempt = 1;; ++attempt) {
+      auto lacking = Missing(client, all);
+      if (!lacking.ok()) return lacking.status();
+      if (lacking->empty()) break;
+      // Files first, the manifest last: a manifest on the server means its files are there.
+      std::stable_partition(lacking->begin(), lacking->end(), [&](const v1::BlobState& b) { return b.hash() != hash; });
+      if (!shown && !quiet) {
+        uint64_t to_send = 0;
+        for (const auto& b : *lacking) to_send += sizes[b.hash()] - std::min(sizes[b.hash()], b.have());
+        fmt::print(stderr, "syncing workspace: {} files, {} to send\n", Thousands(lacking->size()), Megabytes(to_send));
+        shown = true;
+      }
+      grpc::Status st = SendBlobs(client, *lacking, scanned->sources, hash, bytes);
+      if (st.ok()) continue;  // the next Missing confirms
+      if (!Retryable(st) || attempt >= kUploadAttempts) {
+        return Status(static_cast<StatusCode>(st.error_code()), fmt::format("workspace upload: {}", st.error_message()));
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(200 * attempt));
+    }
+  }
+  v1::WorkspaceRef* ref = spec->mutable_workspace();
+  ref->set_manifest(hash);
+  ref->set_files(scanned->files);
+  ref->set_bytes(scanned->bytes);
+  if (base) *base = std::move(scanned->manifest);
+  return Status::Ok();
+}
+
+Result<BroughtBack> BringBack(Client& client, const std::string& base, const std::string& result,
+                              workspace::OnConflict on_conflict, const v1::WorkspaceManifest* base_known) {
+  v1::WorkspaceManifest fetched;
+  if (!base_known) {
+    auto b = FetchManifest(client, base);
+    if (!b.ok()) return b.status();
+    fetched = std::move(*b);
+    base_known = &fetched;
+  }
+  auto after = FetchManifest(client, result);
+  if (!after.ok()) return after.status();
+  return ApplyChanges(client, workspace::Diff(*base_known, *after), on_conflict, {});
+}
+
+Result<BroughtBack> BringBackAll(Client& client, const std::string& base, const std::vector<std::string>& results,
+                                 workspace::OnConflict on_conflict) {
+  auto before = FetchManifest(client, base);
+  if (!before.ok()) return before.status();
+  // Every change of every result, in order; a path two of them change differently is dropped.
+  std::vector<workspace::Change> merged;
+  std::map<std::string, size_t> at;  // ROOT/PATH -> index in merged
+  std::set<std::string> clashes;
+  for (const std::string& r : results) {
+    auto after = FetchManifest(client, r);
+    if (!after.ok()) return after.status();
+    for (auto& ch : workspace::Diff(*before, *after)) {
+      std::string key = ch.root + "/" + ch.path;
+      auto it = at.find(key);
+      if (it == at.end()) {
+        at[key] = merged.size();
+        merged.push_back(std::move(ch));
+        continue;
+      }
+      const auto& seen = merged[it->second].after;
+      bool same = seen.has_value() == ch.after.has_value() &&
+                  (!seen || (seen->kind() == ch.after->kind() && seen->hash() == ch.after->hash() &&
+                             seen->target() == ch.after->target() && seen->mode() == ch.after->mode()));
+      if (!same) clashes.insert(key);
+    }
+  }
+  std::vector<workspace::Change> apply;
+  for (auto& ch : merged) {
+    if (!clashes.count(ch.root + "/" + ch.path)) apply.push_back(std::move(ch));
+  }
+  std::vector<std::string> conflicts;
+  for (const auto& k : clashes) conflicts.push_back(k + " (changed by two shards)");
+  return ApplyChanges(client, apply, on_conflict, std::move(conflicts));
+}
+
+void ReportConflicts(const BroughtBack& b, const std::string& task_id) {
+  if (b.conflicts.empty()) return;
+  std::vector<std::string> shown(b.conflicts.begin(), b.conflicts.begin() + std::min<size_t>(b.conflicts.size(), 20));
+  std::string more = b.conflicts.size() > shown.size() ? fmt::format(" and {} more", b.conflicts.size() - shown.size()) : "";
+  fmt::print(stderr,
+             "tidepool: workspace: {} file{} not brought back, changed here since task {} started: {}{}\n"
+             "tidepool: `tidepool task sync {} --theirs` takes the task's versions, `--ours` keeps yours\n",
+             b.conflicts.size(), b.conflicts.size() == 1 ? "" : "s", task_id, Join(shown, ", "), more, task_id);
+}
+
+}  // namespace tidepool::cli
