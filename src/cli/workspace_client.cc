@@ -205,9 +205,9 @@ Status PrepareWorkspace(Client& client, v1::TaskSpec* spec, bool quiet, v1::Work
   if (!settings.sync()) return Status::Ok();
   const std::string root = workspace::WorkspaceRootFor(spec->cwd());
   if (root == "/") {
-    return FailedPrecondition(
-        "workspace: the working directory is /, so the workspace would be the whole machine; run from a project "
-        "directory (or give -C DIR)");
+    // Not a project: nothing to bring (the whole machine is no workspace); / is on every worker.
+    spec->mutable_workspace()->set_none(true);
+    return Status::Ok();
   }
   std::vector<std::string> roots{root};
   for (const std::string& e : settings.extra()) {

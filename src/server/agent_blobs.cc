@@ -21,7 +21,7 @@ void FetchDone(AgentLink* link, uint64_t id, const std::string& error) {
   link->Send(std::move(out));
 }
 
-void Fetch(workspace::BlobDir* store, AgentLink* link, const v1::BlobFetch& f) {
+void Fetch(Core* core, workspace::BlobDir* store, AgentLink* link, const v1::BlobFetch& f) {
   uint64_t budget = f.max_bytes() == 0 ? kMaxFetchBytes : std::min<uint64_t>(f.max_bytes(), kMaxFetchBytes);
   for (const v1::BlobState& want : f.wants()) {
     if (!workspace::IsHash(want.hash())) return FetchDone(link, f.id(), "a blob name is not a SHA-256 hash");
@@ -42,6 +42,7 @@ void Fetch(workspace::BlobDir* store, AgentLink* link, const v1::BlobFetch& f) {
       budget -= std::min<uint64_t>(budget, data->size());
       c->set_last(off >= *size);
       bool empty = data->empty();
+      core->CountWorkspaceBytes("sent", "agent", data->size());
       c->set_data(std::move(*data));
       if (!link->Send(std::move(out))) return;
       if (empty && off < *size) return FetchDone(link, f.id(), fmt::format("blob {} shrank while it was read", want.hash()));
@@ -61,7 +62,7 @@ void ServeAgentBlobs(Core* core, AgentLink* link, const v1::AgentMessage& m) {
   Result<workspace::BlobDir*> store = owner.ok() ? core->workspace_store().For(*owner) : Result<workspace::BlobDir*>(owner.status());
   if (m.has_blob_fetch()) {
     if (!store.ok()) return FetchDone(link, m.blob_fetch().id(), std::string(store.status().message()));
-    return Fetch(*store, link, m.blob_fetch());
+    return Fetch(core, *store, link, m.blob_fetch());
   }
   if (m.has_blob_query()) {
     v1::ServerMessage out;
@@ -88,6 +89,7 @@ void ServeAgentBlobs(Core* core, AgentLink* link, const v1::AgentMessage& m) {
   if (!store.ok()) return;
   const v1::BlobChunk& c = m.blob_put().chunk();
   if (!workspace::IsHash(c.hash()) || (*store)->Has(c.hash())) return;
+  core->CountWorkspaceBytes("received", "agent", c.data().size());
   if (Status s = (*store)->Append(c.hash(), c.offset(), c.data(), c.last()); !s.ok()) {
     spdlog::warn("workspace: a blob from the agent of task {} was not stored: {}", task_id, s.message());
   }

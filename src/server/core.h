@@ -178,6 +178,9 @@ class Core {
   // What the pools a task would go to want of the caller's files.
   Result<v1::WorkspaceSettings> WorkspaceSettingsFor(const v1::SettingsRequest& request, const Caller& caller = {});
   WorkspaceStore& workspace_store() { return workspace_store_; }
+  // Counts workspace content moved: direction "received" or "sent", peer "client" or "agent"
+  // (metric tidepool_workspace_bytes_total).
+  void CountWorkspaceBytes(const char* direction, const char* peer, uint64_t bytes);
   // The owner of a task that this link's worker holds (its blob requests name it); NotFound
   // (the same words for a task that is not there and one that is another worker's) otherwise.
   Result<std::string> LinkTaskOwner(AgentLink* link, const std::string& task_id);

@@ -43,7 +43,7 @@ Result<v1::WorkspaceSettings> Core::WorkspaceSettingsFor(const v1::SettingsReque
 Status Core::CheckWorkspace(const v1::TaskSpec& spec, const std::vector<PoolController*>& eligible,
                             const std::string& owner) {
   const std::string& manifest = spec.workspace().manifest();
-  if (manifest.empty()) {
+  if (manifest.empty() && !spec.workspace().none()) {
     for (const PoolController* p : eligible) {
       if (Syncs(p)) {
         return FailedPrecondition(fmt::format(
@@ -53,6 +53,7 @@ Status Core::CheckWorkspace(const v1::TaskSpec& spec, const std::vector<PoolCont
     }
     return Status::Ok();
   }
+  if (manifest.empty()) return Status::Ok();
   if (!workspace::IsHash(manifest)) return InvalidArgument("workspace.manifest is not a SHA-256 hash");
   auto store = workspace_store_.For(owner);
   if (!store.ok()) return store.status();
@@ -60,6 +61,14 @@ Status Core::CheckWorkspace(const v1::TaskSpec& spec, const std::vector<PoolCont
     return FailedPrecondition(fmt::format("workspace manifest {} is not on the server: upload it first", manifest));
   }
   return Status::Ok();
+}
+
+void Core::CountWorkspaceBytes(const char* direction, const char* peer, uint64_t bytes) {
+  if (!opts_.metrics || bytes == 0) return;
+  opts_.metrics
+      ->Counter("tidepool_workspace_bytes_total", "Workspace content moved, by direction and peer",
+                {{"direction", direction}, {"peer", peer}})
+      .Inc(static_cast<double>(bytes));
 }
 
 Result<std::string> Core::LinkTaskOwner(AgentLink* link, const std::string& task_id) {

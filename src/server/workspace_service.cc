@@ -76,6 +76,7 @@ grpc::Status WorkspaceService::Upload(grpc::ServerContext* ctx, grpc::ServerRead
       continue;
     }
     if (Status s = (*store)->Append(c.hash(), c.offset(), c.data(), c.last()); !s.ok()) return ToGrpc(s);
+    core->CountWorkspaceBytes("received", "client", c.data().size());
     if (c.last()) resp->add_stored(c.hash());
   }
   return grpc::Status::OK;
@@ -102,6 +103,7 @@ grpc::Status WorkspaceService::Download(grpc::ServerContext* ctx, const v1::Down
       off += data->size();
       c.set_last(off >= *size);
       c.set_data(std::move(*data));
+      core->CountWorkspaceBytes("sent", "client", c.data().size());
       if (!writer->Write(c)) return grpc::Status(grpc::StatusCode::CANCELLED, "the client went away");
       if (c.data().empty()) break;  // the file shrank under us: Read says so next time
     } while (off < *size);

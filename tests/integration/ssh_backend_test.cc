@@ -14,28 +14,6 @@
 namespace tidepool::testing {
 namespace {
 
-#define SSH_HOSTS_OR_SKIP(net, hosts, n)                                                             \
-  auto net##_holder = std::make_unique<TestNet>(n);                                                 \
-  if (!net##_holder->error().empty()) GTEST_SKIP() << "no network namespaces: " << net##_holder->error(); \
-  TestNet& net = *net##_holder;                                                                      \
-  SshHosts hosts(net);                                                                               \
-  if (!hosts.error().empty()) GTEST_SKIP() << hosts.error()
-
-const std::string kAgentPath = "/opt/tidepool/bin/tidepool-agent";
-
-std::string SshPool(TestNet& net, const SshHosts& hosts, const std::string& known_hosts, int max_agents,
-                    int only = -1, const std::string& extra = "") {
-  std::string list;
-  for (int i = 0; i < (only > 0 ? only : net.hosts()); ++i) list += (i ? ", " : "") + std::string("\"root@") + net.ip(i) + "\"";
-  return "agent_pools:\n  - name: hosts\n    default: true\n    auto_scaler:\n"
-         "      backend:\n        ssh:\n          hosts: [" + list + "]\n"
-         "          identity_file: " + hosts.client_key() + "\n"
-         "          known_hosts: " + known_hosts + "\n"
-         "          agent_path: " + kAgentPath + "\n"
-         "      max_agents: " + std::to_string(max_agents) + "\n      max_idle_agents: " + std::to_string(max_agents) +
-         "\n      idle_decay: \"60s\"\n" + extra;
-}
-
 // Runs a client from "/", a directory every host has (the caller's own is not there).
 ProcResult Client(Server& server, const std::string& bin, const std::vector<std::string>& args) {
   std::vector<std::string> argv = {BinDir() + "/" + bin};

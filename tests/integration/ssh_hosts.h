@@ -14,6 +14,7 @@
 // keys and their disks. Everything is removed by the destructor.
 #pragma once
 
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -58,5 +59,30 @@ class SshHosts {
   std::string client_key_, known_hosts_;
   std::vector<std::string> host_keys_;  // public key lines, per host
 };
+
+// Makes `net` (n hosts) and `hosts`, or skips the test saying why.
+#define SSH_HOSTS_OR_SKIP(net, hosts, n)                                                             \
+  auto net##_holder = std::make_unique<TestNet>(n);                                                 \
+  if (!net##_holder->error().empty()) GTEST_SKIP() << "no network namespaces: " << net##_holder->error(); \
+  TestNet& net = *net##_holder;                                                                      \
+  SshHosts hosts(net);                                                                               \
+  if (!hosts.error().empty()) GTEST_SKIP() << hosts.error()
+
+inline const std::string kAgentPath = "/opt/tidepool/bin/tidepool-agent";
+
+// An ssh pool of the first `only` hosts of `net` (all when -1), agents installed at kAgentPath;
+// `extra` is appended to its auto_scaler block.
+inline std::string SshPool(TestNet& net, const SshHosts& hosts, const std::string& known_hosts, int max_agents,
+                    int only = -1, const std::string& extra = "") {
+  std::string list;
+  for (int i = 0; i < (only > 0 ? only : net.hosts()); ++i) list += (i ? ", " : "") + std::string("\"root@") + net.ip(i) + "\"";
+  return "agent_pools:\n  - name: hosts\n    default: true\n    auto_scaler:\n"
+         "      backend:\n        ssh:\n          hosts: [" + list + "]\n"
+         "          identity_file: " + hosts.client_key() + "\n"
+         "          known_hosts: " + known_hosts + "\n"
+         "          agent_path: " + kAgentPath + "\n"
+         "      max_agents: " + std::to_string(max_agents) + "\n      max_idle_agents: " + std::to_string(max_agents) +
+         "\n      idle_decay: \"60s\"\n" + extra;
+}
 
 }  // namespace tidepool::testing

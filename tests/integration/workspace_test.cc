@@ -1,0 +1,238 @@
+// The workspace (../shared/spec/workspace.md) on hosts that do not have the caller's files: real
+// OpenSSH hosts in network namespaces, each in a mount namespace of its own whose /tmp is its own
+// (ssh_hosts.h), so the caller's tree under /tmp exists there only if Tidepool brought it.
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <gtest/gtest.h>
+#include <httplib.h>
+
+#include <filesystem>
+#include <fstream>
+#include <random>
+
+#include "harness.h"
+#include "netns.h"
+#include "ssh_hosts.h"
+
+namespace tidepool::testing {
+namespace {
+
+namespace fs = std::filesystem;
+
+// The caller's side: a scratch folder under /tmp (which no test host sees), removed at the end.
+class CallerDir {
+ public:
+  CallerDir() {
+    char tmpl[] = "/tmp/tidepool-ws-XXXXXX";
+    path_ = ::mkdtemp(tmpl);
+  }
+  ~CallerDir() { fs::remove_all(path_); }
+  const std::string& path() const { return path_; }
+
+ private:
+  std::string path_;
+};
+
+std::string RandomBytes(size_t n, unsigned seed) {
+  std::mt19937 rng(seed);
+  std::string s(n, '\0');
+  for (auto& c : s) c = static_cast<char>(rng() & 0xff);
+  return s;
+}
+
+// A git work tree with what a workspace must carry as it is: binary content, an executable, an
+// empty file, links (one dangling), a name that is not UTF-8, an ignored folder, a sub-folder.
+void MakeProject(const std::string& dir) {
+  fs::create_directories(dir + "/src");
+  fs::create_directories(dir + "/ignored");
+  WriteAll(dir + "/train.py", "print('hello from train.py')\n");
+  WriteAll(dir + "/data.bin", RandomBytes(3 << 20, 7));
+  WriteAll(dir + "/run.sh", "#!/bin/sh\necho run\n");
+  ::chmod((dir + "/run.sh").c_str(), 0755);
+  WriteAll(dir + "/empty", "");
+  WriteAll(dir + "/src/a.txt", "a\n");
+  WriteAll(dir + "/caf\xe9.txt", "latin-1 name\n");
+  WriteAll(dir + "/ignored/big.txt", "not sent\n");
+  WriteAll(dir + "/.tidepoolignore", "ignored/\n");
+  fs::create_symlink("train.py", dir + "/link");
+  fs::create_symlink("nowhere", dir + "/dangling");
+  ProcResult git = RunProcess({"sh", "-c",
+                               "git init -q && git add -A && git -c user.name=t -c user.email=t@t commit -qm first"},
+                              {{"PATH", "/usr/bin:/bin"}, {"HOME", dir}}, dir);
+  ASSERT_EQ(git.exit_code, 0) << git.err;
+}
+
+ProcResult ClientIn(Server& server, const std::string& cwd, const std::string& bin, const std::vector<std::string>& args) {
+  std::vector<std::string> argv = {BinDir() + "/" + bin};
+  argv.insert(argv.end(), args.begin(), args.end());
+  auto env = server.ClientEnv();
+  env["HOME"] = server.dir();  // the client's caches go with the test
+  return RunProcess(argv, env, cwd);
+}
+
+// tidepool_workspace_bytes_total{direction,peer} from /metrics (0 when not there yet).
+double WorkspaceBytes(const Server& server, const std::string& direction, const std::string& peer) {
+  std::string addr = Lines(ReadAll(server.data_dir() + "/metrics.addr"))[0];
+  httplib::Client http("http://" + addr);
+  auto res = http.Get("/metrics");
+  if (!res) return -1;
+  std::string key = "tidepool_workspace_bytes_total{direction=\"" + direction + "\",peer=\"" + peer + "\"} ";
+  for (const std::string& line : Lines(res->body)) {
+    if (line.rfind(key, 0) == 0) return std::stod(line.substr(key.size()));
+  }
+  return 0;
+}
+
+std::string WithMetrics(const std::string& pools) { return "server:\n  metrics_listen: \"127.0.0.1:0\"\n" + pools; }
+
+TEST(Workspace, VrunRunsInTheCallersGitTreeOnAnotherHostAndBringsItsChangesBack) {
+  SSH_HOSTS_OR_SKIP(net, hosts, 1);
+  Server server(WithMetrics(SshPool(net, hosts, hosts.known_hosts(), 1)), {}, net.server_ip() + ":0");
+  CallerDir caller;
+  const std::string proj = caller.path() + "/proj";
+  MakeProject(proj);
+  ASSERT_FALSE(fs::exists(hosts.Disk(0) + proj));  // the host does not have it to begin with
+
+  // From a sub-folder: the workspace is the whole work tree, .git included.
+  ProcResult r = ClientIn(server, proj + "/src", "vrun",
+                          {"sh", "-c",
+                           "pwd; git status --porcelain; echo status-done; git log --oneline | wc -l; "
+                           "test -x ../run.sh && echo executable; readlink ../link; readlink ../dangling; "
+                           "cat ../caf\xe9.txt; wc -c < ../empty; ls ../ignored 2>/dev/null | wc -l; "
+                           "echo made > ../result.txt; rm ../empty; echo more >> a.txt; head -c 100 ../data.bin > ../head.bin"});
+  ASSERT_EQ(r.exit_code, 0) << r.out << r.err << server.ServerLog();
+  std::vector<std::string> out = Lines(r.out);
+  ASSERT_GE(out.size(), 10u) << r.out;
+  EXPECT_EQ(out[0], proj + "/src");
+  EXPECT_EQ(out[1], "status-done") << "git status on the worker is not clean: " << r.out;
+  EXPECT_EQ(out[2], "1");
+  EXPECT_EQ(out[3], "executable");
+  EXPECT_EQ(out[4], "train.py");
+  EXPECT_EQ(out[5], "nowhere");
+  EXPECT_EQ(out[6], "latin-1 name");
+  EXPECT_EQ(out[7], "0");
+  EXPECT_EQ(out[8], "0") << "the ignored folder was sent";
+  // The host holds the same bytes at the same path.
+  EXPECT_EQ(ReadAll(hosts.Disk(0) + proj + "/data.bin"), ReadAll(proj + "/data.bin"));
+  EXPECT_FALSE(fs::exists(hosts.Disk(0) + proj + "/ignored/big.txt"));
+
+  // Its changes are in the caller's tree when vrun has exited.
+  EXPECT_EQ(ReadAll(proj + "/result.txt"), "made\n");
+  EXPECT_FALSE(fs::exists(proj + "/empty"));
+  EXPECT_EQ(ReadAll(proj + "/src/a.txt"), "a\nmore\n");
+  EXPECT_EQ(ReadAll(proj + "/head.bin"), ReadAll(proj + "/data.bin").substr(0, 100));
+  EXPECT_EQ(ReadAll(proj + "/ignored/big.txt"), "not sent\n");  // untouched
+  EXPECT_GT(WorkspaceBytes(server, "received", "client"), 3 << 20);
+
+  // A second vrun in the unchanged tree sends nothing, and the host fetches nothing.
+  double up = WorkspaceBytes(server, "received", "client");
+  double down = WorkspaceBytes(server, "sent", "agent");
+  ProcResult again = ClientIn(server, proj, "vrun", {"cat", "result.txt"});
+  ASSERT_EQ(again.exit_code, 0) << again.err;
+  EXPECT_EQ(again.out, "made\n");
+  EXPECT_EQ(again.err.find("syncing workspace"), std::string::npos) << again.err;
+  EXPECT_EQ(WorkspaceBytes(server, "received", "client"), up);
+  EXPECT_EQ(WorkspaceBytes(server, "sent", "agent"), down);
+
+  // One changed file: only it travels.
+  WriteAll(proj + "/train.py", "print('changed')\n");
+  ProcResult changed = ClientIn(server, proj, "vrun", {"cat", "train.py"});
+  ASSERT_EQ(changed.exit_code, 0) << changed.err;
+  EXPECT_EQ(changed.out, "print('changed')\n");
+  double sent = WorkspaceBytes(server, "received", "client") - up;
+  EXPECT_GT(sent, 0);
+  EXPECT_LT(sent, 64 * 1024) << "more than the changed file and the manifest travelled";
+}
+
+TEST(Workspace, ABatchTaskChangesComeBackOnSyncAndACallersEditIsAConflict) {
+  SSH_HOSTS_OR_SKIP(net, hosts, 1);
+  Server server(SshPool(net, hosts, hosts.known_hosts(), 1), {}, net.server_ip() + ":0");
+  CallerDir caller;
+  const std::string proj = caller.path() + "/proj";
+  fs::create_directories(proj);
+  WriteAll(proj + "/notes.txt", "v1\n");
+  WriteAll(proj + "/keep.txt", "keep\n");
+  ProcResult b = ClientIn(server, proj, "vbatch",
+                          {"sh", "-c", "echo task > notes.txt; echo out > out.txt; rm keep.txt"});
+  ASSERT_EQ(b.exit_code, 0) << b.err;
+  std::string id = Lines(b.out)[0];
+  EXPECT_EQ(server.WaitTask(id)["state"], "SUCCESS") << server.ServerLog();
+  // Nothing comes back by itself; meanwhile the caller edits a file the task changed too.
+  EXPECT_FALSE(fs::exists(proj + "/out.txt"));
+  WriteAll(proj + "/notes.txt", "mine\n");
+  ProcResult sync = ClientIn(server, proj, "tidepool", {"task", "sync", id});
+  EXPECT_EQ(sync.exit_code, 1) << sync.out << sync.err;
+  EXPECT_NE(sync.err.find("notes.txt"), std::string::npos) << sync.err;
+  EXPECT_NE(sync.err.find("--theirs"), std::string::npos) << sync.err;
+  // Stopped: nothing at all changed.
+  EXPECT_EQ(ReadAll(proj + "/notes.txt"), "mine\n");
+  EXPECT_FALSE(fs::exists(proj + "/out.txt"));
+  EXPECT_TRUE(fs::exists(proj + "/keep.txt"));
+  // --ours keeps the edit and takes the rest.
+  ProcResult ours = ClientIn(server, proj, "tidepool", {"task", "sync", id, "--ours"});
+  EXPECT_EQ(ours.exit_code, 0) << ours.err;
+  EXPECT_EQ(ReadAll(proj + "/notes.txt"), "mine\n");
+  EXPECT_EQ(ReadAll(proj + "/out.txt"), "out\n");
+  EXPECT_FALSE(fs::exists(proj + "/keep.txt"));
+  // --theirs takes the task's version.
+  ProcResult theirs = ClientIn(server, proj, "tidepool", {"task", "sync", id, "--theirs"});
+  EXPECT_EQ(theirs.exit_code, 0) << theirs.err;
+  EXPECT_EQ(ReadAll(proj + "/notes.txt"), "task\n");
+}
+
+TEST(Workspace, EachShardBringsItsOwnOutputBackAndTwoWritingOneFileConflict) {
+  SSH_HOSTS_OR_SKIP(net, hosts, 2);
+  Server server(SshPool(net, hosts, hosts.known_hosts(), 2), {}, net.server_ip() + ":0");
+  CallerDir caller;
+  const std::string proj = caller.path() + "/proj";
+  fs::create_directories(proj);
+  WriteAll(proj + "/input.txt", "in\n");
+  ProcResult b = ClientIn(server, proj, "vbatch",
+                          {"-N", "2", "--gang", "--sync", "sh", "-c",
+                           "cat input.txt > out-$TIDEPOOL_SHARD_ID.txt; hostname -I >> out-$TIDEPOOL_SHARD_ID.txt; "
+                           "echo $TIDEPOOL_SHARD_ID > same.txt"});
+  EXPECT_EQ(b.exit_code, 1) << b.out << b.err << server.ServerLog();  // the clash is a conflict
+  EXPECT_NE(b.err.find("same.txt (changed by two shards)"), std::string::npos) << b.err;
+  for (int shard = 0; shard < 2; ++shard) {
+    std::string out = ReadAll(proj + "/out-" + std::to_string(shard) + ".txt");
+    EXPECT_EQ(out.rfind("in\n", 0), 0u) << out;
+  }
+  // Each ran on its own host (a gang of two on two one-slot hosts).
+  EXPECT_NE(ReadAll(proj + "/out-0.txt"), ReadAll(proj + "/out-1.txt"));
+  EXPECT_FALSE(fs::exists(proj + "/same.txt"));
+}
+
+TEST(Workspace, ATooLargeWorkspaceIsRefusedBeforeAnythingIsSent) {
+  SSH_HOSTS_OR_SKIP(net, hosts, 1);
+  Server server(WithMetrics(SshPool(net, hosts, hosts.known_hosts(), 1) + "    workspace:\n      max_bytes: 1MiB\n"), {},
+                net.server_ip() + ":0");
+  CallerDir caller;
+  const std::string proj = caller.path() + "/proj";
+  fs::create_directories(proj + "/data");
+  WriteAll(proj + "/data/big.bin", RandomBytes(2 << 20, 3));
+  WriteAll(proj + "/small.txt", "small\n");
+  ProcResult r = ClientIn(server, proj, "vrun", {"true"});
+  EXPECT_EQ(r.exit_code, 255) << r.err;
+  EXPECT_NE(r.err.find("workspace too large"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("max_bytes"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("data/"), std::string::npos) << r.err;  // the largest folder is named
+  EXPECT_EQ(WorkspaceBytes(server, "received", "client"), 0);
+  EXPECT_EQ(server.Workers("hosts"), 0);
+}
+
+TEST(Workspace, APoolThatSharesFilesSyncsNothingAndRunsWhereTheCallerIs) {
+  SSH_HOSTS_OR_SKIP(net, hosts, 1);
+  Server server(WithMetrics(SshPool(net, hosts, hosts.known_hosts(), 1) + "    workspace:\n      mode: none\n"), {},
+                net.server_ip() + ":0");
+  CallerDir caller;
+  fs::create_directories(caller.path() + "/proj");
+  WriteAll(caller.path() + "/proj/f.txt", "f\n");
+  // mode none: the task starts in the worker's own directory of that path, which it does not have.
+  ProcResult r = ClientIn(server, caller.path() + "/proj", "vrun", {"sh", "-c", "cat f.txt"});
+  EXPECT_NE(r.exit_code, 0) << r.out;
+  EXPECT_EQ(WorkspaceBytes(server, "received", "client"), 0);
+}
+
+}  // namespace
+}  // namespace tidepool::testing
