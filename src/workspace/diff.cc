@@ -474,7 +474,8 @@ Result<ApplyResult> Apply(const std::vector<Change>& changes, const BlobDir& blo
   Applier applier(blobs, options);
   for (size_t i = 0; i < changes.size(); ++i) {
     if (!apply[i]) continue;
-    if (!skipped.empty() && UnderSkipped(changes[i], skipped)) {
+    // What goes inside a path kept as the caller has it follows it (a deletion inside still applies).
+    if (!skipped.empty() && changes[i].after && UnderSkipped(changes[i], skipped)) {
       skipped.insert({changes[i].root, changes[i].path});
       continue;
     }

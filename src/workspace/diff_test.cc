@@ -279,3 +279,33 @@ TEST(Apply, ChownsWhatItCreatesWhenAsked) {
 
 }  // namespace
 }  // namespace tidepool::workspace
+
+namespace tidepool::workspace {
+namespace {
+
+TEST(Apply, ADeletedDirectoryHoldingTheCallersNewFile) {
+  for (OnConflict mode : {OnConflict::kStop, OnConflict::kOurs, OnConflict::kTheirs}) {
+    TempDir t;
+    WriteFile(t / "r/d/x", "the task deletes this");
+    BlobDir blobs = *BlobDir::Open(t / "blobs");
+    v1::WorkspaceManifest before = Scan({t / "r"}, {})->manifest;
+    v1::WorkspaceManifest after = before;
+    after.mutable_roots(0)->mutable_entries()->DeleteSubrange(1, 2);  // "d" and "d/x"
+    ASSERT_EQ(after.roots(0).entries_size(), 1);
+    WriteFile(t / "r/d/mine", "the caller's new file");
+    ApplyOptions opt;
+    opt.on_conflict = mode;
+    Result<ApplyResult> r = Apply(Diff(before, after), blobs, opt);
+    ASSERT_TRUE(r.ok()) << r.status().message();
+    EXPECT_EQ(r->conflicts, std::vector<std::string>{t / "r/d"});
+    if (mode == OnConflict::kTheirs) {
+      EXPECT_FALSE(std::filesystem::exists(t / "r/d"));
+    } else {
+      EXPECT_EQ(ReadAll(t / "r/d/mine"), "the caller's new file");
+      EXPECT_EQ(std::filesystem::exists(t / "r/d/x"), mode == OnConflict::kStop);
+    }
+  }
+}
+
+}  // namespace
+}  // namespace tidepool::workspace
