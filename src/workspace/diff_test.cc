@@ -309,3 +309,29 @@ TEST(Apply, ADeletedDirectoryHoldingTheCallersNewFile) {
 
 }  // namespace
 }  // namespace tidepool::workspace
+
+namespace tidepool::workspace {
+namespace {
+
+TEST(Apply, OursSkipsWhatTheTaskPutInsideAPathTheCallerTookOver) {
+  TempDir t;
+  BlobDir blobs = *BlobDir::Open(t / "blobs");
+  ASSERT_TRUE(blobs.Append(Sha256Hex("task"), 0, "task", true).ok());
+  std::filesystem::create_directories(t / "r");
+  auto before = Manifest(t / "r", {Dir("")});
+  auto after = Manifest(t / "r", {Dir(""), Dir("n"), File("n/f", "task"), File("other", "task")});
+  WriteFile(t / "r/n", "the caller made n a file");
+  Result<ApplyResult> stop = Apply(Diff(before, after), blobs, {});
+  ASSERT_TRUE(stop.ok());
+  EXPECT_EQ(stop->conflicts, std::vector<std::string>{t / "r/n"});
+  EXPECT_FALSE(std::filesystem::exists(t / "r/other"));
+  ApplyOptions ours;
+  ours.on_conflict = OnConflict::kOurs;
+  Result<ApplyResult> r = Apply(Diff(before, after), blobs, ours);
+  ASSERT_TRUE(r.ok()) << r.status().message();
+  EXPECT_EQ(ReadAll(t / "r/n"), "the caller made n a file");
+  EXPECT_EQ(ReadAll(t / "r/other"), "task");
+}
+
+}  // namespace
+}  // namespace tidepool::workspace

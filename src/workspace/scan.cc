@@ -123,15 +123,16 @@ class Walker {
       } else if (S_ISLNK(st.st_mode)) {
         item.kind = WorkspaceEntry::SYMLINK;
         std::string target(static_cast<size_t>(st.st_size > 0 ? st.st_size : 255) + 1, '\0');
-        for (;;) {
-          ssize_t n = ::readlinkat(fd, name.c_str(), target.data(), target.size());
-          if (n < 0) break;
-          if (static_cast<size_t>(n) < target.size()) {
-            target.resize(static_cast<size_t>(n));
-            break;
-          }
-          target.resize(target.size() * 2);
+        ssize_t n;
+        while ((n = ::readlinkat(fd, name.c_str(), target.data(), target.size())) >= 0 &&
+               static_cast<size_t>(n) == target.size()) {
+          target.resize(target.size() * 2);  // it grew since the lstat
         }
+        if (n < 0) {
+          if (errno != ENOENT && errno != EINVAL) Unreadable(*walk, child, errno);  // else: gone, or no longer a link
+          continue;
+        }
+        target.resize(static_cast<size_t>(n));
         item.target = std::move(target);
       } else {
         item.kind = WorkspaceEntry::DIR;
