@@ -13,10 +13,9 @@ namespace tidepool::workspace {
 
 bool IsHash(std::string_view s) {
   if (s.size() != 64) return false;
-  for (char c : s) {
-    if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'))) return false;
-  }
-  return true;
+  bool ok = true;  // no early exit: a loop the compiler can vectorize (StatCache::Load checks 10,000s)
+  for (char c : s) ok &= (c >= '0' && c <= '9') | (c >= 'a' && c <= 'f');
+  return ok;
 }
 
 struct Sha256::State {

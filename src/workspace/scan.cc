@@ -9,6 +9,7 @@
 #include <cerrno>
 #include <cstring>
 #include <ctime>
+#include <vector>
 
 #include <fmt/format.h>
 #include <google/protobuf/io/coded_stream.h>
@@ -123,15 +124,16 @@ class Walker {
       } else if (S_ISLNK(st.st_mode)) {
         item.kind = WorkspaceEntry::SYMLINK;
         std::string target(static_cast<size_t>(st.st_size > 0 ? st.st_size : 255) + 1, '\0');
-        for (;;) {
-          ssize_t n = ::readlinkat(fd, name.c_str(), target.data(), target.size());
-          if (n < 0) break;
-          if (static_cast<size_t>(n) < target.size()) {
-            target.resize(static_cast<size_t>(n));
-            break;
-          }
-          target.resize(target.size() * 2);
+        ssize_t n;
+        while ((n = ::readlinkat(fd, name.c_str(), target.data(), target.size())) >= 0 &&
+               static_cast<size_t>(n) == target.size()) {
+          target.resize(target.size() * 2);  // it grew since the lstat
         }
+        if (n < 0) {
+          if (errno != ENOENT && errno != EINVAL) Unreadable(*walk, child, errno);  // else: gone, or no longer a link
+          continue;
+        }
+        target.resize(static_cast<size_t>(n));
         item.target = std::move(target);
       } else {
         item.kind = WorkspaceEntry::DIR;
@@ -217,39 +219,68 @@ std::string KnownHash(const v1::WorkspaceRoot* known, const Item& item) {
   return it->hash();
 }
 
-// Reads and hashes one file; its stat fields become those of what was read. Status: an error to
-// list as unreadable (errno in *err) or a file that kept changing.
+// Hashes an open regular file to its end. A short read ends it (for a regular file that is the
+// end), which saves a read per file: the fstat after it tells a file that grew meanwhile.
+Result<FileHash> HashRegular(int fd) {
+  constexpr size_t kChunk = 1 << 20;
+  thread_local std::vector<char> buf(kChunk);
+  Sha256 h;
+  FileHash out;
+  for (;;) {
+    ssize_t n = ::pread(fd, buf.data(), buf.size(), static_cast<off_t>(out.size));
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return InvalidArgument(std::strerror(errno));
+    h.Update(std::string_view(buf.data(), static_cast<size_t>(n)));
+    out.size += static_cast<uint64_t>(n);
+    if (static_cast<size_t>(n) < buf.size()) break;
+  }
+  out.hash = h.FinalHex();
+  return out;
+}
+
+// Reads and hashes one file; its stat fields become those of what was read. The file is
+// consistent when its size, mtime, ctime and inode after the read are those seen before it was
+// opened (the walk's lstat, then the previous attempt's fstat). Status: an error to list as
+// unreadable (errno in *err) or a file that kept changing.
 Status HashFile(const std::string& abs, const std::string& shown, Item* item, int* err) {
+  uint64_t size = item->size, ino = item->ino;
+  int64_t mtime = item->mtime_ns, ctime = item->ctime_ns;
   for (int attempt = 0; attempt < kReadAttempts; ++attempt) {
-    int fd = ::open(abs.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NOCTTY);
+    // O_NONBLOCK: a FIFO put in the file's place since the walk must not block the scan.
+    int fd = ::open(abs.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
     if (fd < 0) {
       *err = errno;
       return InvalidArgument(std::strerror(errno));
     }
-    struct stat before, after;
-    if (::fstat(fd, &before) != 0 || !S_ISREG(before.st_mode)) {
-      ::close(fd);
-      continue;
-    }
-    Result<FileHash> h = HashFd(fd);
+    Result<FileHash> h = HashRegular(fd);
     int hash_err = errno;
+    struct stat after;
     int rc = ::fstat(fd, &after);
     ::close(fd);
+    if (rc == 0 && !S_ISREG(after.st_mode)) {
+      *err = EINVAL;  // no longer a regular file
+      return InvalidArgument("not a regular file");
+    }
     if (!h.ok()) {
       *err = hash_err;
       return h.status();
     }
-    if (rc != 0 || before.st_size != after.st_size || Ns(before.st_mtim) != Ns(after.st_mtim) ||
-        Ns(before.st_ctim) != Ns(after.st_ctim) || h->size != static_cast<uint64_t>(after.st_size)) {
-      continue;
+    if (rc == 0 && static_cast<uint64_t>(after.st_size) == size && Ns(after.st_mtim) == mtime &&
+        Ns(after.st_ctim) == ctime && after.st_ino == ino && h->size == size) {
+      item->hash = std::move(h->hash);
+      item->mode = after.st_mode & 07777;
+      return Status::Ok();
     }
-    item->hash = std::move(h->hash);
-    item->size = h->size;
-    item->mode = after.st_mode & 07777;
-    item->mtime_ns = Ns(after.st_mtim);
-    item->ctime_ns = Ns(after.st_ctim);
-    item->ino = after.st_ino;
-    return Status::Ok();
+    if (rc == 0) {
+      size = static_cast<uint64_t>(after.st_size);
+      mtime = Ns(after.st_mtim);
+      ctime = Ns(after.st_ctim);
+      ino = after.st_ino;
+      item->size = size;
+      item->mtime_ns = mtime;
+      item->ctime_ns = ctime;
+      item->ino = ino;
+    }
   }
   *err = 0;
   return Aborted(fmt::format("{} changed while it was read ({} times); try again once it is written", shown,
