@@ -17,6 +17,8 @@ Status FillSpec(const CommonSpec& c, v1::TaskSpec* spec) {
   std::string here = getcwd(buf, sizeof(buf)) ? buf : "/";
   std::string cwd = c.cwd.empty() ? here : (c.cwd[0] == '/' ? c.cwd : here + "/" + c.cwd);
   spec->set_cwd(cwd);
+  // Working in /: not a project; there is nothing to bring (workspace_client.h).
+  if (cwd == "/") spec->mutable_workspace()->set_none(true);
   auto& env = *spec->mutable_env();
   for (const std::string& kv : CurrentEnvironment()) {
     auto eq = kv.find('=');

@@ -191,6 +191,7 @@ Result<BroughtBack> ApplyChanges(Client& client, const std::vector<workspace::Ch
 }  // namespace
 
 Status PrepareWorkspace(Client& client, v1::TaskSpec* spec, bool quiet, v1::WorkspaceManifest* base) {
+  if (spec->workspace().none()) return Status::Ok();  // working in /: nothing to bring
   v1::SettingsRequest req;
   req.set_pool(spec->pool());
   req.set_batch(spec->kind() == v1::TASK_KIND_BATCH);

@@ -308,8 +308,9 @@ enum SpecField {
   kArgv = 1, kSpecCwd = 2, kSpecEnv = 3, kSpecPool = 4, kSpecName = 5, kSpecPriority = 6, kTimeoutMs = 7, kKind = 8,
   kSpecTty = 9, kTerminalSize = 10, kTerm = 11, kStdinNull = 12, kLabels = 13, kParent = 14, kSpecShards = 15,
   kSpecGang = 16, kSpecAfter = 17, kSpecAfterSuccess = 18, kSpecAfterFail = 19, kSpecRetries = 20,
-  kSpecRetryOnFailure = 21, kSpecPin = 22, kSpecReattachFor = 23,
+  kSpecRetryOnFailure = 21, kSpecPin = 22, kSpecReattachFor = 23, kSpecWorkspace = 24,
 };
+constexpr int kWorkspaceNone = 4;  // WorkspaceRef.none (proto/tidepool/v1/workspace.proto)
 constexpr int kTaskKindInteractive = 1, kTaskKindBatch = 2;
 
 ProtoWriter TerminalSize() {
@@ -332,6 +333,11 @@ std::optional<std::string> BuildSpec(Mode mode, const Options& o, bool tty, Prot
   std::string c = o.Get(kCwd);
   std::string cwd = c.empty() ? here : (c[0] == '/' ? c : here + "/" + c);
   s.String(kSpecCwd, cwd);
+  if (cwd == "/") {
+    ProtoWriter none;  // working in /: no workspace to bring (spec.cc's FillSpec)
+    none.Int(kWorkspaceNone, 1);
+    s.Message(kSpecWorkspace, none);
+  }
   std::map<std::string, std::string> env;
   for (char** e = environ; e && *e; ++e) {
     std::string kv = *e;

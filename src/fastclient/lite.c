@@ -240,6 +240,8 @@ void spec_command(Spec* s, char** command) {
   char cwd[4096];
   if (!getcwd(cwd, sizeof(cwd))) strcpy(cwd, "/");
   spec_string(s, kSpecCwd, cwd, 0);
+  /* Working in / : no workspace to bring (spec.cc's FillSpec): TaskSpec.workspace {none: true}. */
+  if (strcmp(cwd, "/") == 0) pb_bytes(&s->b, kSpecWorkspace, "\x20\x01", 2);
   size_t count = 0;
   for (char** e = environ; e && *e; ++e) ++count;
   Var* vars = calloc(count + 2, sizeof(Var));

@@ -71,6 +71,7 @@ int lite_options(int argc, char** argv, const LiteOption* options, size_t count)
 enum {
   kSpecArgv = 1, kSpecCwd = 2, kSpecEnv = 3, kSpecPool = 4, kSpecName = 5, kSpecKind = 8, kSpecTty = 9,
   kSpecTerminalSize = 10, kSpecTerm = 11, kSpecStdinNull = 12, kSpecParent = 14, kSpecShards = 15,
+  kSpecWorkspace = 24,
 };
 enum { kTaskKindInteractive = 1, kTaskKindBatch = 2 };
 typedef struct {

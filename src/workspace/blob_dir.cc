@@ -70,11 +70,15 @@ uint64_t BlobDir::PartialSize(const std::string& hash) const {
 
 Status BlobDir::Append(const std::string& hash, uint64_t offset, std::string_view data, bool last) {
   if (!IsHash(hash)) return NotAHash(hash);
+  if (Has(hash)) return Status::Ok();  // another writer completed it
   const std::string partial = dir_ + "/partial/" + hash;
   int fd = ::open(partial.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
   if (fd < 0) return WriteError(dir_, partial, errno);
   struct stat st;
-  if (::fstat(fd, &st) != 0 || static_cast<uint64_t>(st.st_size) != offset) {
+  // Bytes before the end are the same for every honest writer (the name is their hash; a wrong
+  // one is caught when the blob completes): a write over them (two agents of one machine fetching
+  // one blob) puts the same bytes there again. Only a gap is refused.
+  if (::fstat(fd, &st) != 0 || static_cast<uint64_t>(st.st_size) < offset) {
     ::close(fd);
     return FailedPrecondition(
         fmt::format("blob {}: a write at offset {} but {} bytes are there", hash, offset, static_cast<uint64_t>(st.st_size)));
@@ -88,13 +92,17 @@ Status BlobDir::Append(const std::string& hash, uint64_t offset, std::string_vie
   ::close(fd);
   if (!h.ok()) return Internal(fmt::format("{}: {}", partial, h.status().message()));
   if (h->hash != hash) {
+    if (Has(hash)) return Status::Ok();  // completed by another writer meanwhile
     ::unlink(partial.c_str());
     return InvalidArgument(
         fmt::format("blob {}: its {} bytes hash to {}; discarded (data corrupted or misnamed)", hash, h->size, h->hash));
   }
   const std::string sub = dir_ + "/" + hash.substr(0, 2);
   if (::mkdir(sub.c_str(), 0700) != 0 && errno != EEXIST) return WriteError(dir_, sub, errno);
-  if (::rename(partial.c_str(), PathOf(hash).c_str()) != 0) return WriteError(dir_, PathOf(hash), errno);
+  if (::rename(partial.c_str(), PathOf(hash).c_str()) != 0) {
+    if (errno == ENOENT && Has(hash)) return Status::Ok();  // another writer renamed it first
+    return WriteError(dir_, PathOf(hash), errno);
+  }
   return Status::Ok();
 }
 
@@ -103,8 +111,10 @@ Status BlobDir::PutFile(const std::string& hash, const std::string& path) {
   if (Has(hash)) return Status::Ok();
   int in = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (in < 0) return NotFound(fmt::format("{}: {}", path, std::strerror(errno)));
-  const std::string partial = dir_ + "/partial/" + hash;
-  int out = ::open(partial.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  // A name of its own (not the resumable partial file): a whole copy needs no resuming, and two
+  // copies at once must not truncate each other.
+  std::string partial = dir_ + "/partial/" + hash + ".copy-XXXXXX";
+  int out = ::mkstemp(partial.data());
   if (out < 0) {
     int err = errno;
     ::close(in);

@@ -4,8 +4,10 @@
 // renamed), so a reader never sees part of one. A cut-off write leaves its partial file, and the
 // next write of that blob resumes at its end.
 //
-// Thread-safe for distinct blobs; two writers of one blob at once must not happen (callers
-// serialize per blob, or the second one's Append fails at the wrong offset and retries).
+// Writers of one blob may overlap (two agents of one machine fetching it into a shared cache):
+// a write at or before the partial file's end puts the same bytes there again (the content is
+// named by its hash, which is checked when it completes), and a writer that finds the blob
+// complete is done. Only a write past the end (a gap) is refused.
 #pragma once
 
 #include <cstdint>
@@ -28,8 +30,8 @@ class BlobDir {
   // Bytes of a cut-off write of `hash` (0 if none).
   uint64_t PartialSize(const std::string& hash) const;
 
-  // Writes `data` at `offset` of the partial blob. `offset` must equal PartialSize (else
-  // FailedPrecondition naming both); `last` completes it: its bytes are hashed and it is renamed
+  // Writes `data` at `offset` of the partial blob. `offset` must be at most PartialSize (else
+  // FailedPrecondition naming both); a blob already complete is OK at once; `last` completes it: its bytes are hashed and it is renamed
   // into place, or removed with DataLoss-like InvalidArgument if they hash to something else.
   // A full disk is ResourceExhausted naming the directory.
   Status Append(const std::string& hash, uint64_t offset, std::string_view data, bool last);

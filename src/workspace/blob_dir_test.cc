@@ -33,14 +33,19 @@ TEST(BlobDir, AppendResumesAndCompletesOnlyWhenTheHashMatches) {
   EXPECT_EQ(b.PartialSize(h), 10u);
   EXPECT_FALSE(b.Has(h));  // never visible half-written
   EXPECT_FALSE(b.Read(h, 0, 100).ok());
-  // A write at the wrong offset is refused, naming both.
-  Status wrong = b.Append(h, 5, content.substr(5), true);
+  // A write past the end (a gap) is refused, naming both.
+  Status wrong = b.Append(h, 15, content.substr(15), true);
   EXPECT_EQ(wrong.code(), StatusCode::kFailedPrecondition);
-  EXPECT_NE(wrong.message().find("offset 5"), std::string::npos) << wrong.message();
+  EXPECT_NE(wrong.message().find("offset 15"), std::string::npos) << wrong.message();
   EXPECT_NE(wrong.message().find("10 bytes"), std::string::npos) << wrong.message();
+  // A write over what is there (a second writer of the same blob) puts the same bytes again.
+  ASSERT_TRUE(b.Append(h, 5, content.substr(5, 10), false).ok());
+  EXPECT_EQ(b.PartialSize(h), 15u);
+  ASSERT_TRUE(b.Append(h, 0, content.substr(0, 5), false).ok());
+  EXPECT_EQ(b.PartialSize(h), 15u);
   // A cut-off write resumes at the end of what is there (another BlobDir: another process).
   BlobDir again = *BlobDir::Open(t.path());
-  ASSERT_TRUE(again.Append(h, again.PartialSize(h), content.substr(10), true).ok());
+  ASSERT_TRUE(again.Append(h, again.PartialSize(h), content.substr(15), true).ok());
   EXPECT_TRUE(again.Has(h));
   EXPECT_EQ(again.PartialSize(h), 0u);
   EXPECT_EQ(again.PathOf(h), t.path() + "/" + h.substr(0, 2) + "/" + h);

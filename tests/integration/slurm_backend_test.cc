@@ -32,7 +32,8 @@ struct Leftovers {
 
 std::string SlurmPool(const std::string& prefix, const std::string& backend_extra = "",
                       const std::string& pool_extra = "", const std::string& name = "sl") {
-  return "agent_pools:\n  - name: " + name + "\n    default: true\n    auto_scaler:\n"
+  // The test cluster's nodes are this machine: they share the caller's files.
+  return "agent_pools:\n  - name: " + name + "\n    default: true\n    workspace: {mode: shared}\n    auto_scaler:\n"
          "      backend:\n        slurm:\n          partition: main\n          job_name_prefix: " + prefix + "\n" +
          backend_extra + "      max_agents: 4\n      max_idle_agents: 4\n      idle_decay: \"60s\"\n"
          "      sync_loop_interval: \"1s\"\n      scale_up_error_retry_delay: \"1s\"\n" + pool_extra;

@@ -16,7 +16,8 @@ namespace {
 // and the folder the build lives in, wherever the checkout is (CI clones under /check), so that a
 // host never sees the caller's binaries.
 std::vector<std::string> OwnDirs() {
-  std::vector<std::string> dirs = {"/work", "/tmp", "/root", "/home", "/opt", "/var/lib/tidepool"};
+  std::vector<std::string> dirs = {"/work", "/tmp", "/root", "/home", "/opt", "/var/lib/tidepool",
+                                   "/var/cache/tidepool"};
   fs::path bin = fs::weakly_canonical(BinDir());
   std::string top = "/" + (++bin.begin())->string();
   static const std::vector<std::string> kSystem = {"/usr", "/var", "/etc", "/lib", "/lib64", "/bin", "/sbin",

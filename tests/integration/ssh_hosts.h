@@ -5,7 +5,8 @@
 // init; `ps` there shows the host's processes only) and in a mount namespace of its own, where the
 // caller's files are not there: /work, /tmp, /root and /home are the host's own (directories
 // under the scratch folder, bind-mounted, so they survive the host's sshd being killed and
-// started again, as a disk survives a reboot), and so are /opt and /var/lib/tidepool (where
+// started again, as a disk survives a reboot), and so are /opt, /var/cache/tidepool (agents'
+// workspace caches) and /var/lib/tidepool (where
 // agents are installed and record their task uids). Everything the host runs (sessions, the
 // agents they start detached) stays in those namespaces. Logins are as root with a key made for
 // the test; host keys are made per host and written to a known_hosts file.

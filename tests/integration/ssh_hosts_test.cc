@@ -69,7 +69,9 @@ TEST(SshHosts, TheAgentBundleRunsOnAHostWithoutTheBuild) {
   for (const char* lib : {"libprotobuf.so", "libfmt.so", "libspdlog.so", "libstdc++.so"}) {
     EXPECT_NE(ldd.out.find(std::string(lib)), std::string::npos) << ldd.out;
     for (const auto& line : Lines(ldd.out)) {
-      if (line.find(lib) != std::string::npos) EXPECT_NE(line.find("=> /opt/tp/lib/"), std::string::npos) << line;
+      if (line.find(lib) != std::string::npos) {
+        EXPECT_NE(line.find("=> /opt/tp/lib/"), std::string::npos) << line;
+      }
     }
   }
   ProcResult help = hosts.Run(0, "/opt/tp/tidepool-agent --help");
