@@ -12,6 +12,9 @@
 //                                       beside `srun -p cloud` on them (both pay the boot)
 //   BackendBench.HostDeathToWorkerLost  an ssh host dies (sshd, agent, network gone): until its
 //                                       worker is `lost`
+//   BackendBench.WorkspaceP12           P12: what a workspace of 10,000 files, 50 MB adds to a warm
+//                                       `vrun true` on an ssh host, beside `rsync -a` of the tree
+//                                       over the same link (first run, unchanged, one file changed)
 //
 // RUNS (default 10; 3 for the cloud case) sets the samples. Run as root:
 //   build/bench/backend_bench [--gtest_filter=BackendBench.ColdVrunOnSlurm]
@@ -21,10 +24,12 @@
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <filesystem>
 #include <memory>
 #include <string>
 #include <vector>
 
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "../tests/integration/harness.h"
@@ -198,6 +203,67 @@ TEST(BackendBench, HostDeathToWorkerLost) {
     ASSERT_TRUE(net->SetLink(0, true));
   }
   Report("ssh host's link cut -> its worker lost", ms);
+}
+
+// A tree of 10,000 files in 100 folders, 50 MB, content of its own (`seed`): what P12 moves.
+void MakeP12Tree(const std::string& dir, unsigned seed) {
+  std::string content(5243, '\0');
+  uint64_t x = seed * 0x9E3779B97F4A7C15ull + 1;
+  for (int d = 0; d < 100; ++d) {
+    std::string sub = dir + "/d" + std::to_string(d);
+    ASSERT_EQ(::mkdir(sub.c_str(), 0755), 0) << sub;
+    for (int f = 0; f < 100; ++f) {
+      for (auto& c : content) {
+        x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+        c = static_cast<char>(x);
+      }
+      WriteAll(sub + "/f" + std::to_string(f), content);
+    }
+  }
+}
+
+TEST(BackendBench, WorkspaceP12) {
+  auto net = std::make_unique<TestNet>(1);
+  if (!net->error().empty()) GTEST_SKIP() << net->error();
+  SshHosts hosts(*net);
+  if (!hosts.error().empty()) GTEST_SKIP() << hosts.error();
+  Server server(SshPool(*net, hosts, "      max_agents: 1\n      max_idle_agents: 1\n      idle_decay: \"1h\"\n"), {},
+                net->server_ip() + ":0");
+  auto env = server.ClientEnv();
+  env["HOME"] = server.dir();  // the client's stat cache
+  auto vrun_true = [&](const std::string& cwd) {
+    ProcResult r = RunProcess({BinDir() + "/vrun", "true"}, env, cwd);
+    ASSERT_EQ(r.exit_code, 0) << r.err << server.ServerLog();
+  };
+  vrun_true("/");  // the worker is up and warm
+  std::vector<double> bare, rsync_first, rsync_again, first, unchanged, one_changed;
+  const std::string ssh = "ssh -i " + hosts.client_key() + " -o UserKnownHostsFile=" + hosts.known_hosts() +
+                          " -o BatchMode=yes";
+  for (int i = 0; i < Runs(3); ++i) {
+    char tmpl[] = "/tmp/tidepool-p12-XXXXXX";
+    std::string tree = ::mkdtemp(tmpl);
+    MakeP12Tree(tree, static_cast<unsigned>(::getpid() * 100 + i));  // new content: a true first run
+    bare.push_back(Time([&] { vrun_true("/"); }));
+    // rsync of the same tree over the same link, to a place the host does not have yet.
+    std::string target = "root@" + net->ip(0) + ":/tmp/rsync-" + std::to_string(i) + "/";
+    auto rsync = [&] {
+      ProcResult r = RunProcess({"rsync", "-a", "-e", ssh, tree + "/", target}, {{"PATH", "/usr/bin:/bin"}}, "/");
+      ASSERT_EQ(r.exit_code, 0) << r.err;
+    };
+    rsync_first.push_back(Time(rsync));
+    rsync_again.push_back(Time(rsync));
+    first.push_back(Time([&] { vrun_true(tree); }));
+    unchanged.push_back(Time([&] { vrun_true(tree); }));
+    WriteAll(tree + "/d7/f7", "one file changed " + std::to_string(i));
+    one_changed.push_back(Time([&] { vrun_true(tree); }));
+    std::filesystem::remove_all(tree);
+  }
+  Report("warm `vrun true` from / (no workspace)", bare);
+  Report("rsync -a of the tree (first)", rsync_first);
+  Report("rsync -a of the tree (nothing changed)", rsync_again);
+  Report("warm `vrun true` in the tree: first", first);
+  Report("warm `vrun true` in the tree: unchanged", unchanged);
+  Report("warm `vrun true` in the tree: one file changed", one_changed);
 }
 
 }  // namespace

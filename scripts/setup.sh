@@ -23,6 +23,8 @@ PACKAGES=(
   openssh-server openssh-client
   # a real Slurm cluster for the slurm backend (tests/slurm/setup.sh starts it on this machine)
   slurm-wlm munge
+  # the workspace tests (a git work tree on another host) and its benchmark (rsync beside it)
+  git rsync
   # fuzzing (libFuzzer and the sanitizer runtimes come with clang 14's compiler-rt)
   clang libclang-rt-14-dev
 )

@@ -13,6 +13,7 @@
 
 #include <fmt/format.h>
 
+#include "cli/unanswered.h"
 #include "common/strings.h"
 #include "workspace/blob_dir.h"
 #include "workspace/hash.h"
@@ -197,9 +198,15 @@ Status PrepareWorkspace(Client& client, v1::TaskSpec* spec, bool quiet, v1::Work
   req.set_batch(spec->kind() == v1::TASK_KIND_BATCH);
   v1::WorkspaceSettings settings;
   {
+    // The first call of the command: a frozen server is waited for, as the submission would be.
+    UnansweredNote note(client.address());
     auto ctx = client.Context();
     grpc::Status st = client.workspace().Settings(ctx.get(), req, &settings);
+    note.Answered();
     if (st.error_code() == grpc::StatusCode::UNIMPLEMENTED) return Status::Ok();  // a server without workspaces
+    if (st.error_code() == grpc::StatusCode::UNAVAILABLE) {
+      return FromGrpc(st, "cannot reach the server");
+    }
     // Anything else (no such pool, not allowed) is for the submission to say.
     if (!st.ok()) return Status::Ok();
   }

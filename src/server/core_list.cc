@@ -77,6 +77,14 @@ Result<Core::TaskPage> Core::ListTasks(const v1::ListTasksRequest& req, const Ca
       q.before_seq = r.seq;
       // The in-memory copy is the freshest (its latest write may not be committed yet).
       const Task* t = FindTask(r.status.id());
+      if (!t && !api::IsFinal(r.status.state())) {
+        // Read while unfinished, and forgotten since: the core forgets a task only once its final
+        // record is committed, so that record is read again (a point read, rare: a task that
+        // ended between the store read and this lock; a shard listed RUNNING after its group
+        // was seen SUCCESS, as `task sync` once saw).
+        auto again = store_->GetTask(r.status.id());
+        if (again.ok() && again->has_value()) r.status = std::move((*again)->status);
+      }
       const v1::Task& st = t ? t->rec.status : r.status;
       if (!MaySee(caller, st) || !Matches(req, st)) continue;
       size_t size = st.ByteSizeLong();
