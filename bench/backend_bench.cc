@@ -231,9 +231,11 @@ TEST(BackendBench, WorkspaceP12) {
                 net->server_ip() + ":0");
   auto env = server.ClientEnv();
   env["HOME"] = server.dir();  // the client's stat cache
+  if (const char* t = std::getenv("TIDEPOOL_CLIENT_TRACE")) env["TIDEPOOL_CLIENT_TRACE"] = t;
   auto vrun_true = [&](const std::string& cwd) {
     ProcResult r = RunProcess({BinDir() + "/vrun", "true"}, env, cwd);
     ASSERT_EQ(r.exit_code, 0) << r.err << server.ServerLog();
+    if (env.count("TIDEPOOL_CLIENT_TRACE")) std::fprintf(stderr, "%s", r.err.c_str());
   };
   vrun_true("/");  // the worker is up and warm
   std::vector<double> bare, rsync_first, rsync_again, first, unchanged, one_changed;

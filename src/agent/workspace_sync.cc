@@ -220,8 +220,14 @@ void TaskWorkspace::Collect(std::function<void(Result<std::string>)> done) {
   if (!cache_->Has(result_hash_)) {
     if (Status s = cache_->Append(result_hash_, 0, bytes, true); !s.ok()) return Fail(s);
   }
-  to_send_.insert(result_hash_);
   for (const auto& root : result.roots()) shared_->applied[root.path()] = root;
+  if (result_hash_ == start_.manifest()) {
+    // Nothing changed: the result is the manifest the server gave (already in its store).
+    phase_ = Phase::kDone;
+    done_(result_hash_);
+    return;
+  }
+  to_send_.insert(result_hash_);
   Query();
 }
 

@@ -279,7 +279,8 @@ class Session {
   int StatusOf(const v1::Exited& x) {
     ClearProgress();
     term_.Restore();
-    if (!x.workspace_result().empty()) BringBackResult(x.workspace_result());
+    // A result equal to what was sent: the task changed nothing (no download, no diff).
+    if (!x.workspace_result().empty() && x.workspace_result() != base_hash_) BringBackResult(x.workspace_result());
     RunEnd end{x.state() == v1::TASK_STATE_SUCCESS, x.state() == v1::TASK_STATE_CANCELLED, x.has_exit_code(),
                x.exit_code(), x.signal(), x.reason(), x.command_not_found()};
     return RunExitStatus(end, task_id_, opts_.quiet, cancel_sent_);

@@ -26,6 +26,23 @@ namespace {
 
 constexpr int kUploadAttempts = 6;
 
+// TIDEPOOL_CLIENT_TRACE (as the small clients): what each step of the workspace took, on stderr.
+class Trace {
+ public:
+  Trace() : on_(std::getenv("TIDEPOOL_CLIENT_TRACE") && std::strcmp(std::getenv("TIDEPOOL_CLIENT_TRACE"), "0") != 0) {}
+  void Step(const char* what) {
+    if (!on_) return;
+    auto now = std::chrono::steady_clock::now();
+    fmt::print(stderr, "tidepool-client: workspace: {} {:.1f} ms\n", what,
+               std::chrono::duration<double, std::milli>(now - last_).count());
+    last_ = now;
+  }
+
+ private:
+  bool on_;
+  std::chrono::steady_clock::time_point last_ = std::chrono::steady_clock::now();
+};
+
 std::string CacheHome() {
   const char* xdg = std::getenv("XDG_CACHE_HOME");
   if (xdg && *xdg) return std::string(xdg) + "/tidepool";
@@ -193,6 +210,7 @@ Result<BroughtBack> ApplyChanges(Client& client, const std::vector<workspace::Ch
 
 Status PrepareWorkspace(Client& client, v1::TaskSpec* spec, bool quiet, v1::WorkspaceManifest* base) {
   if (spec->workspace().none()) return Status::Ok();  // working in /: nothing to bring
+  Trace trace;
   v1::SettingsRequest req;
   req.set_pool(spec->pool());
   req.set_batch(spec->kind() == v1::TASK_KIND_BATCH);
@@ -210,6 +228,7 @@ Status PrepareWorkspace(Client& client, v1::TaskSpec* spec, bool quiet, v1::Work
     // Anything else (no such pool, not allowed) is for the submission to say.
     if (!st.ok()) return Status::Ok();
   }
+  trace.Step("settings");
   if (!settings.sync()) return Status::Ok();
   const std::string root = workspace::WorkspaceRootFor(spec->cwd());
   if (root == "/") {
@@ -230,9 +249,12 @@ Status PrepareWorkspace(Client& client, v1::TaskSpec* spec, bool quiet, v1::Work
   o.stat_cache = &cache;
   auto scanned = workspace::Scan(roots, o);
   if (!scanned.ok()) return Status(scanned.status().code(), fmt::format("workspace: {}", scanned.status().message()));
+  trace.Step("scan");
   (void)cache.Save();  // a cache that cannot be saved only costs the next run a re-read
+  trace.Step("stat cache saved");
   std::string bytes;
   const std::string hash = workspace::ManifestHash(scanned->manifest, &bytes);
+  trace.Step("manifest hashed");
 
   // The server has this manifest: it has every file it names (they go before it).
   auto missing = Missing(client, {hash});
@@ -269,6 +291,7 @@ Status PrepareWorkspace(Client& client, v1::TaskSpec* spec, bool quiet, v1::Work
       std::this_thread::sleep_for(std::chrono::milliseconds(200 * attempt));
     }
   }
+  trace.Step("server has it");
   v1::WorkspaceRef* ref = spec->mutable_workspace();
   ref->set_manifest(hash);
   ref->set_files(scanned->files);
@@ -279,6 +302,7 @@ Status PrepareWorkspace(Client& client, v1::TaskSpec* spec, bool quiet, v1::Work
 
 Result<BroughtBack> BringBack(Client& client, const std::string& base, const std::string& result,
                               workspace::OnConflict on_conflict, const v1::WorkspaceManifest* base_known) {
+  if (result == base) return BroughtBack{};  // the task changed nothing
   v1::WorkspaceManifest fetched;
   if (!base_known) {
     auto b = FetchManifest(client, base);
