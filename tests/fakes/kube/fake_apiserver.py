@@ -248,8 +248,7 @@ class Handler(BaseHTTPRequestHandler):
             return self.send_json(200, VERSION)
         if path == "/openapi/v2":
             if "protobuf" in (self.headers.get("Accept") or ""):
-                return self.send_raw(200, minimal_openapi_v2_protobuf(),
-                                     "application/com.github.proto-openapi.spec.v2@v1.0+protobuf")
+                return self.send_raw(200, minimal_openapi_v2_protobuf(), "application/octet-stream")
             return self.send_json(200, {"swagger": "2.0", "info": {"title": "fake-kube-apiserver", "version": "v0"},
                                         "paths": {}, "definitions": {}})
         if path == "/api" and method == "GET":

@@ -68,11 +68,10 @@ def set_terminated(pod, phase, exit_code=None, reason=None, message=None):
 
 
 def set_evicted(pod, message="The node was low on resource: memory."):
+    """What a node-pressure eviction leaves: phase Failed, reason Evicted, no running container."""
     set_terminated(pod, "Failed", exit_code=137, reason="Evicted", message=message)
-    for cs in pod["status"]["containerStatuses"]:
-        cs["state"] = {"terminated": {"exitCode": 137, "reason": "ContainerStatusUnknown",
-                                      "message": "The container could not be located when the pod was terminated",
-                                      "startedAt": pod["status"]["startTime"], "finishedAt": now_iso()}}
+    pod["status"].pop("containerStatuses", None)
+    pod["status"]["conditions"] = [_cond("PodScheduled", "True")]
 
 
 def set_waiting(pod, reason, message=None):

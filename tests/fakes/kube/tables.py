@@ -46,16 +46,21 @@ def jsonpath(obj, path):
 
 
 def pod_status_text(pod):
+    """As the API server's pod printer: phase, else status.reason, else a container's waiting or
+    terminated reason (or Signal:N / ExitCode:N), Terminating when deleted."""
     st = pod.get("status", {}) or {}
+    reason = st.get("reason") or st.get("phase") or "Unknown"
+    for cs in reversed(st.get("containerStatuses", []) or []):
+        state = cs.get("state", {}) or {}
+        w, t = state.get("waiting") or {}, state.get("terminated")
+        if w.get("reason"):
+            reason = w["reason"]
+        elif t is not None and t.get("reason"):
+            reason = t["reason"]
+        elif t is not None:
+            reason = "Signal:%d" % t["signal"] if t.get("signal") else "ExitCode:%d" % t.get("exitCode", 0)
     if pod["metadata"].get("deletionTimestamp"):
         return "Terminating"
-    reason = st.get("reason") or st.get("phase") or "Unknown"
-    for cs in st.get("containerStatuses", []) or []:
-        state = cs.get("state", {}) or {}
-        if state.get("waiting", {}).get("reason"):
-            reason = state["waiting"]["reason"]
-        elif state.get("terminated", {}).get("reason") and st.get("phase") not in ("Pending",):
-            reason = state["terminated"]["reason"]
     return reason
 
 
