@@ -217,7 +217,7 @@ class Handler(BaseHTTPRequestHandler):
                     self.request.close()
                     return
                 raise ApiError(503, "ServiceUnavailable", "the server is currently unable to handle the request "
-                               "(fake: unreachable)", headers={"Retry-After": "1"})
+                               "(fake: unreachable)")
             user = srv.auth.user(self.headers, self.request.getpeercert() if hasattr(self.request, "getpeercert")
                                  else None)
             if not user:
