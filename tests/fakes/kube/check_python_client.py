@@ -41,6 +41,9 @@ def main():
     ap.add_argument("--tls-dir", required=True)
     ap.add_argument("--token", required=True)
     ap.add_argument("--namespace", default="pyns")
+    ap.add_argument("--work-dir", default="/tmp")
+    ap.add_argument("--kubelet", action="store_true",
+                    help="the fake runs with --kubelet=auto --run-pods: check the pod processes")
     a = ap.parse_args()
     ca = os.path.join(a.tls_dir, "ca.crt")
     sslctx = ssl.create_default_context(cafile=ca)
@@ -66,6 +69,8 @@ def main():
     api = api_client(a.token)
     v1 = client.CoreV1Api(api)
     ns = a.namespace
+    if a.kubelet:
+        return kubelet_checks(v1, a)
 
     def pod(name, labels, grace=None):
         spec = client.V1PodSpec(containers=[client.V1Container(name="agent", image="tidepool/agent:dev")])
@@ -355,6 +360,69 @@ def main():
     run("cleanup", cleanup)
 
     print("python3-kubernetes: %d failed" % len(FAILS))
+    return 1 if FAILS else 0
+
+
+def kubelet_checks(v1, a):
+    """Against a fake started with --kubelet=auto --run-pods: a pod's process gets the pod's env
+    (secretKeyRef, fieldRef, value), exits -> Succeeded/Failed, deletion -> SIGTERM then gone."""
+    ns = "default"
+    out_dir = a.work_dir
+    v1.create_namespaced_secret(ns, client.V1Secret(metadata=client.V1ObjectMeta(name="agent-token"),
+                                                    string_data={"token": "s3cret"}))
+
+    def mk(name, script, grace=30):
+        env = [client.V1EnvVar(name="TOKEN", value_from=client.V1EnvVarSource(
+                   secret_key_ref=client.V1SecretKeySelector(name="agent-token", key="token"))),
+               client.V1EnvVar(name="POD", value_from=client.V1EnvVarSource(
+                   field_ref=client.V1ObjectFieldSelector(field_path="metadata.name"))),
+               client.V1EnvVar(name="PLAIN", value="v")]
+        c = client.V1Container(name="agent", image="tidepool/agent:dev", command=["/bin/sh", "-c"],
+                               args=[script], env=env)
+        v1.create_namespaced_pod(ns, client.V1Pod(metadata=client.V1ObjectMeta(name=name), spec=client.V1PodSpec(
+            containers=[c], termination_grace_period_seconds=grace, restart_policy="Never")))
+
+    def wait_for(pred, secs=10):
+        end = time.time() + secs
+        while time.time() < end:
+            try:
+                if pred():
+                    return True
+            except ApiException:
+                pass
+            time.sleep(0.1)
+        return False
+
+    envf = os.path.join(out_dir, "env.txt")
+    termf = os.path.join(out_dir, "term.txt")
+    mk("runner", 'echo "$TOKEN $POD $PLAIN" > %s; trap "echo TERM > %s; exit 0" TERM; '
+       'while :; do sleep 0.1; done' % (envf, termf))
+    ok = wait_for(lambda: v1.read_namespaced_pod("runner", ns).status.phase == "Running" and os.path.exists(envf)
+                  and open(envf).read().strip())
+    check("kubelet=auto: the pod is Running and its process runs", ok)
+    check("the process has the pod's env (secretKeyRef, fieldRef, value)",
+          ok and open(envf).read().strip() == "s3cret runner v", open(envf).read() if ok else "")
+    v1.delete_namespaced_pod("runner", ns)
+    gone = wait_for(lambda: v1.list_namespaced_pod(ns, field_selector="metadata.name=runner").items == [])
+    check("delete: the process gets SIGTERM and the pod is gone once it exits",
+          gone and os.path.exists(termf) and open(termf).read().strip() == "TERM")
+    mk("stubborn", 'trap "" TERM; while :; do sleep 0.1; done', grace=40)   # 40 s x --grace-scale 0.05
+    wait_for(lambda: v1.read_namespaced_pod("stubborn", ns).status.phase == "Running")
+    time.sleep(0.5)   # let the shell set its trap
+    t0 = time.time()
+    v1.delete_namespaced_pod("stubborn", ns)
+    gone = wait_for(lambda: v1.list_namespaced_pod(ns, field_selector="metadata.name=stubborn").items == [])
+    check("delete: a process ignoring SIGTERM is killed after the grace period", gone and time.time() - t0 >= 1.5,
+          "%.1fs" % (time.time() - t0))
+    mk("fails", "exit 3")
+    ok = wait_for(lambda: v1.read_namespaced_pod("fails", ns).status.phase == "Failed")
+    p = v1.read_namespaced_pod("fails", ns)
+    check("process exit 3 -> pod Failed, exitCode 3",
+          ok and p.status.container_statuses[0].state.terminated.exit_code == 3)
+    mk("works", "exit 0")
+    check("process exit 0 -> pod Succeeded",
+          wait_for(lambda: v1.read_namespaced_pod("works", ns).status.phase == "Succeeded"))
+    print("python3-kubernetes (kubelet): %d failed" % len(FAILS))
     return 1 if FAILS else 0
 
 

@@ -203,6 +203,22 @@ if [ "$MODE" != "--kubectl-only" ]; then
   fails=$((fails + $(grep -c '^FAIL' <<<"$out")))
   grep -Eq '^(PASS|FAIL)' <<<"$out" || fails=$((fails + 1))
 fi
+if [ "$MODE" != "--kubectl-only" ]; then
+  # A second fake whose "kubelet" runs each pod's command as a local process.
+  python3 "$HERE/fake_apiserver.py" --tls-dir "$TMP/tls" --token "tester=$TOKEN" --kubelet auto --run-pods \
+    --grace-scale 0.05 >"$TMP/fake2.out" 2>>"$TMP/fake.err" &
+  FAKE2_PID=$!
+  for _ in $(seq 50); do [ -s "$TMP/fake2.out" ] && break; sleep 0.1; done
+  URL2="$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["url"])' "$TMP/fake2.out")"
+  mkdir -p "$TMP/kubelet"
+  out="$(/usr/bin/python3 "$HERE/check_python_client.py" --url "$URL2" --tls-dir "$TMP/tls" --token "$TOKEN" \
+    --kubelet --work-dir "$TMP/kubelet" 2>&1)"
+  echo "$out"
+  kill "$FAKE2_PID"; wait "$FAKE2_PID" 2>/dev/null
+  passes=$((passes + $(grep -c '^PASS' <<<"$out")))
+  fails=$((fails + $(grep -c '^FAIL' <<<"$out")))
+  grep -Eq '^(PASS|FAIL)' <<<"$out" || fails=$((fails + 1))
+fi
 if grep -q Traceback "$TMP/fake.err"; then
   fail "the fake logged a traceback:"; cat "$TMP/fake.err"
 fi

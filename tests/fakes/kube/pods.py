@@ -205,7 +205,9 @@ class Kubelet:
             if self.log_dir:
                 os.makedirs(self.log_dir, exist_ok=True)
                 out = open(self.log_path(pod), "ab")
-            p = subprocess.Popen(["/bin/sh", "-c", cmd], env=env, stdout=out, stderr=subprocess.STDOUT,
+            # the default template runs the container's argv itself (no shell in between to eat signals)
+            run = argv if self.template == "{command}" and argv else ["/bin/sh", "-c", cmd]
+            p = subprocess.Popen(run, env=env, stdout=out, stderr=subprocess.STDOUT,
                                  stdin=subprocess.DEVNULL, cwd=c.get("workingDir") or None,
                                  start_new_session=True)
             if out is not subprocess.DEVNULL:
