@@ -7,6 +7,7 @@ exits non-zero on any failure. Run it with Debian's /usr/bin/python3 (the packag
 import argparse
 import json
 import os
+import signal
 import ssl
 import sys
 import threading
@@ -36,6 +37,11 @@ def run(name, fn):
 
 
 def main():
+    def overtime(*_):
+        print("FAIL: python3-kubernetes: the checks took over 240 s (a hung watch?)", flush=True)
+        os._exit(1)
+    signal.signal(signal.SIGALRM, overtime)
+    signal.alarm(240)
     ap = argparse.ArgumentParser()
     ap.add_argument("--url", required=True)
     ap.add_argument("--tls-dir", required=True)
@@ -166,12 +172,19 @@ def main():
             check("watch from an expired resourceVersion: ApiException 410 (too old resource version)",
                   e.status == 410 and "too old resource version" in str(e.reason), "%s %s" % (e.status, e.reason))
         # without timeout_seconds the library retries once after a 410, then raises
-        try:
-            for _ in watch.Watch().stream(v1.list_namespaced_pod, ns, resource_version=old):
-                pass
-            check("watch 410 after the library's retry", False, "no exception")
-        except ApiException as e:
-            check("watch 410 after the library's retry", e.status == 410, str(e.status))
+        result = []
+
+        def no_timeout_watch():
+            try:
+                for _ in watch.Watch().stream(v1.list_namespaced_pod, ns, resource_version=old):
+                    pass
+                result.append("no exception")
+            except ApiException as e:
+                result.append(e.status)
+        t = threading.Thread(target=no_timeout_watch, daemon=True)
+        t.start()
+        t.join(10)
+        check("watch 410 after the library's retry", result == [410], str(result or "still watching after 10 s"))
     run("410", watch_gone)
 
     def dropped_watch():
