@@ -18,7 +18,7 @@ PACKAGES=(
   # tests and benchmarks
   libgtest-dev libgmock-dev libbenchmark-dev
   # used by the tests and scripts themselves
-  procps iproute2 python3 util-linux openssl
+  procps iproute2 python3 util-linux openssl python3-kubernetes
   # real SSH hosts for the ssh backend (tests start one sshd per network-namespace host)
   openssh-server openssh-client
   # a real Slurm cluster for the slurm backend (tests/slurm/setup.sh starts it on this machine)
