@@ -41,3 +41,12 @@ if [ "${#missing[@]}" -gt 0 ]; then
 else
   echo "setup: all packages present" >&2
 fi
+
+# Debian's kubectl (kubernetes-client), for the checks of the fake Kubernetes API server
+# (tests/fakes/kube). Where another package owns /usr/bin/kubectl (Google Cloud SDK's), it is not
+# installed over it: the check script unpacks Debian's package beside it instead.
+if ! dpkg-query -W -f='${Status}' kubernetes-client 2>/dev/null | grep -q "install ok installed" &&
+   ! dpkg -S /usr/bin/kubectl >/dev/null 2>&1; then
+  echo "setup: installing kubernetes-client" >&2
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends kubernetes-client
+fi
