@@ -689,7 +689,14 @@ class Agent {
 
   void Terminate(TaskRun* t, const std::string& reason, Millis grace) {
     if (t->end_reason.empty()) t->end_reason = reason;
-    if (t->pid <= 0) return;
+    if (t->pid <= 0) {
+      // Still waiting for its workspace: it never starts; its report says why it ended.
+      if (t->workspace && !t->exited) {
+        t->exited = true;
+        MaybeFinish(t);
+      }
+      return;
+    }
     ::kill(-t->pid, SIGTERM);
     t->term_sent = true;
     std::string id = t->id;

@@ -24,7 +24,9 @@ namespace tidepool::cli {
 
 namespace {
 
-constexpr int kUploadAttempts = 6;
+// A transfer cut off (the server restarting, a dropped link) is taken up again, from what the
+// server already has, for this long after the first failure.
+constexpr auto kRetryWindow = std::chrono::seconds(60);
 
 // TIDEPOOL_CLIENT_TRACE (as the small clients): what each step of the workspace took, on stderr.
 class Trace {
@@ -71,22 +73,57 @@ std::string Megabytes(uint64_t n) {
   return fmt::format("{:.0f} MB", static_cast<double>(n) / 1e6);
 }
 
-Result<std::vector<v1::BlobState>> Missing(Client& client, const std::vector<std::string>& hashes) {
+// Waits between attempts (100 ms doubling to 2 s) while a failure is one to retry and the window
+// since the first failure has not passed.
+class Retry {
+ public:
+  bool Again(const grpc::Status& st) {
+    if (!Retryable(st)) return false;
+    auto now = std::chrono::steady_clock::now();
+    if (!failing_) {
+      failing_ = true;
+      until_ = now + kRetryWindow;
+    }
+    if (now >= until_) return false;
+    std::this_thread::sleep_for(backoff_);
+    backoff_ = std::min(backoff_ * 2, std::chrono::milliseconds(2000));
+    return true;
+  }
+  // After a failure, calls wait for the server to be back (within the window), not fail at once.
+  void Prepare(grpc::ClientContext* ctx) const {
+    if (!failing_) return;
+    ctx->set_wait_for_ready(true);
+    auto left = until_ - std::chrono::steady_clock::now();
+    ctx->set_deadline(std::chrono::system_clock::now() +
+                      std::chrono::duration_cast<std::chrono::system_clock::duration>(left));
+  }
+
+ private:
+  bool failing_ = false;
+  std::chrono::steady_clock::time_point until_;
+  std::chrono::milliseconds backoff_{100};
+};
+
+Result<std::vector<v1::BlobState>> Missing(Client& client, const std::vector<std::string>& hashes, Retry* retry = nullptr) {
   v1::MissingRequest req;
   for (const auto& h : hashes) req.add_hashes(h);
-  v1::MissingResponse resp;
-  auto ctx = client.Context();
-  grpc::Status st = client.workspace().Missing(ctx.get(), req, &resp);
-  if (!st.ok()) return FromGrpc(st, "workspace");
-  return std::vector<v1::BlobState>(resp.missing().begin(), resp.missing().end());
+  for (;;) {
+    v1::MissingResponse resp;
+    auto ctx = client.Context();
+    if (retry) retry->Prepare(ctx.get());
+    grpc::Status st = client.workspace().Missing(ctx.get(), req, &resp);
+    if (st.ok()) return std::vector<v1::BlobState>(resp.missing().begin(), resp.missing().end());
+    if (!retry || !retry->Again(st)) return FromGrpc(st, "workspace");
+  }
 }
 
 // Sends `missing` (manifest bytes from memory, files from their paths), each from its `have`.
 grpc::Status SendBlobs(Client& client, const std::vector<v1::BlobState>& missing,
                        const std::map<std::string, std::string>& sources, const std::string& manifest_hash,
-                       const std::string& manifest_bytes) {
+                       const std::string& manifest_bytes, const Retry& retry) {
   v1::UploadResponse resp;
   auto ctx = client.Context();
+  retry.Prepare(ctx.get());
   auto writer = client.workspace().Upload(ctx.get(), &resp);
   std::string buf(kBlobChunkBytes, '\0');
   for (const v1::BlobState& m : missing) {
@@ -160,7 +197,8 @@ Result<v1::WorkspaceManifest> FetchManifest(Client& client, const std::string& h
 
 // Fetches into `local` every file content the changes need that it lacks, resuming cut-off ones.
 Status FetchContent(Client& client, const std::vector<workspace::Change>& changes, workspace::BlobDir& local) {
-  for (int attempt = 1;; ++attempt) {
+  Retry retry;
+  for (;;) {
     v1::DownloadRequest req;
     std::set<std::string> named;
     for (const auto& ch : changes) {
@@ -172,6 +210,7 @@ Status FetchContent(Client& client, const std::vector<workspace::Change>& change
     }
     if (req.hashes_size() == 0) return Status::Ok();
     auto ctx = client.Context();
+    retry.Prepare(ctx.get());
     auto reader = client.workspace().Download(ctx.get(), req);
     v1::BlobChunk c;
     Status wrote;
@@ -183,8 +222,7 @@ Status FetchContent(Client& client, const std::vector<workspace::Change>& change
     }
     grpc::Status st = reader->Finish();
     if (st.ok()) continue;  // every blob named is complete now: the loop checks
-    if (!Retryable(st) || attempt >= kUploadAttempts) return FromGrpc(st, "workspace");
-    std::this_thread::sleep_for(std::chrono::milliseconds(200 * attempt));
+    if (!retry.Again(st)) return FromGrpc(st, "workspace");
   }
 }
 
@@ -221,11 +259,8 @@ Status PrepareWorkspace(Client& client, v1::TaskSpec* spec, bool quiet, v1::Work
     auto ctx = client.Context();
     grpc::Status st = client.workspace().Settings(ctx.get(), req, &settings);
     note.Answered();
-    if (st.error_code() == grpc::StatusCode::UNIMPLEMENTED) return Status::Ok();  // a server without workspaces
-    if (st.error_code() == grpc::StatusCode::UNAVAILABLE) {
-      return FromGrpc(st, "cannot reach the server");
-    }
-    // Anything else (no such pool, not allowed) is for the submission to say.
+    // A server without workspaces (UNIMPLEMENTED), or anything else (not reachable, no such
+    // pool, not allowed): the submission says it, in the words every client uses.
     if (!st.ok()) return Status::Ok();
   }
   trace.Step("settings");
@@ -271,8 +306,9 @@ Status PrepareWorkspace(Client& client, v1::TaskSpec* spec, bool quiet, v1::Work
     all.push_back(hash);
     sizes[hash] = bytes.size();
     bool shown = false;
-    for (int attempt = 1;; ++attempt) {
-      auto lacking = Missing(client, all);
+    Retry retry;
+    for (;;) {
+      auto lacking = Missing(client, all, &retry);
       if (!lacking.ok()) return lacking.status();
       if (lacking->empty()) break;
       // Files first, the manifest last: a manifest on the server means its files are there.
@@ -283,12 +319,12 @@ Status PrepareWorkspace(Client& client, v1::TaskSpec* spec, bool quiet, v1::Work
         fmt::print(stderr, "syncing workspace: {} files, {} to send\n", Thousands(lacking->size()), Megabytes(to_send));
         shown = true;
       }
-      grpc::Status st = SendBlobs(client, *lacking, scanned->sources, hash, bytes);
+      grpc::Status st = SendBlobs(client, *lacking, scanned->sources, hash, bytes, retry);
       if (st.ok()) continue;  // the next Missing confirms
-      if (!Retryable(st) || attempt >= kUploadAttempts) {
+      if (!retry.Again(st)) {
         return Status(static_cast<StatusCode>(st.error_code()), fmt::format("workspace upload: {}", st.error_message()));
       }
-      std::this_thread::sleep_for(std::chrono::milliseconds(200 * attempt));
+      if (!quiet) fmt::print(stderr, "syncing workspace: cut off ({}); going on from what the server has\n", st.error_message());
     }
   }
   trace.Step("server has it");

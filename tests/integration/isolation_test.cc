@@ -234,7 +234,7 @@ TEST_F(Isolation, TwoUsersAndAMaliciousTaskGetNowhere) {
   outside("bob: a child of alice's task", "bob-token-0123456789", {"true"}, "vbatch", {{"TIDEPOOL_TASK_ID", alice}});
   outside("bob: reattach to alice's task", "bob-token-0123456789",
           {"--reattach", alice, "--reattach-offsets", "0,0"}, "tidepool-vrun");
-  for (const std::string& path : {"../data/secret.key", "../../../../etc/passwd", "..", "%2e%2e/secret.key"}) {
+  for (std::string path : {"../data/secret.key", "../../../../etc/passwd", "..", "%2e%2e/secret.key"}) {
     outside("bob: task logs " + path, "bob-token-0123456789", {"task", "logs", path});
   }
   outside("bob: drain alice's worker", "bob-token-0123456789", {"worker", "drain", worker});

@@ -206,6 +206,44 @@ TEST(Workspace, EachShardBringsItsOwnOutputBackAndTwoWritingOneFileConflict) {
   EXPECT_FALSE(fs::exists(proj + "/same.txt"));
 }
 
+// The largest partial upload in the server's stores, in bytes (0 if none).
+uint64_t LargestPartial(const Server& server) {
+  uint64_t most = 0;
+  std::error_code ec;
+  for (const auto& e : fs::recursive_directory_iterator(server.data_dir() + "/workspace", ec)) {
+    if (e.path().parent_path().filename() == "partial" && e.is_regular_file(ec)) most = std::max<uint64_t>(most, e.file_size(ec));
+  }
+  return most;
+}
+
+TEST(Workspace, AnUploadCutOffByAServerRestartGoesOnFromWhatTheServerHas) {
+  SSH_HOSTS_OR_SKIP(net, hosts, 1);
+  Server server(WithMetrics(SshPool(net, hosts, hosts.known_hosts(), 1)), {}, net.server_ip() + ":0");
+  CallerDir caller;
+  const std::string proj = caller.path() + "/proj";
+  fs::create_directories(proj);
+  const uint64_t size = 256u << 20;
+  ASSERT_EQ(RunProcess({"sh", "-c", "head -c " + std::to_string(size) + " /dev/urandom > big.bin"}, {}, proj).exit_code, 0);
+  std::string want = Lines(RunProcess({"sha256sum", "big.bin"}, {}, proj).out)[0].substr(0, 64);
+  auto env = server.ClientEnv();
+  env["HOME"] = server.dir();
+  Background vrun({BinDir() + "/vrun", "sha256sum", "big.bin"}, env, proj);
+  // Mid-upload (a quarter or less arrived), the server is killed and started again.
+  ASSERT_TRUE(WaitFor([&] { return LargestPartial(server) >= (16u << 20); }, 120s)) << vrun.Stderr();
+  uint64_t had = LargestPartial(server);
+  ASSERT_LT(had, size) << "the upload ended before the server was killed";
+  server.Kill();
+  server.Start();
+  ProcResult r = vrun.Wait(300s);
+  ASSERT_EQ(r.exit_code, 0) << r.out << r.err << server.ServerLog();
+  EXPECT_EQ(r.out.substr(0, 64), want);  // the host has every byte, as they were
+  EXPECT_NE(r.err.find("cut off"), std::string::npos) << r.err;
+  // The restarted server received only what the first one had not stored.
+  double after = WorkspaceBytes(server, "received", "client");
+  EXPECT_GT(after, 0);
+  EXPECT_LE(after, static_cast<double>(size - had) + (1 << 20)) << "had " << had;
+}
+
 TEST(Workspace, ATooLargeWorkspaceIsRefusedBeforeAnythingIsSent) {
   SSH_HOSTS_OR_SKIP(net, hosts, 1);
   Server server(WithMetrics(SshPool(net, hosts, hosts.known_hosts(), 1) + "    workspace:\n      max_bytes: 1MiB\n"), {},
