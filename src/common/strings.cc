@@ -1,6 +1,7 @@
 #include "common/strings.h"
 
 #include <cctype>
+#include <iterator>
 
 #include <fmt/format.h>
 
@@ -94,15 +95,17 @@ Result<int64_t> ParseBytes(const std::string& text) {
 }
 
 std::string HumanBytes(uint64_t n) {
-  static const char* kUnits[] = {"B", "KiB", "MiB", "GiB", "TiB"};
+  static constexpr const char* kUnits[] = {"KiB", "MiB", "GiB", "TiB", "PiB"};
   if (n < 1024) return fmt::format("{} B", n);
-  double v = static_cast<double>(n);
-  int u = 0;
-  while (v >= 1024 && u < 4) {
+  double v = static_cast<double>(n) / 1024;
+  size_t u = 0;
+  while (v >= 1024 && u + 1 < std::size(kUnits)) {
     v /= 1024;
     ++u;
   }
-  return fmt::format("{:.1f} {}", v, kUnits[u]);
+  std::string text = fmt::format("{:.1f}", v);
+  if (text.size() > 2 && text.ends_with(".0")) text.resize(text.size() - 2);
+  return text + " " + kUnits[u];
 }
 
 }  // namespace tidepool

@@ -16,7 +16,7 @@ std::string_view Trim(std::string_view s);
 std::string Join(const std::vector<std::string>& parts, std::string_view sep);
 // A size: 1048576, 64KiB (or K), 1MiB (M), 2GiB (G), 1TiB (T); an error naming the text otherwise.
 Result<int64_t> ParseBytes(const std::string& text);
-// 1536 -> "1.5 KiB" (B, KiB, MiB, GiB, TiB; one decimal).
+// 1536 -> "1.5 KiB", 2 << 30 -> "2 GiB" (B, KiB ... PiB; one decimal, none when it is .0).
 std::string HumanBytes(uint64_t n);
 
 // Quotes an argv for display the way a shell user would type it.

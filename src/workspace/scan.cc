@@ -15,6 +15,7 @@
 #include <google/protobuf/io/coded_stream.h>
 #include <google/protobuf/io/zero_copy_stream_impl_lite.h>
 
+#include "common/strings.h"
 #include "workspace/hash.h"
 #include "workspace/ignore.h"
 
@@ -172,20 +173,6 @@ class Walker {
   IgnoreStack ignores_;
 };
 
-std::string Human(uint64_t bytes) {
-  static constexpr const char* kUnits[] = {"KiB", "MiB", "GiB", "TiB", "PiB"};
-  if (bytes < 1024) return fmt::format("{} B", bytes);
-  double v = static_cast<double>(bytes) / 1024;
-  size_t u = 0;
-  while (v >= 1024 && u + 1 < std::size(kUnits)) {
-    v /= 1024;
-    ++u;
-  }
-  std::string n = fmt::format("{:.1f}", v);
-  if (n.size() > 2 && n.ends_with(".0")) n.resize(n.size() - 2);
-  return n + " " + kUnits[u];
-}
-
 Status TooLarge(const std::vector<RootWalk>& walks, uint64_t total, uint64_t max) {
   std::vector<std::pair<uint64_t, std::string>> tops;
   for (const RootWalk& w : walks) {
@@ -194,10 +181,10 @@ Status TooLarge(const std::vector<RootWalk>& walks, uint64_t total, uint64_t max
   std::sort(tops.begin(), tops.end(), [](const auto& a, const auto& b) { return a.first > b.first; });
   std::string largest;
   for (size_t i = 0; i < tops.size() && i < 3; ++i) {
-    largest += fmt::format("{}{} {}", i ? ", " : "", tops[i].second, Human(tops[i].first));
+    largest += fmt::format("{}{} {}", i ? ", " : "", tops[i].second, HumanBytes(tops[i].first));
   }
   return {StatusCode::kResourceExhausted,
-          fmt::format("workspace too large: {} > max_bytes {} (largest: {})", Human(total), Human(max), largest)};
+          fmt::format("workspace too large: {} > max_bytes {} (largest: {})", HumanBytes(total), HumanBytes(max), largest)};
 }
 
 Status ListUnreadable(const std::vector<std::string>& unreadable) {
