@@ -48,7 +48,7 @@ void TaskWorkspace::Fail(const Status& s) {
 void TaskWorkspace::Prepare(std::function<void(Status)> ready) {
   ready_ = std::move(ready);
   phase_ = Phase::kFetching;
-  auto c = workspace::BlobDir::Open(shared_->cache_dir + "/" + workspace::Sha256Hex("owner:" + owner_).substr(0, 32));
+  auto c = workspace::BlobDir::Open(shared_->cache_dir + "/" + workspace::OwnerStoreName(owner_));
   if (!c.ok()) return Fail(Status(c.status().code(), fmt::format("the agent's cache: {}", c.status().message())));
   cache_.emplace(std::move(*c));
   FetchMissing();

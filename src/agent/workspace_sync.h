@@ -8,7 +8,7 @@
 // writing files happen on that thread.
 //
 // The agent's cache holds one store per owner (a cache shared by owners would tell one whether
-// another has a file), under CACHE_DIR/<first 32 hex of sha256("owner:" + owner)>, root's alone
+// another has a file), under CACHE_DIR/<OwnerStoreName(owner)> (workspace/blob_dir.h), root's alone
 // (0700). The roots themselves are shared by the tasks of one agent: a task starting in a root
 // where another still runs changes the files under it (as two commands in one directory would).
 #pragma once

@@ -1,5 +1,5 @@
 // The server's content stores for workspaces: one per owner (workspace.proto says why), under
-// DATA_DIR/workspace/<first 32 hex of sha256(owner)>. Thread-safe.
+// DATA_DIR/workspace/<OwnerStoreName(owner)> (workspace/blob_dir.h). Thread-safe.
 #pragma once
 
 #include <map>

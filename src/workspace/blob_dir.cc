@@ -43,6 +43,8 @@ Status WriteAll(int fd, std::string_view data, uint64_t offset, const std::strin
 
 }  // namespace
 
+std::string OwnerStoreName(const std::string& owner) { return Sha256Hex("owner:" + owner).substr(0, 32); }
+
 Result<BlobDir> BlobDir::Open(const std::string& dir) {
   Status s = MakeDirs(dir + "/partial", 0700);
   if (!s.ok()) return s;

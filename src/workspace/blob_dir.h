@@ -18,6 +18,10 @@
 
 namespace tidepool::workspace {
 
+// The folder name of `owner`'s store under a parent of stores (the server's per owner, an agent's
+// cache per owner): the first 32 hex digits of SHA-256("owner:" + owner), never the name itself.
+std::string OwnerStoreName(const std::string& owner);
+
 class BlobDir {
  public:
   // Creates `dir` (0700) if need be.
