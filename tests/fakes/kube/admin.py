@@ -7,7 +7,7 @@ import json
 import time
 
 import pods
-from store import ApiError
+from apierrors import ApiError
 
 
 def _params(q, body):
@@ -69,6 +69,29 @@ def handle(h, method, path, q, body):
                     return h.send_json(200, {u: t for t, u in srv.auth.tokens.items()})
             srv.auth.set_tokens({k: str(v) for k, v in p.items()})
             return h.send_json(200, ok)
+        if parts == ["forbid"]:
+            if method == "DELETE":
+                srv.policy.clear_rules()
+                return h.send_json(200, ok)
+            if method == "POST":
+                return h.send_json(200, {"ok": True, "rule": srv.policy.add_rule(p)})
+            return h.send_json(200, {"rules": srv.policy.list_rules()})
+        if parts == ["quota"]:
+            if method == "DELETE":
+                srv.policy.clear_quotas(p.get("namespace"))
+                return h.send_json(200, ok)
+            if method == "POST":
+                srv.policy.set_quota(p.get("namespace"), p.get("pods"), p.get("name"))
+            return h.send_json(200, {"quotas": srv.policy.list_quotas()})
+        if parts == ["pod-validation"]:
+            if method == "POST":
+                srv.policy.validate_pods = p.get("enabled", True) not in (False, "0", "false")
+            return h.send_json(200, {"enabled": srv.policy.validate_pods})
+        if parts == ["pods-ever"]:
+            if method == "DELETE":
+                srv.pod_history.clear()
+                return h.send_json(200, ok)
+            return h.send_json(200, srv.pod_history.list())
         if len(parts) == 4 and parts[0] == "pods":
             return _pod(h, method, parts[1], parts[2], parts[3], p)
         raise ApiError(404, "NotFound", "no such admin call: %s %s" % (method, path))

@@ -1,8 +1,10 @@
 #!/usr/bin/env python3
 """A FAKE Kubernetes API server, for Tidepool's tests only. It is not Kubernetes and must never be
 used as one: one process, state in memory (optionally a JSON file), no scheduler, no kubelet (pods
-move by an admin API, or by a local "kubelet" that runs a process per pod), no admission, no
-schema validation or pruning of custom resources, no RBAC (any authenticated user may do anything).
+move by an admin API, or by a local "kubelet" that runs a process per pod), no schema validation or
+pruning of custom resources, no RBAC (any authenticated user may do anything, except what an admin
+/fake/forbid rule denies), no admission beyond a pods ResourceQuota set by the admin API and a few
+pod validation rules (admission.py).
 
 It follows the published API (https://kubernetes.io/docs/reference/using-api/api-concepts/) for
 what Tidepool uses: pods, secrets, configmaps, events, namespaces, CRDs and their custom resources
@@ -32,8 +34,9 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import admin  # noqa: E402
 import tables  # noqa: E402
+from admission import Policy  # noqa: E402
 from labelsel import Selector, SelectorError  # noqa: E402
-from pods import Kubelet  # noqa: E402
+from pods import Kubelet, PodHistory  # noqa: E402
 from store import ApiError, Store  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -102,6 +105,8 @@ class Server(ThreadingHTTPServer):
 
     def __init__(self, addr, handler, opts, store, kubelet, auth, ssl_ctx):
         self.opts, self.store, self.kubelet, self.auth, self.ssl_ctx = opts, store, kubelet, auth, ssl_ctx
+        self.policy = Policy(store)          # /fake/forbid, /fake/quota, pod validation
+        self.pod_history = PodHistory(store)  # /fake/pods-ever
         self.unreachable_until, self.unreachable_mode = 0.0, "503"
         self.counts = {}
         self.count_lock = threading.Lock()
@@ -226,6 +231,7 @@ class Handler(BaseHTTPRequestHandler):
                 srv.count("throttled")
                 raise ApiError(429, "TooManyRequests", "too many requests, please try again later",
                                {"retryAfterSeconds": 1}, headers={"Retry-After": "1"})
+            self.user = user
             self.api(method, path, q, body)
         except ApiError as e:
             self.send_error_status(e)
@@ -299,6 +305,10 @@ class Handler(BaseHTTPRequestHandler):
         if len(rest) > 3 or sub not in (None, "status", "log", "eviction") or \
                 sub == "status" and not rt.has_status or sub in ("log", "eviction") and rt.kind != "Pod":
             raise ApiError(404, "NotFound", "the server could not find the requested resource")
+        # Authorization comes before everything the request names is looked at (as RBAC's filter).
+        verb = {"GET": "watch" if watch else "get" if name else "list", "POST": "create", "PUT": "update",
+                "PATCH": "patch", "DELETE": "delete" if name else "deletecollection"}.get(method, method.lower())
+        self.server.policy.authorize(self.user, verb, rt, sub, name if rt.kind == "Namespace" else ns, name)
         if ns is not None:
             st._ns_check(rt, ns)
         if rt.namespaced and name and ns is None:

@@ -268,3 +268,33 @@ class Kubelet:
             uids = list(self.procs)
         for u in uids:
             self._kill(u)
+
+
+class PodHistory:
+    """Every pod created since the fake started (GET /fake/pods-ever), so that a test can check that
+    each pod it made was deleted in the end or is still wanted: {namespace, name, uid, created,
+    deleted}, in creation order; deleted = gone from the API (not just terminating)."""
+
+    def __init__(self, store):
+        self.lock = threading.Lock()
+        self.pods = {}      # uid -> record (dicts keep insertion order)
+        store.hooks.append(self.on_event)
+
+    def on_event(self, etype, rt, obj, old):
+        if rt.kind != "Pod":
+            return
+        m = obj["metadata"]
+        with self.lock:
+            if etype == "ADDED":
+                self.pods[m["uid"]] = {"namespace": m.get("namespace", ""), "name": m["name"], "uid": m["uid"],
+                                       "created": m.get("creationTimestamp"), "deleted": False}
+            elif etype == "DELETED" and m["uid"] in self.pods:
+                self.pods[m["uid"]]["deleted"] = True
+
+    def list(self):
+        with self.lock:
+            return [dict(r) for r in self.pods.values()]
+
+    def clear(self):
+        with self.lock:
+            self.pods = {}

@@ -18,32 +18,13 @@ import time
 import uuid
 from collections import deque
 
+from apierrors import ApiError, invalid_object, not_found, required  # noqa: F401 (ApiError: re-exported)
+from patches import json_patch, merge_patch, strategic_merge_patch
+
 
 def now_iso(offset=0.0):
     t = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(seconds=offset)
     return t.strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-class ApiError(Exception):
-    """Carries a Kubernetes Status object."""
-
-    def __init__(self, code, reason, message, details=None, headers=None):
-        super().__init__(message)
-        self.code, self.reason, self.message = code, reason, message
-        self.details = details
-        self.headers = headers or {}
-
-    def status(self):
-        s = {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
-             "message": self.message, "reason": self.reason, "code": self.code}
-        if self.details:
-            s["details"] = self.details
-        return s
-
-
-def not_found(rt, name):
-    return ApiError(404, "NotFound", '%s "%s" not found' % (rt.qualified(), name),
-                    {"name": name, "group": rt.group, "kind": rt.plural})
 
 
 class ResourceType:
@@ -92,122 +73,15 @@ BUILTIN = [
     ResourceType("", "v1", "namespaces", "Namespace", False, ["ns"]),
     ResourceType("apiextensions.k8s.io", "v1", "customresourcedefinitions", "CustomResourceDefinition",
                  False, ["crd", "crds"]),
+    # Stored only, so that deploy/kubernetes/ applies: no controller acts on them (a Deployment
+    # makes no pods, a Service routes nothing, RBAC objects grant or deny nothing: see /fake/forbid).
+    ResourceType("", "v1", "serviceaccounts", "ServiceAccount", True, ["sa"], has_status=False),
+    ResourceType("", "v1", "services", "Service", True, ["svc"], categories=["all"]),
+    ResourceType("", "v1", "persistentvolumeclaims", "PersistentVolumeClaim", True, ["pvc"]),
+    ResourceType("apps", "v1", "deployments", "Deployment", True, ["deploy"], categories=["all"]),
+    ResourceType("rbac.authorization.k8s.io", "v1", "roles", "Role", True, has_status=False),
+    ResourceType("rbac.authorization.k8s.io", "v1", "rolebindings", "RoleBinding", True, has_status=False),
 ]
-
-# --- patches -------------------------------------------------------------------------------
-
-def merge_patch(target, patch):
-    """RFC 7386 JSON merge patch."""
-    if not isinstance(patch, dict):
-        return copy.deepcopy(patch)
-    if not isinstance(target, dict):
-        target = {}
-    out = dict(target)
-    for k, v in patch.items():
-        if v is None:
-            out.pop(k, None)
-        else:
-            out[k] = merge_patch(out.get(k), v)
-    return out
-
-
-def strategic_merge_patch(target, patch):
-    """A subset of strategic merge patch: maps merge; lists of objects that all carry "name"
-    merge by name (containers, env, volumes, ports...); "$patch: delete" items are removed;
-    other "$" directives ($setElementOrder, $retainKeys, ...) are ignored; other lists replace."""
-    if not isinstance(patch, dict):
-        return copy.deepcopy(patch)
-    if not isinstance(target, dict):
-        target = {}
-    if patch.get("$patch") == "replace":
-        return {k: v for k, v in patch.items() if not k.startswith("$")}
-    out = dict(target)
-    for k, v in patch.items():
-        if k.startswith("$"):
-            continue
-        if v is None:
-            out.pop(k, None)
-        elif isinstance(v, list) and isinstance(out.get(k), list) and v and \
-                all(isinstance(i, dict) and "name" in i for i in v) and \
-                all(isinstance(i, dict) and "name" in i for i in out[k]):
-            merged = list(out[k])
-            for item in v:
-                idx = next((i for i, t in enumerate(merged) if t["name"] == item["name"]), None)
-                if item.get("$patch") == "delete":
-                    if idx is not None:
-                        merged.pop(idx)
-                elif idx is None:
-                    merged.append(strategic_merge_patch({}, item))
-                else:
-                    merged[idx] = strategic_merge_patch(merged[idx], item)
-            out[k] = merged
-        else:
-            out[k] = strategic_merge_patch(out.get(k), v) if isinstance(v, dict) else copy.deepcopy(v)
-    return out
-
-
-def _pointer(path):
-    if path == "":
-        return []
-    if not path.startswith("/"):
-        raise ApiError(422, "Invalid", "json patch path %r must start with /" % path)
-    return [p.replace("~1", "/").replace("~0", "~") for p in path[1:].split("/")]
-
-
-def json_patch(doc, ops):
-    """RFC 6902 JSON patch: add, remove, replace, move, copy, test."""
-    doc = copy.deepcopy(doc)
-    if not isinstance(ops, list):
-        raise ApiError(400, "BadRequest", "json patch must be a list of operations")
-
-    def walk(parts):
-        cur = doc
-        for p in parts[:-1]:
-            cur = cur[int(p)] if isinstance(cur, list) else cur[p]
-        return cur, parts[-1]
-
-    def get(path):
-        cur = doc
-        for p in _pointer(path):
-            cur = cur[int(p)] if isinstance(cur, list) else cur[p]
-        return cur
-
-    def add(path, value):
-        parent, last = walk(_pointer(path))
-        if isinstance(parent, list):
-            parent.insert(len(parent) if last == "-" else int(last), value)
-        else:
-            parent[last] = value
-
-    def remove(path):
-        parent, last = walk(_pointer(path))
-        if isinstance(parent, list):
-            return parent.pop(int(last))
-        return parent.pop(last)
-
-    try:
-        for op in ops:
-            kind, path = op.get("op"), op.get("path", "")
-            if kind == "add":
-                add(path, copy.deepcopy(op["value"]))
-            elif kind == "remove":
-                remove(path)
-            elif kind == "replace":
-                remove(path)
-                add(path, copy.deepcopy(op["value"]))
-            elif kind == "move":
-                add(path, remove(op["from"]))
-            elif kind == "copy":
-                add(path, copy.deepcopy(get(op["from"])))
-            elif kind == "test":
-                if get(path) != op.get("value"):
-                    raise ApiError(422, "Invalid", "json patch test failed at %s" % path)
-            else:
-                raise ApiError(400, "BadRequest", "unknown json patch op %r" % kind)
-    except (KeyError, IndexError, ValueError, TypeError) as e:
-        raise ApiError(422, "Invalid", "json patch failed: %s" % e)
-    return doc
-
 
 # --- the store --------------------------------------------------------------------------------
 
@@ -240,6 +114,8 @@ class Store:
         self.state_file = state_file
         self.grace_scale = grace_scale
         self.hooks = []                 # callables(event_type, key, obj, old) run after changes
+        self.admission = []             # callables(rt, namespace, obj) run on create, under the lock,
+                                        # after defaulting, before the AlreadyExists check: may raise
         if state_file and os.path.exists(state_file):
             self._load()
         for ns in ("default", "kube-system", "kube-public"):
@@ -466,12 +342,12 @@ class Store:
                 if m.get("generateName"):
                     m["name"] = m["generateName"] + "".join(random.choice(_NAME_CHARS) for _ in range(5))
                 else:
-                    raise ApiError(422, "Invalid", '%s "" is invalid: metadata.name: Required value: name or '
-                                   'generateName is required' % rt.kind,
-                                   {"kind": rt.kind, "group": rt.group,
-                                    "causes": [{"reason": "FieldValueRequired", "field": "metadata.name",
-                                                "message": "Required value: name or generateName is required"}]})
+                    raise invalid_object(rt.kind, rt.group, "", [
+                        required("metadata.name", "name or generateName is required")])
             objs = self.objects[rt.key]
+            self._defaults(rt, obj)
+            for admit in self.admission:    # validation (422), then admission plugins (quota: 403)
+                admit(rt, namespace, obj)
             if (namespace, m["name"]) in objs:
                 raise ApiError(409, "AlreadyExists", '%s "%s" already exists' % (rt.qualified(), m["name"]),
                                {"name": m["name"], "group": rt.group, "kind": rt.plural})
@@ -482,7 +358,6 @@ class Store:
             m["creationTimestamp"] = now_iso()
             if rt.crd or rt.kind == "CustomResourceDefinition":
                 m["generation"] = 1
-            self._defaults(rt, obj)
             if rt.kind == "CustomResourceDefinition":
                 self._validate_crd(obj)
             m["resourceVersion"] = self._bump()
@@ -494,12 +369,12 @@ class Store:
 
     def _defaults(self, rt, obj):
         if rt.kind == "Pod":
-            spec = obj.setdefault("spec", {})
+            spec = obj["spec"] = obj.get("spec") if isinstance(obj.get("spec"), dict) else {}
             spec.setdefault("restartPolicy", "Always")
             spec.setdefault("terminationGracePeriodSeconds", 30)
             spec.setdefault("dnsPolicy", "ClusterFirst")
             spec.setdefault("schedulerName", "default-scheduler")
-            for c in spec.get("containers", []):
+            for c in [c for c in spec.get("containers") or [] if isinstance(c, dict)]:
                 c.setdefault("imagePullPolicy", "IfNotPresent")
                 c.setdefault("terminationMessagePath", "/dev/termination-log")
             obj["status"] = {"phase": "Pending", "qosClass": "BestEffort"}

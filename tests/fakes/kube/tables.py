@@ -2,7 +2,9 @@
 
 Follows https://kubernetes.io/docs/reference/using-api/api-concepts/#receiving-resources-as-tables
 Pods: Name, Ready, Status, Restarts, Age (+ IP, Node at priority 1). Custom resources: Name and
-the CRD's additionalPrinterColumns, JSONPath evaluated simply (.a.b.c, .a.b[0].c). Others: Name, Age.
+the CRD's additionalPrinterColumns, their JSONPath evaluated here (kubectl sends none: printer
+columns are evaluated server-side): .a.b, [0], [*], ['a'] and filters ([?(@.type=="Ready")]).
+Others: Name, Age.
 """
 
 import datetime
@@ -31,18 +33,78 @@ def age(ts):
     return "%dd" % (s // 86400)
 
 
+_TOKEN = re.compile(r"""\.(?P<name>[^.\[\]]+)      # .name
+                       |\[\s*(?P<index>-?\d+)\s*\]         # [0], [-1]
+                       |\[\s*(?P<star>\*)\s*\]             # [*]
+                       |\[\s*'(?P<quoted>[^']*)'\s*\]      # ['name']
+                       |\[\s*\?\((?P<filter>.*?)\)\s*\]    # [?(@.type=="Ready")]
+                       """, re.X)
+_FILTER = re.compile(r"""^\s*@(?P<path>(?:\.[^.\s=!<>]+)*)\s*
+                        (?:(?P<op>==|!=|<=|>=|<|>)\s*(?P<lit>"[^"]*"|'[^']*'|-?\d+(?:\.\d+)?|true|false))?\s*$""", re.X)
+
+
+def _walk(values, path):
+    pos, path = 0, path.strip()
+    while pos < len(path):
+        tok = _TOKEN.match(path, pos)
+        if tok is None:
+            raise ValueError("unsupported JSONPath %r at %d" % (path, pos))
+        pos = tok.end()
+        out = []
+        for v in values:
+            if tok.group("name") is not None or tok.group("quoted") is not None:
+                key = tok.group("name") if tok.group("name") is not None else tok.group("quoted")
+                if isinstance(v, dict) and key in v:
+                    out.append(v[key])
+            elif tok.group("index") is not None:
+                i = int(tok.group("index"))
+                if isinstance(v, list) and -len(v) <= i < len(v):
+                    out.append(v[i])
+            elif tok.group("star") is not None:
+                out += v if isinstance(v, list) else list(v.values()) if isinstance(v, dict) else []
+            else:
+                out += [e for e in (v if isinstance(v, list) else []) if _filter_ok(e, tok.group("filter"))]
+        values = out
+    return values
+
+
+def _filter_ok(item, expr):
+    m = _FILTER.match(expr)
+    if not m:
+        raise ValueError("unsupported JSONPath filter %r" % expr)
+    got = _walk([item], m.group("path") or "")
+    if m.group("op") is None:
+        return bool(got)
+    if not got:
+        return False
+    lit = m.group("lit")
+    want = lit[1:-1] if lit[0] in "\"'" else {"true": True, "false": False}.get(lit, None)
+    if want is None:
+        want = float(lit)
+    a = got[0]
+    if isinstance(want, float):
+        if not isinstance(a, (int, float)) or isinstance(a, bool):
+            return False
+    elif type(a) is not type(want):
+        return m.group("op") == "!="
+    return {"==": a == want, "!=": a != want, "<": a < want, ">": a > want, "<=": a <= want,
+            ">=": a >= want}[m.group("op")]
+
+
 def jsonpath(obj, path):
-    """Evaluates a simple JSONPath like .status.workers.ready or .spec.items[0].name."""
-    cur = obj
-    for part in re.findall(r"[^.\[\]]+|\[\d+\]", path.strip().lstrip("$").strip("{}")):
-        if part.startswith("["):
-            i = int(part[1:-1])
-            cur = cur[i] if isinstance(cur, list) and i < len(cur) else None
-        else:
-            cur = cur.get(part) if isinstance(cur, dict) else None
-        if cur is None:
-            return None
-    return cur
+    """Evaluates the JSONPath of a printer column as the API server does for a custom resource's
+    Table (its first result, or None): .a.b, ['a'], [0], [*] and filters such as
+    .status.conditions[?(@.type=="Ready")].status (==, !=, <, >, <=, >= against a string, number
+    or boolean; [?(@.x)] for presence)."""
+    p = path.strip()
+    if p.startswith("{") and p.endswith("}"):
+        p = p[1:-1].strip()
+    p = p[1:] if p.startswith("$") else p
+    try:
+        got = _walk([obj], p)
+    except (ValueError, TypeError):
+        return None
+    return got[0] if got else None
 
 
 def pod_status_text(pod):
