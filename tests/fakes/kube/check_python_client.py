@@ -12,11 +12,14 @@ import ssl
 import sys
 import threading
 import time
+import types
 import urllib.request
 
 import kubernetes
 from kubernetes import client, watch
 from kubernetes.client.rest import ApiException
+
+import check_python_admission as admission
 
 FAILS = []
 
@@ -50,6 +53,8 @@ def main():
     ap.add_argument("--work-dir", default="/tmp")
     ap.add_argument("--kubelet", action="store_true",
                     help="the fake runs with --kubelet=auto --run-pods: check the pod processes")
+    ap.add_argument("--patch-agentpool-status", metavar="NAMESPACE/NAME",
+                    help="only write a status on that AgentPool (patch_namespaced_custom_object_status)")
     a = ap.parse_args()
     ca = os.path.join(a.tls_dir, "ca.crt")
     sslctx = ssl.create_default_context(cafile=ca)
@@ -75,6 +80,8 @@ def main():
     api = api_client(a.token)
     v1 = client.CoreV1Api(api)
     ns = a.namespace
+    if a.patch_agentpool_status:
+        return admission.patch_agentpool_status(api, a.patch_agentpool_status)
     if a.kubelet:
         return kubelet_checks(v1, a)
 
@@ -363,6 +370,10 @@ def main():
               str(counts))
     run("unreachable", unreachable)
 
+    ctx = types.SimpleNamespace(v1=v1, api=api, admin=admin, api_client=api_client, check=check, run=run, ns=ns,
+                                token=a.token, pod=pod)
+    admission.run_all(ctx)       # RBAC denials, quota, validation, pods-ever
+
     def cleanup():
         v1.delete_namespace(ns)
         try:
@@ -371,6 +382,7 @@ def main():
         except ApiException as e:
             check("deleting the namespace deletes its pods", e.status == 404)
     run("cleanup", cleanup)
+    admission.after_cleanup(ctx)
 
     print("python3-kubernetes: %d failed" % len(FAILS))
     return 1 if FAILS else 0

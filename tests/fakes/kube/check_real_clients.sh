@@ -6,6 +6,7 @@
 # Env: KUBECTL=path (a kubectl 1.20 to use instead of Debian's), KEEP=1 (keep the temp dir).
 set -uo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+DEPLOY="$(cd "$HERE/../../.." && pwd)/deploy/kubernetes"   # the manifests Tidepool ships
 MODE="${1:-all}"
 TMP="$(mktemp -d /tmp/fake-kube-check.XXXXXX)"
 FAKE_PID=""
@@ -59,6 +60,8 @@ URL="$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["url"])' 
   || { echo "fake did not start: $(cat "$TMP/fake.err")" >&2; exit 2; }
 echo "fake at $URL"
 ADMIN() { curl -sf --cacert "$TMP/tls/ca.crt" -X POST "$URL/fake/$1" >/dev/null; }
+# ADMINJ METHOD PATH [JSON]: an admin call with a JSON body; prints the answer
+ADMINJ() { curl -sf --cacert "$TMP/tls/ca.crt" -X "$1" ${3:+-d "$3"} "$URL/fake/$2"; }
 
 cat > "$TMP/kubeconfig" <<EOF
 apiVersion: v1
@@ -90,10 +93,10 @@ run_kubectl_checks() {
   out="$(K version 2>&1)"; grep -q 'Server Version.*v1.20.2-fake' <<<"$out" \
     && pass "kubectl version sees the fake server" || fail "kubectl version: $out"
 
-  out="$(K apply -f "$HERE/agentpool-crd.yaml" 2>&1)"
+  out="$(K apply -f "$DEPLOY/crd.yaml" 2>&1)"
   grep -q 'customresourcedefinition.apiextensions.k8s.io/agentpools.tidepool.dev created' <<<"$out" \
-    && pass "kubectl apply CRD (default client-side validation)" || fail "kubectl apply CRD: $out"
-  out="$(K apply -f "$HERE/agentpool-crd.yaml" 2>&1)"
+    && pass "kubectl apply deploy/kubernetes/crd.yaml (default client-side validation)" || fail "kubectl apply CRD: $out"
+  out="$(K apply -f "$DEPLOY/crd.yaml" 2>&1)"
   grep -q 'agentpools.tidepool.dev unchanged' <<<"$out" \
     && pass "kubectl apply CRD again: unchanged" || fail "kubectl apply CRD again: $out"
 
@@ -107,23 +110,36 @@ run_kubectl_checks() {
   out="$(K apply -f "$HERE/testdata/agentpool.yaml" 2>&1)"
   grep -q 'agentpool.tidepool.dev/gpu unchanged' <<<"$out" && pass "kubectl apply AgentPool again: unchanged" \
     || fail "kubectl apply AgentPool again: $out"
-  sed 's/max_workers: 4/max_workers: 8/' "$HERE/testdata/agentpool.yaml" > "$TMP/ap8.yaml"
+  sed 's/max_agents: 4/max_agents: 8/' "$HERE/testdata/agentpool.yaml" > "$TMP/ap8.yaml"
   out="$(K apply -f "$TMP/ap8.yaml" 2>&1)"
   grep -q 'agentpool.tidepool.dev/gpu configured' <<<"$out" && pass "kubectl apply changed AgentPool: configured" \
     || fail "kubectl apply changed AgentPool: $out"
-  out="$(K get ap gpu -o 'jsonpath={.spec.max_workers} {.metadata.generation}' 2>&1)"
-  [ "$out" = "8 2" ] && pass "kubectl apply patched spec (max_workers 8, generation 2)" \
-    || fail "after apply: max_workers generation = '$out'"
+  out="$(K get ap gpu -o 'jsonpath={.spec.auto_scaler.max_agents} {.metadata.generation}' 2>&1)"
+  [ "$out" = "8 2" ] && pass "kubectl apply patched spec (max_agents 8, generation 2)" \
+    || fail "after apply: max_agents generation = '$out'"
 
+  out="$(K get ap 2>&1)"
+  grep -Eq '^NAME +READY +IDLE +BUSY +STARTING +QUEUED +AGE$' <<<"$out" && grep -Eq '^gpu +[0-9]+s$' <<<"$out" \
+    && pass "kubectl get ap without a status: empty columns" || fail "kubectl get ap (no status): $out"
   curl -sf --cacert "$TMP/tls/ca.crt" -H "Authorization: Bearer $TOKEN" -X PATCH \
     -H 'Content-Type: application/merge-patch+json' \
-    -d '{"status":{"workers":{"ready":2,"starting":1},"queued":5}}' \
+    -d '{"status":{"workers":{"idle":2,"busy":0,"starting":1},"queued":5,"lastError":"quota exceeded",
+         "conditions":[{"type":"ScalingUp","status":"True","reason":"Demand","message":"",
+                        "lastTransitionTime":"2024-01-01T00:00:00Z"},
+                       {"type":"Ready","status":"False","reason":"BackendFailing","message":"",
+                        "lastTransitionTime":"2024-01-01T00:00:00Z"}]}}' \
     "$URL/apis/tidepool.dev/v1/namespaces/default/agentpools/gpu/status" >/dev/null
   out="$(K get ap 2>&1)"
-  grep -Eq '^NAME +READY +STARTING +QUEUED +AGE' <<<"$out" && grep -Eq '^gpu +2 +1 +5 +[0-9]+s' <<<"$out" \
-    && pass "kubectl get ap: printer columns READY/STARTING/QUEUED/AGE" || fail "kubectl get ap: $out"
+  grep -Eq '^NAME +READY +IDLE +BUSY +STARTING +QUEUED +AGE$' <<<"$out" \
+    && grep -Eq '^gpu +False +2 +0 +1 +5 +[0-9]+s$' <<<"$out" \
+    && pass "kubectl get ap: READY (the Ready condition, a JSONPath filter) IDLE BUSY STARTING QUEUED AGE" \
+    || fail "kubectl get ap: $out"
+  out="$(K get ap -o wide 2>&1)"
+  grep -Eq '^NAME +READY +IDLE +BUSY +STARTING +QUEUED +ERROR +AGE$' <<<"$out" \
+    && grep -Eq '^gpu +False +2 +0 +1 +5 +quota exceeded +[0-9]+s$' <<<"$out" \
+    && pass "kubectl get ap -o wide: the ERROR column (priority 1)" || fail "kubectl get ap -o wide: $out"
   out="$(K get ap gpu -o yaml 2>&1)"
-  grep -q '^kind: AgentPool' <<<"$out" && grep -q 'max_workers: 8' <<<"$out" && grep -q 'queued: 5' <<<"$out" \
+  grep -q '^kind: AgentPool' <<<"$out" && grep -q 'max_agents: 8' <<<"$out" && grep -q 'queued: 5' <<<"$out" \
     && pass "kubectl get ap gpu -o yaml" || fail "kubectl get ap gpu -o yaml: $out"
 
   out="$(K create secret generic agent-token --from-literal=token=s3cret 2>&1)"
@@ -185,6 +201,7 @@ run_kubectl_checks() {
   grep -q 'namespaces "nope" not found' <<<"$out" && pass "kubectl create in a missing namespace: NotFound" \
     || fail "create in missing namespace: $out"
 
+  admission_kubectl_checks
   out="$(K delete -f "$HERE/testdata/agentpool.yaml" 2>&1)"
   grep -q 'agentpool.tidepool.dev "gpu" deleted' <<<"$out" && pass "kubectl delete -f agentpool.yaml" \
     || fail "kubectl delete ap: $out"
@@ -192,6 +209,118 @@ run_kubectl_checks() {
   grep -q 'No resources found in default namespace.' <<<"$out" && pass "kubectl get ap: none left" \
     || fail "kubectl get ap after delete: $out"
   K delete pod other --wait=false >/dev/null 2>&1
+  deploy_kubectl_checks
+}
+
+# RBAC denials (/fake/forbid), a pods ResourceQuota (/fake/quota) and pod validation, as kubectl
+# prints the API server's answers; /fake/pods-ever.
+admission_kubectl_checks() {
+  local out want
+  ADMINJ POST forbid '{"user":"tester","verb":"create","resource":"pods","namespace":"default"}' >/dev/null
+  out="$(K run denied --image=busybox --restart=Never 2>&1)"
+  want='Error from server (Forbidden): pods is forbidden: User "tester" cannot create resource "pods" in API group "" in the namespace "default"'
+  grep -qxF "$want" <<<"$out" && pass "forbid create pods: kubectl run says Forbidden in RBAC's words" \
+    || fail "forbid create pods: $out"
+  out="$(K --context fake-cert run cert-pod --image=busybox --restart=Never 2>&1)"
+  grep -q 'pod/cert-pod created' <<<"$out" && pass "a rule for user tester does not deny cert-user" \
+    || fail "forbid for another user: $out"
+  ADMINJ POST forbid '{"verb":"list","resource":"pods"}' >/dev/null
+  out="$(K get pods 2>&1)"
+  want='Error from server (Forbidden): pods is forbidden: User "tester" cannot list resource "pods" in API group "" in the namespace "default"'
+  grep -qxF "$want" <<<"$out" && pass "forbid list pods: kubectl get pods Forbidden" || fail "forbid list: $out"
+  out="$(K get pods --all-namespaces 2>&1)"
+  want='Error from server (Forbidden): pods is forbidden: User "tester" cannot list resource "pods" in API group "" at the cluster scope'
+  grep -qxF "$want" <<<"$out" && pass "forbid list pods: --all-namespaces 'at the cluster scope'" \
+    || fail "forbid list all namespaces: $out"
+  ADMINJ POST forbid '{"verb":"get","resource":"pods"}' >/dev/null
+  out="$(K get pod other 2>&1)"
+  want='Error from server (Forbidden): pods "other" is forbidden: User "tester" cannot get resource "pods" in API group "" in the namespace "default"'
+  grep -qxF "$want" <<<"$out" && pass "forbid get pods: the pod's name in the message" || fail "forbid get: $out"
+  out="$(ADMINJ GET forbid | python3 -c 'import json,sys; print(len(json.load(sys.stdin)["rules"]))')"
+  [ "$out" = 3 ] && pass "GET /fake/forbid: 3 rules" || fail "GET /fake/forbid: $out"
+  ADMINJ DELETE forbid >/dev/null
+  out="$(K get pods -o name 2>&1)"
+  grep -qx 'pod/other' <<<"$out" && pass "DELETE /fake/forbid: kubectl get pods allowed again" \
+    || fail "after DELETE /fake/forbid: $out"
+  K delete pod cert-pod --wait=false >/dev/null 2>&1
+
+  K create namespace quota-ns >/dev/null 2>&1
+  ADMINJ POST quota '{"namespace":"quota-ns","pods":1,"name":"pod-quota"}' >/dev/null
+  out="$(K run q1 -n quota-ns --image=busybox --restart=Never 2>&1)"
+  grep -q 'pod/q1 created' <<<"$out" || fail "quota 1: first pod: $out"
+  out="$(K run q2 -n quota-ns --image=busybox --restart=Never 2>&1)"
+  want='Error from server (Forbidden): pods "q2" is forbidden: exceeded quota: pod-quota, requested: pods=1, used: pods=1, limited: pods=1'
+  grep -qxF "$want" <<<"$out" && pass "quota pods=1: the second pod is Forbidden 'exceeded quota'" \
+    || fail "quota: $out"
+  ADMIN "pods/quota-ns/q1/phase?phase=Succeeded"
+  out="$(K run q2 -n quota-ns --image=busybox --restart=Never 2>&1)"
+  grep -q 'pod/q2 created' <<<"$out" && pass "quota: a Succeeded pod does not count" || fail "quota after q1 ended: $out"
+  ADMINJ DELETE "quota?namespace=quota-ns" >/dev/null
+  out="$(K run q3 -n quota-ns --image=busybox --restart=Never 2>&1)"
+  grep -q 'pod/q3 created' <<<"$out" && pass "DELETE /fake/quota: no limit" || fail "quota cleared: $out"
+  K delete namespace quota-ns >/dev/null 2>&1
+
+  printf 'apiVersion: v1\nkind: Pod\nmetadata: {name: noimage}\nspec:\n  containers: [{name: agent}]\n' \
+    > "$TMP/noimage.yaml"
+  out="$(K create -f "$TMP/noimage.yaml" 2>&1)"
+  grep -qxF 'The Pod "noimage" is invalid: spec.containers[0].image: Required value' <<<"$out" \
+    && pass "a container without an image: kubectl says The Pod is invalid" || fail "no image: $out"
+  printf 'apiVersion: v1\nkind: Pod\nmetadata: {name: nocontainers}\nspec: {}\n' > "$TMP/nocontainers.yaml"
+  out="$(K apply -f "$TMP/nocontainers.yaml" 2>&1)"
+  grep -qxF 'The Pod "nocontainers" is invalid: spec.containers: Required value' <<<"$out" \
+    && pass "no containers (kubectl apply): spec.containers: Required value" || fail "no containers: $out"
+  printf 'apiVersion: v1\nkind: Pod\nmetadata: {name: Bad_Name}\nspec:\n  containers: [{image: busybox}]\n' \
+    > "$TMP/badname.yaml"
+  out="$(K create -f "$TMP/badname.yaml" 2>&1)"
+  want="* metadata.name: Invalid value: \"Bad_Name\": a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character (e.g. 'example.com', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')"
+  grep -qxF 'The Pod "Bad_Name" is invalid: ' <<<"$out" && grep -qxF "$want" <<<"$out" \
+    && grep -qxF '* spec.containers[0].name: Required value' <<<"$out" \
+    && pass "a bad name and a nameless container: one line per cause (details.causes)" || fail "bad name: $out"
+
+  out="$(ADMINJ GET pods-ever | python3 -c '
+import json, sys
+print(" ".join(sorted("%s/%s:%s" % (p["namespace"], p["name"], p["deleted"]) for p in json.load(sys.stdin))))')"
+  [ "$out" = "default/cert-pod:True default/other:False default/worker-1:True quota-ns/q1:True quota-ns/q2:True quota-ns/q3:True" ] \
+    && pass "GET /fake/pods-ever: every pod created, deleted or not (none of the refused ones)" \
+    || fail "pods-ever: $out"
+}
+
+# deploy/kubernetes/: the manifests Tidepool ships. The CRD exists (applied above), so one apply of
+# the folder makes the rest; kubectl get ap shows a status written with python3-kubernetes.
+deploy_kubectl_checks() {
+  local out want missing=""
+  out="$(K apply -f "$DEPLOY/" 2>&1)"
+  for want in 'customresourcedefinition.apiextensions.k8s.io/agentpools.tidepool.dev unchanged' \
+      'agentpool.tidepool.dev/cpu created' 'serviceaccount/tidepool-server created' \
+      'role.rbac.authorization.k8s.io/tidepool-server created' \
+      'rolebinding.rbac.authorization.k8s.io/tidepool-server created' 'configmap/tidepool-server-config created' \
+      'persistentvolumeclaim/tidepool-data created' 'deployment.apps/tidepool-server created' \
+      'service/tidepool-server created'; do
+    grep -qxF "$want" <<<"$out" || missing="$missing [$want]"
+  done
+  [ -z "$missing" ] && [ "$(wc -l <<<"$out")" = 9 ] \
+    && pass "kubectl apply -f deploy/kubernetes/: the four files' 9 objects" || fail "apply deploy/kubernetes:$missing $out"
+  out="$(K get deployment tidepool-server -o 'jsonpath={.spec.template.spec.serviceAccountName} {.spec.template.spec.containers[0].args}' 2>&1)"
+  grep -q '^tidepool-server .*--k8s-pools' <<<"$out" && pass "the server's Deployment: its ServiceAccount and --k8s-pools" \
+    || fail "deployment: $out"
+  out="$(K get ap cpu 2>&1)"
+  grep -Eq '^cpu +[0-9]+s$' <<<"$out" && pass "kubectl get ap cpu: no status yet" || fail "get ap cpu: $out"
+  ensure_python_kubernetes
+  /usr/bin/python3 "$HERE/check_python_client.py" --url "$URL" --tls-dir "$TMP/tls" --token "$TOKEN" \
+      --patch-agentpool-status default/cpu >"$TMP/patch.out" 2>&1 \
+    && pass "python3-kubernetes patch_namespaced_custom_object_status on the example AgentPool" \
+    || fail "patch status: $(cat "$TMP/patch.out")"
+  out="$(K get ap cpu 2>&1)"
+  grep -Eq '^NAME +READY +IDLE +BUSY +STARTING +QUEUED +AGE$' <<<"$out" && grep -Eq '^cpu +True +2 +3 +1 +4 +[0-9]+s$' <<<"$out" \
+    && pass "kubectl get ap cpu: the status written by python3-kubernetes (READY True, IDLE 2, BUSY 3)" \
+    || fail "kubectl get ap cpu after the status patch: $out"
+  out="$(K get ap cpu -o wide 2>&1)"
+  grep -Eq '^cpu +True +2 +3 +1 +4 +create tp-cpu-x: quota exceeded +[0-9]+s$' <<<"$out" \
+    && pass "kubectl get ap cpu -o wide: ERROR" || fail "kubectl get ap cpu -o wide: $out"
+  out="$(K apply -f "$DEPLOY/" 2>&1)"
+  [ "$(grep -c ' unchanged$' <<<"$out")" = 9 ] && [ "$(wc -l <<<"$out")" = 9 ] \
+    && grep -Eq '^cpu +True +2 +3 +1 +4 ' <<<"$(K get ap cpu 2>&1)" \
+    && pass "kubectl apply -f deploy/kubernetes/ again: all 9 unchanged, the status kept" || fail "apply again: $out"
 }
 
 if [ "$MODE" != "--python-only" ]; then run_kubectl_checks; fi
