@@ -97,6 +97,16 @@ void PoolController::Start(const std::vector<Worker>& persisted) {
     }
   }
   if (is_static()) return;
+  auto alive = alive_;
+  auto post = hooks_.post;
+  backend_->Watch([alive, post, this] {
+    post([alive, this] {
+      if (!*alive) return;
+      watch_poked_ = true;
+      watch_poked_at_gen_ = list_generation_;
+      Sync();
+    });
+  });
   Sync();
   Reconcile();
 }
@@ -417,6 +427,12 @@ void PoolController::OnListed(Result<std::vector<backends::ListedWorker>> listed
     return;
   }
   listed_once_ = true;
+  // Entries that are not workers (stopping, stopped) say why a worker went ("Evicted: The node
+  // was low on resource: memory."): kept for the event that forgets it.
+  for (const auto& lw : *listed) {
+    if (backends::IsWorker(lw.state) || lw.detail.empty()) continue;
+    if (Worker* w = Find(lw.name)) w->detail = lw.detail;
+  }
   CheckedList checked = CheckListed(std::move(*listed), refused_answers_);
   NoteListProblems(checked.problems);
   std::set<std::string> present;
@@ -427,6 +443,12 @@ void PoolController::OnListed(Result<std::vector<backends::ListedWorker>> listed
       w->missing_lists = 0;
       w->detail = lw.detail;
       if (lw.state == backends::WorkerState::kPending) w->held_pending_at = Clock::now();
+      if (lw.failing && !w->connected && (w->phase == Phase::kStarting || w->phase == Phase::kRequested)) {
+        // It will not start (backend.h, ListedWorker::failing): a failed create, and gone.
+        AllocationFailed(fmt::format("{}: {}", w->name, lw.detail), *lw.failing);
+        Remove(w, lw.detail);
+        continue;
+      }
       if (w->phase == Phase::kDeleting && w->delete_done && gen > w->delete_done_gen &&
           Clock::now() - w->delete_done_at >= 3 * interval) {
         // Acknowledged three sync intervals ago, yet still listed: ask again (CheckTimeouts below).
@@ -445,6 +467,9 @@ void PoolController::OnListed(Result<std::vector<backends::ListedWorker>> listed
   NoteUnknownNames(unknown);
   std::vector<Worker*> all = Workers();
   bool look_again_soon = false;
+  // A watch event, not list lag, says it went: the second look comes soon too.
+  const bool watch_poked = watch_poked_ && gen > watch_poked_at_gen_;
+  if (watch_poked) watch_poked_ = false;
   for (Worker* w : all) {
     if (w->name.empty() || present.count(w->name) || w->connected) continue;
     if (w->phase == Phase::kDeleting && w->delete_done && gen > w->delete_done_gen) {
@@ -455,9 +480,10 @@ void PoolController::OnListed(Result<std::vector<backends::ListedWorker>> listed
     if (w->phase == Phase::kStarting || w->phase == Phase::kLost || w->phase == Phase::kUnknown ||
         w->phase == Phase::kDeleting) {
       if (++w->missing_lists >= 2) {
-        Event("worker_gone", fmt::format("{} no longer exists in the backend (was {})", w->name, PhaseName(w->phase)));
+        Event("worker_gone", fmt::format("{} no longer exists in the backend (was {}{})", w->name, PhaseName(w->phase),
+                                         w->detail.empty() ? "" : "; last listed: " + w->detail));
         Forget(w);
-      } else if (w->restored || w->phase == Phase::kLost) {
+      } else if (w->restored || w->phase == Phase::kLost || watch_poked) {
         // Made by an earlier run of the server, or listed before it was lost, so no list lag can
         // hide it: the second look that confirms it gone need not wait a whole interval, while it
         // holds capacity (max_agents counts a lost worker) demand waits for.

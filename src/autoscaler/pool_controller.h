@@ -243,6 +243,10 @@ class PoolController {
   TimePoint list_issued_at_{};  // when the list in flight (one at a time) was issued
   bool listed_once_ = false;  // until the first successful list, any valid-token agent may be ours
   bool sync_requested_ = false;
+  // The backend's watch said something changed (Backend::Watch): a worker missing from the list
+  // that follows is looked for again within a second, not a whole sync interval later.
+  bool watch_poked_ = false;
+  uint64_t watch_poked_at_gen_ = 0;  // list_generation_ when it was poked: lists issued later count
   uint64_t list_generation_ = 0;   // increments per list issued
   TimePoint started_at_{};
   bool held_by_unknown_ = false;

@@ -33,6 +33,7 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -94,6 +95,11 @@ struct ListedWorker {
   WorkerState state = WorkerState::kRunning;
   std::string detail;  // the infrastructure's own words for it ("pending: Resources"), or ""
   std::string line;    // the text it was listed as, for backends that list lines (command); else ""
+  // A pending worker that the infrastructure says will not start as things are (a pod the
+  // scheduler cannot place, an image that cannot be pulled): the class of that failure. The pool
+  // counts it as a failed create (`detail` is the error shown; out_of_capacity sends the demand
+  // to backup pools) and deletes the worker.
+  std::optional<ErrorClass> failing;
 };
 
 class Backend {
@@ -123,6 +129,13 @@ class Backend {
   // running. A backend that cannot cut its calls short leaves this alone: the server waits a
   // bounded time for them, then exits.
   virtual void Abandon() {}
+
+  // OPTIONAL (default: nothing; the pool lists on its sync interval). The backend calls
+  // `changed` (from any thread, any time until Abandon or destruction) as soon as it learns that
+  // its workers changed (a watch saw a machine deleted, evicted or failing): the pool then lists
+  // at once. List stays the only source of truth; this only makes it come sooner. Called once,
+  // when the pool starts.
+  virtual void Watch(std::function<void()> changed) { (void)changed; }
 
   // OPTIONAL (default: not supported). N workers at once, tagged with `label`, for gang tasks;
   // returns exactly `count` names.

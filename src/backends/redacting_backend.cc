@@ -22,6 +22,7 @@ class RedactingBackend final : public Backend {
   }
   std::chrono::milliseconds CallTimeout() const override { return inner_->CallTimeout(); }
   void Abandon() override { inner_->Abandon(); }
+  void Watch(std::function<void()> changed) override { inner_->Watch(std::move(changed)); }
   bool SupportsBatch() const override { return inner_->SupportsBatch(); }
   Result<std::vector<std::string>> CreateBatch(const CreateRequest& request, int count, const std::string& label,
                                                Deadline deadline) override {

@@ -64,6 +64,33 @@ TEST(Strings, ShellQuote) {
 
 TEST(Time, Rfc3339) { EXPECT_EQ(FormatRfc3339(1700000000123), "2023-11-14T22:13:20.123Z"); }
 
+TEST(Time, ParsesRfc3339AsKubernetesAndExecPluginsWriteIt) {
+  EXPECT_EQ(ParseRfc3339("2023-11-14T22:13:20.123Z"), 1700000000123);
+  EXPECT_EQ(ParseRfc3339("2023-11-14T22:13:20Z"), 1700000000000);
+  EXPECT_EQ(ParseRfc3339("2023-11-14T23:13:20.5+01:00"), 1700000000500);
+  EXPECT_EQ(ParseRfc3339("2023-11-14T21:13:20.123456789-01:00"), 1700000000123);
+  for (const char* bad : {"", "2023-11-14", "2023-11-14T22:13:20", "2023-13-14T22:13:20Z", "2023-11-14T22:13:20Zjunk",
+                          "2023-11-14T22:13:20.Z"}) {
+    EXPECT_FALSE(ParseRfc3339(bad).has_value()) << bad;
+  }
+}
+
+// RFC 4648 section 10's test vectors.
+TEST(Strings, Base64MatchesRfc4648Vectors) {
+  const std::pair<const char*, const char*> vectors[] = {{"", ""},         {"f", "Zg=="},         {"fo", "Zm8="},
+                                                         {"foo", "Zm9v"},  {"foob", "Zm9vYg=="},  {"fooba", "Zm9vYmE="},
+                                                         {"foobar", "Zm9vYmFy"}};
+  for (const auto& [plain, coded] : vectors) {
+    EXPECT_EQ(Base64Encode(plain), coded);
+    EXPECT_EQ(*Base64Decode(coded), plain);
+  }
+  EXPECT_EQ(*Base64Decode("Zm9v\nYmFy\n"), "foobar");  // PEM-style line breaks
+  std::string all;
+  for (int i = 0; i < 256; ++i) all += static_cast<char>(i);
+  EXPECT_EQ(*Base64Decode(Base64Encode(all)), all);
+  for (const char* bad : {"Zm9", "Zm9v!", "Z===", "Zg==Zg==", "Zm9v\x01"}) EXPECT_FALSE(Base64Decode(bad).ok()) << bad;
+}
+
 TEST(Process, SpawnReportsCommandNotFoundAndMissingCwd) {
   SpawnOptions o;
   o.argv = {"definitely-not-a-command-xyz"};

@@ -19,6 +19,11 @@ Result<int64_t> ParseBytes(const std::string& text);
 // 1536 -> "1.5 KiB", 2 << 30 -> "2 GiB" (B, KiB ... PiB; one decimal, none when it is .0).
 std::string HumanBytes(uint64_t n);
 
+// Standard base64 (RFC 4648 section 4, with padding), as Kubernetes' Secret data and kubeconfig
+// *-data fields carry bytes. Decoding ignores whitespace and refuses anything else.
+std::string Base64Encode(std::string_view bytes);
+Result<std::string> Base64Decode(std::string_view text);
+
 // Quotes an argv for display the way a shell user would type it.
 std::string ShellQuote(const std::vector<std::string>& argv);
 

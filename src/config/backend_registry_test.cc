@@ -42,10 +42,11 @@ TEST(BackendRegistry, EachBackendSaysWhetherItIsBuilt) {
   EXPECT_TRUE(IsFeatureActive("backend.command"));
   EXPECT_TRUE(IsFeatureActive("backend.ssh"));
   EXPECT_TRUE(IsFeatureActive("backend.slurm"));
-  const Feature* k8s = FindFeature("backend.kubernetes");
-  ASSERT_NE(k8s, nullptr);
-  EXPECT_FALSE(k8s->active);
-  EXPECT_STREQ(k8s->description, "kubernetes backend");
+  EXPECT_TRUE(IsFeatureActive("backend.kubernetes"));
+  const Feature* aws = FindFeature("backend.aws_launch_template");
+  ASSERT_NE(aws, nullptr);
+  EXPECT_FALSE(aws->active);
+  EXPECT_STREQ(aws->description, "aws_launch_template backend");
   EXPECT_EQ(FindFeature("backend.nope"), nullptr);
 }
 

@@ -272,7 +272,7 @@ TEST(Loader, UnsetVariableInAFreeFormTemplateIsAnError) {
   LoadResult r = Load(R"(agent_pools:
   - name: k
     auto_scaler:
-      backend: { kubernetes: { pod_template: { metadata: { name: "${POD}" } } } }
+      backend: { kubernetes: { pod_template: { metadata: { name: "${POD}" }, spec: { containers: [{ image: i }] } } } }
 )");
   ASSERT_EQ(r.errors.size(), 1u);
   EXPECT_EQ(r.errors[0].pos.line, 4);

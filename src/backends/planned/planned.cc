@@ -92,21 +92,6 @@ const Message* Tailscale() {
   return &m;
 }
 
-const Message* Kubernetes() {
-  static const Message m{
-      "kubernetes",
-      {
-          Str("kubeconfig"),
-          Str("context"),
-          InOneof(Str("pod_template_path"), "pod_template"),
-          Str("pod_selector"),
-          Str("namespace"),
-          Str("name_prefix"),
-          InOneof(Field{.name = "pod_template", .type = Type::kAny}, "pod_template"),
-      }};
-  return &m;
-}
-
 const Message* Aws() {
   static const Message m{"aws_launch_template",
                          {
@@ -217,7 +202,6 @@ const Message* DigitalOcean() {
   return &m;
 }
 
-const Registrar kKubernetes({.key = "kubernetes", .order = 50, .message = Kubernetes, .remote = true}, nullptr);
 const Registrar kAws({.key = "aws_launch_template", .order = 60, .message = Aws, .remote = true}, nullptr);
 const Registrar kGce({.key = "gce_instance_group", .order = 70, .message = Gce, .remote = true}, nullptr);
 const Registrar kNebius({.key = "nebius_launch_template", .order = 80, .message = Nebius, .remote = true}, nullptr);

@@ -76,6 +76,13 @@ def handle(h, method, path, q, body):
             if method == "POST":
                 return h.send_json(200, {"ok": True, "rule": srv.policy.add_rule(p)})
             return h.send_json(200, {"rules": srv.policy.list_rules()})
+        if parts == ["delay"]:
+            if method == "DELETE":
+                srv.policy.clear_delays()
+                return h.send_json(200, ok)
+            if method == "POST":
+                return h.send_json(200, {"ok": True, "rule": srv.policy.add_delay(p)})
+            return h.send_json(200, {"delays": srv.policy.list_delays()})
         if parts == ["quota"]:
             if method == "DELETE":
                 srv.policy.clear_quotas(p.get("namespace"))

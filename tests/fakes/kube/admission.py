@@ -15,6 +15,7 @@ word, from the Kubernetes source:
 
 import re
 import threading
+import time
 
 from apierrors import ApiError, go_quote, forbidden, invalid, invalid_object, required
 
@@ -74,7 +75,30 @@ class Policy:
         self.rules = []           # {"user": U|None, "verb": V, "resource": R, "namespace": NS|None}
         self.quotas = {}          # namespace -> {"name": ..., "pods": N}
         self.validate_pods = True
+        self.delays = []          # {"verb": V, "resource": R, "seconds": S}: a slow API server
         store.admission.append(self.admit)
+
+    # -- slow answers (tests of a backend call that is still running)
+    def add_delay(self, p):
+        verb, resource = p.get("verb"), p.get("resource")
+        if verb not in VERBS + ("*",) or not isinstance(resource, str) or not resource:
+            raise ApiError(400, "BadRequest", "verb (one of %s, or *) and resource are required" % ", ".join(VERBS))
+        try:
+            seconds = float(p.get("seconds", 1))
+        except (TypeError, ValueError):
+            raise ApiError(400, "BadRequest", "seconds must be a number")
+        rule = {"verb": verb, "resource": resource, "seconds": seconds}
+        with self.lock:
+            self.delays.append(rule)
+        return rule
+
+    def clear_delays(self):
+        with self.lock:
+            self.delays = []
+
+    def list_delays(self):
+        with self.lock:
+            return [dict(r) for r in self.delays]
 
     # -- RBAC denials
     def add_rule(self, p):
@@ -101,6 +125,10 @@ class Policy:
         """Raises the API server's 403 when a rule matches the request's attributes (user, verb,
         resource[/subresource], namespace; a rule's missing user or namespace matches any)."""
         resource = rt.plural + ("/" + sub if sub else "")
+        with self.lock:
+            pause = sum(d["seconds"] for d in self.delays if d["verb"] in ("*", verb) and d["resource"] == resource)
+        if pause > 0:
+            time.sleep(pause)  # before anything is done: the request is slow, its effect comes after
         with self.lock:
             hit = any((r["user"] is None or r["user"] == user) and r["verb"] in ("*", verb) and
                       r["resource"] == resource and (r["namespace"] is None or r["namespace"] == namespace)

@@ -195,6 +195,16 @@ def run_all(c):
               str([by.get(n) for n in ("p7-2", "p7-3", "watched", "v-off")]))
     c.run("pods-ever", pods_ever)
 
+    def delay():
+        rule = admin("delay", {"verb": "create", "resource": "configmaps", "seconds": 0.2})["rule"]
+        check("delay: the rule as given", rule == {"verb": "create", "resource": "configmaps", "seconds": 0.2}, str(rule))
+        made = v1.create_namespaced_config_map(ns, client.V1ConfigMap(metadata=client.V1ObjectMeta(name="slow")))
+        check("delay: a delayed create still succeeds", made.metadata.name == "slow", str(made.metadata))
+        check("delay: GET lists it", admin("delay", method="GET")["delays"] == [rule])
+        admin("delay", method="DELETE")
+        check("delay: DELETE clears", admin("delay", method="GET")["delays"] == [])
+    c.run("delay", delay)
+
 
 def after_cleanup(c):
     def gone():

@@ -98,14 +98,25 @@ def main():
     run("namespace", setup)
 
     def missing_ns():
+        # As a real API server: a list in a namespace that does not exist is empty; a create
+        # there is refused by NamespaceLifecycle; a get is the object's own 404.
+        check("list in a missing namespace: empty", v1.list_namespaced_pod("no-such-ns").items == [])
         try:
-            v1.list_namespaced_pod("no-such-ns")
-            check("list in a missing namespace: 404", False, "no exception")
+            v1.create_namespaced_pod("no-such-ns", client.V1Pod(metadata=client.V1ObjectMeta(name="p"),
+                spec=client.V1PodSpec(containers=[client.V1Container(name="c", image="i")])))
+            check("create in a missing namespace: 404", False, "no exception")
         except ApiException as e:
             body = json.loads(e.body)
-            check("list in a missing namespace: 404 NotFound Status", e.status == 404 and
+            check("create in a missing namespace: 404 NotFound Status", e.status == 404 and
                   body.get("reason") == "NotFound" and body.get("message") == 'namespaces "no-such-ns" not found',
                   "%s %s" % (e.status, e.body))
+        try:
+            v1.read_namespaced_pod("p", "no-such-ns")
+            check("get in a missing namespace: 404", False, "no exception")
+        except ApiException as e:
+            body = json.loads(e.body)
+            check("get in a missing namespace: the pod's own 404", e.status == 404 and
+                  body.get("message") == 'pods "p" not found', "%s %s" % (e.status, e.body))
     run("missing namespace", missing_ns)
 
     def paginate():

@@ -309,7 +309,10 @@ class Handler(BaseHTTPRequestHandler):
         verb = {"GET": "watch" if watch else "get" if name else "list", "POST": "create", "PUT": "update",
                 "PATCH": "patch", "DELETE": "delete" if name else "deletecollection"}.get(method, method.lower())
         self.server.policy.authorize(self.user, verb, rt, sub, name if rt.kind == "Namespace" else ns, name)
-        if ns is not None:
+        # Only a create names a namespace that must exist (NamespaceLifecycle admission): a list or
+        # watch in a namespace that does not exist is empty, a get, update or delete is the object's
+        # own 404.
+        if ns is not None and method == "POST":
             st._ns_check(rt, ns)
         if rt.namespaced and name and ns is None:
             raise ApiError(404, "NotFound", "the server could not find the requested resource")

@@ -420,7 +420,6 @@ class Store:
         on /status, only status changes."""
         with self.lock:
             namespace = namespace or "" if rt.namespaced else ""
-            self._ns_check(rt, namespace)
             objs = self.objects[rt.key]
             old = objs.get((namespace, name))
             if old is None:
@@ -494,7 +493,6 @@ class Store:
     def delete(self, rt, namespace, name, grace=None, propagation=None, preconditions=None):
         with self.lock:
             namespace = namespace or "" if rt.namespaced else ""
-            self._ns_check(rt, namespace)
             obj = self.objects[rt.key].get((namespace, name))
             if obj is None:
                 raise not_found(rt, name)
