@@ -8,9 +8,9 @@
 #include <spdlog/spdlog.h>
 
 #include "common/fs.h"
+#include "workspace/blob_chunks.h"
 #include "workspace/diff.h"
 #include "workspace/hash.h"
-#include "workspace/protocol.h"
 #include "workspace/scan.h"
 
 namespace tidepool::agent {
@@ -262,32 +262,23 @@ bool TaskWorkspace::OnBlobAnswer(const v1::BlobQueryAnswer& a) {
   uint64_t budget = kPutBytes;
   for (const v1::BlobState& want : a.missing()) {
     if (budget == 0) break;
-    auto size = cache_->SizeOf(want.hash());
-    if (!size.ok()) {
-      Fail(Internal(fmt::format("content {} left the agent's cache", want.hash())));
+    auto sent = workspace::SendBlobChunks(*cache_, want.hash(), want.have(), budget, [&](v1::BlobChunk&& c) {
+      v1::AgentMessage m;
+      m.mutable_blob_put()->set_task_id(task_id_);
+      *m.mutable_blob_put()->mutable_chunk() = std::move(c);
+      return send_(std::move(m));
+    });
+    if (!sent.ok()) {
+      Fail(sent.status().code() == StatusCode::kNotFound
+               ? Internal(fmt::format("content {} left the agent's cache", want.hash()))
+               : sent.status());
       return true;
     }
-    uint64_t off = want.have();
-    do {
-      auto data = cache_->Read(want.hash(), off, std::min<uint64_t>(budget, kBlobChunkBytes));
-      if (!data.ok()) {
-        Fail(data.status());
-        return true;
-      }
-      v1::AgentMessage m;
-      v1::BlobChunk* c = m.mutable_blob_put()->mutable_chunk();
-      m.mutable_blob_put()->set_task_id(task_id_);
-      c->set_hash(want.hash());
-      c->set_offset(off);
-      off += data->size();
-      budget -= std::min<uint64_t>(budget, data->size());
-      c->set_last(off >= *size);
-      c->set_data(std::move(*data));
-      if (!send_(std::move(m))) {
-        request_ = shared_->next_id++;  // not connected: Reconnected() asks again
-        return true;
-      }
-    } while (off < *size && budget > 0);
+    if (sent->stopped) {
+      request_ = shared_->next_id++;  // not connected: Reconnected() asks again
+      return true;
+    }
+    budget -= std::min(budget, sent->bytes);
   }
   Query();
   return true;

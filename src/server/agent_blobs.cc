@@ -2,9 +2,11 @@
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
+
 #include "server/services.h"
+#include "workspace/blob_chunks.h"
 #include "workspace/hash.h"
-#include "workspace/protocol.h"
 
 namespace tidepool::server {
 
@@ -25,29 +27,22 @@ void Fetch(Core* core, workspace::BlobDir* store, AgentLink* link, const v1::Blo
   uint64_t budget = f.max_bytes() == 0 ? kMaxFetchBytes : std::min<uint64_t>(f.max_bytes(), kMaxFetchBytes);
   for (const v1::BlobState& want : f.wants()) {
     if (!workspace::IsHash(want.hash())) return FetchDone(link, f.id(), "a blob name is not a SHA-256 hash");
-    auto size = store->SizeOf(want.hash());
-    if (!size.ok()) return FetchDone(link, f.id(), fmt::format("blob {} is not in the owner's workspace store", want.hash()));
-    uint64_t off = want.have();
-    if (off > *size) return FetchDone(link, f.id(), fmt::format("blob {} has {} bytes, not {}", want.hash(), *size, off));
-    do {
-      if (budget == 0) return FetchDone(link, f.id(), "");  // the agent asks again for the rest
-      auto data = store->Read(want.hash(), off, std::min<uint64_t>(budget, kBlobChunkBytes));
-      if (!data.ok()) return FetchDone(link, f.id(), std::string(data.status().message()));
+    auto sent = workspace::SendBlobChunks(*store, want.hash(), want.have(), budget, [&](v1::BlobChunk&& c) {
       v1::ServerMessage out;
-      v1::BlobChunk* c = out.mutable_blob_data()->mutable_chunk();
       out.mutable_blob_data()->set_id(f.id());
-      c->set_hash(want.hash());
-      c->set_offset(off);
-      off += data->size();
-      budget -= std::min<uint64_t>(budget, data->size());
-      c->set_last(off >= *size);
-      bool empty = data->empty();
-      core->CountWorkspaceBytes("sent", "agent", data->size());
-      c->set_data(std::move(*data));
-      if (!link->Send(std::move(out))) return;
-      if (empty && off < *size) return FetchDone(link, f.id(), fmt::format("blob {} shrank while it was read", want.hash()));
-    } while (off < *size);
-    store->Touch(want.hash());
+      core->CountWorkspaceBytes("sent", "agent", c.data().size());
+      *out.mutable_blob_data()->mutable_chunk() = std::move(c);
+      return link->Send(std::move(out));
+    });
+    if (!sent.ok()) {
+      return FetchDone(link, f.id(),
+                       sent.status().code() == StatusCode::kNotFound
+                           ? fmt::format("blob {} is not in the owner's workspace store", want.hash())
+                           : sent.status().message());
+    }
+    if (sent->stopped) return;
+    budget -= std::min(budget, sent->bytes);
+    if (!sent->complete) return FetchDone(link, f.id(), "");  // the budget is spent: the agent asks again for the rest
   }
   FetchDone(link, f.id(), "");
 }
@@ -71,15 +66,11 @@ void ServeAgentBlobs(Core* core, AgentLink* link, const v1::AgentMessage& m) {
     if (!store.ok()) {
       a->set_error(std::string(store.status().message()));
     } else {
-      for (const std::string& h : m.blob_query().hashes()) {
-        if (!workspace::IsHash(h)) {
-          a->set_error("a blob name is not a SHA-256 hash");
-          break;
-        }
-        if ((*store)->Has(h)) continue;
-        v1::BlobState* s = a->add_missing();
-        s->set_hash(h);
-        s->set_have((*store)->PartialSize(h));
+      const auto& hashes = m.blob_query().hashes();
+      if (std::all_of(hashes.begin(), hashes.end(), [](const std::string& h) { return workspace::IsHash(h); })) {
+        workspace::AddMissing(**store, hashes, a->mutable_missing());
+      } else {
+        a->set_error("a blob name is not a SHA-256 hash");
       }
     }
     link->Send(std::move(out));

@@ -2,8 +2,8 @@
 #include <fmt/format.h>
 
 #include "server/services.h"
+#include "workspace/blob_chunks.h"
 #include "workspace/hash.h"
-#include "workspace/protocol.h"
 
 namespace tidepool::server {
 
@@ -51,15 +51,7 @@ grpc::Status WorkspaceService::Missing(grpc::ServerContext* ctx, const v1::Missi
   auto store = StoreOf(ctx, &core);
   if (!store.ok()) return ToGrpc(store.status());
   if (Status s = CheckHashes(req->hashes()); !s.ok()) return ToGrpc(s);
-  for (const std::string& h : req->hashes()) {
-    if ((*store)->Has(h)) {
-      (*store)->Touch(h);
-      continue;
-    }
-    v1::BlobState* m = resp->add_missing();
-    m->set_hash(h);
-    m->set_have((*store)->PartialSize(h));
-  }
+  workspace::AddMissing(**store, req->hashes(), resp->mutable_missing());
   return grpc::Status::OK;
 }
 
@@ -90,24 +82,17 @@ grpc::Status WorkspaceService::Download(grpc::ServerContext* ctx, const v1::Down
   if (Status s = CheckHashes(req->hashes()); !s.ok()) return ToGrpc(s);
   for (int i = 0; i < req->hashes_size(); ++i) {
     const std::string& h = req->hashes(i);
-    auto size = (*store)->SizeOf(h);
-    if (!size.ok()) return ToGrpc(NotFound(fmt::format("blob {} is not in your workspace store", h)));
     uint64_t off = i < req->offsets_size() ? req->offsets(i) : 0;
-    if (off > *size) return ToGrpc(InvalidArgument(fmt::format("blob {} has {} bytes, not {}", h, *size, off)));
-    do {
-      auto data = (*store)->Read(h, off, kBlobChunkBytes);
-      if (!data.ok()) return ToGrpc(data.status());
-      v1::BlobChunk c;
-      c.set_hash(h);
-      c.set_offset(off);
-      off += data->size();
-      c.set_last(off >= *size);
-      c.set_data(std::move(*data));
+    auto sent = workspace::SendBlobChunks(**store, h, off, UINT64_MAX, [&](v1::BlobChunk&& c) {
       core->CountWorkspaceBytes("sent", "client", c.data().size());
-      if (!writer->Write(c)) return grpc::Status(grpc::StatusCode::CANCELLED, "the client went away");
-      if (c.data().empty()) break;  // the file shrank under us: Read says so next time
-    } while (off < *size);
-    (*store)->Touch(h);
+      return writer->Write(c);
+    });
+    if (!sent.ok()) {
+      return ToGrpc(sent.status().code() == StatusCode::kNotFound
+                        ? NotFound(fmt::format("blob {} is not in your workspace store", h))
+                        : sent.status());
+    }
+    if (sent->stopped) return grpc::Status(grpc::StatusCode::CANCELLED, "the client went away");
   }
   return grpc::Status::OK;
 }

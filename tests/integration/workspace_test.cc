@@ -275,5 +275,68 @@ TEST(Workspace, APoolThatSharesFilesSyncsNothingAndRunsWhereTheCallerIs) {
   EXPECT_EQ(WorkspaceBytes(server, "received", "client"), 0);
 }
 
+// What the pool adds and leaves out, on a tree of 10,000 files: an `extra` folder outside the
+// workspace (a virtualenv) arrives at its own path; with `gitignore: true` the .gitignore'd
+// build folder stays behind; every file arrives with its bytes.
+TEST(Workspace, ExtraPathsGitignoreAndATenThousandFileTreeArriveAsTheyAre) {
+  SSH_HOSTS_OR_SKIP(net, hosts, 1);
+  CallerDir caller;
+  const std::string proj = caller.path() + "/proj", venv = caller.path() + "/venv";
+  fs::create_directories(venv + "/bin");
+  WriteAll(venv + "/bin/python", "#!/bin/sh\necho venv-python \"$@\"\n");
+  ::chmod((venv + "/bin/python").c_str(), 0755);
+  fs::create_directories(proj + "/build");
+  WriteAll(proj + "/build/out.o", RandomBytes(1 << 20, 5));
+  WriteAll(proj + "/.gitignore", "build/\n*.log\n");
+  WriteAll(proj + "/run.log", "log\n");
+  for (int d = 0; d < 100; ++d) {
+    std::string dir = proj + "/many/d" + std::to_string(d);
+    fs::create_directories(dir);
+    for (int f = 0; f < 100; ++f) WriteAll(dir + "/f" + std::to_string(f), std::to_string(d * 100 + f) + "\n");
+  }
+  Server server(WithMetrics(SshPool(net, hosts, hosts.known_hosts(), 1) + "    workspace:\n      extra: [\"" + venv +
+                            "\"]\n      gitignore: true\n"),
+                {}, net.server_ip() + ":0");
+  ProcResult r = ClientIn(server, proj, "vrun",
+                          {"sh", "-c",
+                           "find many -type f | wc -l; cat many/d73/f37; " + venv +
+                               "/bin/python ok; ls build run.log 2>/dev/null | wc -l; cat many/*/* | sort -n | md5sum"});
+  ASSERT_EQ(r.exit_code, 0) << r.out << r.err << server.ServerLog();
+  std::vector<std::string> out = Lines(r.out);
+  ASSERT_EQ(out.size(), 5u) << r.out;
+  EXPECT_EQ(out[0], "10000");
+  EXPECT_EQ(out[1], "7337");
+  EXPECT_EQ(out[2], "venv-python ok");
+  EXPECT_EQ(out[3], "0") << "gitignored paths were sent";
+  ProcResult local = RunProcess({"sh", "-c", "cat many/*/* | sort -n | md5sum"}, {{"PATH", "/usr/bin:/bin"}}, proj);
+  EXPECT_EQ(out[4], Lines(local.out).at(0));
+  EXPECT_FALSE(fs::exists(hosts.Disk(0) + proj + "/build"));
+  EXPECT_TRUE(fs::exists(hosts.Disk(0) + venv + "/bin/python"));
+  EXPECT_LT(WorkspaceBytes(server, "received", "client"), 1 << 20) << "the 1 MiB ignored build output was sent";
+}
+
+// The worker's disk fills up while the workspace is made there: the task does not start, and the
+// error names the file and the cause. Nothing is lost on the caller's side.
+TEST(Workspace, AFullDiskOnTheWorkerFailsTheTaskBeforeItStartsNamingTheFile) {
+  SSH_HOSTS_OR_SKIP(net, hosts, 1);
+  CallerDir caller;
+  const std::string proj = caller.path() + "/proj";
+  fs::create_directories(proj);
+  WriteAll(proj + "/small.txt", "small\n");
+  WriteAll(proj + "/weights.bin", RandomBytes(3 << 20, 9));
+  // On the host, the project's path is a 1 MiB file system.
+  ProcResult m = hosts.Run(0, "mkdir -p '" + proj + "' && mount -t tmpfs -o size=1m tmpfs '" + proj + "'");
+  ASSERT_EQ(m.exit_code, 0) << m.err;
+  Server server(WithMetrics(SshPool(net, hosts, hosts.known_hosts(), 1)), {}, net.server_ip() + ":0");
+  ProcResult r = ClientIn(server, proj, "vrun", {"sh", "-c", "touch /root/task-ran"});
+  EXPECT_NE(r.exit_code, 0) << r.out;
+  EXPECT_NE(r.err.find("weights.bin"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("No space left on device"), std::string::npos) << r.err;
+  EXPECT_FALSE(fs::exists(hosts.Disk(0) + "/root/task-ran")) << "the task started on a partial workspace";
+  EXPECT_EQ(ReadAll(proj + "/weights.bin"), RandomBytes(3 << 20, 9));  // the caller's tree is untouched
+  EXPECT_EQ(ReadAll(proj + "/small.txt"), "small\n");
+  (void)hosts.Run(0, "umount '" + proj + "'");
+}
+
 }  // namespace
 }  // namespace tidepool::testing
