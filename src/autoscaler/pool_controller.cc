@@ -61,7 +61,9 @@ PoolController::~PoolController() { Stop(); }
 
 Policy PoolController::policy() const {
   Policy p;
-  if (cfg_.auto_scaler) {
+  if (retired_) {
+    p.lost_grace = lost_grace_;  // nothing wanted: every worker may go
+  } else if (cfg_.auto_scaler) {
     const auto& a = *cfg_.auto_scaler;
     p.min_agents = a.min_agents;
     p.max_agents = a.max_agents;
@@ -97,16 +99,7 @@ void PoolController::Start(const std::vector<Worker>& persisted) {
     }
   }
   if (is_static()) return;
-  auto alive = alive_;
-  auto post = hooks_.post;
-  backend_->Watch([alive, post, this] {
-    post([alive, this] {
-      if (!*alive) return;
-      watch_poked_ = true;
-      watch_poked_at_gen_ = list_generation_;
-      Sync();
-    });
-  });
+  WatchBackend();
   Sync();
   Reconcile();
 }
@@ -825,6 +818,7 @@ int PoolController::idle_worker_count() const {
 }
 
 std::string PoolController::status() const {
+  if (retired_) return "retired";
   if (is_static()) return "static";
   if (cooldown_until_ && Clock::now() < *cooldown_until_) return "cooldown";
   if (held_by_unknown_) return "held";

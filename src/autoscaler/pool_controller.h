@@ -112,6 +112,18 @@ class PoolController {
   // away): nothing more is placed there until it connects again.
   void AgentStopping(Worker* w);
 
+  // The pool was removed (its AgentPool deleted): it creates nothing more, cancels the creates it
+  // queued, and drains its workers (each deleted once its tasks end, the backend confirming).
+  // Empty() says when it is done (pool_controller_lifecycle.cc).
+  void Retire(const std::string& why);
+  bool retired() const { return retired_; }
+  bool Empty() const { return workers_.empty(); }
+  // The pool declared again (its AgentPool changed): the new policy applies at once. With
+  // `backend` (its backend block changed), creates, deletes and lists go to it from now on and
+  // the old one is abandoned (its calls in flight end). Workers made before stay until the policy
+  // lets them go. The create rate and concurrency stay as they were at the pool's start.
+  void Reconfigure(config::PoolConfig cfg, std::unique_ptr<backends::Backend> backend);
+
   // How long a lost worker still counts against max_agents (the server's --worker-lost-grace).
   void SetLostGrace(Millis grace) { lost_grace_ = grace; }
 
@@ -187,6 +199,8 @@ class PoolController {
   // Stop: persist creates in flight whose name is known (the rest are reconciled by the next list).
   void KeepNamedInFlight();
 
+  // Hands the backend the watch callback (Backend::Watch): a change it sees makes the pool list.
+  void WatchBackend();
   void ScheduleSync(Millis delay);
   void Sync();
   void OnListed(Result<std::vector<backends::ListedWorker>> listed, uint64_t generation);
@@ -246,6 +260,7 @@ class PoolController {
   // The backend's watch said something changed (Backend::Watch): a worker missing from the list
   // that follows is looked for again within a second, not a whole sync interval later.
   bool watch_poked_ = false;
+  bool retired_ = false;
   uint64_t watch_poked_at_gen_ = 0;  // list_generation_ when it was poked: lists issued later count
   uint64_t list_generation_ = 0;   // increments per list issued
   TimePoint started_at_{};

@@ -35,6 +35,8 @@ void AddServerFlags(CLI::App* sub, server::ServerFlags* f) {
   sub->add_option("--db", f->db, "sqlite:PATH or a postgresql:// URL");
   sub->add_option("--metrics-listen", f->metrics_listen, "HOST:PORT for Prometheus /metrics");
   sub->add_option("--log-level", f->log_level, "trace|debug|info|warn|error")->default_str("info");
+  sub->add_option("--k8s-pools", f->k8s_pools,
+                  "NAMESPACE: its AgentPool resources are pools too (reached in-cluster or through $KUBECONFIG)");
   sub->add_option("--worker-lost-grace", f->worker_lost_grace,
                   "how long a disconnected worker's tasks wait for it before they are requeued or fail")
       ->default_str("60s");
@@ -95,6 +97,7 @@ std::vector<std::string> ServerArgs(const server::ServerFlags& f) {
   add("--max-queued-bytes", f.max_queued_bytes);
   add("--max-queued-bytes-per-user", f.max_queued_bytes_per_user);
   add("--max-spec-bytes", f.max_spec_bytes);
+  add("--k8s-pools", f.k8s_pools);
   return a;
 }
 

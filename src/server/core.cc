@@ -9,7 +9,6 @@
 
 #include "api/names.h"
 #include "backends/redacting_backend.h"
-#include "backends/registry.h"
 #include "common/crypto.h"
 #include "common/process.h"
 #include "common/time.h"
@@ -61,69 +60,10 @@ Status Core::Start() {
   // Whatever a backend says passes this before it is stored, shown or logged.
   auto redactor = backends::ServerRedactor(opts_.config, CurrentEnvironment());
   for (const config::PoolConfig& pc : opts_.config.pools) {
-    std::unique_ptr<backends::Backend> backend;
-    if (const config::BackendConfig* bc = pc.backend()) {
-      backends::BackendContext ctx{pc.name, opts_.data_dir, opts_.agent_binary, opts_.agent_address,
-                                   pc.auto_scaler ? std::max(1, pc.auto_scaler->default_slots_per_agent) : 1};
-      auto made = backends::Registry::Global().Create(*bc, ctx);
-      if (made.ok()) {
-        backend = std::move(made).value();
-      } else {
-        std::string why = redactor->Scrub(made.status().message());
-        spdlog::error("pool {}: {}", pc.name, why);
-        backend = std::make_unique<UnavailableBackend>(why);
-      }
-      backend = backends::Redacting(std::move(backend), redactor);
-    }
-    std::string name = pc.name;
-    PoolController::Hooks hooks;
-    hooks.post = [this](std::function<void()> fn) { Post(std::move(fn)); };
-    hooks.changed = [this, name] { ScheduleSoon(name); };
-    hooks.persist = [this](const Worker& w) { batcher_.Submit(store::Mutation::PutWorker(WorkerProto(w))); };
-    hooks.forget = [this](const std::string& n) { batcher_.Submit(store::Mutation::DeleteWorker(n)); };
-    hooks.token_for = [this](const std::string& n) { return tokens_.WorkerToken(n); };
-    hooks.waiting_tasks = [this, name] { return WaitingFor(name); };
-    if (metrics::Registry* reg = opts_.metrics) {
-      hooks.scale_up_latency = [reg, name](double seconds) {
-        spdlog::debug("pool {}: create call {} us after demand", name, static_cast<int64_t>(seconds * 1e6));
-        reg->Histogram("tidepool_scale_up_latency_seconds",
-                       "From the first task waiting for a pool to the backend create call it caused",
-                       {{"pool", name}}, metrics::FineSecondsBuckets())
-            .Observe(seconds);
-      };
-      hooks.backend_call = [reg, name](const std::string& op, const std::string& result, double seconds) {
-        reg->Counter("tidepool_backend_calls_total", "Backend calls by pool, operation and result",
-                     {{"pool", name}, {"op", op}, {"result", result}})
-            .Inc();
-        reg->Histogram("tidepool_backend_call_seconds", "Backend call duration", {{"pool", name}, {"op", op}},
-                       metrics::DefaultSecondsBuckets())
-            .Observe(seconds);
-      };
-    }
-    pools_[name] = std::make_unique<PoolController>(pc, std::move(backend), std::move(hooks), &executor_, &timers_,
-                                                    opts_.agent_address);
-    pools_[name]->SetLostGrace(opts_.worker_lost_grace);
-    queues_[name];
+    pools_[pc.name] = MakePool(pc, redactor);
+    queues_[pc.name];
   }
-
-  // Pools linked by a shared selector are matched together (one scheduling group).
-  for (auto& [name, pool] : pools_) sched_group_[name] = {pool.get()};
-  for (auto& [a, pa] : pools_) {
-    for (auto& [b, pb] : pools_) {
-      if (a >= b) continue;
-      bool shared = false;
-      for (const auto& sel : pa->config().selectors) {
-        const auto& other = pb->config().selectors;
-        shared |= std::find(other.begin(), other.end(), sel) != other.end();
-      }
-      if (!shared || sched_group_[a] == sched_group_[b]) continue;
-      std::vector<PoolController*> merged = sched_group_[a];
-      for (PoolController* p : sched_group_[b]) {
-        if (std::find(merged.begin(), merged.end(), p) == merged.end()) merged.push_back(p);
-      }
-      for (PoolController* p : merged) sched_group_[p->name()] = merged;
-    }
-  }
+  RegroupPools();
 
   // Tasks that were not final when the server stopped: objects first, then their tree links
   // (children of the same parent come back in submission order), then each one's state.
@@ -235,6 +175,8 @@ Status Core::Start() {
     for (const auto& [k, v] : wr.worker.labels()) w.labels[k] = v;
     if (pools_.count(w.pool)) {
       by_pool[w.pool].push_back(std::move(w));
+    } else if (opts_.declared_pools) {
+      held_workers_[w.pool].push_back(std::move(w));  // its pool may be declared soon (DeclarePool)
     } else {
       batcher_.Submit(store::Mutation::DeleteWorker(w.name));
     }

@@ -24,6 +24,7 @@
 
 #include "autoscaler/pool_controller.h"
 #include "common/bloom_filter.h"
+#include "common/redact.h"
 #include "common/executor.h"
 #include "common/status.h"
 #include "common/timer_queue.h"
@@ -93,6 +94,10 @@ struct CoreOptions {
   int max_heartbeat_rate = 250;
   metrics::Registry* metrics = nullptr;  // optional; must outlive the core
   bool auth = false;                     // users and roles are on: tasks get task tokens
+  // Pools are also declared while the server runs (AgentPool resources, k8s_pools.h): the
+  // records of workers of pools the config file does not name are kept at the start, for
+  // DeclarePool, until ForgetHeldWorkers.
+  bool declared_pools = false;
   QueueLimits queue_limits;              // caps on what unfinished tasks hold (queue_budget.h)
 };
 
@@ -116,6 +121,21 @@ class Core {
   // destroying the Core (its executor would wait for them).
   size_t abandoned_calls() const { return abandoned_calls_; }
   static constexpr std::chrono::milliseconds kStopBound{5000};
+
+  // ---- pools declared while the server runs (core_pools.cc) ----
+  // Makes the pool, or changes it if it was declared before (a retired one comes back). Refused
+  // for a pool of the config file, and for a change between static and autoscaled.
+  Status DeclarePool(const config::PoolConfig& pc);
+  // The pool takes no new tasks; its queued tasks fail; its workers are drained and deleted
+  // (PoolController::Retire). Its object stays until the server stops.
+  Status RetirePool(const std::string& name, const std::string& why);
+  // A retired pool with no workers left (or no such pool): what a finalizer waits for.
+  bool PoolGone(const std::string& name);
+  // The pool as `pool get` shows it, if it exists.
+  std::optional<v1::Pool> PoolSnapshot(const std::string& name);
+  // Held worker records (CoreOptions::declared_pools) of pools that are not among `declared`
+  // are forgotten, each named in the log.
+  void ForgetHeldWorkers(const std::set<std::string>& declared);
 
   // ---- clients ----
   // vbatch: `done` gets the id once the task is durable, or the error.
@@ -275,6 +295,11 @@ class Core {
   void Attach(std::shared_ptr<AgentLink> link, const v1::AgentHello& hello, autoscaler::PoolController* pool,
               autoscaler::Worker* w);
   void RetryHeldHellos(autoscaler::PoolController* pool);
+  // A hello for a pool not declared yet whose worker record is held (CoreOptions::declared_pools)
+  // and whose token is right: it waits for DeclarePool (core_pools.cc).
+  bool HeldForDeclaration(const v1::AgentHello& hello);
+  // The hellos held for `pool`: retried if it exists now, else refused.
+  void ExpireUndeclaredHellos(const std::string& pool);
   // The hello's worker name: valid, and (for an agent whose credentials passed) not held by another
   // live agent (core_names.cc, name_claim.h). PERMISSION_DENIED or ALREADY_EXISTS naming why.
   Status CheckHelloName(const v1::AgentHello& hello, bool credentials_ok);
@@ -288,6 +313,13 @@ class Core {
   autoscaler::PoolController* Pool(const std::string& name);
   v1::Worker WorkerProto(const autoscaler::Worker& w) const;
   v1::Pool PoolProto(autoscaler::PoolController& p);
+  // The controller of `pc` with its backend and hooks (core_pools.cc); `redactor` scrubs what
+  // its backend says.
+  std::unique_ptr<autoscaler::PoolController> MakePool(const config::PoolConfig& pc,
+                                                       std::shared_ptr<const Redactor> redactor);
+  std::unique_ptr<backends::Backend> MakeBackend(const config::PoolConfig& pc, const std::shared_ptr<const Redactor>& redactor);
+  // Pools linked by a shared selector are matched together (one scheduling group).
+  void RegroupPools();
   Session* SessionOf(AgentLink* link);
   void SendToWorker(const std::string& worker, v1::ServerMessage m);
 
@@ -316,6 +348,8 @@ class Core {
   // The count and spec bytes of the tasks in tasks_, per owner and in all, against the caps.
   QueueBudget budget_;
   std::map<std::string, std::unique_ptr<autoscaler::PoolController>> pools_;
+  std::set<std::string> declared_;  // pools made by DeclarePool (not the config file's)
+  std::map<std::string, std::vector<autoscaler::Worker>> held_workers_;  // CoreOptions::declared_pools
   // Per pool: queued entries by (priority, seq), and the slots they need in total.
   std::map<std::string, std::map<std::pair<int32_t, uint64_t>, Task*>> queues_;
   std::map<std::string, int> queued_slots_;

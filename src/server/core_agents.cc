@@ -42,6 +42,16 @@ HelloOutcome Core::AgentHello(std::shared_ptr<AgentLink> link, const v1::AgentHe
     return HelloOutcome::kRefused;
   }
   PoolController* pool = Pool(hello.pool());
+  if (!pool && HeldForDeclaration(hello)) {
+    // A worker of a pool declared while the server runs (an AgentPool), back before its pool is:
+    // wait for the declaration (core_pools.cc) rather than turn it away.
+    held_hellos_[hello.pool()].push_back({link, hello, std::chrono::steady_clock::now() + kHelloHold});
+    std::string name = hello.pool();
+    timers_.After(kHelloHold + std::chrono::milliseconds(10), [this, name] {
+      Post([this, name] { ExpireUndeclaredHellos(name); });
+    });
+    return HelloOutcome::kPending;
+  }
   if (!pool) {
     *refusal = PermissionDenied(fmt::format("worker {}: pool not found: {}", hello.name(), QuoteForLog(hello.pool())));
     spdlog::warn("refused agent connection: {}", refusal->message());

@@ -46,6 +46,7 @@ Result<std::vector<PoolController*>> Core::ResolveTarget(v1::TaskSpec& spec, con
   };
   const char* kind = interactive ? "interactive" : "batch";
   if (PoolController* p = Pool(spec.pool())) {
+    if (p->retired()) return NotFound(fmt::format("pool {} was removed", spec.pool()));
     if (!accepts(p)) return FailedPrecondition(fmt::format("pool {} does not accept {} tasks", spec.pool(), kind));
     return std::vector<PoolController*>{p};
   }
@@ -53,7 +54,7 @@ Result<std::vector<PoolController*>> Core::ResolveTarget(v1::TaskSpec& spec, con
   std::vector<PoolController*> carriers;
   for (auto& [name, p] : pools_) {
     const auto& sel = p->config().selectors;
-    if (std::find(sel.begin(), sel.end(), spec.pool()) != sel.end()) carriers.push_back(p.get());
+    if (std::find(sel.begin(), sel.end(), spec.pool()) != sel.end() && !p->retired()) carriers.push_back(p.get());
   }
   if (carriers.empty()) return NotFound(fmt::format("pool not found: {}", spec.pool()));
   std::stable_sort(carriers.begin(), carriers.end(), [](const PoolController* a, const PoolController* b) {

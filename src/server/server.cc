@@ -24,6 +24,7 @@
 #include "metrics/process.h"
 #include "metrics/registry.h"
 #include "server/core.h"
+#include "server/k8s_pools.h"
 #include "server/fast_service.h"
 #include "server/services.h"
 #include "server/web.h"
@@ -332,12 +333,25 @@ int RunServer(const ServerFlags& flags) {
                flags.max_spec_bytes, FormatBytes(kMaxSpecBytesCap));
     return 2;
   }
+  opts.declared_pools = !flags.k8s_pools.empty();
   Core core(std::move(opts), std::move(store).value(), std::move(tokens).value());
   if (Status s = core.Start(); !s.ok()) {
     fmt::print(stderr, "tidepool: {}\n", s.message());
     front_door.Stop();
     grpc_server->Shutdown();
     return 1;
+  }
+  std::unique_ptr<AgentPoolController> agent_pools;
+  if (!flags.k8s_pools.empty()) {
+    auto made = AgentPoolController::Make(&core, flags.k8s_pools);
+    if (!made.ok()) {
+      fmt::print(stderr, "tidepool: {}\n", made.status().message());
+      core.Stop();
+      front_door.Stop();
+      grpc_server->Shutdown();
+      return 2;
+    }
+    agent_pools = std::move(made).value();
   }
   metrics::HttpEndpoint http;
   std::string metrics_listen = !flags.metrics_listen.empty() ? flags.metrics_listen : settings->config.server.metrics_listen;
@@ -360,6 +374,7 @@ int RunServer(const ServerFlags& flags) {
     spdlog::info("metrics and status page on http://{}/", metrics_addr);
   }
   core_ref.store(&core);
+  if (agent_pools) agent_pools->Start();
   WriteFileAtomic(AddrFile(settings->data_dir), bound + "\n");
   spdlog::info("tidepool server listening on {} (data dir {}, store {}, agents dial {})", bound, settings->data_dir,
                settings->sqlite_path, advertise);
@@ -375,6 +390,7 @@ int RunServer(const ServerFlags& flags) {
     break;
   }
   http.Stop();
+  if (agent_pools) agent_pools->Stop();
   core.Quiesce();
   front_door.Stop();
   grpc_server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));

@@ -26,6 +26,7 @@ struct ServerFlags {
   std::string max_queued_bytes;           // a size: 1073741824, 1GiB, 256MiB ...
   std::string max_queued_bytes_per_user;
   std::string max_spec_bytes;             // one task's argv + environment
+  std::string k8s_pools;                  // a namespace whose AgentPools are pools (k8s_pools.h)
 };
 
 struct Settings {

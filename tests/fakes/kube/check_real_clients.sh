@@ -21,25 +21,10 @@ trap cleanup EXIT
 pass() { echo "PASS: $*"; passes=$((passes + 1)); }
 fail() { echo "FAIL: $*"; fails=$((fails + 1)); }
 
-# Debian's kubectl. /usr/bin/kubectl may belong to another package (e.g. Google Cloud SDK's
-# "kubectl", which conflicts with kubernetes-client on that path): then the kubernetes-client .deb
-# is fetched with `apt-get download` and unpacked into a cache folder, never installed over it.
+# Debian's kubectl (debian_kubectl.sh: never Google's, whichever owns /usr/bin/kubectl).
 ensure_kubectl() {
   if [ -n "${KUBECTL:-}" ]; then return; fi
-  if dpkg-query -W -f='${Status}' kubernetes-client 2>/dev/null | grep -q "install ok installed"; then
-    KUBECTL=/usr/bin/kubectl; return
-  fi
-  local owner; owner="$(dpkg -S /usr/bin/kubectl 2>/dev/null | cut -d: -f1 || true)"
-  if [ -z "$owner" ] && [ "$(id -u)" = 0 ]; then
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends kubernetes-client >&2 \
-      && { KUBECTL=/usr/bin/kubectl; return; }
-  fi
-  local cache="${FAKE_KUBE_CACHE:-/var/cache/tidepool-fake-kube}"
-  if [ ! -x "$cache/usr/bin/kubectl" ]; then
-    mkdir -p "$cache/deb" && (cd "$cache/deb" && apt-get -o APT::Sandbox::User=root download kubernetes-client >&2) \
-      && dpkg-deb -x "$cache"/deb/kubernetes-client_*.deb "$cache" || { echo "cannot get kubernetes-client" >&2; exit 2; }
-  fi
-  KUBECTL="$cache/usr/bin/kubectl"
+  KUBECTL="$("$HERE/debian_kubectl.sh")" || { echo "cannot get kubernetes-client" >&2; exit 2; }
 }
 
 ensure_python_kubernetes() {
