@@ -152,5 +152,33 @@ TEST_F(AgentPools, AfterAServerCrashTheDeclaredPoolKeepsItsWorker) {
   EXPECT_EQ(Lines(r.out), before) << r.err;
 }
 
+// The API server refuses the pool's pods (RBAC): its words, with their class, in the AgentPool's
+// status as `kubectl get ap` reads it, and the pool backs off.
+TEST_F(AgentPools, TheApiServersRefusalIsInTheAgentPoolsStatus) {
+  ASSERT_FALSE(kubectl_.empty()) << "Debian's kubectl is not available";
+  FakeKube fake(dir_);
+  ASSERT_EQ(fake.error(), "");
+  ASSERT_EQ(Kubectl(fake, {"apply", "-f", SourceDir() + "/deploy/kubernetes/crd.yaml"}).exit_code, 0);
+  fake.Admin("POST", "/fake/forbid", {{"verb", "create"}, {"resource", "pods"}, {"namespace", "default"}});
+  std::string yaml = AgentPoolYaml(fake, "kube", 2, "tidepool:test");
+  yaml.replace(yaml.find("idle_decay: 1s"), std::string("idle_decay: 1s").size(), "min_agents: 1");
+  ASSERT_EQ(Kubectl(fake, {"apply", "-f", "-"}, yaml).exit_code, 0);
+  Server server(OnePool("local", 1), {"--k8s-pools", "default"}, "", {{"KUBECONFIG", fake.Kubeconfig()}});
+  nlohmann::json ap;
+  EXPECT_TRUE(WaitFor([&] {
+    ap = Resource(fake, "kube");
+    return ConditionOf(ap, "Degraded", "status") == "True";
+  }, 60s)) << ap.dump();
+  std::string error = ap["status"].value("lastError", "");
+  EXPECT_NE(error.find("cannot create resource \"pods\" in API group \"\" in the namespace \"default\""), std::string::npos)
+      << error;
+  EXPECT_NE(error.find("[auth]"), std::string::npos) << error;
+  EXPECT_EQ(ConditionOf(ap, "Ready", "status"), "False");
+  EXPECT_EQ(ConditionOf(ap, "Ready", "reason"), "CoolingDown");
+  EXPECT_EQ(ConditionOf(ap, "Degraded", "reason"), "PoolError");
+  EXPECT_FALSE(ap["status"].value("lastErrorTime", "").empty());
+  EXPECT_TRUE(fake.Admin("GET", "/fake/pods-ever").empty());
+}
+
 }  // namespace
 }  // namespace tidepool::testing

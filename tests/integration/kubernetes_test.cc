@@ -7,6 +7,8 @@
 // Every pod created is connected or deleted in the end, checked against the fake's own record.
 #include <gtest/gtest.h>
 
+#include <sys/stat.h>
+
 #include <filesystem>
 #include <set>
 #include <thread>
@@ -351,6 +353,55 @@ TEST_F(Kubernetes, TheApiServersRefusalsShowInPoolGetWithTheirClass) {
     nlohmann::json secrets = fake.Get(std::string("/api/v1/namespaces/") + ns + "/secrets");
     EXPECT_TRUE(secrets.is_object() && secrets["items"].empty()) << ns << ": " << secrets.dump();
   }
+}
+
+// The other two ways a kubeconfig names a user, against the API server's own checks: a client
+// certificate (signed by the fake's CA; the fake's user is its CN) and an exec credential plugin
+// (a script printing an ExecCredential with the token). A bearer token is what the others use.
+TEST_F(Kubernetes, ClientCertificatesAndExecPluginsReachTheApiServer) {
+  FakeKube fake(dir_);
+  ASSERT_EQ(fake.error(), "");
+  const std::string tls = dir_ + "/fake-kube-tls";
+  ASSERT_TRUE(std::filesystem::exists(tls + "/client-cert-user.crt"));
+  auto kubeconfig = [&](const std::string& file, const std::string& user) {
+    WriteAll(file, "apiVersion: v1\nkind: Config\ncurrent-context: c\nclusters:\n- name: f\n  cluster:\n    server: " +
+                       fake.url() + "\n    certificate-authority: " + fake.ca_path() +
+                       "\ncontexts:\n- name: c\n  context: {cluster: f, user: u}\nusers:\n- name: u\n  user:\n" + user);
+    return file;
+  };
+  std::string cert = kubeconfig(dir_ + "/cert.kubeconfig", "    client-certificate: " + tls +
+                                                               "/client-cert-user.crt\n    client-key: " + tls +
+                                                               "/client-cert-user.key\n");
+  WriteAll(dir_ + "/plugin.sh", std::string("#!/bin/sh\necho x >> ") + dir_ + "/plugin.calls\n" +
+                                    "echo '{\"apiVersion\": \"client.authentication.k8s.io/v1\", \"kind\": "
+                                    "\"ExecCredential\", \"status\": {\"token\": \"" + FakeKube::kToken + "\"}}'\n");
+  ::chmod((dir_ + "/plugin.sh").c_str(), 0755);
+  std::string exec = kubeconfig(dir_ + "/exec.kubeconfig", "    exec:\n      apiVersion: client.authentication.k8s.io/v1\n"
+                                                           "      command: ./plugin.sh\n");
+  Server server(Config(KubePool({.name = "cert", .kubeconfig = cert}) + KubePool({.name = "exec", .kubeconfig = exec})));
+  for (const char* pool : {"cert", "exec"}) {
+    ProcResult r = server.Vrun({"-P", pool, "sh", "-c", "echo $TIDEPOOL_POOL"});
+    EXPECT_EQ(r.exit_code, 0) << pool << ": " << r.err << server.Pool(pool).dump();
+    EXPECT_EQ(Lines(r.out), std::vector<std::string>{pool});
+  }
+  EXPECT_FALSE(ReadAll(dir_ + "/plugin.calls").empty());  // the plugin was asked
+  // A certificate the cluster's CA did not sign is refused at the TLS handshake: nothing is made.
+  std::filesystem::create_directories(dir_ + "/other");
+  ProcResult own = RunProcess({SourceDir() + "/tests/fakes/kube/make_certs.sh", dir_ + "/other"}, {{"PATH", "/usr/bin:/bin"}},
+                              dir_);
+  ASSERT_EQ(own.exit_code, 0) << own.err;
+  std::string stranger = kubeconfig(dir_ + "/stranger.kubeconfig", "    client-certificate: " + dir_ +
+                                                                       "/other/client-cert-user.crt\n    client-key: " +
+                                                                       dir_ + "/other/client-cert-user.key\n");
+  Server refused(Config(KubePool({.name = "stranger", .kubeconfig = stranger, .extra_autoscaler = "      min_agents: 1\n"})));
+  std::string e;
+  // (The pool's first list fails so, and no create is tried before a list has answered.)
+  EXPECT_TRUE(WaitFor([&] { return !(e = LastError(refused, "stranger")).empty(); }, 60s))
+      << refused.Pool("stranger").dump();
+  // The TLS handshake fails: curl sees the server's "unknown ca" alert (then the error says the
+  // server refused the client certificate, class auth) or only the connection closing.
+  EXPECT_NE(e.find(fake.url()), std::string::npos) << e;
+  EXPECT_TRUE(fake.Admin("GET", "/fake/pods-ever").size() == 2u) << "the stranger's pool made a pod";
 }
 
 }  // namespace

@@ -9,6 +9,8 @@
 #include <memory>
 #include <mutex>
 
+#include "backends/backend.h"
+
 namespace tidepool::backends {
 
 namespace {
@@ -165,6 +167,20 @@ Result<HttpResponse> HttpClient::Perform(const HttpRequest& request, const std::
   std::string words = errbuf[0] ? std::string(errbuf) : std::string(curl_easy_strerror(rc));
   while (!words.empty() && (words.back() == '\n' || words.back() == '\r')) words.pop_back();
   if (rc == CURLE_ABORTED_BY_CALLBACK) return Status(StatusCode::kCancelled, "the server is stopping: request to " + host + " cut");
+  if (rc == CURLE_PEER_FAILED_VERIFICATION) {
+    // The server is not who the CA says it should be: asking again will not change that.
+    return MakeError(ErrorClass::kBadRequest, fmt::format("{}: {} (the server's certificate is not trusted)", host, words));
+  }
+  if (!request.tls.client_cert_pem.empty()) {
+    // A TLS alert about the certificate we presented: the server refused this credential.
+    for (const char* alert : {"alert unknown ca", "alert bad certificate", "alert certificate required",
+                              "alert certificate expired", "alert certificate revoked", "alert certificate unknown",
+                              "alert access denied"}) {
+      if (words.find(alert) != std::string::npos) {
+        return MakeError(ErrorClass::kAuth, fmt::format("{}: {} (the server refused the client certificate)", host, words));
+      }
+    }
+  }
   if (rc == CURLE_OPERATION_TIMEDOUT) {
     // A stream that ran until its deadline with a good status ended normally for the caller.
     if (on_data && response.status >= 200 && response.status < 300) return response;

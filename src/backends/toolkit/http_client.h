@@ -5,8 +5,10 @@
 //   * TLS is verified against the CA given (PEM in memory, as kubeconfigs carry it), else the
 //     system's store; client certificates and keys are PEM in memory too. Nothing is written to
 //     disk and no secret reaches a command line.
-//   * Transport failures (refused, reset, TLS) are UNAVAILABLE with curl's words; an HTTP answer
-//     of any status is a response (the caller reads the API's error body).
+//   * Transport failures (refused, reset, TLS) are UNAVAILABLE with curl's words, but a server
+//     certificate the CA does not vouch for is bad_request, and a TLS alert refusing the client
+//     certificate is auth (backend.h's classes); an HTTP answer of any status is a response (the
+//     caller reads the API's error body).
 //   * Stream() hands the body over as it arrives (a watch), until the server ends it, the
 //     receiver says stop, the deadline passes or the client is abandoned.
 //   * Abandon() (the server is stopping) cuts every transfer within about a second and refuses
