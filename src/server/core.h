@@ -129,7 +129,8 @@ class Core {
   // The pool takes no new tasks; its queued tasks fail; its workers are drained and deleted
   // (PoolController::Retire). Its object stays until the server stops.
   Status RetirePool(const std::string& name, const std::string& why);
-  // A retired pool with no workers left (or no such pool): what a finalizer waits for.
+  // A retired pool with no workers left, or no pool declared by that name (none, or the config
+  // file's): what an AgentPool's finalizer waits for.
   bool PoolGone(const std::string& name);
   // The pool as `pool get` shows it, if it exists.
   std::optional<v1::Pool> PoolSnapshot(const std::string& name);

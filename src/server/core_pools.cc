@@ -162,7 +162,9 @@ Status Core::RetirePool(const std::string& name, const std::string& why) {
 bool Core::PoolGone(const std::string& name) {
   std::lock_guard lock(mu_);
   auto it = pools_.find(name);
-  return it == pools_.end() || (it->second->retired() && it->second->Empty());
+  // A pool of the config file is not the AgentPool's to drain (its declaration was refused).
+  if (it == pools_.end() || !declared_.count(name)) return true;
+  return it->second->retired() && it->second->Empty();
 }
 
 std::optional<v1::Pool> Core::PoolSnapshot(const std::string& name) {

@@ -97,6 +97,17 @@ TEST_F(AgentPools, KubectlAppliedAgentPoolsArePoolsWithAStatusAndDeletingOneDrai
   std::string why = ConditionOf(Resource(fake, "bad"), "Degraded", "message");
   EXPECT_NE(why.find("spec.auto_scaler.backend.kubernetes"), std::string::npos) << why;
   EXPECT_NE(server.Tidepool({"pool", "get", "bad"}).exit_code, 0);
+  // An AgentPool named like a pool of the config file is refused, and deleting it leaves that
+  // pool alone (and does not hang on the finalizer).
+  ProcResult clash = Kubectl(fake, {"apply", "-f", "-"}, AgentPoolYaml(fake, "local", 1, "tidepool:test"));
+  ASSERT_EQ(clash.exit_code, 0) << clash.err;
+  EXPECT_TRUE(WaitFor([&] {
+    return ConditionOf(Resource(fake, "local"), "Degraded", "message").find("defined in the server's config file") !=
+           std::string::npos;
+  }, 30s)) << Resource(fake, "local").dump();
+  ProcResult unclash = Kubectl(fake, {"delete", "ap", "local", "--timeout=60s"});
+  EXPECT_EQ(unclash.exit_code, 0) << unclash.err;
+  EXPECT_EQ(server.Pool("local").value("status", ""), "ready");
 
   // A worker busy when its AgentPool is deleted: the pool drains (the task finishes), its pods
   // go, then the resource goes.
