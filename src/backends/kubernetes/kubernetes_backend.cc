@@ -92,8 +92,8 @@ Result<std::string> KubernetesBackend::CreateOne(const CreateRequest& request, c
     auto pod = api_->Post(PodsPath(), MakePod(opts_.pod_template, p), deadline);
     if (!pod.ok()) {
       Status failed = pod.status();
-      // The Secret must not outlive the pod it was made for (a pod that was made despite a cut
-      // answer is found by List and owned below the next time).
+      // The Secret must not outlive the pod it was made for. (A pod made despite a cut answer is
+      // then an unknown worker to the next list, deleted after kill_unknown_after.)
       (void)api_->Delete(SecretsPath() + "/" + p.name, nullptr, deadline);
       if (failed.code() == StatusCode::kAlreadyExists && attempt < 3) continue;
       return Wrap(failed, "create pod " + p.name);

@@ -5,6 +5,7 @@
 
 #include <fmt/format.h>
 
+#include "common/crypto.h"
 #include "common/strings.h"
 
 namespace tidepool::backends::kube {
@@ -65,7 +66,9 @@ Result<Json> NormalizeTemplate(const Json& given, const std::string& where) {
 std::string PoolLabelValue(const std::string& pool) {
   std::string v;
   for (char c : pool) v += (std::isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '_' || c == '.') ? c : '_';
-  if (v.size() > 63) v = v.substr(0, 54) + "-" + fmt::format("{:08x}", static_cast<uint32_t>(std::hash<std::string>{}(pool)));
+  // Too long: cut, with a digest of the whole name that every build computes alike (std::hash
+  // need not: a server upgraded would stop finding its pods).
+  if (v.size() > 63) v = v.substr(0, 54) + "-" + HmacSha256Hex("tidepool.dev/pool", pool).substr(0, 8);
   while (!v.empty() && !std::isalnum(static_cast<unsigned char>(v.back()))) v.pop_back();
   while (!v.empty() && !std::isalnum(static_cast<unsigned char>(v.front()))) v.erase(0, 1);
   return v.empty() ? "pool" : v;

@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include "backends/kubernetes/kubernetes_backend.h"
+#include "common/crypto.h"
 #include "common/strings.h"
 
 namespace tidepool::backends::kube {
@@ -86,6 +87,7 @@ TEST(KubePods, NamesAndLabelValuesAreValidForAnyPoolName) {
   std::string long_name(100, 'x');
   EXPECT_LE(PoolLabelValue(long_name).size(), 63u);
   EXPECT_NE(PoolLabelValue(long_name), PoolLabelValue(long_name + "y"));
+  EXPECT_EQ(PoolLabelValue(long_name), std::string(54, 'x') + "-" + HmacSha256Hex("tidepool.dev/pool", long_name).substr(0, 8));
 }
 
 TEST(KubePods, PodSelectorTermsMustBeEqualities) {
