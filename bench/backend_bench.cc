@@ -238,7 +238,7 @@ TEST(BackendBench, WorkspaceP12) {
     if (env.count("TIDEPOOL_CLIENT_TRACE")) std::fprintf(stderr, "%s", r.err.c_str());
   };
   vrun_true("/");  // the worker is up and warm
-  std::vector<double> bare, rsync_first, rsync_again, first, unchanged, one_changed;
+  std::vector<double> bare, full_client, rsync_first, rsync_again, first, unchanged, one_changed;
   const std::string ssh = "ssh -i " + hosts.client_key() + " -o UserKnownHostsFile=" + hosts.known_hosts() +
                           " -o BatchMode=yes";
   for (int i = 0; i < Runs(3); ++i) {
@@ -246,6 +246,10 @@ TEST(BackendBench, WorkspaceP12) {
     std::string tree = ::mkdtemp(tmpl);
     MakeP12Tree(tree, static_cast<unsigned>(::getpid() * 100 + i));  // new content: a true first run
     bare.push_back(Time([&] { vrun_true("/"); }));
+    full_client.push_back(Time([&] {
+      ProcResult r = RunProcess({BinDir() + "/tidepool", "run", "true"}, env, "/");
+      ASSERT_EQ(r.exit_code, 0) << r.err;
+    }));
     // rsync of the same tree over the same link, to a place the host does not have yet.
     std::string target = "root@" + net->ip(0) + ":/tmp/rsync-" + std::to_string(i) + "/";
     auto rsync = [&] {
@@ -260,7 +264,13 @@ TEST(BackendBench, WorkspaceP12) {
     one_changed.push_back(Time([&] { vrun_true(tree); }));
     std::filesystem::remove_all(tree);
   }
+  if (env.count("TIDEPOOL_CLIENT_TRACE")) {
+    ProcResult r = RunProcess({"sh", "-c", ssh + " root@" + net->ip(0) + " 'tail -n 60 .tidepool/run/*/*.log'"},
+                              {{"PATH", "/usr/bin:/bin"}}, "/");
+    std::fprintf(stderr, "the agent's log:\n%s\n", r.out.c_str());
+  }
   Report("warm `vrun true` from / (no workspace)", bare);
+  Report("warm `tidepool run true` from / (the full client)", full_client);
   Report("rsync -a of the tree (first)", rsync_first);
   Report("rsync -a of the tree (nothing changed)", rsync_again);
   Report("warm `vrun true` in the tree: first", first);

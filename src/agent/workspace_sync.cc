@@ -3,6 +3,7 @@
 #include <sys/stat.h>
 
 #include <algorithm>
+#include <chrono>
 
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
@@ -21,6 +22,19 @@ constexpr uint64_t kFetchBytes = 16u << 20;   // asked for per BlobFetch
 constexpr size_t kFetchBlobs = 4096;          // blobs named per BlobFetch
 constexpr uint64_t kPutBytes = 16u << 20;     // sent per round before asking what is still missing
 constexpr int kRoundsWithoutProgress = 5;
+
+double MsSince(std::chrono::steady_clock::time_point t) {
+  return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t).count();
+}
+
+// A root's entries as a hash would see them (to tell whether two are the same).
+std::string RootBytes(const v1::WorkspaceRoot& root) {
+  v1::WorkspaceManifest m;
+  *m.add_roots() = root;
+  std::string bytes;
+  workspace::ManifestHash(m, &bytes);
+  return bytes;
+}
 
 }  // namespace
 
@@ -47,6 +61,7 @@ void TaskWorkspace::Fail(const Status& s) {
 
 void TaskWorkspace::Prepare(std::function<void(Status)> ready) {
   ready_ = std::move(ready);
+  began_ = std::chrono::steady_clock::now();
   phase_ = Phase::kFetching;
   auto c = workspace::BlobDir::Open(shared_->cache_dir + "/" + workspace::OwnerStoreName(owner_));
   if (!c.ok()) return Fail(Status(c.status().code(), fmt::format("the agent's cache: {}", c.status().message())));
@@ -58,13 +73,18 @@ void TaskWorkspace::FetchMissing() {
   v1::AgentMessage m;
   v1::BlobFetch* f = m.mutable_blob_fetch();
   if (!manifest_) {
-    if (cache_->Has(start_.manifest())) {
+    if (shared_->parsed && shared_->parsed_owner == owner_ && shared_->parsed_hash == start_.manifest()) {
+      manifest_ = shared_->parsed;
+    } else if (cache_->Has(start_.manifest())) {
       auto data = ReadFile(cache_->PathOf(start_.manifest()));
-      v1::WorkspaceManifest parsed;
-      if (!data.ok() || !parsed.ParseFromString(*data)) {
+      auto parsed = std::make_shared<v1::WorkspaceManifest>();
+      if (!data.ok() || !parsed->ParseFromString(*data)) {
         return Fail(Internal(fmt::format("workspace manifest {} cannot be read from the cache", start_.manifest())));
       }
-      manifest_ = std::move(parsed);
+      manifest_ = parsed;
+      shared_->parsed_owner = owner_;
+      shared_->parsed_hash = start_.manifest();
+      shared_->parsed = manifest_;
     } else {
       v1::BlobState* w = f->add_wants();
       w->set_hash(start_.manifest());
@@ -72,18 +92,21 @@ void TaskWorkspace::FetchMissing() {
     }
   }
   if (manifest_) {
-    std::set<std::string> named;
-    for (const auto& root : manifest_->roots()) {
-      for (const auto& e : root.entries()) {
-        if (e.kind() != v1::WorkspaceEntry::FILE || cache_->Has(e.hash()) || !named.insert(e.hash()).second) continue;
-        v1::BlobState* w = f->add_wants();
-        w->set_hash(e.hash());
-        w->set_have(cache_->PartialSize(e.hash()));
-        if (named.size() >= kFetchBlobs) break;
-      }
-      if (named.size() >= kFetchBlobs) break;
+    if (!planned_) {
+      manifest_ms_ = MsSince(began_);
+      if (!Plan()) return;
+      plan_ms_ = MsSince(began_);
     }
-    if (named.empty()) return Materialize();
+    size_t named = 0;
+    for (const std::string& h : needed_) {
+      if (cache_->Has(h)) continue;
+      v1::BlobState* w = f->add_wants();
+      w->set_hash(h);
+      w->set_have(cache_->PartialSize(h));
+      if (++named >= kFetchBlobs) break;
+    }
+    if (named == 0) return Materialize();
+    fetched_ = true;
   }
   request_ = shared_->next_id++;
   f->set_id(request_);
@@ -101,6 +124,7 @@ bool TaskWorkspace::OnBlobData(const v1::BlobData& d) {
       return true;
     }
     if (!cache_->Has(c.hash())) {
+      shared_->unevicted[owner_] += c.data().size();
       if (Status s = cache_->Append(c.hash(), c.offset(), c.data(), c.last()); !s.ok()) {
         Fail(Status(s.code(), fmt::format("workspace: {}", s.message())));
         return true;
@@ -118,84 +142,213 @@ bool TaskWorkspace::OnBlobData(const v1::BlobData& d) {
   return true;
 }
 
-void TaskWorkspace::Materialize() {
-  // What this machine has at each root now (nothing, for a root not made here yet).
-  std::vector<std::string> present;
-  v1::WorkspaceManifest known;
-  for (const auto& root : manifest_->roots()) {
+Result<workspace::ScanResult> TaskWorkspace::ScanRoot(const std::string& path, const v1::WorkspaceRoot* known) {
+  auto watch = workspace::RootWatch::Start(path);
+  if (watch.ok()) {
+    new_watches_[path] = std::move(*watch);
+  } else {
+    new_watches_.erase(path);
+    spdlog::debug("task {}: {}; the root is scanned each time", task_id_, watch.status().message());
+  }
+  v1::WorkspaceManifest known_m;
+  if (known) *known_m.add_roots() = *known;
+  workspace::ScanOptions o;
+  o.gitignore = start_.gitignore();
+  o.known = &known_m;
+  auto r = workspace::Scan({path}, o);
+  if (!r.ok()) new_watches_.erase(path);
+  return r;
+}
+
+bool TaskWorkspace::Plan() {
+  planned_ = true;
+  // What this machine has at each root now: as the agent left it (its watch says nothing else
+  // changed), else scanned; nothing for a root not made here yet.
+  v1::WorkspaceManifest scanned;
+  std::vector<const v1::WorkspaceRoot*> current(manifest_->roots_size(), nullptr);
+  std::vector<int> scanned_index(manifest_->roots_size(), -1);
+  for (int i = 0; i < manifest_->roots_size(); ++i) {
+    const std::string& path = manifest_->roots(i).path();
     struct stat st;
-    if (::lstat(root.path().c_str(), &st) != 0) continue;
+    if (::lstat(path.c_str(), &st) != 0) {
+      shared_->roots.erase(path);
+      continue;
+    }
     if (!S_ISDIR(st.st_mode)) {
-      return Fail(FailedPrecondition(fmt::format("workspace root {} is not a directory on this worker", root.path())));
+      Fail(FailedPrecondition(fmt::format("workspace root {} is not a directory on this worker", path)));
+      return false;
     }
-    present.push_back(root.path());
-    if (auto it = shared_->applied.find(root.path()); it != shared_->applied.end()) *known.add_roots() = it->second;
-  }
-  v1::WorkspaceManifest current;
-  if (!present.empty()) {
-    workspace::ScanOptions o;
-    o.gitignore = start_.gitignore();
-    o.known = &known;
-    auto scanned = workspace::Scan(present, o);
-    if (!scanned.ok()) {
-      return Fail(Status(scanned.status().code(), fmt::format("workspace on this worker: {}", scanned.status().message())));
+    auto r = shared_->roots.find(path);
+    if (r != shared_->roots.end() && r->second.watch && r->second.gitignore == start_.gitignore()) {
+      workspace::RootWatch& w = *r->second.watch;
+      w.Drain();
+      if (!w.lost() && workspace::StillMatches(path, r->second.state(), w.dirty())) {
+        w.Clear();
+        current[i] = &r->second.state();
+        continue;
+      }
     }
-    current = std::move(scanned->manifest);
+    auto res = ScanRoot(path, r == shared_->roots.end() ? nullptr : &r->second.state());
+    if (!res.ok()) {
+      Fail(Status(res.status().code(), fmt::format("workspace on this worker: {}", res.status().message())));
+      return false;
+    }
+    scanned_index[i] = scanned.roots_size();
+    *scanned.add_roots() = std::move(*res->manifest.mutable_roots(0));
   }
+  changes_.clear();
+  for (int i = 0; i < manifest_->roots_size(); ++i) {
+    const std::string& path = manifest_->roots(i).path();
+    const v1::WorkspaceRoot* before = scanned_index[i] >= 0 ? &scanned.roots(scanned_index[i]) : current[i];
+    auto r = shared_->roots.find(path);
+    if (before && scanned_index[i] < 0 && r->second.manifest == manifest_ && r->second.index == i) continue;  // as it is
+    workspace::DiffRoot(path, before, &manifest_->roots(i), &changes_);
+  }
+  for (const workspace::Change& c : changes_) {
+    if (c.after && c.after->kind() == v1::WorkspaceEntry::FILE) needed_.insert(c.after->hash());
+  }
+  return true;
+}
+
+void TaskWorkspace::Materialize() {
+  const double content_ms = MsSince(began_);
   workspace::ApplyOptions o;
   o.check_current = false;
   o.on_conflict = workspace::OnConflict::kTheirs;
   o.uid = uid_;
   o.gid = gid_;
-  auto applied = workspace::Apply(workspace::Diff(current, *manifest_), *cache_, o);
-  if (!applied.ok()) {
-    return Fail(Status(applied.status().code(), fmt::format("workspace on this worker: {}", applied.status().message())));
+  workspace::ApplyResult applied;
+  if (!changes_.empty()) {
+    auto a = workspace::Apply(changes_, *cache_, o);
+    if (!a.ok()) {
+      for (const auto& root : manifest_->roots()) shared_->roots.erase(root.path());  // scanned when next used
+      return Fail(Status(a.status().code(), fmt::format("workspace on this worker: {}", a.status().message())));
+    }
+    applied = *a;
   }
-  std::vector<std::string> keep;
-  for (const auto& root : manifest_->roots()) {
-    shared_->applied[root.path()] = root;
-    for (const auto& e : root.entries()) {
-      if (e.kind() == v1::WorkspaceEntry::FILE) keep.push_back(e.hash());
+  for (int i = 0; i < manifest_->roots_size(); ++i) {
+    const std::string& path = manifest_->roots(i).path();
+    WorkspaceShared::Root& r = shared_->roots[path];
+    if (auto w = new_watches_.find(path); w != new_watches_.end()) r.watch = std::move(w->second);
+    r.manifest = manifest_;
+    r.index = i;
+    r.gitignore = start_.gitignore();
+    if (!r.watch) {
+      // A root made here just now: watched from now on, and scanned once so that what the watch
+      // vouches for is what is there (not what the agent meant to write).
+      auto scanned = ScanRoot(path, &manifest_->roots(i));
+      if (auto w = new_watches_.find(path); scanned.ok() && w != new_watches_.end()) {
+        r.watch = std::move(w->second);
+        if (RootBytes(scanned->manifest.roots(0)) != RootBytes(manifest_->roots(i))) {
+          auto m = std::make_shared<v1::WorkspaceManifest>(std::move(scanned->manifest));
+          r.manifest = m;
+          r.index = 0;
+        }
+      }
     }
   }
-  if (start_.cache_bytes() > 0) cache_->Evict(start_.cache_bytes(), keep);
-  spdlog::info("task {}: workspace ready ({} written, {} deleted)", task_id_, applied->written, applied->deleted);
+  new_watches_.clear();
+  for (const auto& root : manifest_->roots()) shared_->roots[root.path()].used = ++shared_->clock;
+  while (shared_->roots.size() > WorkspaceShared::kMaxRoots) {
+    auto oldest = shared_->roots.begin();
+    for (auto it = shared_->roots.begin(); it != shared_->roots.end(); ++it) {
+      if (it->second.used < oldest->second.used) oldest = it;
+    }
+    shared_->roots.erase(oldest);  // scanned again when next used
+  }
+  // The cache is trimmed to cache_bytes when what came in since it last was is over a sixteenth of
+  // that (a trim walks the whole cache: not for every file), and the first time an owner's is used.
+  if (start_.cache_bytes() > 0 &&
+      (shared_->trimmed.insert(owner_).second || shared_->unevicted[owner_] > start_.cache_bytes() / 16)) {
+    shared_->unevicted[owner_] = 0;
+    std::vector<std::string> keep;
+    for (const auto& root : manifest_->roots()) {
+      for (const auto& e : root.entries()) {
+        if (e.kind() == v1::WorkspaceEntry::FILE) keep.push_back(e.hash());
+      }
+    }
+    cache_->Evict(start_.cache_bytes(), keep);
+  }
+  changes_.clear();
+  spdlog::info("task {}: workspace ready in {:.1f} ms (manifest at {:.1f}, planned at {:.1f}, content at {:.1f}; {} "
+               "written, {} deleted{})",
+               task_id_, MsSince(began_), manifest_ms_, plan_ms_, content_ms, applied.written, applied.deleted,
+               fetched_ ? "" : ", nothing fetched");
   phase_ = Phase::kReady;
   if (ready_) ready_(Status::Ok());
+}
+
+bool TaskWorkspace::Unchanged(int i) {
+  auto r = shared_->roots.find(manifest_->roots(i).path());
+  if (r == shared_->roots.end() || !r->second.watch || r->second.manifest != manifest_ || r->second.index != i) {
+    return false;
+  }
+  workspace::RootWatch& w = *r->second.watch;
+  w.Drain();
+  if (w.lost() || !workspace::StillMatches(r->first, r->second.state(), w.dirty())) return false;
+  w.Clear();
+  return true;
+}
+
+std::optional<v1::WorkspaceRoot> TaskWorkspace::Rescan(int i) {
+  const v1::WorkspaceRoot& was = manifest_->roots(i);
+  auto r = shared_->roots.find(was.path());
+  if (r == shared_->roots.end() || !r->second.watch || r->second.watch->lost() || r->second.manifest != manifest_ ||
+      r->second.index != i) {
+    return std::nullopt;
+  }
+  workspace::ScanOptions o;
+  o.gitignore = start_.gitignore();
+  auto res = workspace::Rescan(was.path(), was, r->second.watch->dirty(), o);
+  if (!res.ok()) {
+    spdlog::debug("task {}: {}; scanning {} whole", task_id_, res.status().message(), was.path());
+    return std::nullopt;
+  }
+  r->second.watch->Clear();
+  return std::move(*res->manifest.mutable_roots(0));
 }
 
 void TaskWorkspace::Collect(std::function<void(Result<std::string>)> done) {
   done_ = std::move(done);
   phase_ = Phase::kCollecting;
-  std::vector<std::string> roots;
-  std::vector<int> gone;  // roots the task removed
-  for (int i = 0; i < manifest_->roots_size(); ++i) {
+  began_ = std::chrono::steady_clock::now();
+  const int n = manifest_->roots_size();
+  std::vector<bool> unchanged(n);
+  bool all = true;
+  for (int i = 0; i < n; ++i) {
+    unchanged[i] = Unchanged(i);
+    all = all && unchanged[i];
+  }
+  if (all) {
+    // Nothing changed: the result is the manifest the server gave (already in its store).
+    spdlog::info("task {}: workspace unchanged (by its watch, {:.1f} ms)", task_id_, MsSince(began_));
+    phase_ = Phase::kDone;
+    done_(start_.manifest());
+    return;
+  }
+  auto result = std::make_shared<v1::WorkspaceManifest>();
+  std::vector<bool> kept_watch(unchanged);
+  for (int i = 0; i < n; ++i) {
+    const v1::WorkspaceRoot& was = manifest_->roots(i);
+    if (unchanged[i]) {
+      *result->add_roots() = was;
+      continue;
+    }
     struct stat st;
-    if (::lstat(manifest_->roots(i).path().c_str(), &st) == 0 && S_ISDIR(st.st_mode)) {
-      roots.push_back(manifest_->roots(i).path());
-    } else {
-      gone.push_back(i);
+    if (::lstat(was.path().c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) {
+      result->add_roots()->set_path(was.path());  // the task removed it
+      shared_->roots.erase(was.path());
+      continue;
     }
-  }
-  workspace::ScanOptions o;
-  o.gitignore = start_.gitignore();
-  o.known = &*manifest_;
-  workspace::ScanResult scanned;
-  if (!roots.empty()) {
-    auto r = workspace::Scan(roots, o);
+    if (auto rescanned = Rescan(i); rescanned) {
+      // Its watch knows what changed: only that is looked at again.
+      kept_watch[i] = true;
+      *result->add_roots() = std::move(*rescanned);
+      continue;
+    }
+    auto r = ScanRoot(was.path(), &was);
     if (!r.ok()) return Fail(r.status());
-    scanned = std::move(*r);
-  }
-  v1::WorkspaceManifest result;
-  {
-    size_t next = 0;
-    for (int i = 0; i < manifest_->roots_size(); ++i) {
-      if (std::find(gone.begin(), gone.end(), i) != gone.end()) {
-        result.add_roots()->set_path(manifest_->roots(i).path());
-      } else {
-        *result.add_roots() = std::move(*scanned.manifest.mutable_roots(static_cast<int>(next++)));
-      }
-    }
+    *result->add_roots() = std::move(*r->manifest.mutable_roots(0));
   }
   std::set<std::string> before;
   for (const auto& root : manifest_->roots()) {
@@ -204,25 +357,37 @@ void TaskWorkspace::Collect(std::function<void(Result<std::string>)> done) {
     }
   }
   to_send_.clear();
-  for (const auto& root : result.roots()) {
+  const std::map<std::string, std::string> sources = workspace::SourcesOf(*result);
+  for (const auto& root : result->roots()) {
     for (const auto& e : root.entries()) {
       if (e.kind() != v1::WorkspaceEntry::FILE || before.count(e.hash())) continue;
       if (!cache_->Has(e.hash())) {
-        auto src = scanned.sources.find(e.hash());
-        if (src == scanned.sources.end()) return Fail(Internal(fmt::format("no file holds content {}", e.hash())));
+        auto src = sources.find(e.hash());
+        if (src == sources.end()) return Fail(Internal(fmt::format("no file holds content {}", e.hash())));
         if (Status s = cache_->PutFile(e.hash(), src->second); !s.ok()) return Fail(s);
       }
       to_send_.insert(e.hash());
     }
   }
   std::string bytes;
-  result_hash_ = workspace::ManifestHash(result, &bytes);
+  result_hash_ = workspace::ManifestHash(*result, &bytes);
+  spdlog::info("task {}: workspace after the command: {:.1f} ms ({} new files)", task_id_, MsSince(began_),
+               to_send_.size());
   if (!cache_->Has(result_hash_)) {
     if (Status s = cache_->Append(result_hash_, 0, bytes, true); !s.ok()) return Fail(s);
   }
-  for (const auto& root : result.roots()) shared_->applied[root.path()] = root;
+  for (int i = 0; i < n; ++i) {
+    const std::string& path = result->roots(i).path();
+    if (!unchanged[i] && result->roots(i).entries_size() == 0) continue;  // removed
+    WorkspaceShared::Root& r = shared_->roots[path];
+    if (auto w = new_watches_.find(path); w != new_watches_.end()) r.watch = std::move(w->second);
+    else if (!kept_watch[i]) r.watch.reset();
+    r.manifest = result;
+    r.index = i;
+    r.gitignore = start_.gitignore();
+  }
+  new_watches_.clear();
   if (result_hash_ == start_.manifest()) {
-    // Nothing changed: the result is the manifest the server gave (already in its store).
     phase_ = Phase::kDone;
     done_(result_hash_);
     return;

@@ -11,26 +11,52 @@
 // another has a file), under CACHE_DIR/<OwnerStoreName(owner)> (workspace/blob_dir.h), root's alone
 // (0700). The roots themselves are shared by the tasks of one agent: a task starting in a root
 // where another still runs changes the files under it (as two commands in one directory would).
+//
+// A root the agent has made is watched (workspace/root_watch.h): while the watch vouches that
+// nothing under it changed, or that what changed is as the agent left it, the root is not walked
+// again, neither before a task (to make it match) nor after one (to see what the task changed).
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <functional>
 #include <map>
+#include <memory>
 #include <optional>
 #include <set>
 #include <string>
+#include <vector>
 
 #include "common/status.h"
 #include "tidepool/v1/agent.pb.h"
 #include "workspace/blob_dir.h"
+#include "workspace/diff.h"
+#include "workspace/scan.h"
+#include "workspace/root_watch.h"
 
 namespace tidepool::agent {
 
 // What an agent keeps across its tasks' workspaces.
 struct WorkspaceShared {
   std::string cache_dir;
-  // The manifest last made at each root path, so a later task's scan need not read unchanged files.
-  std::map<std::string, v1::WorkspaceRoot> applied;
+  // What each root path was last left as (made to match a manifest, or scanned after a task), and
+  // the watch that vouches it still is (none: it is scanned when next used).
+  struct Root {
+    std::shared_ptr<const v1::WorkspaceManifest> manifest;  // state() is its roots(index)
+    int index = 0;
+    bool gitignore = false;  // the ignore rules a scan of it used
+    std::unique_ptr<workspace::RootWatch> watch;
+    uint64_t used = 0;  // when a task last started in it (the least recently used go first)
+    const v1::WorkspaceRoot& state() const { return manifest->roots(index); }
+  };
+  std::map<std::string, Root> roots;  // at most kMaxRoots (each watch is an inotify instance)
+  static constexpr size_t kMaxRoots = 16;
+  uint64_t clock = 0;
+  std::map<std::string, uint64_t> unevicted;  // per owner: bytes fetched since its cache was last trimmed
+  std::set<std::string> trimmed;               // owners whose cache was trimmed since the agent started
+  // The manifest last parsed (and whose): a task in an unchanged tree does not parse it again.
+  std::string parsed_owner, parsed_hash;
+  std::shared_ptr<const v1::WorkspaceManifest> parsed;
   uint64_t next_id = 1;
 };
 
@@ -55,7 +81,16 @@ class TaskWorkspace {
 
  private:
   void FetchMissing();
+  bool Plan();  // false: failed (Fail called)
   void Materialize();
+  // Whether root `i` of the task's manifest is still as the agent left it after Materialize (by
+  // its watch, without walking it).
+  bool Unchanged(int i);
+  // Root `i` brought up to date from what its watch saw change (workspace::Rescan), or nullopt:
+  // it must be scanned whole.
+  std::optional<v1::WorkspaceRoot> Rescan(int i);
+  // Scans one root (a new watch first, so what the scan finds is vouched for from then on).
+  Result<workspace::ScanResult> ScanRoot(const std::string& path, const v1::WorkspaceRoot* known);
   void Query();
   void Fail(const Status& s);
 
@@ -65,10 +100,18 @@ class TaskWorkspace {
   WorkspaceShared* shared_;
   Send send_;
   std::optional<workspace::BlobDir> cache_;
-  std::optional<v1::WorkspaceManifest> manifest_;
+  std::shared_ptr<const v1::WorkspaceManifest> manifest_;
+  // Planned: the changes that make the roots match the manifest, and the content they need.
+  bool planned_ = false;
+  std::vector<workspace::Change> changes_;
+  std::set<std::string> needed_;
+  bool fetched_ = false;  // content came into the cache
+  std::map<std::string, std::unique_ptr<workspace::RootWatch>> new_watches_;  // started by Plan's scans
 
   enum class Phase { kIdle, kFetching, kReady, kCollecting, kDone } phase_ = Phase::kIdle;
   uint64_t request_ = 0;  // the id of the request in flight (0 = none)
+  std::chrono::steady_clock::time_point began_;  // of Prepare, then of Collect (for the log)
+  double manifest_ms_ = 0, plan_ms_ = 0;          // when Prepare had the manifest, and the plan
   std::function<void(Status)> ready_;
   std::function<void(Result<std::string>)> done_;
   // Collecting: the result, and what the server was last told it lacks.

@@ -7,16 +7,21 @@
 #include <chrono>
 #include <cstdlib>
 #include <cstring>
+#include <functional>
 #include <map>
+#include <memory>
+#include <optional>
 #include <set>
 #include <thread>
 
 #include <fmt/format.h>
 
 #include "cli/unanswered.h"
+#include "common/fs.h"
 #include "common/strings.h"
 #include "workspace/blob_dir.h"
 #include "workspace/hash.h"
+#include "workspace/manifest_delta.h"
 #include "workspace/protocol.h"
 #include "workspace/scan.h"
 
@@ -244,6 +249,125 @@ Result<BroughtBack> ApplyChanges(Client& client, const std::vector<workspace::Ch
   return out;
 }
 
+
+// Sends what of `hashes` the server lacks (files from `sources`, the manifest `manifest_hash`
+// from `manifest_bytes`), asking again after a cut-off transfer until it has them all; the
+// progress line (unless `quiet`) names what is sent.
+Status SendLacking(Client& client, const std::vector<std::string>& hashes, std::map<std::string, uint64_t> sizes,
+                   const std::map<std::string, std::string>& sources, const std::string& manifest_hash,
+                   const std::string& manifest_bytes, bool quiet) {
+  bool shown = false;
+  Retry retry;
+  for (;;) {
+    auto lacking = Missing(client, hashes, &retry);
+    if (!lacking.ok()) return lacking.status();
+    if (lacking->empty()) return Status::Ok();
+    // Files first, the manifest last: a manifest on the server means its files are there.
+    std::stable_partition(lacking->begin(), lacking->end(), [&](const v1::BlobState& b) { return b.hash() != manifest_hash; });
+    if (!shown && !quiet) {
+      uint64_t to_send = 0;
+      for (const auto& b : *lacking) to_send += sizes[b.hash()] - std::min(sizes[b.hash()], b.have());
+      fmt::print(stderr, "syncing workspace: {} file{}, {} to send\n", Thousands(lacking->size()),
+                 lacking->size() == 1 ? "" : "s", Megabytes(to_send));
+      shown = true;
+    }
+    grpc::Status st = SendBlobs(client, *lacking, sources, manifest_hash, manifest_bytes, retry);
+    if (st.ok()) continue;  // the next Missing confirms
+    if (!retry.Again(st)) {
+      return Status(static_cast<StatusCode>(st.error_code()), fmt::format("workspace upload: {}", st.error_message()));
+    }
+    if (!quiet) fmt::print(stderr, "syncing workspace: cut off ({}); going on from what the server has\n", st.error_message());
+  }
+}
+
+std::map<std::string, uint64_t> FileSizes(const v1::WorkspaceManifest& m) {
+  std::map<std::string, uint64_t> sizes;
+  for (const auto& r : m.roots()) {
+    for (const auto& e : r.entries()) {
+      if (e.kind() == v1::WorkspaceEntry::FILE) sizes.emplace(e.hash(), e.size());
+    }
+  }
+  return sizes;
+}
+
+// The manifest this client last had the server keep for a set of roots (CACHE/manifest-KEY: its
+// hash, a newline, its bytes), the base the next one is sent against. Not parsed: the delta is
+// made from the two serializations (a damaged file makes a delta the server refuses).
+struct LastManifest {
+  std::string hash;
+  std::string_view bytes;  // in `file`
+  std::optional<MappedFile> file;
+};
+
+std::optional<LastManifest> LoadLast(const std::string& path) {
+  auto file = MappedFile::Open(path);
+  if (!file.ok()) return std::nullopt;
+  std::string_view data = file->data();
+  if (data.size() < 65 || data[64] != '\n' || !workspace::IsHash(std::string(data.substr(0, 64)))) return std::nullopt;
+  LastManifest last;
+  last.hash = std::string(data.substr(0, 64));
+  last.bytes = data.substr(65);
+  last.file.emplace(std::move(*file));
+  return last;
+}
+
+// Largest delta sent as one: beyond it the manifest goes whole, in chunks.
+constexpr size_t kMaxDeltaBytes = 4u << 20;
+
+// Sends the manifest as its difference from `last` (its new files first). False: the server
+// cannot take it so (it lacks the base, or predates PutManifest): it goes whole.
+Result<bool> SendAsDelta(Client& client, const LastManifest& last, const std::string& hash, const std::string& bytes,
+                         bool quiet, Trace& trace) {
+  auto made = workspace::MakeDelta(last.hash, last.bytes, hash, bytes);
+  if (!made.ok() || made->ByteSizeLong() > kMaxDeltaBytes) return false;
+  const v1::ManifestDelta& delta = *made;
+  // The files it names that the base did not: their sizes and where they are, from the delta alone
+  // (not from the 10,000 entries of the whole).
+  std::map<std::string, uint64_t> sizes;
+  std::map<std::string, std::string> sources;
+  for (const v1::RootDelta& rd : delta.roots()) {
+    for (const v1::WorkspaceEntry& e : rd.put()) {
+      if (e.kind() != v1::WorkspaceEntry::FILE || sizes.count(e.hash())) continue;
+      sizes.emplace(e.hash(), e.size());
+      sources.emplace(e.hash(), rd.path() == "/" ? "/" + e.path() : rd.path() + "/" + e.path());
+    }
+  }
+  std::vector<std::string> hashes;
+  for (const auto& [h, size] : sizes) hashes.push_back(h);
+  trace.Step("delta made");
+  if (Status s = SendLacking(client, hashes, sizes, sources, "", "", quiet); !s.ok()) return s;
+  trace.Step("its files sent");
+  Retry retry;
+  for (;;) {
+    v1::UploadResponse resp;
+    auto ctx = client.Context();
+    retry.Prepare(ctx.get());
+    grpc::Status st = client.workspace().PutManifest(ctx.get(), delta, &resp);
+    if (st.ok()) return true;
+    // Anything but a cut-off call (no such base, a server without PutManifest, a damaged base
+    // file): the manifest goes whole, which every server takes.
+    if (!Retryable(st) || !retry.Again(st)) return false;
+  }
+}
+
+// Saves what the next run wants (the stat cache, the manifest the server now has) on a thread of
+// its own, so the command need not wait for it; joined when the process ends.
+class Saver {
+ public:
+  ~Saver() {
+    for (std::thread& t : threads_) t.join();
+  }
+  void Run(std::function<void()> f) { threads_.emplace_back(std::move(f)); }
+
+ private:
+  std::vector<std::thread> threads_;
+};
+
+Saver& Background() {
+  static Saver saver;
+  return saver;
+}
+
 }  // namespace
 
 Status PrepareWorkspace(Client& client, v1::TaskSpec* spec, bool quiet, v1::WorkspaceManifest* base) {
@@ -276,57 +400,49 @@ Status PrepareWorkspace(Client& client, v1::TaskSpec* spec, bool quiet, v1::Work
     bool inside = e == root || e.rfind(root + "/", 0) == 0;
     if (!inside) roots.push_back(e);
   }
-  workspace::StatCache cache =
-      workspace::StatCache::Load(CacheHome() + "/stat-" + workspace::Sha256Hex(Join(roots, "\n")).substr(0, 16));
+  const std::string key = workspace::Sha256Hex(Join(roots, "\n")).substr(0, 16);
+  auto cache = std::make_shared<workspace::StatCache>(workspace::StatCache::Load(CacheHome() + "/stat-" + key));
   workspace::ScanOptions o;
   o.gitignore = settings.gitignore();
   o.max_bytes = settings.max_bytes();
-  o.stat_cache = &cache;
+  o.stat_cache = cache.get();
   auto scanned = workspace::Scan(roots, o);
   if (!scanned.ok()) return Status(scanned.status().code(), fmt::format("workspace: {}", scanned.status().message()));
   trace.Step("scan");
-  (void)cache.Save();  // a cache that cannot be saved only costs the next run a re-read
-  trace.Step("stat cache saved");
-  std::string bytes;
-  const std::string hash = workspace::ManifestHash(scanned->manifest, &bytes);
+  auto bytes = std::make_shared<std::string>();
+  const std::string hash = workspace::ManifestHash(scanned->manifest, bytes.get());
   trace.Step("manifest hashed");
 
   // The server has this manifest: it has every file it names (they go before it).
   auto missing = Missing(client, {hash});
   if (!missing.ok()) return missing.status();
+  const std::string last_path = CacheHome() + "/manifest-" + key;
   if (!missing->empty()) {
-    std::map<std::string, uint64_t> sizes;
-    for (const auto& r : scanned->manifest.roots()) {
-      for (const auto& e : r.entries()) {
-        if (e.kind() == v1::WorkspaceEntry::FILE) sizes.emplace(e.hash(), e.size());
-      }
+    bool sent = false;
+    auto last = LoadLast(last_path);
+    trace.Step("last manifest read");
+    if (last && last->hash != hash) {
+      auto d = SendAsDelta(client, *last, hash, *bytes, quiet, trace);
+      if (!d.ok()) return d.status();
+      sent = *d;
+      trace.Step(sent ? "sent as a delta" : "no base on the server");
     }
-    std::vector<std::string> all;
-    for (const auto& [h, size] : sizes) all.push_back(h);
-    all.push_back(hash);
-    sizes[hash] = bytes.size();
-    bool shown = false;
-    Retry retry;
-    for (;;) {
-      auto lacking = Missing(client, all, &retry);
-      if (!lacking.ok()) return lacking.status();
-      if (lacking->empty()) break;
-      // Files first, the manifest last: a manifest on the server means its files are there.
-      std::stable_partition(lacking->begin(), lacking->end(), [&](const v1::BlobState& b) { return b.hash() != hash; });
-      if (!shown && !quiet) {
-        uint64_t to_send = 0;
-        for (const auto& b : *lacking) to_send += sizes[b.hash()] - std::min(sizes[b.hash()], b.have());
-        fmt::print(stderr, "syncing workspace: {} files, {} to send\n", Thousands(lacking->size()), Megabytes(to_send));
-        shown = true;
+    if (!sent) {
+      std::map<std::string, uint64_t> sizes = FileSizes(scanned->manifest);
+      std::vector<std::string> all;
+      for (const auto& [h, size] : sizes) all.push_back(h);
+      all.push_back(hash);
+      sizes[hash] = bytes->size();
+      if (Status s = SendLacking(client, all, sizes, workspace::SourcesOf(scanned->manifest), hash, *bytes, quiet); !s.ok()) {
+        return s;
       }
-      grpc::Status st = SendBlobs(client, *lacking, scanned->sources, hash, bytes, retry);
-      if (st.ok()) continue;  // the next Missing confirms
-      if (!retry.Again(st)) {
-        return Status(static_cast<StatusCode>(st.error_code()), fmt::format("workspace upload: {}", st.error_message()));
-      }
-      if (!quiet) fmt::print(stderr, "syncing workspace: cut off ({}); going on from what the server has\n", st.error_message());
     }
   }
+  // Kept for the next run: a cache that cannot be saved only costs it a re-read or a whole manifest.
+  Background().Run([cache, bytes, hash, last_path, save_last = !missing->empty()] {
+    (void)cache->Save();
+    if (save_last && MakeDirs(CacheHome(), 0700).ok()) (void)WriteFileAtomic(last_path, hash + "\n" + *bytes, 0600, /*sync=*/false);
+  });
   trace.Step("server has it");
   v1::WorkspaceRef* ref = spec->mutable_workspace();
   ref->set_manifest(hash);

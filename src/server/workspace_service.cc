@@ -3,7 +3,10 @@
 
 #include "server/services.h"
 #include "workspace/blob_chunks.h"
+#include "common/fs.h"
 #include "workspace/hash.h"
+#include "workspace/manifest_delta.h"
+#include "workspace/scan.h"
 
 namespace tidepool::server {
 
@@ -94,6 +97,63 @@ grpc::Status WorkspaceService::Download(grpc::ServerContext* ctx, const v1::Down
     }
     if (sent->stopped) return grpc::Status(grpc::StatusCode::CANCELLED, "the client went away");
   }
+  return grpc::Status::OK;
+}
+
+Result<std::shared_ptr<const v1::WorkspaceManifest>> WorkspaceService::Manifest(const workspace::BlobDir& dir,
+                                                                                const std::string& hash) {
+  {
+    std::lock_guard<std::mutex> l(kept_mu_);
+    auto it = kept_.find(dir.dir());
+    if (it != kept_.end() && it->second.first == hash) return it->second.second;
+  }
+  auto bytes = ReadFile(dir.PathOf(hash));
+  auto m = std::make_shared<v1::WorkspaceManifest>();
+  if (!bytes.ok() || !m->ParseFromString(*bytes)) {
+    return InvalidArgument(fmt::format("{} in the store is not a manifest", hash));
+  }
+  return std::shared_ptr<const v1::WorkspaceManifest>(std::move(m));
+}
+
+void WorkspaceService::KeepManifest(const workspace::BlobDir& dir, const std::string& hash,
+                                    std::shared_ptr<const v1::WorkspaceManifest> m) {
+  std::lock_guard<std::mutex> l(kept_mu_);
+  if (!kept_.count(dir.dir()) && kept_.size() >= kKeptManifests) kept_.erase(kept_.begin());
+  kept_[dir.dir()] = {hash, std::move(m)};
+}
+
+grpc::Status WorkspaceService::PutManifest(grpc::ServerContext* ctx, const v1::ManifestDelta* req,
+                                           v1::UploadResponse* resp) {
+  Core* core = nullptr;
+  auto store = StoreOf(ctx, &core);
+  if (!store.ok()) return ToGrpc(store.status());
+  if (!workspace::IsHash(req->base()) || !workspace::IsHash(req->hash())) {
+    return ToGrpc(InvalidArgument("a manifest name is not a SHA-256 hash (64 lowercase hex digits)"));
+  }
+  workspace::BlobDir& dir = **store;
+  if (dir.Has(req->hash())) {
+    resp->add_stored(req->hash());
+    return grpc::Status::OK;
+  }
+  if (!dir.Has(req->base())) return ToGrpc(NotFound(fmt::format("no manifest {} in the store", req->base())));
+  auto base = Manifest(dir, req->base());
+  if (!base.ok()) return ToGrpc(base.status());
+  auto made = workspace::ApplyDelta(**base, *req);
+  if (!made.ok()) return ToGrpc(made.status());
+  // Its files go before it: a manifest in a store means the store has what it names.
+  for (const std::string& h : workspace::DeltaContent(*req)) {
+    if (!workspace::IsHash(h)) return ToGrpc(InvalidArgument("a file's content is not named by a SHA-256 hash"));
+    if (!dir.Has(h)) return ToGrpc(FailedPrecondition(fmt::format("content {} is not in the store; send it first", h)));
+  }
+  std::string out;
+  const std::string got = workspace::ManifestHash(*made, &out);
+  if (got != req->hash()) {
+    return ToGrpc(InvalidArgument(fmt::format("the manifest made from the delta hashes to {}, not {}", got, req->hash())));
+  }
+  if (Status s = dir.Append(got, 0, out, true); !s.ok()) return ToGrpc(s);
+  KeepManifest(dir, got, std::make_shared<const v1::WorkspaceManifest>(std::move(*made)));
+  core->CountWorkspaceBytes("received", "client", req->ByteSizeLong());
+  resp->add_stored(got);
   return grpc::Status::OK;
 }
 

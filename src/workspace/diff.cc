@@ -38,46 +38,10 @@ std::vector<const WorkspaceEntry*> Sorted(const WorkspaceRoot* r) {
   return v;
 }
 
-// One root's changes: deletions deepest first, then the rest in path order (parents first).
-void DiffRoot(const std::string& root, const WorkspaceRoot* before, const WorkspaceRoot* after, std::vector<Change>* out) {
-  std::vector<const WorkspaceEntry*> b = Sorted(before), a = Sorted(after);
-  std::vector<Change> deletions, others;
-  size_t i = 0, j = 0;
-  while (i < b.size() || j < a.size()) {
-    int cmp = i == b.size() ? 1 : j == a.size() ? -1 : b[i]->path().compare(a[j]->path());
-    if (cmp < 0) {
-      deletions.push_back({root, b[i]->path(), *b[i], std::nullopt});
-      ++i;
-    } else if (cmp > 0) {
-      others.push_back({root, a[j]->path(), std::nullopt, *a[j]});
-      ++j;
-    } else {
-      if (!SameEntry(*b[i], *a[j])) others.push_back({root, a[j]->path(), *b[i], *a[j]});
-      ++i;
-      ++j;
-    }
-  }
-  for (auto it = deletions.rbegin(); it != deletions.rend(); ++it) out->push_back(std::move(*it));
-  for (Change& c : others) out->push_back(std::move(c));
-}
-
 // ---- Apply ----
 
 std::string Shown(const Change& c) { return c.path.empty() ? c.root : c.root + "/" + c.path; }
 
-bool ValidPath(const std::string& p) {
-  if (p.empty()) return true;
-  if (p.find('\0') != std::string::npos) return false;
-  size_t start = 0;
-  while (start <= p.size()) {
-    size_t slash = p.find('/', start);
-    if (slash == std::string::npos) slash = p.size();
-    std::string_view part(p.data() + start, slash - start);
-    if (part.empty() || part == "." || part == "..") return false;
-    start = slash + 1;
-  }
-  return true;
-}
 
 class Fd {
  public:
@@ -399,6 +363,43 @@ bool UnderSkipped(const Change& c, const std::set<std::pair<std::string, std::st
 
 }  // namespace
 
+bool IsWorkspacePath(const std::string& p) {
+  if (p.empty()) return true;
+  if (p.find('\0') != std::string::npos) return false;
+  size_t start = 0;
+  while (start <= p.size()) {
+    size_t slash = p.find('/', start);
+    if (slash == std::string::npos) slash = p.size();
+    std::string_view part(p.data() + start, slash - start);
+    if (part.empty() || part == "." || part == "..") return false;
+    start = slash + 1;
+  }
+  return true;
+}
+
+// One root's changes: deletions deepest first, then the rest in path order (parents first).
+void DiffRoot(const std::string& root, const WorkspaceRoot* before, const WorkspaceRoot* after, std::vector<Change>* out) {
+  std::vector<const WorkspaceEntry*> b = Sorted(before), a = Sorted(after);
+  std::vector<Change> deletions, others;
+  size_t i = 0, j = 0;
+  while (i < b.size() || j < a.size()) {
+    int cmp = i == b.size() ? 1 : j == a.size() ? -1 : b[i]->path().compare(a[j]->path());
+    if (cmp < 0) {
+      deletions.push_back({root, b[i]->path(), *b[i], std::nullopt});
+      ++i;
+    } else if (cmp > 0) {
+      others.push_back({root, a[j]->path(), std::nullopt, *a[j]});
+      ++j;
+    } else {
+      if (!SameEntry(*b[i], *a[j])) others.push_back({root, a[j]->path(), *b[i], *a[j]});
+      ++i;
+      ++j;
+    }
+  }
+  for (auto it = deletions.rbegin(); it != deletions.rend(); ++it) out->push_back(std::move(*it));
+  for (Change& c : others) out->push_back(std::move(c));
+}
+
 std::vector<Change> Diff(const v1::WorkspaceManifest& before, const v1::WorkspaceManifest& after) {
   std::map<std::string, const WorkspaceRoot*> before_roots;
   for (const auto& r : before.roots()) before_roots.emplace(r.path(), &r);
@@ -419,7 +420,7 @@ Result<ApplyResult> Apply(const std::vector<Change>& changes, const BlobDir& blo
   // 1. Everything that can be known wrong before anything is changed.
   std::set<std::pair<std::string, std::string>> deleted;
   for (const Change& c : changes) {
-    if (c.root.empty() || c.root[0] != '/' || c.root.find('\0') != std::string::npos || !ValidPath(c.path)) {
+    if (c.root.empty() || c.root[0] != '/' || c.root.find('\0') != std::string::npos || !IsWorkspacePath(c.path)) {
       return InvalidArgument(fmt::format("not a workspace path: {:?} in root {:?}", c.path, c.root));
     }
     if (!c.after) {

@@ -20,10 +20,17 @@ struct Change {
   std::optional<v1::WorkspaceEntry> after;   // nullopt: deleted
 };
 
+// A path as an entry may have: relative, '/'-separated, no empty, "." or ".." component, no NUL
+// ("" is the root itself).
+bool IsWorkspacePath(const std::string& p);
+
 // Every path whose entry differs (kind, mode, hash, target; for files also size; mtime alone is
 // not a change), in an order that can be applied: creations of a directory before its contents,
 // deletions of contents before their directory. Roots only in `after` are all creations.
 std::vector<Change> Diff(const v1::WorkspaceManifest& before, const v1::WorkspaceManifest& after);
+// The same for one root at `root` (either side may be null: absent), appended to `out`.
+void DiffRoot(const std::string& root, const v1::WorkspaceRoot* before, const v1::WorkspaceRoot* after,
+              std::vector<Change>* out);
 
 enum class OnConflict {
   kStop,    // report conflicts, change nothing at all

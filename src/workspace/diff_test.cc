@@ -125,7 +125,7 @@ struct Fixture {
   v1::WorkspaceManifest ScanInto(const std::string& root) {
     Result<ScanResult> r = Scan({root}, {});
     EXPECT_TRUE(r.ok()) << r.status().message();
-    for (const auto& [hash, path] : r->sources) EXPECT_TRUE(blobs.PutFile(hash, path).ok());
+    for (const auto& [hash, path] : SourcesOf(r->manifest)) EXPECT_TRUE(blobs.PutFile(hash, path).ok());
     return r->manifest;
   }
   std::string Now() { return ManifestHash(Scan({v1}, {})->manifest); }
@@ -242,7 +242,7 @@ TEST(Apply, RoundTripIntoAnotherRootWhoseParentsDoNotExist) {
   BlobDir blobs = *BlobDir::Open(t / "blobs");
   Result<ScanResult> a = Scan({t / "a"}, {});
   ASSERT_TRUE(a.ok());
-  for (const auto& [hash, path] : a->sources) ASSERT_TRUE(blobs.PutFile(hash, path).ok());
+  for (const auto& [hash, path] : SourcesOf(a->manifest)) ASSERT_TRUE(blobs.PutFile(hash, path).ok());
   v1::WorkspaceManifest m = a->manifest;
   const std::string b = t / "not/yet/b";
   m.mutable_roots(0)->set_path(b);

@@ -4,6 +4,7 @@
 
 #include <cstdint>
 #include <map>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -25,6 +26,7 @@ class StatCache {
   Status Save() const;  // atomically; no-op when nothing changed or path is ""
   // The hash remembered for this exact stat, or "".
   std::string Lookup(const std::string& abs_path, uint64_t size, int64_t mtime_ns, int64_t ctime_ns, uint64_t ino) const;
+  size_t size() const { return entries_.size(); }
   void Remember(const std::string& abs_path, uint64_t size, int64_t mtime_ns, int64_t ctime_ns, uint64_t ino, const std::string& hash);
 
  private:
@@ -50,8 +52,6 @@ struct ScanOptions {
 
 struct ScanResult {
   v1::WorkspaceManifest manifest;  // one root per input, in input order
-  // For each file content hash: one absolute path holding it (what to upload from).
-  std::map<std::string, std::string> sources;
   uint64_t files = 0;
   uint64_t bytes = 0;           // sum of file sizes
   uint64_t hashed_bytes = 0;    // of those, read and hashed this time (the rest came from caches)
@@ -64,6 +64,17 @@ struct ScanResult {
 // then "and N more"). A file whose size or mtime changes while it is read is read again, up to 3
 // times, then fails the scan naming it.
 Result<ScanResult> Scan(const std::vector<std::string>& roots, const ScanOptions& options);
+
+// `state` (root `root` as a scan gave it) brought up to date for `dirty` (paths relative to the
+// root, as a RootWatch gives them, workspace/root_watch.h) without walking the rest: each of them
+// is looked at again (a file whose size and mtime are as `state` says keeps its hash; others are
+// read), a new folder is walked, a gone or now ignored one goes with all below it. Unavailable
+// when an ignore file is among them (the caller scans the root whole). Errors as Scan's.
+Result<ScanResult> Rescan(const std::string& root, const v1::WorkspaceRoot& state, const std::set<std::string>& dirty,
+                          const ScanOptions& options);
+
+// For each file content hash of `m`: one absolute path holding it (what to upload from).
+std::map<std::string, std::string> SourcesOf(const v1::WorkspaceManifest& m);
 
 // The hash of a manifest: what names it in a store (SHA-256 of its deterministic serialization).
 std::string ManifestHash(const v1::WorkspaceManifest& m, std::string* serialized = nullptr);

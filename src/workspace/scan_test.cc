@@ -83,8 +83,8 @@ TEST(Scan, ReadsEveryKindOfEntryInBytewiseOrder) {
 
   EXPECT_EQ(r->files, 8u);
   EXPECT_EQ(r->bytes, r->hashed_bytes);
-  EXPECT_EQ(r->sources.at(Sha256Hex(binary)), root + "/bin.dat");
-  EXPECT_EQ(r->sources.at(Sha256Hex("not utf-8")), root + "/\xff\xfe.bin");
+  EXPECT_EQ(SourcesOf(r->manifest).at(Sha256Hex(binary)), root + "/bin.dat");
+  EXPECT_EQ(SourcesOf(r->manifest).at(Sha256Hex("not utf-8")), root + "/\xff\xfe.bin");
 }
 
 TEST(Scan, GitignoreCountsOnlyWithTheOptionAndNestedFilesApplyBelowThem) {

@@ -38,9 +38,9 @@ bool Get(std::string_view* in, T* v) {
 StatCache StatCache::Load(const std::string& path) {
   StatCache cache;
   cache.path_ = path;
-  Result<std::string> content = ReadFile(path);
+  Result<MappedFile> content = MappedFile::Open(path);
   if (!content.ok()) return cache;
-  std::string_view in = *content;
+  std::string_view in = content->data();
   uint64_t sum = 0;
   if (in.size() < kMagic.size() + sizeof sum || in.substr(0, kMagic.size()) != kMagic) return cache;
   std::memcpy(&sum, in.data() + in.size() - sizeof sum, sizeof sum);
@@ -89,7 +89,7 @@ Status StatCache::Save() const {
     Status s = MakeDirs(path_.substr(0, slash), 0700);
     if (!s.ok()) return s;
   }
-  return WriteFileAtomic(path_, out, 0600);
+  return WriteFileAtomic(path_, out, 0600, /*sync=*/false);  // a cache: a crash only costs a re-read
 }
 
 std::string StatCache::Lookup(const std::string& abs_path, uint64_t size, int64_t mtime_ns, int64_t ctime_ns,

@@ -315,6 +315,104 @@ TEST(Workspace, ExtraPathsGitignoreAndATenThousandFileTreeArriveAsTheyAre) {
   EXPECT_LT(WorkspaceBytes(server, "received", "client"), 1 << 20) << "the 1 MiB ignored build output was sent";
 }
 
+// The agent does not walk a root it made again while its watch (inotify) vouches nothing changed
+// there; what someone else changes on the worker between two tasks is seen all the same and put
+// back as the caller has it. One changed file of a 2,000-file tree travels as a manifest delta.
+TEST(Workspace, EditsOnTheWorkerBetweenTasksArePutBackAndOneChangedFileSendsADelta) {
+  SSH_HOSTS_OR_SKIP(net, hosts, 1);
+  CallerDir caller;
+  const std::string proj = caller.path() + "/proj";
+  for (int d = 0; d < 20; ++d) {
+    std::string dir = proj + "/d" + std::to_string(d);
+    fs::create_directories(dir);
+    for (int f = 0; f < 100; ++f) WriteAll(dir + "/f" + std::to_string(f), std::to_string(d * 100 + f) + "\n");
+  }
+  Server server(WithMetrics(SshPool(net, hosts, hosts.known_hosts(), 1)), {}, net.server_ip() + ":0");
+  const std::string cmd = "cat d3/f4 d5/f6; ls d7 | wc -l; ls d8 | wc -l; test -e d9/extra && echo extra; true";
+  ProcResult first = ClientIn(server, proj, "vrun", {"sh", "-c", cmd});
+  ASSERT_EQ(first.exit_code, 0) << first.out << first.err << server.ServerLog();
+  EXPECT_EQ(first.out, "304\n506\n100\n100\n");
+
+  // Behind the agent's back, on the host: a file edited, one deleted, a folder emptied, one added.
+  const std::string there = hosts.Disk(0) + proj;
+  WriteAll(there + "/d3/f4", "edited on the worker\n");
+  fs::remove(there + "/d5/f6");
+  fs::remove_all(there + "/d7");
+  WriteAll(there + "/d9/extra", "added on the worker\n");
+  ProcResult again = ClientIn(server, proj, "vrun", {"sh", "-c", cmd});
+  ASSERT_EQ(again.exit_code, 0) << again.out << again.err;
+  EXPECT_EQ(again.out, "304\n506\n100\n100\n") << "the worker's edits were not undone";
+  EXPECT_EQ(again.err.find("syncing workspace"), std::string::npos) << "the caller's tree did not change";
+  EXPECT_FALSE(fs::exists(proj + "/d9/extra")) << "an edit on the worker came back as the task's";
+
+  // One file changed on the caller's side: it and a delta of the manifest travel, not the
+  // manifest of 2,000 entries (~190 kB).
+  const double up = WorkspaceBytes(server, "received", "client");
+  WriteAll(proj + "/d8/f8", "changed by the caller\n");
+  ProcResult changed = ClientIn(server, proj, "vrun", {"sh", "-c", "cat d8/f8; echo out > d8/new"});
+  ASSERT_EQ(changed.exit_code, 0) << changed.out << changed.err;
+  EXPECT_EQ(changed.out, "changed by the caller\n");
+  EXPECT_NE(changed.err.find("syncing workspace: 1 file,"), std::string::npos) << changed.err;
+  const double sent = WorkspaceBytes(server, "received", "client") - up;
+  EXPECT_GT(sent, 0);
+  EXPECT_LT(sent, 8 * 1024) << "the whole manifest travelled";
+  EXPECT_EQ(ReadAll(proj + "/d8/new"), "out\n");  // what the task wrote after it came back
+
+  // The client's copy of the base damaged: the server refuses the delta, and the whole goes.
+  int saved = 0;
+  for (const auto& e : fs::directory_iterator(server.dir() + "/.cache/tidepool")) {
+    if (e.path().filename().string().rfind("manifest-", 0) != 0) continue;
+    std::string text = ReadAll(e.path().string());
+    WriteAll(e.path().string(), text.substr(0, 65) + "damaged" + text.substr(72));
+    ++saved;
+  }
+  EXPECT_EQ(saved, 1);
+  WriteAll(proj + "/d9/f9", "changed again\n");
+  ProcResult whole = ClientIn(server, proj, "vrun", {"cat", "d9/f9"});
+  ASSERT_EQ(whole.exit_code, 0) << whole.out << whole.err;
+  EXPECT_EQ(whole.out, "changed again\n");
+}
+
+// A task cancelled while the worker is still fetching its workspace never starts and leaves no
+// partial tree; the next task on that worker goes on from what the first fetch left in its cache.
+// The link to the host is slowed to 32 Mbit/s: the agent fetches at most 16 MiB per request, so
+// the cancel (queued on the link behind the first 16 MiB of the 40) reaches it mid-fetch.
+TEST(Workspace, ATaskCancelledWhileItsWorkspaceIsFetchedNeverStartsAndTheFetchResumesLater) {
+  SSH_HOSTS_OR_SKIP(net, hosts, 1);
+  CallerDir caller;
+  const std::string proj = caller.path() + "/proj";
+  fs::create_directories(proj);
+  const std::string big = RandomBytes(40 << 20, 11);
+  WriteAll(proj + "/big.bin", big);
+  WriteAll(proj + "/small.txt", "small\n");
+  Server server(WithMetrics(SshPool(net, hosts, hosts.known_hosts(), 1)), {}, net.server_ip() + ":0");
+  ASSERT_EQ(ClientIn(server, "/", "vrun", {"true"}).exit_code, 0);  // the worker is up
+  const std::map<std::string, std::string> path = {{"PATH", "/usr/sbin:/sbin:/usr/bin:/bin"}};
+  ProcResult tc = RunProcess(
+      {"tc", "qdisc", "add", "dev", net.link(0), "root", "tbf", "rate", "32mbit", "burst", "64kb", "latency", "30s"}, path, "/");
+  ASSERT_EQ(tc.exit_code, 0) << tc.err;
+
+  ProcResult b = ClientIn(server, proj, "vbatch", {"sh", "-c", "touch /root/task-ran"});
+  ASSERT_EQ(b.exit_code, 0) << b.err;
+  const std::string id = Lines(b.out).at(0);
+  ASSERT_TRUE(WaitFor([&] { return WorkspaceBytes(server, "sent", "agent") > 0; })) << server.ServerLog();
+  EXPECT_EQ(server.Tidepool({"task", "cancel", id}).exit_code, 0);
+  nlohmann::json t = server.WaitTask(id);
+  EXPECT_EQ(t["state"], "CANCELLED") << t.dump();
+  EXPECT_FALSE(fs::exists(hosts.Disk(0) + "/root/task-ran")) << "the task started";
+  EXPECT_FALSE(fs::exists(hosts.Disk(0) + proj + "/big.bin")) << "a partial tree was left on the worker";
+  EXPECT_FALSE(fs::exists(hosts.Disk(0) + proj + "/small.txt")) << "a partial tree was left on the worker";
+
+  (void)RunProcess({"tc", "qdisc", "del", "dev", net.link(0), "root"}, path, "/");
+  const double sent_before = WorkspaceBytes(server, "sent", "agent");
+  ProcResult r = ClientIn(server, proj, "vrun", {"sh", "-c", "cat small.txt; md5sum < big.bin"});
+  ASSERT_EQ(r.exit_code, 0) << r.out << r.err << server.ServerLog();
+  ProcResult local = RunProcess({"sh", "-c", "md5sum < big.bin"}, {{"PATH", "/usr/bin:/bin"}}, proj);
+  EXPECT_EQ(r.out, "small\n" + local.out);
+  // The second fetch went on from what the first left in the worker's cache.
+  EXPECT_LT(WorkspaceBytes(server, "sent", "agent") - sent_before, big.size() - (8 << 20));
+}
+
 // The worker's disk fills up while the workspace is made there: the task does not start, and the
 // error names the file and the cause. Nothing is lost on the caller's side.
 TEST(Workspace, AFullDiskOnTheWorkerFailsTheTaskBeforeItStartsNamingTheFile) {

@@ -1,0 +1,210 @@
+#include "workspace/manifest_delta.h"
+
+#include <map>
+#include <string_view>
+#include <vector>
+
+#include <fmt/format.h>
+
+#include "workspace/diff.h"
+#include "workspace/scan.h"
+
+namespace tidepool::workspace {
+namespace {
+
+using v1::WorkspaceEntry;
+using v1::WorkspaceRoot;
+
+
+
+// A manifest read as spans of its serialization, without parsing its entries.
+struct EntrySpan {
+  std::string_view path;   // field 1 of WorkspaceEntry ("" when absent: the root itself)
+  std::string_view bytes;  // the whole serialized entry
+};
+struct RootSpan {
+  std::string_view path;
+  std::vector<EntrySpan> entries;
+};
+
+bool Varint(std::string_view* in, uint64_t* v) {
+  *v = 0;
+  for (int shift = 0; shift < 64 && !in->empty(); shift += 7) {
+    uint8_t b = static_cast<uint8_t>(in->front());
+    in->remove_prefix(1);
+    *v |= uint64_t{b & 0x7fu} << shift;
+    if (!(b & 0x80)) return true;
+  }
+  return false;
+}
+
+// The next field: its number, and for a length-delimited one its bytes. False at a malformed one.
+bool Field(std::string_view* in, uint32_t* number, std::string_view* value) {
+  uint64_t tag = 0, len = 0;
+  if (!Varint(in, &tag)) return false;
+  *number = static_cast<uint32_t>(tag >> 3);
+  *value = {};
+  switch (tag & 7) {
+    case 0:
+      return Varint(in, &len);
+    case 1:
+    case 5: {
+      size_t n = (tag & 7) == 1 ? 8 : 4;
+      if (in->size() < n) return false;
+      in->remove_prefix(n);
+      return true;
+    }
+    case 2:
+      if (!Varint(in, &len) || len > in->size()) return false;
+      *value = in->substr(0, len);
+      in->remove_prefix(len);
+      return true;
+    default:
+      return false;
+  }
+}
+
+bool IndexManifest(std::string_view in, std::vector<RootSpan>* out) {
+  uint32_t number = 0;
+  std::string_view root;
+  while (!in.empty()) {
+    if (!Field(&in, &number, &root)) return false;
+    if (number != 1) continue;
+    RootSpan& r = out->emplace_back();
+    std::string_view value;
+    while (!root.empty()) {
+      if (!Field(&root, &number, &value)) return false;
+      if (number == 1) {
+        r.path = value;
+      } else if (number == 2) {
+        EntrySpan e{{}, value};
+        std::string_view entry = value, v;
+        while (!entry.empty()) {
+          if (!Field(&entry, &number, &v)) return false;
+          if (number == 1) e.path = v;
+        }
+        r.entries.push_back(e);
+      }
+    }
+  }
+  return true;
+}
+
+}  // namespace
+
+v1::ManifestDelta MakeDelta(const std::string& base_hash, const v1::WorkspaceManifest& base,
+                            const std::string& next_hash, const v1::WorkspaceManifest& next) {
+  std::string b, n;
+  ManifestHash(base, &b);
+  ManifestHash(next, &n);
+  auto d = MakeDelta(base_hash, b, next_hash, n);
+  return d.ok() ? std::move(*d) : v1::ManifestDelta();  // both were made by ManifestHash
+}
+
+Result<v1::ManifestDelta> MakeDelta(const std::string& base_hash, std::string_view base_bytes, const std::string& next_hash,
+                                    std::string_view next_bytes) {
+  std::vector<RootSpan> base, next;
+  if (!IndexManifest(base_bytes, &base)) return InvalidArgument("the base is not a workspace manifest");
+  if (!IndexManifest(next_bytes, &next)) return InvalidArgument("not a workspace manifest");
+  std::map<std::string_view, const RootSpan*> base_roots;
+  for (const RootSpan& r : base) base_roots.emplace(r.path, &r);
+  v1::ManifestDelta d;
+  d.set_base(base_hash);
+  d.set_hash(next_hash);
+  auto put = [](v1::RootDelta* rd, std::string_view entry) {
+    return rd->add_put()->ParseFromArray(entry.data(), static_cast<int>(entry.size()));
+  };
+  for (const RootSpan& r : next) {
+    v1::RootDelta* rd = d.add_roots();
+    rd->set_path(std::string(r.path));
+    auto it = base_roots.find(r.path);
+    if (it == base_roots.end()) {
+      rd->set_whole(true);
+      for (const EntrySpan& e : r.entries) {
+        if (!put(rd, e.bytes)) return InvalidArgument("not a workspace manifest");
+      }
+      continue;
+    }
+    const std::vector<EntrySpan>& b = it->second->entries;
+    const std::vector<EntrySpan>& a = r.entries;
+    size_t i = 0, j = 0;
+    while (i < b.size() || j < a.size()) {
+      int cmp = i == b.size() ? 1 : j == a.size() ? -1 : b[i].path.compare(a[j].path);
+      bool ok = true;
+      if (cmp < 0) {
+        rd->add_removed(std::string(b[i++].path));
+      } else if (cmp > 0) {
+        ok = put(rd, a[j++].bytes);
+      } else {
+        if (b[i].bytes != a[j].bytes) ok = put(rd, a[j].bytes);
+        ++i;
+        ++j;
+      }
+      if (!ok) return InvalidArgument("not a workspace manifest");
+    }
+  }
+  return d;
+}
+
+Result<v1::WorkspaceManifest> ApplyDelta(const v1::WorkspaceManifest& base, const v1::ManifestDelta& delta) {
+  std::map<std::string, const WorkspaceRoot*> base_roots;
+  for (const auto& r : base.roots()) base_roots.emplace(r.path(), &r);
+  v1::WorkspaceManifest out;
+  std::set<std::string> seen;
+  for (const v1::RootDelta& rd : delta.roots()) {
+    if (!seen.insert(rd.path()).second) return InvalidArgument(fmt::format("manifest delta: root {} twice", rd.path()));
+    std::map<std::string, const WorkspaceEntry*> put;
+    for (const auto& e : rd.put()) {
+      if (!IsWorkspacePath(e.path())) return InvalidArgument(fmt::format("manifest delta: {:?} is not a workspace path", e.path()));
+      if (!put.emplace(e.path(), &e).second) {
+        return InvalidArgument(fmt::format("manifest delta: {:?} twice in root {}", e.path(), rd.path()));
+      }
+    }
+    WorkspaceRoot* root = out.add_roots();
+    root->set_path(rd.path());
+    const WorkspaceRoot* from = nullptr;
+    if (!rd.whole()) {
+      auto it = base_roots.find(rd.path());
+      if (it == base_roots.end()) {
+        return InvalidArgument(fmt::format("manifest delta: the base has no root {}", rd.path()));
+      }
+      from = it->second;
+    }
+    std::set<std::string> removed(rd.removed().begin(), rd.removed().end());
+    size_t removed_found = 0;
+    auto p = put.begin();
+    if (from) {
+      root->mutable_entries()->Reserve(from->entries_size() + rd.put_size());
+      for (const auto& e : from->entries()) {
+        while (p != put.end() && p->first < e.path()) *root->add_entries() = *(p++)->second;
+        if (p != put.end() && p->first == e.path()) {
+          *root->add_entries() = *(p++)->second;
+          if (removed.count(e.path())) ++removed_found;
+          continue;
+        }
+        if (removed.count(e.path())) {
+          ++removed_found;
+          continue;
+        }
+        *root->add_entries() = e;
+      }
+    }
+    while (p != put.end()) *root->add_entries() = *(p++)->second;
+    if (removed_found != removed.size()) {
+      return InvalidArgument(fmt::format("manifest delta: root {} removes paths its base lacks", rd.path()));
+    }
+  }
+  return out;
+}
+
+std::set<std::string> DeltaContent(const v1::ManifestDelta& delta) {
+  std::set<std::string> out;
+  for (const auto& rd : delta.roots()) {
+    for (const auto& e : rd.put()) {
+      if (e.kind() == WorkspaceEntry::FILE) out.insert(e.hash());
+    }
+  }
+  return out;
+}
+
+}  // namespace tidepool::workspace
