@@ -364,17 +364,9 @@ class Agent {
       FailStart(raw, fmt::format("cannot pick a Unix user for {}: {}", s.owner(), user.status().message()), false);
       return;
     }
-    if (!s.workspace().manifest().empty() && user->uid >= 0) {
-      // The agent writes and reads workspaces with its own (root's) rights; for a task that runs
-      // as its owner's own user that would let the owner's manifest reach paths the owner cannot.
-      FailStart(raw,
-                "this agent runs each owner's tasks as a Unix user of their own, and does not bring workspaces to "
-                "such tasks yet: give the pool workspace.mode shared, or run its agents with --run-tasks-as agent",
-                false);
-      return;
-    }
     if (!s.workspace().manifest().empty()) {
-      // The command starts once its files are there, never on a partial tree.
+      // The command starts once its files are there, never on a partial tree. They are made with
+      // the rights of the task's user (agent/fs_user.h), not the agent's.
       raw->workspace = std::make_unique<TaskWorkspace>(
           s.task_id(), s.owner(), s.workspace(), user->uid, user->gid, &ws_,
           [this](v1::AgentMessage m) { return Send(std::move(m)); });

@@ -4,10 +4,13 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstring>
+#include <filesystem>
 
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
+#include "agent/fs_user.h"
 #include "common/fs.h"
 #include "workspace/blob_chunks.h"
 #include "workspace/diff.h"
@@ -53,20 +56,76 @@ void TaskWorkspace::Fail(const Status& s) {
   phase_ = Phase::kDone;
   request_ = 0;
   if (was == Phase::kCollecting) {
-    if (done_) done_(s);
+    Done(s);
   } else if (ready_) {
-    ready_(s);
+    pending_ = [ready = ready_, s] { ready(s); };
   }
+}
+
+void TaskWorkspace::Done(Result<std::string> r) {
+  if (done_) pending_ = [done = done_, r = std::move(r)] { done(r); };
+}
+
+void TaskWorkspace::AsOwner(const std::function<void()>& work) {
+  {
+    AsUser as(uid_, gid_);
+    if (as.ok()) {
+      work();
+    } else {
+      Fail(Internal(fmt::format("the agent could not take the filesystem rights of uid {} for the workspace", uid_)));
+    }
+  }
+  // The callback with the agent's own rights (it starts the command, reports the exit); it may
+  // end this object's life, so nothing of it is touched after.
+  if (pending_) {
+    std::function<void()> p = std::move(pending_);
+    pending_ = nullptr;
+    p();
+  }
+}
+
+// Owner `uid_`'s store in the agent's cache is theirs: the agent makes it (the cache is root's),
+// then hands it over, and works in it with the owner's rights alone. The cache's folder and those
+// above it must be crossable (0711: crossed, not listed); the cache's own is made so.
+Status TaskWorkspace::OwnCache(const std::string& dir) {
+  struct stat st;
+  for (std::string p = shared_->cache_dir; !p.empty() && p != "/"; p = p.substr(0, p.rfind('/'))) {
+    if (::stat(p.c_str(), &st) != 0 || (st.st_mode & S_IXOTH)) continue;
+    if (p == shared_->cache_dir && ::chmod(p.c_str(), (st.st_mode & 07777) | 0111) == 0) continue;
+    return FailedPrecondition(fmt::format(
+        "the agent's cache cannot be reached by the task's user: {} is mode {:04o}; give it o+x (0711)", p,
+        st.st_mode & 07777));
+  }
+  if (::lstat(dir.c_str(), &st) != 0) return Internal(fmt::format("the agent's cache {}: {}", dir, std::strerror(errno)));
+  if (st.st_uid == static_cast<uid_t>(uid_) && st.st_gid == static_cast<gid_t>(gid_)) return Status::Ok();
+  auto chown = [&](const std::string& p) {
+    if (::lchown(p.c_str(), static_cast<uid_t>(uid_), static_cast<gid_t>(gid_)) != 0) {
+      return Internal(fmt::format("the agent's cache: cannot give {} to uid {}: {}", p, uid_, std::strerror(errno)));
+    }
+    return Status::Ok();
+  };
+  std::error_code ec;
+  for (auto it = std::filesystem::recursive_directory_iterator(dir, ec); !ec && it != std::filesystem::end(it);
+       it.increment(ec)) {
+    if (Status s = chown(it->path().string()); !s.ok()) return s;
+  }
+  return chown(dir);
 }
 
 void TaskWorkspace::Prepare(std::function<void(Status)> ready) {
   ready_ = std::move(ready);
   began_ = std::chrono::steady_clock::now();
   phase_ = Phase::kFetching;
-  auto c = workspace::BlobDir::Open(shared_->cache_dir + "/" + workspace::OwnerStoreName(owner_));
-  if (!c.ok()) return Fail(Status(c.status().code(), fmt::format("the agent's cache: {}", c.status().message())));
-  cache_.emplace(std::move(*c));
-  FetchMissing();
+  const std::string dir = shared_->cache_dir + "/" + workspace::OwnerStoreName(owner_);
+  if (uid_ >= 0) (void)MakeDirs(shared_->cache_dir, 0711);  // crossable by task users (OwnCache)
+  auto c = workspace::BlobDir::Open(dir);
+  Status owned = c.ok() && uid_ >= 0 ? OwnCache(dir) : Status::Ok();
+  AsOwner([&] {
+    if (!c.ok()) return Fail(Status(c.status().code(), fmt::format("the agent's cache: {}", c.status().message())));
+    if (!owned.ok()) return Fail(owned);
+    cache_.emplace(std::move(*c));
+    FetchMissing();
+  });
 }
 
 void TaskWorkspace::FetchMissing() {
@@ -117,17 +176,22 @@ void TaskWorkspace::FetchMissing() {
 
 bool TaskWorkspace::OnBlobData(const v1::BlobData& d) {
   if (request_ == 0 || d.id() != request_) return false;
+  AsOwner([&] { HandleBlobData(d); });
+  return true;
+}
+
+void TaskWorkspace::HandleBlobData(const v1::BlobData& d) {
   if (d.has_chunk()) {
     const v1::BlobChunk& c = d.chunk();
     if (!workspace::IsHash(c.hash())) {
       Fail(Internal("the server sent a blob that is not named by a hash"));
-      return true;
+      return;
     }
     if (!cache_->Has(c.hash())) {
       shared_->unevicted[owner_] += c.data().size();
       if (Status s = cache_->Append(c.hash(), c.offset(), c.data(), c.last()); !s.ok()) {
         Fail(Status(s.code(), fmt::format("workspace: {}", s.message())));
-        return true;
+        return;
       }
     }
   }
@@ -139,7 +203,6 @@ bool TaskWorkspace::OnBlobData(const v1::BlobData& d) {
       FetchMissing();
     }
   }
-  return true;
 }
 
 Result<workspace::ScanResult> TaskWorkspace::ScanRoot(const std::string& path, const v1::WorkspaceRoot* known) {
@@ -275,7 +338,7 @@ void TaskWorkspace::Materialize() {
                task_id_, MsSince(began_), manifest_ms_, plan_ms_, content_ms, applied.written, applied.deleted,
                fetched_ ? "" : ", nothing fetched");
   phase_ = Phase::kReady;
-  if (ready_) ready_(Status::Ok());
+  if (ready_) pending_ = [ready = ready_] { ready(Status::Ok()); };
 }
 
 bool TaskWorkspace::Unchanged(int i) {
@@ -310,6 +373,10 @@ std::optional<v1::WorkspaceRoot> TaskWorkspace::Rescan(int i) {
 
 void TaskWorkspace::Collect(std::function<void(Result<std::string>)> done) {
   done_ = std::move(done);
+  AsOwner([&] { CollectAsOwner(); });
+}
+
+void TaskWorkspace::CollectAsOwner() {
   phase_ = Phase::kCollecting;
   began_ = std::chrono::steady_clock::now();
   const int n = manifest_->roots_size();
@@ -323,8 +390,7 @@ void TaskWorkspace::Collect(std::function<void(Result<std::string>)> done) {
     // Nothing changed: the result is the manifest the server gave (already in its store).
     spdlog::info("task {}: workspace unchanged (by its watch, {:.1f} ms)", task_id_, MsSince(began_));
     phase_ = Phase::kDone;
-    done_(start_.manifest());
-    return;
+    return Done(start_.manifest());
   }
   auto result = std::make_shared<v1::WorkspaceManifest>();
   std::vector<bool> kept_watch(unchanged);
@@ -389,8 +455,7 @@ void TaskWorkspace::Collect(std::function<void(Result<std::string>)> done) {
   new_watches_.clear();
   if (result_hash_ == start_.manifest()) {
     phase_ = Phase::kDone;
-    done_(result_hash_);
-    return;
+    return Done(result_hash_);
   }
   to_send_.insert(result_hash_);
   Query();
@@ -408,19 +473,23 @@ void TaskWorkspace::Query() {
 
 bool TaskWorkspace::OnBlobAnswer(const v1::BlobQueryAnswer& a) {
   if (request_ == 0 || a.id() != request_) return false;
+  AsOwner([&] { HandleBlobAnswer(a); });
+  return true;
+}
+
+void TaskWorkspace::HandleBlobAnswer(const v1::BlobQueryAnswer& a) {
   request_ = 0;
   if (!a.error().empty()) {
     Fail(FailedPrecondition(fmt::format("the server took no workspace result: {}", a.error())));
-    return true;
+    return;
   }
   if (a.missing().empty()) {
     phase_ = Phase::kDone;
-    done_(result_hash_);
-    return true;
+    return Done(result_hash_);
   }
   if (static_cast<size_t>(a.missing_size()) >= last_missing_ && ++rounds_without_progress_ > kRoundsWithoutProgress) {
     Fail(Unavailable(fmt::format("the server did not take {} files of the task's workspace", a.missing_size())));
-    return true;
+    return;
   }
   if (static_cast<size_t>(a.missing_size()) < last_missing_) rounds_without_progress_ = 0;
   last_missing_ = static_cast<size_t>(a.missing_size());
@@ -437,23 +506,24 @@ bool TaskWorkspace::OnBlobAnswer(const v1::BlobQueryAnswer& a) {
       Fail(sent.status().code() == StatusCode::kNotFound
                ? Internal(fmt::format("content {} left the agent's cache", want.hash()))
                : sent.status());
-      return true;
+      return;
     }
     if (sent->stopped) {
       request_ = shared_->next_id++;  // not connected: Reconnected() asks again
-      return true;
+      return;
     }
     budget -= std::min(budget, sent->bytes);
   }
   Query();
-  return true;
 }
 
 void TaskWorkspace::Reconnected() {
   if (request_ == 0) return;
   request_ = 0;
-  if (phase_ == Phase::kFetching) FetchMissing();
-  else if (phase_ == Phase::kCollecting) Query();
+  AsOwner([&] {
+    if (phase_ == Phase::kFetching) FetchMissing();
+    else if (phase_ == Phase::kCollecting) Query();
+  });
 }
 
 }  // namespace tidepool::agent

@@ -5,7 +5,10 @@
 //
 // Driven by the agent's event-loop thread alone (no locks): it sends through `send`, and the
 // agent hands it the server's answers to its requests (request ids from `next_id`). Scanning and
-// writing files happen on that thread.
+// writing files happen on that thread, with the filesystem rights of the task's user when the
+// agent runs each owner's tasks as a user of their own (agent/task_users.h, agent/fs_user.h): a
+// manifest cannot make a root agent write a path its owner could not, nor a result read one. That
+// owner's store in the cache is then theirs (the cache's parent is 0711: crossed, not listed).
 //
 // The agent's cache holds one store per owner (a cache shared by owners would tell one whether
 // another has a file), under CACHE_DIR/<OwnerStoreName(owner)> (workspace/blob_dir.h), root's alone
@@ -80,6 +83,14 @@ class TaskWorkspace {
   void Reconnected();
 
  private:
+  // Runs `work` with the task owner's filesystem rights (agent/fs_user.h), then the callback it
+  // left (ready or done) with the agent's own.
+  void AsOwner(const std::function<void()>& work);
+  Status OwnCache(const std::string& dir);
+  void Done(Result<std::string> r);
+  void HandleBlobData(const v1::BlobData& d);
+  void HandleBlobAnswer(const v1::BlobQueryAnswer& a);
+  void CollectAsOwner();
   void FetchMissing();
   bool Plan();  // false: failed (Fail called)
   void Materialize();
@@ -113,6 +124,7 @@ class TaskWorkspace {
   std::chrono::steady_clock::time_point began_;  // of Prepare, then of Collect (for the log)
   double manifest_ms_ = 0, plan_ms_ = 0;          // when Prepare had the manifest, and the plan
   std::function<void(Status)> ready_;
+  std::function<void()> pending_;  // the callback to run once the owner's rights are given back
   std::function<void(Result<std::string>)> done_;
   // Collecting: the result, and what the server was last told it lacks.
   std::string result_hash_;

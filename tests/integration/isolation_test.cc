@@ -114,22 +114,6 @@ TEST_F(Isolation, AnotherOwnersTaskCannotReadSignalOrImpersonateIt) {
 // A root agent writes workspaces with its own rights: for a task that runs as its owner's user,
 // that would let the owner's manifest reach paths the owner cannot. Such tasks are refused,
 // saying why (docs/workspace.md), rather than materialized as root.
-TEST_F(Isolation, AnIsolatingAgentRefusesToMakeAWorkspaceAsRoot) {
-  Server synced("server:\n  auth: { users_file: " + users_ + " }\n" + OnePool("local", 1) +
-                    "    workspace: {mode: sync}\n",
-                {}, "", {{"TIDEPOOL_TASK_UID_MAP", uid_map_}});
-  std::string dir = synced.dir() + "/proj";
-  std::filesystem::create_directories(dir);
-  WriteAll(dir + "/f.txt", "f\n");
-  auto env = synced.ClientEnv();
-  env["TIDEPOOL_TOKEN"] = "alice-token-0123456789";
-  env["HOME"] = synced.dir();
-  ProcResult r = RunProcess({BinDir() + "/vrun", "sh", "-c", "echo ran > ran.txt"}, env, dir);
-  EXPECT_NE(r.exit_code, 0) << r.out << r.err;
-  EXPECT_NE(r.err.find("does not bring workspaces to such tasks"), std::string::npos) << r.err;
-  EXPECT_FALSE(std::filesystem::exists(dir + "/ran.txt"));
-}
-
 TEST_F(Isolation, ATaskTokenActsOnlyInItsOwnTreeAndDiesWithItsTask) {
   // Another task of alice's, which her task's token must not reach.
   std::string other = Lines(As("alice", {"sleep", "300"}, "vbatch").out)[0];

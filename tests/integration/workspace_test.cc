@@ -413,6 +413,57 @@ TEST(Workspace, ATaskCancelledWhileItsWorkspaceIsFetchedNeverStartsAndTheFetchRe
   EXPECT_LT(WorkspaceBytes(server, "sent", "agent") - sent_before, big.size() - (8 << 20));
 }
 
+// An agent that runs each owner's tasks as a Unix user of their own (a root agent, auth on) makes
+// the workspace with that user's rights alone. Where the owner may write (a new folder in the
+// host's /tmp), the files are the task user's and the task's changes come back; where the owner
+// may not (a folder of root's, 0755, on the host), the task fails naming the path, and the agent,
+// which could have written there, made nothing.
+TEST(Workspace, AnIsolatingAgentMakesTheWorkspaceWithTheOwnersRightsAlone) {
+  SSH_HOSTS_OR_SKIP(net, hosts, 1);
+  CallerDir caller;
+  const std::string users = caller.path() + "/users.yaml";
+  WriteAll(users, "users:\n  - { name: alice, token: alice-token-0123456789, roles: { \"*\": submit } }\n");
+  ASSERT_EQ(::chmod((hosts.Disk(0) + "/tmp").c_str(), 01777), 0);  // as a host's /tmp is
+  Server server("server:\n  metrics_listen: \"127.0.0.1:0\"\n  auth: { users_file: " + users + " }\n" +
+                    SshPool(net, hosts, hosts.known_hosts(), 1),
+                {}, net.server_ip() + ":0");
+  auto as_alice = [&](const std::string& cwd, const std::vector<std::string>& args) {
+    std::vector<std::string> argv = {BinDir() + "/vrun"};
+    argv.insert(argv.end(), args.begin(), args.end());
+    auto env = server.ClientEnv();
+    env["HOME"] = server.dir();
+    env["TIDEPOOL_TOKEN"] = "alice-token-0123456789";
+    return RunProcess(argv, env, cwd);
+  };
+
+  const std::string proj = caller.path() + "/proj";
+  fs::create_directories(proj + "/src");
+  WriteAll(proj + "/src/train.py", "print('hi')\n");
+  ProcResult r = as_alice(proj, {"sh", "-c", "id -u; stat -c %u src/train.py; echo out > out.txt"});
+  ASSERT_EQ(r.exit_code, 0) << r.out << r.err << server.ServerLog();
+  std::vector<std::string> out = Lines(r.out);
+  ASSERT_EQ(out.size(), 2u) << r.out;
+  EXPECT_NE(out[0], "0") << "the task ran as root";
+  EXPECT_EQ(out[1], out[0]) << "the workspace's files are not the task user's";
+  EXPECT_EQ(ReadAll(proj + "/out.txt"), "out\n");  // its change came back
+  struct stat st;
+  ASSERT_EQ(::stat((hosts.Disk(0) + proj + "/src/train.py").c_str(), &st), 0);
+  EXPECT_EQ(std::to_string(st.st_uid), out[0]);
+
+  // A tree whose path on the host is under a folder of root's that the owner cannot write.
+  const std::string locked = "/tmp/tidepool-locked-" + std::to_string(::getpid());
+  ASSERT_EQ(::mkdir((hosts.Disk(0) + locked).c_str(), 0755), 0);
+  fs::create_directories(locked + "/proj");
+  WriteAll(locked + "/proj/f.txt", "f\n");
+  ProcResult denied = as_alice(locked + "/proj", {"sh", "-c", "echo ran"});
+  fs::remove_all(locked);
+  EXPECT_NE(denied.exit_code, 0) << denied.out;
+  EXPECT_EQ(denied.out.find("ran"), std::string::npos) << "the task started";
+  EXPECT_NE(denied.err.find("Permission denied"), std::string::npos) << denied.err;
+  EXPECT_NE(denied.err.find(locked + "/proj"), std::string::npos) << denied.err;
+  EXPECT_FALSE(fs::exists(hosts.Disk(0) + locked + "/proj")) << "the agent wrote where its task's user may not";
+}
+
 // The worker's disk fills up while the workspace is made there: the task does not start, and the
 // error names the file and the cause. Nothing is lost on the caller's side.
 TEST(Workspace, AFullDiskOnTheWorkerFailsTheTaskBeforeItStartsNamingTheFile) {
