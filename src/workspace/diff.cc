@@ -244,14 +244,15 @@ class Applier {
   Status Do(const Change& c, bool recursive, bool in_place) {
     std::string name;
     const bool deleting = !c.after.has_value();
-    Result<Fd> parent = OpenParent(c.root, c.path, !deleting, &name);
+    Result<int> parent = Parent(c, !deleting, &name);
     if (!parent.ok()) {
       if (deleting) return Status::Ok();  // its directory is gone: so is it
       return Internal(fmt::format("cannot write {}: {}", Shown(c), parent.status().message()));
     }
-    const int dfd = parent->get();
+    const int dfd = *parent;
     struct stat st;
     const bool exists = ::fstatat(dfd, name.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0;
+    if (exists && S_ISDIR(st.st_mode)) stale_ = true;  // a directory may go: the one kept open may be in it
     if (deleting) {
       int err = Remove(dfd, name, recursive);
       if (err == ENOTEMPTY && !recursive) return Status::Ok();  // it holds what was kept
@@ -349,8 +350,32 @@ class Applier {
     return s;
   }
 
+  // The directory of `c`, open: the last one is kept, as changes come in path order and most
+  // follow one another in one directory (a path walk and two opens fewer per file).
+  Result<int> Parent(const Change& c, bool create, std::string* name) {
+    const size_t slash = c.path.rfind('/');
+    // "/" (no relative folder is named so) for the root's own parent.
+    const std::string dir = c.path.empty() ? "/" : slash == std::string::npos ? std::string() : c.path.substr(0, slash);
+    if (parent_ && !stale_ && parent_->root == c.root && parent_->dir == dir && !c.path.empty()) {
+      *name = slash == std::string::npos ? c.path : c.path.substr(slash + 1);
+      return parent_->fd.get();
+    }
+    parent_.reset();
+    stale_ = false;
+    Result<Fd> fd = OpenParent(c.root, c.path, create, name);
+    if (!fd.ok()) return fd.status();
+    parent_.emplace(OpenDir{c.root, dir, std::move(*fd)});
+    return parent_->fd.get();
+  }
+
+  struct OpenDir {
+    std::string root, dir;
+    Fd fd;
+  };
   const BlobDir& blobs_;
   const ApplyOptions& opt_;
+  std::optional<OpenDir> parent_;
+  bool stale_ = false;
   uint64_t written_ = 0, deleted_ = 0;
 };
 
