@@ -406,6 +406,7 @@ Status PrepareWorkspace(Client& client, v1::TaskSpec* spec, bool quiet, v1::Work
   o.gitignore = settings.gitignore();
   o.max_bytes = settings.max_bytes();
   o.stat_cache = cache.get();
+  o.threads = 2;
   auto scanned = workspace::Scan(roots, o);
   if (!scanned.ok()) return Status(scanned.status().code(), fmt::format("workspace: {}", scanned.status().message()));
   trace.Step("scan");

@@ -6,6 +6,9 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
+#include <iterator>
+#include <thread>
 #include <cerrno>
 #include <cstring>
 #include <ctime>
@@ -69,7 +72,44 @@ Result<ScanResult> Scan(const std::vector<std::string>& roots, const ScanOptions
     root_item.kind = WorkspaceEntry::DIR;
     root_item.mode = st.st_mode & 07777;
     w.items.push_back(std::move(root_item));
-    Walker(options, &unreadable).WalkDir(fd, "", "", &w);
+    if (options.threads <= 1) {
+      Walker(options, &unreadable).WalkDir(fd, "", "", &w);
+      continue;
+    }
+    // The root's own entries here; its folders shared out among `threads` walkers, each with a
+    // list of its own, merged after (the manifest is sorted later anyway).
+    std::vector<Walker::Deferred> folders;
+    int rootfd = ::dup(fd);
+    Walker(options, &unreadable).WalkDir(fd, "", "", &w, &folders);
+    std::atomic<size_t> next{0};
+    const int n = std::min<int>(options.threads, static_cast<int>(folders.size()));
+    std::vector<RootWalk> parts(static_cast<size_t>(std::max(n, 1)));
+    std::vector<std::vector<std::string>> part_unreadable(parts.size());
+    auto work = [&](size_t k) {
+      RootWalk& part = parts[k];
+      part.root = w.root;
+      part.label = w.label;
+      for (size_t j; (j = next++) < folders.size();) {
+        const Walker::Deferred& f = folders[j];
+        int sub = ::openat(rootfd, f.name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        if (sub < 0) {
+          Unreadable(part, f.name, errno, &part_unreadable[k]);
+          continue;
+        }
+        Walker(options, &part_unreadable[k], f.ignores).WalkDir(sub, f.name, f.key, &part);
+      }
+    };
+    std::vector<std::thread> helpers;
+    for (int k = 1; k < n; ++k) helpers.emplace_back(work, static_cast<size_t>(k));
+    work(0);
+    for (std::thread& t : helpers) t.join();
+    ::close(rootfd);
+    for (size_t k = 0; k < parts.size(); ++k) {
+      std::move(parts[k].items.begin(), parts[k].items.end(), std::back_inserter(w.items));
+      for (const auto& [key, bytes] : parts[k].top_bytes) w.top_bytes[key] += bytes;
+      unreadable.insert(unreadable.end(), part_unreadable[k].begin(), part_unreadable[k].end());
+    }
+    std::sort(unreadable.begin(), unreadable.end());  // as listed, whichever walker met them
   }
   ScanResult result;
   for (const RootWalk& w : walks) {

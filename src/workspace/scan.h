@@ -48,6 +48,10 @@ struct ScanOptions {
   // Entries known to be unchanged when size and mtime_ns still match (the agent's view of what it
   // materialized): their hash is taken without reading the file.
   const v1::WorkspaceManifest* known = nullptr;
+  // Walkers of the tree at once (the root's folders are shared out among them): the client's scan
+  // uses two; the agent's one (its tasks want the machine; and a thread made inside the owner's
+  // rights would have them too, agent/fs_user.h, but one keeps that simple).
+  int threads = 1;
 };
 
 struct ScanResult {

@@ -12,6 +12,8 @@
 #include <cstring>
 #include <map>
 #include <memory>
+#include <atomic>
+#include <thread>
 #include <string>
 #include <vector>
 
@@ -108,10 +110,20 @@ inline int FillItem(int dirfd, const char* name, const struct stat& st, Item* it
 
 class Walker {
  public:
-  Walker(const ScanOptions& options, std::vector<std::string>* unreadable) : opt_(options), unreadable_(unreadable) {}
+  Walker(const ScanOptions& options, std::vector<std::string>* unreadable, IgnoreStack ignores = {})
+      : opt_(options), unreadable_(unreadable), ignores_(std::move(ignores)) {}
+
+  // A top-level folder left for another walker (Scan with threads): its name, its key, and the
+  // ignore rules in force in it.
+  struct Deferred {
+    std::string name, key;
+    IgnoreStack ignores;
+  };
 
   // Walks the directory open as `fd` (taken), at `rel` in `walk`; `top` is the top-level key.
-  void WalkDir(int fd, const std::string& rel, const std::string& top, RootWalk* walk) {
+  // With `deferred`, the folders of the root (rel "") are not walked but listed there.
+  void WalkDir(int fd, const std::string& rel, const std::string& top, RootWalk* walk,
+               std::vector<Deferred>* deferred = nullptr) {
     DIR* d = ::fdopendir(fd);
     if (!d) {
       Unreadable(*walk, rel, errno);
@@ -152,7 +164,9 @@ class Walker {
       if (item.kind == WorkspaceEntry::FILE) walk->top_bytes[key] += item.size;
       item.path = child;
       walk->items.push_back(std::move(item));
-      if (is_dir) {
+      if (is_dir && deferred && rel.empty()) {
+        deferred->push_back({name, key, ignores_});
+      } else if (is_dir) {
         int sub = ::openat(fd, name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
         if (sub < 0) {
           Unreadable(*walk, child, errno);

@@ -338,3 +338,38 @@ TEST(Scan, WorkspaceRootIsTheEnclosingGitWorkTree) {
 
 }  // namespace
 }  // namespace tidepool::workspace
+
+namespace tidepool::workspace {
+namespace {
+
+// The client's scan shares the root's folders out among two walkers: the manifest, the totals and
+// the ignore rules (the root's own and deeper ones) must be exactly those of one walker.
+TEST(Scan, TwoWalkersGiveWhatOneGives) {
+  TempDir t;
+  const std::string root = t / "ws";
+  WriteFile(root + "/.tidepoolignore", "*.log\nbuild/\n");
+  WriteFile(root + "/top.txt", "top");
+  for (int d = 0; d < 12; ++d) {
+    const std::string dir = root + "/d" + std::to_string(d);
+    for (int f = 0; f < 20; ++f) WriteFile(dir + "/f" + std::to_string(f), std::to_string(d * 100 + f));
+    WriteFile(dir + "/run.log", "ignored by the root's rule");
+    WriteFile(dir + "/sub/deep.txt", "deep");
+  }
+  WriteFile(root + "/d3/.tidepoolignore", "sub/\n");
+  WriteFile(root + "/build/out.o", "ignored folder");
+  ASSERT_EQ(::symlink("d1", (root + "/link-to-dir").c_str()), 0);
+  ScanOptions one, two;
+  two.threads = 2;
+  auto a = Scan({root, t / "ws/d5"}, one);
+  auto b = Scan({root, t / "ws/d5"}, two);
+  ASSERT_TRUE(a.ok() && b.ok());
+  EXPECT_EQ(ManifestHash(a->manifest), ManifestHash(b->manifest));
+  EXPECT_EQ(a->files, b->files);
+  EXPECT_EQ(a->bytes, b->bytes);
+  EXPECT_EQ(Find(b->manifest.roots(0), "d3/sub"), nullptr);     // d3's own rule
+  EXPECT_EQ(Find(b->manifest.roots(0), "d4/run.log"), nullptr);  // the root's rule, in a helper's folder
+  EXPECT_NE(Find(b->manifest.roots(0), "d4/sub/deep.txt"), nullptr);
+}
+
+}  // namespace
+}  // namespace tidepool::workspace
