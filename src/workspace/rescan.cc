@@ -35,10 +35,11 @@ Result<ScanResult> Rescan(const std::string& root_path, const v1::WorkspaceRoot&
   if (rootfd < 0) return NotFound(fmt::format("workspace root {}: {}", walk.root, std::strerror(errno)));
   std::vector<std::string> unreadable;
   std::map<std::string, std::optional<Item>> updates;  // path -> its entry now (nullopt: gone)
-  std::vector<std::string> cut;                        // "dir/": state's entries below it all go
+  std::set<std::string> cut;                           // "dir/": state's entries below it all go
+  // Whether a folder above `p` is cut: each of its ancestors looked up, not each cut compared.
   auto under_cut = [&](const std::string& p) {
-    for (const std::string& c : cut) {
-      if (p.compare(0, c.size(), c) == 0) return true;
+    for (size_t slash = p.find('/'); !cut.empty() && slash != std::string::npos; slash = p.find('/', slash + 1)) {
+      if (cut.count(p.substr(0, slash + 1))) return true;
     }
     return false;
   };
@@ -49,7 +50,7 @@ Result<ScanResult> Rescan(const std::string& root_path, const v1::WorkspaceRoot&
   };
   auto gone = [&](const std::string& p) {
     updates[p] = std::nullopt;
-    cut.push_back(p + "/");
+    cut.insert(p + "/");
   };
   for (const std::string& p : dirty) {  // sorted: a directory comes before what is below it
     if (under_cut(p)) continue;
@@ -112,10 +113,10 @@ Result<ScanResult> Rescan(const std::string& root_path, const v1::WorkspaceRoot&
       gone(p);
       continue;
     }
-    if (was && was->kind() == WorkspaceEntry::DIR && !is_dir) cut.push_back(p + "/");
+    if (was && was->kind() == WorkspaceEntry::DIR && !is_dir) cut.insert(p + "/");
     if (is_dir && (!was || was->kind() != WorkspaceEntry::DIR)) {
       // A new folder: everything below it is walked.
-      cut.push_back(p + "/");
+      cut.insert(p + "/");
       int sub = ::openat(dfd, name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
       if (sub < 0) {
         Unreadable(walk, p, errno, &unreadable);

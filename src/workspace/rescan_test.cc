@@ -82,5 +82,26 @@ TEST(Rescan, AnUntouchedRootIsItsStateAndAChangedIgnoreFileAsksForAWholeScan) {
   EXPECT_NE(re.status().message().find("a/.gitignore"), std::string::npos);
 }
 
+// The contract, apart from any watch: a folder named dirty that is gone (or is a file now) takes
+// everything the state had below it, named or not.
+TEST(Rescan, AGoneFolderTakesEverythingBelowIt) {
+  TempDir t;
+  const std::string root = t / "ws";
+  WriteFile(root + "/keep.txt", "k");
+  WriteFile(root + "/old/x.txt", "x");
+  WriteFile(root + "/old/deep/y.txt", "y");
+  WriteFile(root + "/was-dir/z.txt", "z");
+  auto first = Scan({root}, {});
+  ASSERT_TRUE(first.ok());
+  std::filesystem::remove_all(root + "/old");
+  std::filesystem::remove_all(root + "/was-dir");
+  WriteFile(root + "/was-dir", "a file now");
+  auto re = Rescan(root, first->manifest.roots(0), {"old", "was-dir"}, {});
+  ASSERT_TRUE(re.ok()) << re.status().message();
+  auto whole = Scan({root}, {});
+  ASSERT_TRUE(whole.ok());
+  EXPECT_EQ(ManifestHash(re->manifest), ManifestHash(whole->manifest)) << re->manifest.DebugString();
+}
+
 }  // namespace
 }  // namespace tidepool::workspace
