@@ -135,12 +135,11 @@ void TaskWorkspace::FetchMissing() {
     if (shared_->parsed && shared_->parsed_owner == owner_ && shared_->parsed_hash == start_.manifest()) {
       manifest_ = shared_->parsed;
     } else if (cache_->Has(start_.manifest())) {
-      auto data = ReadFile(cache_->PathOf(start_.manifest()));
-      auto parsed = std::make_shared<v1::WorkspaceManifest>();
-      if (!data.ok() || !parsed->ParseFromString(*data)) {
+      auto parsed = workspace::ReadManifest(*cache_, start_.manifest());
+      if (!parsed.ok()) {
         return Fail(Internal(fmt::format("workspace manifest {} cannot be read from the cache", start_.manifest())));
       }
-      manifest_ = parsed;
+      manifest_ = std::make_shared<v1::WorkspaceManifest>(std::move(*parsed));
       shared_->parsed_owner = owner_;
       shared_->parsed_hash = start_.manifest();
       shared_->parsed = manifest_;

@@ -329,7 +329,7 @@ Result<bool> SendAsDelta(Client& client, const LastManifest& last, const std::st
     for (const v1::WorkspaceEntry& e : rd.put()) {
       if (e.kind() != v1::WorkspaceEntry::FILE || sizes.count(e.hash())) continue;
       sizes.emplace(e.hash(), e.size());
-      sources.emplace(e.hash(), rd.path() == "/" ? "/" + e.path() : rd.path() + "/" + e.path());
+      sources.emplace(e.hash(), workspace::AbsolutePath(rd.path(), e.path()));
     }
   }
   std::vector<std::string> hashes;

@@ -3,7 +3,6 @@
 
 #include "server/services.h"
 #include "workspace/blob_chunks.h"
-#include "common/fs.h"
 #include "workspace/hash.h"
 #include "workspace/manifest_delta.h"
 #include "workspace/scan.h"
@@ -107,12 +106,9 @@ Result<std::shared_ptr<const v1::WorkspaceManifest>> WorkspaceService::Manifest(
     auto it = kept_.find(dir.dir());
     if (it != kept_.end() && it->second.first == hash) return it->second.second;
   }
-  auto bytes = ReadFile(dir.PathOf(hash));
-  auto m = std::make_shared<v1::WorkspaceManifest>();
-  if (!bytes.ok() || !m->ParseFromString(*bytes)) {
-    return InvalidArgument(fmt::format("{} in the store is not a manifest", hash));
-  }
-  return std::shared_ptr<const v1::WorkspaceManifest>(std::move(m));
+  auto m = workspace::ReadManifest(dir, hash);
+  if (!m.ok()) return InvalidArgument(fmt::format("{} in the store is not a manifest", hash));
+  return std::shared_ptr<const v1::WorkspaceManifest>(std::make_shared<v1::WorkspaceManifest>(std::move(*m)));
 }
 
 void WorkspaceService::KeepManifest(const workspace::BlobDir& dir, const std::string& hash,

@@ -92,15 +92,6 @@ bool IndexManifest(std::string_view in, std::vector<RootSpan>* out) {
 
 }  // namespace
 
-v1::ManifestDelta MakeDelta(const std::string& base_hash, const v1::WorkspaceManifest& base,
-                            const std::string& next_hash, const v1::WorkspaceManifest& next) {
-  std::string b, n;
-  ManifestHash(base, &b);
-  ManifestHash(next, &n);
-  auto d = MakeDelta(base_hash, b, next_hash, n);
-  return d.ok() ? std::move(*d) : v1::ManifestDelta();  // both were made by ManifestHash
-}
-
 Result<v1::ManifestDelta> MakeDelta(const std::string& base_hash, std::string_view base_bytes, const std::string& next_hash,
                                     std::string_view next_bytes) {
   std::vector<RootSpan> base, next;

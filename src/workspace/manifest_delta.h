@@ -12,12 +12,9 @@
 
 namespace tidepool::workspace {
 
-// The delta that makes `next` from `base`. Roots are matched by path; a root `base` lacks is sent
-// whole.
-v1::ManifestDelta MakeDelta(const std::string& base_hash, const v1::WorkspaceManifest& base,
-                            const std::string& next_hash, const v1::WorkspaceManifest& next);
-// The same from the two manifests' deterministic serializations (ManifestHash's), comparing
-// their entries as bytes: only the entries that differ are parsed, so a delta of a 10,000-entry
+// The delta that makes `next` from `base`, from the two manifests' deterministic serializations
+// (ManifestHash's). Roots are matched by path; a root `base` lacks is sent whole. Entries compare
+// as bytes: only the entries that differ are parsed, so a delta of a 10,000-entry
 // manifest costs no allocation per entry. InvalidArgument when either is not a manifest.
 Result<v1::ManifestDelta> MakeDelta(const std::string& base_hash, std::string_view base_bytes, const std::string& next_hash,
                                     std::string_view next_bytes);

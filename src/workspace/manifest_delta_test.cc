@@ -40,12 +40,21 @@ v1::WorkspaceManifest Base() {
   return m;
 }
 
+// The delta of two manifests, made as the client makes it: from their serializations.
+v1::ManifestDelta DeltaOf(const v1::WorkspaceManifest& base, const v1::WorkspaceManifest& next) {
+  std::string b, n;
+  const std::string bh = ManifestHash(base, &b), nh = ManifestHash(next, &n);
+  auto d = MakeDelta(bh, b, nh, n);
+  EXPECT_TRUE(d.ok()) << d.status().message();
+  return d.ok() ? *d : v1::ManifestDelta();
+}
+
 TEST(ManifestDelta, OneChangedFileTravelsAsOneEntryAndTheResultHashesAsTheWhole) {
   const v1::WorkspaceManifest base = Base();
   v1::WorkspaceManifest next = base;
   *next.mutable_roots(0)->mutable_entries(4) = Entry("d/c.txt", WorkspaceEntry::FILE, "GAMMA");
-  const std::string bh = ManifestHash(base), nh = ManifestHash(next);
-  v1::ManifestDelta d = MakeDelta(bh, base, nh, next);
+  const std::string nh = ManifestHash(next);
+  v1::ManifestDelta d = DeltaOf(base, next);
   ASSERT_EQ(d.roots_size(), 2);
   EXPECT_EQ(d.roots(0).put_size(), 1);
   EXPECT_EQ(d.roots(0).removed_size(), 0);
@@ -72,7 +81,7 @@ TEST(ManifestDelta, CreationsDeletionsAnMtimeAloneAndRootsComeAndGo) {
   *data->add_entries() = Entry("", WorkspaceEntry::DIR);
   *data->add_entries() = Entry("x", WorkspaceEntry::FILE, "x");
   const std::string nh = ManifestHash(next);
-  v1::ManifestDelta d = MakeDelta(ManifestHash(base), base, nh, next);
+  v1::ManifestDelta d = DeltaOf(base, next);
   EXPECT_TRUE(d.roots(1).whole());
   EXPECT_EQ(d.roots(0).removed_size(), 3);
   auto made = ApplyDelta(base, d);

@@ -13,6 +13,8 @@
 
 #include <fmt/format.h>
 
+#include "workspace/scan.h"
+
 namespace tidepool::workspace {
 namespace {
 
@@ -23,11 +25,6 @@ std::string Join(const std::string& a, const std::string& b) {
   if (a.empty()) return b;
   if (b.empty()) return a;
   return a + "/" + b;
-}
-
-std::string Abs(const std::string& root, const std::string& rel) {
-  if (rel.empty()) return root;
-  return root == "/" ? "/" + rel : root + "/" + rel;
 }
 
 int64_t Ns(const struct timespec& ts) { return int64_t{ts.tv_sec} * 1'000'000'000 + ts.tv_nsec; }
@@ -45,7 +42,7 @@ Result<std::unique_ptr<RootWatch>> RootWatch::Start(const std::string& root) {
 RootWatch::~RootWatch() { ::close(fd_); }
 
 bool RootWatch::AddTree(const std::string& rel) {
-  const std::string abs = Abs(root_, rel);
+  const std::string abs = AbsolutePath(root_, rel);
   int wd = ::inotify_add_watch(fd_, abs.c_str(), kMask);
   if (wd < 0) {
     if (errno == ENOENT || errno == ENOTDIR) return true;  // gone again: its parent's event said so
@@ -122,7 +119,7 @@ bool StillMatches(const std::string& root, const v1::WorkspaceRoot& state, const
     auto it = std::lower_bound(entries.begin(), entries.end(), rel,
                                [](const v1::WorkspaceEntry& e, const std::string& p) { return e.path() < p; });
     const v1::WorkspaceEntry* e = it != entries.end() && it->path() == rel ? &*it : nullptr;
-    const std::string abs = Abs(root, rel);
+    const std::string abs = AbsolutePath(root, rel);
     struct stat st;
     if (::lstat(abs.c_str(), &st) != 0) {
       if (errno == ENOENT || errno == ENOTDIR) {

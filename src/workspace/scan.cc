@@ -20,6 +20,7 @@
 #include <google/protobuf/io/coded_stream.h>
 #include <google/protobuf/io/zero_copy_stream_impl_lite.h>
 
+#include "common/fs.h"
 #include "common/strings.h"
 #include "workspace/hash.h"
 #include "workspace/ignore.h"
@@ -189,6 +190,17 @@ Result<ScanResult> Scan(const std::vector<std::string>& roots, const ScanOptions
     }
   }
   return result;
+}
+
+std::string AbsolutePath(const std::string& root, const std::string& rel) { return Join(root, rel); }
+
+Result<v1::WorkspaceManifest> ReadManifest(const BlobDir& store, const std::string& hash) {
+  Result<MappedFile> bytes = MappedFile::Open(store.PathOf(hash));
+  v1::WorkspaceManifest m;
+  if (!bytes.ok() || !m.ParseFromArray(bytes->data().data(), static_cast<int>(bytes->data().size()))) {
+    return InvalidArgument(fmt::format("{} is not a manifest in {}", hash, store.dir()));
+  }
+  return m;
 }
 
 std::map<std::string, std::string> SourcesOf(const v1::WorkspaceManifest& m) {

@@ -10,6 +10,7 @@
 
 #include "common/status.h"
 #include "tidepool/v1/workspace.pb.h"
+#include "workspace/blob_dir.h"
 
 namespace tidepool::workspace {
 
@@ -77,10 +78,15 @@ Result<ScanResult> Scan(const std::vector<std::string>& roots, const ScanOptions
 Result<ScanResult> Rescan(const std::string& root, const v1::WorkspaceRoot& state, const std::set<std::string>& dirty,
                           const ScanOptions& options);
 
+// `rel` (a path relative to `root`, "" = the root) as an absolute path.
+std::string AbsolutePath(const std::string& root, const std::string& rel);
+
 // For each file content hash of `m`: one absolute path holding it (what to upload from).
 std::map<std::string, std::string> SourcesOf(const v1::WorkspaceManifest& m);
 
 // The hash of a manifest: what names it in a store (SHA-256 of its deterministic serialization).
 std::string ManifestHash(const v1::WorkspaceManifest& m, std::string* serialized = nullptr);
+// The manifest named `hash` in `store`: InvalidArgument when it is missing or not a manifest.
+Result<v1::WorkspaceManifest> ReadManifest(const BlobDir& store, const std::string& hash);
 
 }  // namespace tidepool::workspace

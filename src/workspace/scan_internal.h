@@ -81,6 +81,11 @@ inline Result<std::string> ReadSmallAt(int dirfd, const char* name) {
   return out;
 }
 
+// Lists `rel` of `walk` as unreadable, with why.
+inline void Unreadable(const RootWalk& walk, const std::string& rel, int err, std::vector<std::string>* out) {
+  out->push_back(fmt::format("{}{} ({})", walk.label, rel.empty() ? walk.root : rel, std::strerror(err)));
+}
+
 // The entry for what `st` (an lstat of `name` in `dirfd`: a file, link or directory) says is
 // there, a link's target read. 0, or the errno of reading the link (ENOENT or EINVAL: it went, or
 // is no longer a link).
@@ -200,17 +205,13 @@ class Walker {
     ignores_.Push(IgnoreList::Parse(rel, *text));
   }
   void Unreadable(const RootWalk& walk, const std::string& rel, int err) {
-    unreadable_->push_back(fmt::format("{}{} ({})", walk.label, rel.empty() ? walk.root : rel, std::strerror(err)));
+    internal::Unreadable(walk, rel, err, unreadable_);
   }
 
   const ScanOptions& opt_;
   std::vector<std::string>* unreadable_;
   IgnoreStack ignores_;
 };
-
-inline void Unreadable(const RootWalk& walk, const std::string& rel, int err, std::vector<std::string>* out) {
-  out->push_back(fmt::format("{}{} ({})", walk.label, rel.empty() ? walk.root : rel, std::strerror(err)));
-}
 
 inline Status TooLarge(const std::vector<RootWalk>& walks, uint64_t total, uint64_t max) {
   std::vector<std::pair<uint64_t, std::string>> tops;
