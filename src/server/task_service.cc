@@ -114,12 +114,21 @@ class LogStream final : public grpc::ServerWriteReactor<v1::LogChunk> {
     {
       std::lock_guard lock(state_->mu);
       state_->writing = false;
-      if (!ok) {
+      if (!ok || state_->cancelled) {
         state_->FinishLocked(grpc::Status::CANCELLED);
         return;
       }
     }
     state_->Pump();
+  }
+
+  // A follower that left (or a server that stops) while no write is pending: without this the
+  // stream would wait for output that may never come, and gRPC's shutdown waits for the stream.
+  // A write in flight ends first (its completion sees `cancelled`).
+  void OnCancel() override {
+    std::lock_guard lock(state_->mu);
+    state_->cancelled = true;
+    if (!state_->writing) state_->FinishLocked(grpc::Status::CANCELLED);
   }
 
   void OnDone() override {
@@ -147,6 +156,7 @@ class LogStream final : public grpc::ServerWriteReactor<v1::LogChunk> {
     std::vector<Source> sources;
     uint64_t listener = 0;
     bool writing = false;
+    bool cancelled = false;
     bool finished = false;
     v1::LogChunk chunk;
 

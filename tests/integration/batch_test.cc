@@ -73,6 +73,19 @@ TEST_F(Batch, CtrlCOnFollowDetachesAndLeavesTheTaskRunning) {
   server.Tidepool({"task", "cancel", id});
 }
 
+// A follower that went away while its task still runs must not hold the server's stop: gRPC
+// waits at shutdown for every stream to finish, and this one would wait for output that cannot
+// come (the agents are let go first). Found as a CI hang after a detached `vbatch -f`.
+TEST_F(Batch, AFollowerThatLeftDoesNotHoldTheServersStop) {
+  std::string id = Submit({"sh", "-c", "echo started; sleep 60"});
+  Background follow({BinDir() + "/tidepool", "task", "logs", "-f", id}, server.ClientEnv(), server.dir());
+  ASSERT_TRUE(WaitFor([&] { return follow.Stdout() == "started\n"; }));
+  follow.Signal(SIGKILL);
+  follow.Wait();
+  server.Stop(SIGTERM);  // fails the test when the server is still there after 30 s
+  EXPECT_NE(server.ServerLog().find("stopped"), std::string::npos) << server.ServerLog();
+}
+
 TEST_F(Batch, LogsFollowStreamsUntilTheTaskEnds) {
   std::string gate = server.dir() + "/gate";
   std::string id = Submit({"sh", "-c", "echo first; while [ ! -e " + gate + " ]; do sleep 0.05; done; echo second"});

@@ -278,9 +278,16 @@ void Server::Stop(int sig) {
   int status;
   bool gone = WaitFor([&] { return ::waitpid(pid_, &status, WNOHANG) == pid_; }, 30s);
   if (!gone) {
+    // Where it hangs, when gdb is there to say (a hang seen once in CI is otherwise a guess).
+    std::string stacks;
+    if (::access("/usr/bin/gdb", X_OK) == 0) {
+      stacks = RunProcess({"/usr/bin/gdb", "-p", std::to_string(pid_), "-batch", "-ex", "thread apply all bt"}, {},
+                          dir_, "", 60s)
+                   .out;
+    }
     ::kill(pid_, SIGKILL);
     ::waitpid(pid_, &status, 0);
-    ADD_FAILURE() << "server did not stop on signal " << sig;
+    ADD_FAILURE() << "server did not stop on signal " << sig << "\n" << stacks;
   }
   pid_ = -1;
 }
