@@ -232,13 +232,16 @@ TEST(BackendBench, WorkspaceP12) {
   auto env = server.ClientEnv();
   env["HOME"] = server.dir();  // the client's stat cache
   if (const char* t = std::getenv("TIDEPOOL_CLIENT_TRACE")) env["TIDEPOOL_CLIENT_TRACE"] = t;
-  auto vrun_true = [&](const std::string& cwd) {
-    ProcResult r = RunProcess({BinDir() + "/vrun", "true"}, env, cwd);
+  auto no_daemon = env;
+  no_daemon["TIDEPOOL_WORKSPACE_DAEMON"] = "0";  // the full client's own walk of the tree (cli/workspace_daemon.h)
+  auto vrun_true = [&](const std::string& cwd, bool daemon = true) {
+    ProcResult r = RunProcess({BinDir() + "/vrun", "true"}, daemon ? env : no_daemon, cwd);
     ASSERT_EQ(r.exit_code, 0) << r.err << server.ServerLog();
     if (env.count("TIDEPOOL_CLIENT_TRACE")) std::fprintf(stderr, "%s", r.err.c_str());
   };
   vrun_true("/");  // the worker is up and warm
-  std::vector<double> bare, full_client, rsync_first, rsync_again, first, unchanged, one_changed;
+  std::vector<double> bare, full_client, rsync_first, rsync_again, first, unchanged, one_changed, unchanged_full,
+      one_changed_full;
   const std::string ssh = "ssh -i " + hosts.client_key() + " -o UserKnownHostsFile=" + hosts.known_hosts() +
                           " -o BatchMode=yes";
   for (int i = 0; i < Runs(3); ++i) {
@@ -262,6 +265,9 @@ TEST(BackendBench, WorkspaceP12) {
     unchanged.push_back(Time([&] { vrun_true(tree); }));
     WriteAll(tree + "/d7/f7", "one file changed " + std::to_string(i));
     one_changed.push_back(Time([&] { vrun_true(tree); }));
+    unchanged_full.push_back(Time([&] { vrun_true(tree, false); }));
+    WriteAll(tree + "/d8/f8", "one file changed " + std::to_string(i));
+    one_changed_full.push_back(Time([&] { vrun_true(tree, false); }));
     std::filesystem::remove_all(tree);
   }
   if (env.count("TIDEPOOL_CLIENT_TRACE")) {
@@ -276,6 +282,8 @@ TEST(BackendBench, WorkspaceP12) {
   Report("warm `vrun true` in the tree: first", first);
   Report("warm `vrun true` in the tree: unchanged", unchanged);
   Report("warm `vrun true` in the tree: one file changed", one_changed);
+  Report("... without the workspace daemon: unchanged", unchanged_full);
+  Report("... without the workspace daemon: one file changed", one_changed_full);
 }
 
 }  // namespace

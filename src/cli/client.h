@@ -28,6 +28,7 @@ class Client {
  public:
   explicit Client(const ClientOptions& opts);
   const std::string& address() const { return address_; }
+  const std::string& token() const { return token_; }
   v1::TaskService::Stub& tasks() { return *tasks_; }
   v1::PoolService::Stub& pools() { return *pools_; }
   v1::WorkspaceService::Stub& workspace() { return *workspace_; }

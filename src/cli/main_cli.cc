@@ -7,6 +7,7 @@
 #include "agent/agent_cli.h"
 #include "cli/client.h"
 #include "cli/commands.h"
+#include "cli/workspace_daemon.h"
 
 namespace tidepool::cli {
 
@@ -78,6 +79,7 @@ int Main(int argc, char** argv) {
   AddTaskCommands(app, &rc);
   AddPoolCommands(app, &rc);
   AddAdminCommands(app, &rc);
+  AddWorkspaceDaemonCommand(app, &rc);
 
   if (args.size() > 1 && (args[1] == "run" || args[1] == "batch")) {
     CLI::App* sub = app.get_subcommand(args[1]);

@@ -17,6 +17,7 @@
 #include <fmt/format.h>
 
 #include "cli/unanswered.h"
+#include "cli/workspace_daemon.h"
 #include "common/fs.h"
 #include "common/strings.h"
 #include "workspace/blob_dir.h"
@@ -50,12 +51,16 @@ class Trace {
   std::chrono::steady_clock::time_point last_ = std::chrono::steady_clock::now();
 };
 
+}  // namespace
+
 std::string CacheHome() {
   const char* xdg = std::getenv("XDG_CACHE_HOME");
   if (xdg && *xdg) return std::string(xdg) + "/tidepool";
   const char* home = std::getenv("HOME");
   return std::string(home && *home ? home : "/tmp") + "/.cache/tidepool";
 }
+
+namespace {
 
 Status FromGrpc(const grpc::Status& s, const std::string& what) {
   return Status(static_cast<StatusCode>(s.error_code()), fmt::format("{}: {}", what, s.error_message()));
@@ -255,7 +260,7 @@ Result<BroughtBack> ApplyChanges(Client& client, const std::vector<workspace::Ch
 // progress line (unless `quiet`) names what is sent.
 Status SendLacking(Client& client, const std::vector<std::string>& hashes, std::map<std::string, uint64_t> sizes,
                    const std::map<std::string, std::string>& sources, const std::string& manifest_hash,
-                   const std::string& manifest_bytes, bool quiet) {
+                   const std::string& manifest_bytes, bool quiet, const Say& say) {
   bool shown = false;
   Retry retry;
   for (;;) {
@@ -267,8 +272,8 @@ Status SendLacking(Client& client, const std::vector<std::string>& hashes, std::
     if (!shown && !quiet) {
       uint64_t to_send = 0;
       for (const auto& b : *lacking) to_send += sizes[b.hash()] - std::min(sizes[b.hash()], b.have());
-      fmt::print(stderr, "syncing workspace: {} file{}, {} to send\n", Thousands(lacking->size()),
-                 lacking->size() == 1 ? "" : "s", Megabytes(to_send));
+      say(fmt::format("syncing workspace: {} file{}, {} to send", Thousands(lacking->size()),
+                      lacking->size() == 1 ? "" : "s", Megabytes(to_send)));
       shown = true;
     }
     grpc::Status st = SendBlobs(client, *lacking, sources, manifest_hash, manifest_bytes, retry);
@@ -276,7 +281,7 @@ Status SendLacking(Client& client, const std::vector<std::string>& hashes, std::
     if (!retry.Again(st)) {
       return Status(static_cast<StatusCode>(st.error_code()), fmt::format("workspace upload: {}", st.error_message()));
     }
-    if (!quiet) fmt::print(stderr, "syncing workspace: cut off ({}); going on from what the server has\n", st.error_message());
+    if (!quiet) say(fmt::format("syncing workspace: cut off ({}); going on from what the server has", st.error_message()));
   }
 }
 
@@ -316,9 +321,9 @@ constexpr size_t kMaxDeltaBytes = 4u << 20;
 
 // Sends the manifest as its difference from `last` (its new files first). False: the server
 // cannot take it so (it lacks the base, or predates PutManifest): it goes whole.
-Result<bool> SendAsDelta(Client& client, const LastManifest& last, const std::string& hash, const std::string& bytes,
-                         bool quiet, Trace& trace) {
-  auto made = workspace::MakeDelta(last.hash, last.bytes, hash, bytes);
+Result<bool> SendAsDelta(Client& client, const std::string& base_hash, std::string_view base_bytes,
+                         const std::string& hash, const std::string& bytes, bool quiet, const Say& say, Trace& trace) {
+  auto made = workspace::MakeDelta(base_hash, base_bytes, hash, bytes);
   if (!made.ok() || made->ByteSizeLong() > kMaxDeltaBytes) return false;
   const v1::ManifestDelta& delta = *made;
   // The files it names that the base did not: their sizes and where they are, from the delta alone
@@ -335,7 +340,7 @@ Result<bool> SendAsDelta(Client& client, const LastManifest& last, const std::st
   std::vector<std::string> hashes;
   for (const auto& [h, size] : sizes) hashes.push_back(h);
   trace.Step("delta made");
-  if (Status s = SendLacking(client, hashes, sizes, sources, "", "", quiet); !s.ok()) return s;
+  if (Status s = SendLacking(client, hashes, sizes, sources, "", "", quiet, say); !s.ok()) return s;
   trace.Step("its files sent");
   Retry retry;
   for (;;) {
@@ -370,41 +375,81 @@ Saver& Background() {
 
 }  // namespace
 
-Status PrepareWorkspace(Client& client, v1::TaskSpec* spec, bool quiet, v1::WorkspaceManifest* base) {
-  if (spec->workspace().none()) return Status::Ok();  // working in /: nothing to bring
-  Trace trace;
-  v1::SettingsRequest req;
-  req.set_pool(spec->pool());
-  req.set_batch(spec->kind() == v1::TASK_KIND_BATCH);
-  v1::WorkspaceSettings settings;
-  {
-    // The first call of the command: a frozen server is waited for, as the submission would be.
-    UnansweredNote note(client.address());
-    auto ctx = client.Context();
-    grpc::Status st = client.workspace().Settings(ctx.get(), req, &settings);
-    note.Answered();
-    // A server without workspaces (UNIMPLEMENTED), or anything else (not reachable, no such
-    // pool, not allowed): the submission says it, in the words every client uses.
-    if (!st.ok()) return Status::Ok();
-  }
-  trace.Step("settings");
-  if (!settings.sync()) return Status::Ok();
-  const std::string root = workspace::WorkspaceRootFor(spec->cwd());
-  if (root == "/") {
-    // Not a project: nothing to bring (the whole machine is no workspace); / is on every worker.
-    spec->mutable_workspace()->set_none(true);
-    return Status::Ok();
-  }
+void SayOnStderr(const std::string& line) { fmt::print(stderr, "{}\n", line); }
+
+std::vector<std::string> WorkspaceRoots(const std::string& cwd, const v1::WorkspaceSettings& settings) {
+  const std::string root = workspace::WorkspaceRootFor(cwd);
+  if (root == "/") return {};
   std::vector<std::string> roots{root};
   for (const std::string& e : settings.extra()) {
     bool inside = e == root || e.rfind(root + "/", 0) == 0;
     if (!inside) roots.push_back(e);
   }
-  const std::string key = workspace::Sha256Hex(Join(roots, "\n")).substr(0, 16);
+  return roots;
+}
+
+std::string RootsKey(const std::vector<std::string>& roots) { return workspace::Sha256Hex(Join(roots, "\n")).substr(0, 16); }
+
+Result<bool> PutOnServer(Client& client, const Upload& u, bool quiet, const Say& say) {
+  Trace trace;
+  // The server has this manifest: it has every file it names (they go before it).
+  auto missing = Missing(client, {u.hash});
+  if (!missing.ok()) return missing.status();
+  if (missing->empty()) return false;
+  if (!u.base_hash.empty() && u.base_hash != u.hash) {
+    auto d = SendAsDelta(client, u.base_hash, u.base_bytes, u.hash, u.bytes, quiet, say, trace);
+    if (!d.ok()) return d.status();
+    trace.Step(*d ? "sent as a delta" : "no base on the server");
+    if (*d) return true;
+  }
+  std::map<std::string, uint64_t> sizes = FileSizes(u.manifest);
+  std::vector<std::string> all;
+  for (const auto& [h, size] : sizes) all.push_back(h);
+  all.push_back(u.hash);
+  sizes[u.hash] = u.bytes.size();
+  if (Status s = SendLacking(client, all, sizes, workspace::SourcesOf(u.manifest), u.hash, u.bytes, quiet, say); !s.ok()) {
+    return s;
+  }
+  return true;
+}
+
+Result<v1::WorkspaceSettings> AskSettings(Client& client, const v1::TaskSpec& spec) {
+  v1::SettingsRequest req;
+  req.set_pool(spec.pool());
+  req.set_batch(spec.kind() == v1::TASK_KIND_BATCH);
+  v1::WorkspaceSettings settings;
+  auto ctx = client.Context();
+  grpc::Status st = client.workspace().Settings(ctx.get(), req, &settings);
+  if (!st.ok()) return FromGrpc(st, "workspace");
+  return settings;
+}
+
+Status PrepareWorkspace(Client& client, v1::TaskSpec* spec, bool quiet, v1::WorkspaceManifest* base) {
+  if (spec->workspace().none()) return Status::Ok();  // working in /: nothing to bring
+  Trace trace;
+  Result<v1::WorkspaceSettings> settings = Unavailable("");
+  {
+    // The first call of the command: a frozen server is waited for, as the submission would be.
+    UnansweredNote note(client.address());
+    settings = AskSettings(client, *spec);
+    note.Answered();
+  }
+  // A server without workspaces (UNIMPLEMENTED), or anything else (not reachable, no such pool,
+  // not allowed): the submission says it, in the words every client uses.
+  if (!settings.ok()) return Status::Ok();
+  trace.Step("settings");
+  if (!settings->sync()) return Status::Ok();
+  const std::vector<std::string> roots = WorkspaceRoots(spec->cwd(), *settings);
+  if (roots.empty()) {
+    // Not a project: nothing to bring (the whole machine is no workspace); / is on every worker.
+    spec->mutable_workspace()->set_none(true);
+    return Status::Ok();
+  }
+  const std::string key = RootsKey(roots);
   auto cache = std::make_shared<workspace::StatCache>(workspace::StatCache::Load(CacheHome() + "/stat-" + key));
   workspace::ScanOptions o;
-  o.gitignore = settings.gitignore();
-  o.max_bytes = settings.max_bytes();
+  o.gitignore = settings->gitignore();
+  o.max_bytes = settings->max_bytes();
   o.stat_cache = cache.get();
   o.threads = 2;
   auto scanned = workspace::Scan(roots, o);
@@ -414,37 +459,21 @@ Status PrepareWorkspace(Client& client, v1::TaskSpec* spec, bool quiet, v1::Work
   const std::string hash = workspace::ManifestHash(scanned->manifest, bytes.get());
   trace.Step("manifest hashed");
 
-  // The server has this manifest: it has every file it names (they go before it).
-  auto missing = Missing(client, {hash});
-  if (!missing.ok()) return missing.status();
   const std::string last_path = CacheHome() + "/manifest-" + key;
-  if (!missing->empty()) {
-    bool sent = false;
-    auto last = LoadLast(last_path);
-    trace.Step("last manifest read");
-    if (last && last->hash != hash) {
-      auto d = SendAsDelta(client, *last, hash, *bytes, quiet, trace);
-      if (!d.ok()) return d.status();
-      sent = *d;
-      trace.Step(sent ? "sent as a delta" : "no base on the server");
-    }
-    if (!sent) {
-      std::map<std::string, uint64_t> sizes = FileSizes(scanned->manifest);
-      std::vector<std::string> all;
-      for (const auto& [h, size] : sizes) all.push_back(h);
-      all.push_back(hash);
-      sizes[hash] = bytes->size();
-      if (Status s = SendLacking(client, all, sizes, workspace::SourcesOf(scanned->manifest), hash, *bytes, quiet); !s.ok()) {
-        return s;
-      }
-    }
-  }
+  auto last = LoadLast(last_path);
+  trace.Step("last manifest read");
+  Upload u{hash, *bytes, scanned->manifest, last ? last->hash : "", last ? last->bytes : std::string_view()};
+  auto sent = PutOnServer(client, u, quiet, SayOnStderr);
+  if (!sent.ok()) return sent.status();
   // Kept for the next run: a cache that cannot be saved only costs it a re-read or a whole manifest.
-  Background().Run([cache, bytes, hash, last_path, save_last = !missing->empty()] {
+  Background().Run([cache, bytes, hash, last_path, save_last = *sent] {
     (void)cache->Save();
     if (save_last && MakeDirs(CacheHome(), 0700).ok()) (void)WriteFileAtomic(last_path, hash + "\n" + *bytes, 0600, /*sync=*/false);
   });
   trace.Step("server has it");
+  // The next run asks the workspace daemon (workspace_daemon.h), which watches the tree instead of
+  // walking it; it starts with this tree, scanned once more in the background.
+  StartWorkspaceDaemon(client, spec->pool(), spec->cwd());
   v1::WorkspaceRef* ref = spec->mutable_workspace();
   ref->set_manifest(hash);
   ref->set_files(scanned->files);
@@ -503,14 +532,19 @@ Result<BroughtBack> BringBackAll(Client& client, const std::string& base, const 
   return ApplyChanges(client, apply, on_conflict, std::move(conflicts));
 }
 
-void ReportConflicts(const BroughtBack& b, const std::string& task_id) {
-  if (b.conflicts.empty()) return;
+std::string ConflictReport(const BroughtBack& b, const std::string& task_id) {
+  if (b.conflicts.empty()) return "";
   std::vector<std::string> shown(b.conflicts.begin(), b.conflicts.begin() + std::min<size_t>(b.conflicts.size(), 20));
   std::string more = b.conflicts.size() > shown.size() ? fmt::format(" and {} more", b.conflicts.size() - shown.size()) : "";
-  fmt::print(stderr,
-             "tidepool: workspace: {} file{} not brought back, changed here since task {} started: {}{}\n"
-             "tidepool: `tidepool task sync {} --theirs` takes the task's versions, `--ours` keeps yours\n",
-             b.conflicts.size(), b.conflicts.size() == 1 ? "" : "s", task_id, Join(shown, ", "), more, task_id);
+  return fmt::format(
+      "tidepool: workspace: {} file{} not brought back, changed here since task {} started: {}{}\n"
+      "tidepool: `tidepool task sync {} --theirs` takes the task's versions, `--ours` keeps yours",
+      b.conflicts.size(), b.conflicts.size() == 1 ? "" : "s", task_id, Join(shown, ", "), more, task_id);
+}
+
+void ReportConflicts(const BroughtBack& b, const std::string& task_id) {
+  std::string report = ConflictReport(b, task_id);
+  if (!report.empty()) fmt::print(stderr, "{}\n", report);
 }
 
 }  // namespace tidepool::cli

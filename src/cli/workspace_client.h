@@ -2,7 +2,9 @@
 // caller's files go to the server (only what it lacks); after the task, its changes come back.
 #pragma once
 
+#include <functional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "cli/client.h"
@@ -19,6 +21,32 @@ namespace tidepool::cli {
 // send") goes to stderr unless `quiet`. `base` receives the manifest (for BringBack).
 Status PrepareWorkspace(Client& client, v1::TaskSpec* spec, bool quiet, v1::WorkspaceManifest* base);
 
+// The pieces PrepareWorkspace is made of, which the workspace daemon (workspace_daemon.h) shares.
+// ~/.cache/tidepool (or $XDG_CACHE_HOME/tidepool): the client's caches.
+std::string CacheHome();
+// What the pool wants (WorkspaceService.Settings) for the pool and kind `spec` names.
+Result<v1::WorkspaceSettings> AskSettings(Client& client, const v1::TaskSpec& spec);
+// The workspace of `cwd`: its git work tree or itself, then the pool's extra paths not inside it;
+// empty when it is / (no project: nothing to bring).
+std::vector<std::string> WorkspaceRoots(const std::string& cwd, const v1::WorkspaceSettings& settings);
+// The name of a set of roots among the caches (stat-KEY, manifest-KEY).
+std::string RootsKey(const std::vector<std::string>& roots);
+// A line for the caller's stderr (progress, reports): printed, or sent to whoever asked.
+using Say = std::function<void(const std::string& line)>;
+void SayOnStderr(const std::string& line);
+
+struct Upload {
+  const std::string& hash;  // the manifest: its name, serialization and content
+  const std::string& bytes;
+  const v1::WorkspaceManifest& manifest;
+  std::string base_hash;  // a manifest the server may have ("" = none): then only the difference goes
+  std::string_view base_bytes;
+};
+// Puts the manifest and every file it names that the server lacks into the caller's store,
+// resuming cut-off transfers; the progress line goes to `say` unless `quiet`. True when anything
+// was sent (false: the server had the manifest already).
+Result<bool> PutOnServer(Client& client, const Upload& upload, bool quiet, const Say& say);
+
 struct BroughtBack {
   std::vector<std::string> conflicts;  // not brought back: the caller changed them meanwhile
   uint64_t written = 0, deleted = 0;
@@ -34,7 +62,8 @@ Result<BroughtBack> BringBack(Client& client, const std::string& base, const std
 Result<BroughtBack> BringBackAll(Client& client, const std::string& base, const std::vector<std::string>& results,
                                  workspace::OnConflict on_conflict);
 
-// "tidepool: workspace: ..." lines for conflicts, naming how to settle them.
+// "tidepool: workspace: ..." lines for conflicts, naming how to settle them ("" when none).
+std::string ConflictReport(const BroughtBack& b, const std::string& task_id);
 void ReportConflicts(const BroughtBack& b, const std::string& task_id);
 
 }  // namespace tidepool::cli

@@ -74,7 +74,7 @@ enum FrameType : uint8_t {
   kStarted = 67,    // {"worker":"..."}
   kStdout = 68,
   kStderr = 69,
-  kExited = 70,     // {"state":"SUCCESS",...,"exit_code","has_exit_code","signal","reason","command_not_found"}
+  kExited = 70,     // {"state":"SUCCESS",...,"exit_code","has_exit_code","signal","reason","command_not_found","workspace_result"}: the manifest of the task's workspace at its end ("" = none)
   kStdinWritten = 71,  // {"written":N}
   kSubmitted = 72,  // {"id":"..."}
   kFinish = 73,     // {"code":N,"message":"..."}

@@ -8,11 +8,13 @@
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <stddef.h>
 #include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 extern char** environ;
@@ -90,8 +92,12 @@ int lite_workspace_needed(long code, const char* message) {
 }
 
 _Noreturn void lite_hand_over_full(const char* why) {
-  if (lite_tracing()) fprintf(stderr, "tidepool-client: lite %s hands over to the full client: %s\n", g_name, why);
   g_argv[0] = (char*)g_name; /* the full client dispatches on argv[0]'s basename */
+  lite_hand_over_full_argv(why, g_argv);
+}
+
+_Noreturn void lite_hand_over_full_argv(const char* why, char** argv) {
+  if (lite_tracing()) fprintf(stderr, "tidepool-client: lite %s hands over to the full client: %s\n", g_name, why);
   char self[4096];
   ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
   if (n > 0) {
@@ -101,10 +107,10 @@ _Noreturn void lite_hand_over_full(const char* why) {
       char path[4096 + 16];
       slash[1] = 0;
       snprintf(path, sizeof(path), "%stidepool", self);
-      execv(path, g_argv);
+      execv(path, argv);
     }
   }
-  execvp("tidepool", g_argv);
+  execvp("tidepool", argv);
   fprintf(stderr, "%s: cannot run the full client tidepool: %s\n", g_name, strerror(errno));
   exit(kExitTidepoolFailed);
 }
@@ -603,6 +609,11 @@ void lite_lost_unanswered(const char* address) {
   exit(kExitTidepoolFailed);
 }
 
+static const char* g_server = "";
+static const char* g_token = "";
+const char* lite_server(void) { return g_server; }
+const char* lite_token(void) { return g_token; }
+
 void lite_open(Conn* c, const char** address_out, int type, const Buf* request) {
   const char* tls = getenv("TIDEPOOL_TLS_CA");
   if (tls && *tls) lite_hand_over("TLS");
@@ -667,6 +678,8 @@ void lite_open(Conn* c, const char** address_out, int type, const Buf* request) 
   free(payload.p);
   if (lite_tracing()) fprintf(stderr, "tidepool-client: fast path (lite, %s)\n", address);
   *address_out = address;
+  g_server = address;
+  g_token = token;
 }
 
 int lite_report_failure(long code, const char* message, const char* address) {
@@ -686,4 +699,77 @@ int lite_report_failure(long code, const char* message, const char* address) {
       fprintf(stderr, "tidepool: %s (from the server at %s)\n", message, address);
       return kExitTidepoolFailed;
   }
+}
+
+/* ---- the workspace daemon ---- */
+/* cli/workspace_client.cc's CacheHome. */
+static void cache_home(Buf* out) {
+  const char* xdg = getenv("XDG_CACHE_HOME");
+  const char* home = getenv("HOME");
+  if (xdg && *xdg) {
+    buf_str(out, xdg);
+    buf_str(out, "/tidepool");
+    return;
+  }
+  buf_str(out, home && *home ? home : "/tmp");
+  buf_str(out, "/.cache/tidepool");
+}
+
+int lite_daemon_ask(const Buf* request, Buf* done) {
+  const char* off = getenv("TIDEPOOL_WORKSPACE_DAEMON");
+  if (off && strcmp(off, "0") == 0) return 0;
+  /* cli/workspace_daemon.cc's WorkspaceDaemonName: FNV-1a 64 of the cache home. */
+  Buf home = {0};
+  cache_home(&home);
+  uint64_t h = 14695981039346656037ull;
+  for (size_t i = 0; i < home.n; ++i) h = (h ^ (unsigned char)home.p[i]) * 1099511628211ull;
+  free(home.p);
+  char name[96];
+  int len = snprintf(name, sizeof(name), "tidepool-workspace-%u-%016llx", (unsigned)getuid(), (unsigned long long)h);
+  struct sockaddr_un a;
+  memset(&a, 0, sizeof(a));
+  a.sun_family = AF_UNIX;
+  memcpy(a.sun_path + 1, name, (size_t)len); /* sun_path[0] = 0: the abstract namespace */
+  int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return 0;
+  struct ucred cred;
+  socklen_t clen = sizeof(cred);
+  if (connect(fd, (struct sockaddr*)&a, (socklen_t)(offsetof(struct sockaddr_un, sun_path) + 1 + (size_t)len)) != 0 ||
+      getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &clen) != 0 || cred.uid != getuid()) {
+    close(fd); /* none, or another user's squatting the name: it gets nothing of ours */
+    return 0;
+  }
+  Buf out = {0};
+  buf_put(&out, buf_cstr(request), request->n);
+  buf_put(&out, "\n", 1);
+  int ok = lite_send_all(fd, out.p, out.n);
+  free(out.p);
+  Buf line = {0}, say = {0};
+  char chunk[4096];
+  int answered = 0;
+  while (ok && !answered) {
+    ssize_t got = recv(fd, chunk, sizeof(chunk), 0);
+    if (got < 0 && errno == EINTR) continue;
+    if (got <= 0) break;
+    buf_put(&line, chunk, (size_t)got);
+    char* nl;
+    while (!answered && (nl = memchr(line.p, '\n', line.n)) != NULL) {
+      size_t n = (size_t)(nl - line.p);
+      if (json_bool_member(line.p, n, "done")) {
+        buf_clear(done);
+        buf_put(done, line.p, n);
+        answered = 1;
+      } else if (json_string_member(line.p, n, "say", &say)) {
+        buf_put(&say, "\n", 1);
+        lite_write_all(STDERR_FILENO, say.p, say.n);
+      }
+      memmove(line.p, nl + 1, line.n - n - 1);
+      line.n -= n + 1;
+      line.p[line.n] = 0;
+    }
+  }
+  free(line.p);
+  free(say.p);
+  close(fd);
+  return answered;
 }

@@ -51,6 +51,8 @@ _Noreturn void lite_hand_over_argv(const char* why, char** argv);
  * kWorkspaceNeeded), which only the full client sends: hands over to `tidepool` itself. */
 int lite_workspace_needed(long code, const char* message);
 _Noreturn void lite_hand_over_full(const char* why);
+/* The same with other arguments (argv[0] the client's name, NULL-terminated). */
+_Noreturn void lite_hand_over_full_argv(const char* why, char** argv);
 /* A fatal local error (out of memory): says so and exits 255. */
 _Noreturn void lite_die(const char* what);
 
@@ -128,6 +130,17 @@ void lite_frame(Buf* out, int type, const char* payload, size_t n);
 int lite_send_all(int fd, const char* p, size_t n);
 /* Writes all of it to fd (stdout, stderr), quietly giving up on a reader that went away. */
 void lite_write_all(int fd, const char* p, size_t n);
+
+/* The server address and token lite_open used ("" before it). */
+const char* lite_server(void);
+const char* lite_token(void);
+
+/* ---- the workspace daemon (cli/workspace_daemon.h: the protocol) ---- */
+/* Asks this user's workspace daemon: sends `request` (one JSON object, no newline), prints each
+ * {"say": LINE} answer on stderr, and puts the final {"done": true, ...} line in *done. 0 when
+ * there is no daemon (or TIDEPOOL_WORKSPACE_DAEMON=0), it is another user's, or it ended without
+ * that line. */
+int lite_daemon_ask(const Buf* request, Buf* done);
 
 /* cli/client_env.cc's ReportFailure, the exit status as the fast clients map it (255). */
 int lite_report_failure(long code, const char* message, const char* address);

@@ -50,6 +50,8 @@ static struct {
   int has_last_int;
   struct timespec last_int;
 
+  Buf base; /* the workspace manifest sent, from the workspace daemon ("" = none) */
+
   atomic_int raw; /* stdin is in raw mode; exactly one Restore puts it back */
   struct termios saved;
 } S = {.write_mu = PTHREAD_MUTEX_INITIALIZER, .mu = PTHREAD_MUTEX_INITIALIZER, .stdin_cv = PTHREAD_COND_INITIALIZER};
@@ -258,7 +260,85 @@ static _Noreturn void reattach(void) {
   argv[n] = NULL;
   restore_terminal(); /* the C++ client makes it raw again, and puts back what it found */
   fflush(stdout);
+  /* A task with a workspace: the full client, which brings its changes back at the end. */
+  if (S.base.n) lite_hand_over_full_argv("the server went away", argv);
   lite_hand_over_argv("the server went away", argv);
+}
+
+/* ---- the workspace, through the workspace daemon (cli/workspace_daemon.h) ---- */
+static void request_start(Buf* req, const char* op) {
+  buf_str(req, "{\"v\":1,\"op\":\"");
+  buf_str(req, op);
+  buf_str(req, "\",\"server\":");
+  json_quote(req, lite_server());
+  buf_str(req, ",\"token\":");
+  json_quote(req, lite_token());
+}
+
+/* The pool wants the caller's files: the daemon makes sure the server has them and names them,
+ * and they go into the spec (TaskSpec.workspace). 0: no daemon to ask, or it says to ask the full
+ * client. A workspace that cannot go (too large, unreadable) is said here, as the full client would. */
+static int workspace_from_daemon(Spec* spec, const char* pool, int quiet) {
+  struct timespec t0;
+  clock_gettime(CLOCK_MONOTONIC, &t0);
+  char cwd[4096];
+  if (!getcwd(cwd, sizeof(cwd))) return 0;
+  Buf req = {0}, done = {0}, error = {0}, manifest = {0};
+  request_start(&req, "prepare");
+  buf_str(&req, ",\"pool\":");
+  json_quote(&req, pool ? pool : "");
+  buf_str(&req, ",\"cwd\":");
+  json_quote(&req, cwd);
+  buf_str(&req, quiet ? ",\"quiet\":true}" : ",\"quiet\":false}");
+  int asked = lite_daemon_ask(&req, &done);
+  free(req.p);
+  if (!asked) return 0;
+  if (json_string_member(done.p, done.n, "error", &error)) {
+    fprintf(stderr, "tidepool: %s\n", error.p);
+    exit(kExitTidepoolFailed);
+  }
+  Spec ref = {{0}, 1};
+  if (json_bool_member(done.p, done.n, "none")) {
+    spec_int(&ref, 4, 1); /* WorkspaceRef.none: nothing to bring */
+  } else if (json_string_member(done.p, done.n, "manifest", &manifest) && manifest.n == 64) {
+    spec_string(&ref, 1, manifest.p, 0); /* WorkspaceRef.manifest, .files, .bytes */
+    spec_int(&ref, 2, json_int_member(done.p, done.n, "files"));
+    spec_int(&ref, 3, json_int_member(done.p, done.n, "bytes"));
+    buf_str(&S.base, manifest.p);
+  } else {
+    free(done.p);
+    return 0; /* "fallback" */
+  }
+  spec_message(spec, kSpecWorkspace, &ref.b);
+  if (lite_tracing()) fprintf(stderr, "tidepool-client: workspace from the daemon in %.1f ms\n", seconds_since(&t0) * 1000);
+  free(ref.b.p);
+  free(done.p);
+  free(manifest.p);
+  return 1;
+}
+
+/* The task's changes into the caller's tree before vrun exits; what could not come back is said
+ * (by the daemon), with how to settle it. */
+static void bring_back(const char* result) {
+  Buf req = {0}, done = {0};
+  request_start(&req, "bring_back");
+  buf_str(&req, ",\"base\":");
+  json_quote(&req, buf_cstr(&S.base));
+  buf_str(&req, ",\"result\":");
+  json_quote(&req, result);
+  buf_str(&req, ",\"task\":");
+  pthread_mutex_lock(&S.mu);
+  json_quote(&req, buf_cstr(&S.task_id));
+  pthread_mutex_unlock(&S.mu);
+  buf_str(&req, "}");
+  if (!lite_daemon_ask(&req, &done)) {
+    fprintf(stderr,
+            "tidepool: the task's workspace changes were not brought back: the workspace daemon did not answer "
+            "(`tidepool task sync %s` tries again)\n",
+            buf_cstr(&S.task_id));
+  }
+  free(req.p);
+  free(done.p);
 }
 
 /* One event; an exit status when the session is over, else -1. */
@@ -313,10 +393,16 @@ static int handle(int type, const Buf* payload) {
       pthread_cond_broadcast(&S.stdin_cv);
       pthread_mutex_unlock(&S.mu);
       return -1;
-    case kExited:
+    case kExited: {
       clear_progress();
       restore_terminal();
+      /* A result equal to what was sent: the task changed nothing (no download, no diff). */
+      Buf result = {0};
+      json_string_member(p, n, "workspace_result", &result);
+      if (S.base.n && result.n && strcmp(result.p, S.base.p) != 0) bring_back(buf_cstr(&result));
+      free(result.p);
       return exit_status(p, n);
+    }
     default:
       return -1; /* a newer server's event this client does not know */
   }
@@ -373,6 +459,7 @@ int main(int argc, char** argv) {
   pthread_t t;
   if (pthread_create(&t, NULL, signal_loop, NULL) == 0) pthread_detach(t);
 
+again:;
   int type = 0, oversize = 0;
   long code = kStatusUnavailable;
   Buf payload = {0}, message = {0};
@@ -405,6 +492,21 @@ int main(int argc, char** argv) {
   }
   if (code != 0 && S.task_id.n == 0 && lite_workspace_needed(code, buf_cstr(&message))) {
     restore_terminal();
+    /* Refused, so nothing took effect: once more with the workspace, if the daemon has it. */
+    if (S.base.n == 0 && workspace_from_daemon(&spec, pool, quiet)) {
+      if (atomic_load(&S.cancel_sent)) finish_with(130); /* Ctrl-C while it was brought */
+      pthread_mutex_lock(&S.write_mu);
+      close(S.conn.fd);
+      S.write_closed = 1; /* the signal thread writes nothing until the new connection is up */
+      pthread_mutex_unlock(&S.write_mu);
+      lite_open(&S.conn, &S.address, kRun, &spec.b);
+      pthread_mutex_lock(&S.write_mu);
+      S.write_closed = 0;
+      pthread_mutex_unlock(&S.write_mu);
+      free(payload.p);
+      free(message.p);
+      goto again;
+    }
     lite_hand_over_full(buf_cstr(&message));
   }
   if (code != 0) {

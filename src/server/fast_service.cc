@@ -167,7 +167,8 @@ class FastFrontDoor::Conn : public std::enable_shared_from_this<Conn> {
                                             {"exit_code", x.exit_code()},
                                             {"signal", x.signal()},
                                             {"reason", x.reason()},
-                                            {"command_not_found", x.command_not_found()}});
+                                            {"command_not_found", x.command_not_found()},
+                                            {"workspace_result", x.workspace_result()}});
       }
       case v1::RunEvent::kStdinWritten:
         return SendJson(fast::kStdinWritten, json{{"written", e.stdin_written()}});

@@ -134,7 +134,8 @@ Result<ScanResult> Rescan(const std::string& root_path, const v1::WorkspaceRoot&
   ScanResult result;
   for (auto& [p, it] : updates) {
     if (!it || it->kind != WorkspaceEntry::FILE) continue;
-    if (const WorkspaceEntry* e = in_state(p); e && e->kind() == WorkspaceEntry::FILE) it->hash = KnownHash(&state, *it);
+    const WorkspaceEntry* e = options.rehash_dirty ? nullptr : in_state(p);
+    if (e && e->kind() == WorkspaceEntry::FILE) it->hash = KnownHash(&state, *it);
     if (!it->hash.empty()) continue;
     int err = 0;
     Status s = HashFile(Join(walk.root, p), p, &*it, &err);

@@ -53,6 +53,9 @@ struct ScanOptions {
   // uses two; the agent's one (its tasks want the machine; and a thread made inside the owner's
   // rights would have them too, agent/fs_user.h, but one keeps that simple).
   int threads = 1;
+  // Rescan: every file among the dirty paths is read again, whatever its size and mtime (a watcher
+  // that saw a write cannot tell a second one within the clock's tick from none).
+  bool rehash_dirty = false;
 };
 
 struct ScanResult {

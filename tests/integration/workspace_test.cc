@@ -14,78 +14,10 @@
 #include "harness.h"
 #include "netns.h"
 #include "ssh_hosts.h"
+#include "workspace_helpers.h"
 
 namespace tidepool::testing {
 namespace {
-
-namespace fs = std::filesystem;
-
-// The caller's side: a scratch folder under /tmp (which no test host sees), removed at the end.
-class CallerDir {
- public:
-  CallerDir() {
-    char tmpl[] = "/tmp/tidepool-ws-XXXXXX";
-    path_ = ::mkdtemp(tmpl);
-  }
-  ~CallerDir() { fs::remove_all(path_); }
-  const std::string& path() const { return path_; }
-
- private:
-  std::string path_;
-};
-
-std::string RandomBytes(size_t n, unsigned seed) {
-  std::mt19937 rng(seed);
-  std::string s(n, '\0');
-  for (auto& c : s) c = static_cast<char>(rng() & 0xff);
-  return s;
-}
-
-// A git work tree with what a workspace must carry as it is: binary content, an executable, an
-// empty file, links (one dangling), a name that is not UTF-8, an ignored folder, a sub-folder.
-void MakeProject(const std::string& dir) {
-  fs::create_directories(dir + "/src");
-  fs::create_directories(dir + "/ignored");
-  WriteAll(dir + "/train.py", "print('hello from train.py')\n");
-  WriteAll(dir + "/data.bin", RandomBytes(3 << 20, 7));
-  WriteAll(dir + "/run.sh", "#!/bin/sh\necho run\n");
-  ::chmod((dir + "/run.sh").c_str(), 0755);
-  WriteAll(dir + "/empty", "");
-  WriteAll(dir + "/src/a.txt", "a\n");
-  WriteAll(dir + "/caf\xe9.txt", "latin-1 name\n");
-  WriteAll(dir + "/ignored/big.txt", "not sent\n");
-  WriteAll(dir + "/.tidepoolignore", "ignored/\n");
-  WriteAll(dir + "/.gitignore", "ignored/\n");  // untracked too: git answers the same without it
-  fs::create_symlink("train.py", dir + "/link");
-  fs::create_symlink("nowhere", dir + "/dangling");
-  ProcResult git = RunProcess({"sh", "-c",
-                               "git init -q && git add -A && git -c user.name=t -c user.email=t@t commit -qm first"},
-                              {{"PATH", "/usr/bin:/bin"}, {"HOME", dir}}, dir);
-  ASSERT_EQ(git.exit_code, 0) << git.err;
-}
-
-ProcResult ClientIn(Server& server, const std::string& cwd, const std::string& bin, const std::vector<std::string>& args) {
-  std::vector<std::string> argv = {BinDir() + "/" + bin};
-  argv.insert(argv.end(), args.begin(), args.end());
-  auto env = server.ClientEnv();
-  env["HOME"] = server.dir();  // the client's caches go with the test
-  return RunProcess(argv, env, cwd);
-}
-
-// tidepool_workspace_bytes_total{direction,peer} from /metrics (0 when not there yet).
-double WorkspaceBytes(const Server& server, const std::string& direction, const std::string& peer) {
-  std::string addr = Lines(ReadAll(server.data_dir() + "/metrics.addr"))[0];
-  httplib::Client http("http://" + addr);
-  auto res = http.Get("/metrics");
-  if (!res) return -1;
-  std::string key = "tidepool_workspace_bytes_total{direction=\"" + direction + "\",peer=\"" + peer + "\"} ";
-  for (const std::string& line : Lines(res->body)) {
-    if (line.rfind(key, 0) == 0) return std::stod(line.substr(key.size()));
-  }
-  return 0;
-}
-
-std::string WithMetrics(const std::string& pools) { return "server:\n  metrics_listen: \"127.0.0.1:0\"\n" + pools; }
 
 TEST(Workspace, VrunRunsInTheCallersGitTreeOnAnotherHostAndBringsItsChangesBack) {
   SSH_HOSTS_OR_SKIP(net, hosts, 1);
@@ -358,7 +290,8 @@ TEST(Workspace, EditsOnTheWorkerBetweenTasksArePutBackAndOneChangedFileSendsADel
   EXPECT_LT(sent, 8 * 1024) << "the whole manifest travelled";
   EXPECT_EQ(ReadAll(proj + "/d8/new"), "out\n");  // what the task wrote after it came back
 
-  // The client's copy of the base damaged: the server refuses the delta, and the whole goes.
+  // The full client's copy of the base damaged (the workspace daemon keeps its own in memory; it
+  // is kept out of this run): the server refuses the delta, and the whole goes.
   int saved = 0;
   for (const auto& e : fs::directory_iterator(server.dir() + "/.cache/tidepool")) {
     if (e.path().filename().string().rfind("manifest-", 0) != 0) continue;
@@ -368,7 +301,7 @@ TEST(Workspace, EditsOnTheWorkerBetweenTasksArePutBackAndOneChangedFileSendsADel
   }
   EXPECT_EQ(saved, 1);
   WriteAll(proj + "/d9/f9", "changed again\n");
-  ProcResult whole = ClientIn(server, proj, "vrun", {"cat", "d9/f9"});
+  ProcResult whole = ClientIn(server, proj, "vrun", {"cat", "d9/f9"}, {{"TIDEPOOL_WORKSPACE_DAEMON", "0"}});
   ASSERT_EQ(whole.exit_code, 0) << whole.out << whole.err;
   EXPECT_EQ(whole.out, "changed again\n");
 }
