@@ -28,30 +28,14 @@
 
 namespace tidepool::cli {
 
-namespace {
+Trace::Trace() : on_(std::getenv("TIDEPOOL_CLIENT_TRACE") && std::strcmp(std::getenv("TIDEPOOL_CLIENT_TRACE"), "0") != 0) {}
 
-// A transfer cut off (the server restarting, a dropped link) is taken up again, from what the
-// server already has, for this long after the first failure.
-constexpr auto kRetryWindow = std::chrono::seconds(60);
-
-// TIDEPOOL_CLIENT_TRACE (as the small clients): what each step of the workspace took, on stderr.
-class Trace {
- public:
-  Trace() : on_(std::getenv("TIDEPOOL_CLIENT_TRACE") && std::strcmp(std::getenv("TIDEPOOL_CLIENT_TRACE"), "0") != 0) {}
-  void Step(const char* what) {
-    if (!on_) return;
-    auto now = std::chrono::steady_clock::now();
-    fmt::print(stderr, "tidepool-client: workspace: {} {:.1f} ms\n", what,
-               std::chrono::duration<double, std::milli>(now - last_).count());
-    last_ = now;
-  }
-
- private:
-  bool on_;
-  std::chrono::steady_clock::time_point last_ = std::chrono::steady_clock::now();
-};
-
-}  // namespace
+void Trace::Step(const char* what) {
+  if (!on_) return;
+  auto now = std::chrono::steady_clock::now();
+  fmt::print(stderr, "tidepool-client: workspace: {} {:.1f} ms\n", what, std::chrono::duration<double, std::milli>(now - last_).count());
+  last_ = now;
+}
 
 std::string CacheHome() {
   const char* xdg = std::getenv("XDG_CACHE_HOME");
@@ -61,6 +45,10 @@ std::string CacheHome() {
 }
 
 namespace {
+
+// A transfer cut off (the server restarting, a dropped link) is taken up again, from what the
+// server already has, for this long after the first failure.
+constexpr auto kRetryWindow = std::chrono::seconds(60);
 
 Status FromGrpc(const grpc::Status& s, const std::string& what) {
   return Status(static_cast<StatusCode>(s.error_code()), fmt::format("{}: {}", what, s.error_message()));

@@ -2,6 +2,7 @@
 // caller's files go to the server (only what it lacks); after the task, its changes come back.
 #pragma once
 
+#include <chrono>
 #include <functional>
 #include <string>
 #include <string_view>
@@ -20,6 +21,17 @@ namespace tidepool::cli {
 // names it in spec->workspace. The progress line ("syncing workspace: 1,203 files, 48 MB to
 // send") goes to stderr unless `quiet`. `base` receives the manifest (for BringBack).
 Status PrepareWorkspace(Client& client, v1::TaskSpec* spec, bool quiet, v1::WorkspaceManifest* base);
+
+// TIDEPOOL_CLIENT_TRACE (as the small clients): what each step of the workspace took, on stderr.
+class Trace {
+ public:
+  Trace();
+  void Step(const char* what);
+
+ private:
+  bool on_;
+  std::chrono::steady_clock::time_point last_ = std::chrono::steady_clock::now();
+};
 
 // The pieces PrepareWorkspace is made of, which the workspace daemon (workspace_daemon.h) shares.
 // ~/.cache/tidepool (or $XDG_CACHE_HOME/tidepool): the client's caches.

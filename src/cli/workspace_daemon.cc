@@ -93,6 +93,7 @@ struct Tree {
   std::string hash, bytes;  // "" until scanned
   uint64_t files = 0, total = 0;
   std::string base_hash, base_bytes;  // the last one a server took: what a delta is made against
+  bool save_stat_cache = false;       // a whole scan filled it: saved once the caller has its answer
   Clock::time_point used;
 };
 
@@ -176,6 +177,7 @@ Status Daemon::ScanWhole(Tree& t) {
   t.files = scanned->files;
   t.total = scanned->bytes;
   t.hash = workspace::ManifestHash(t.manifest, &t.bytes);
+  t.save_stat_cache = true;
   return Status::Ok();
 }
 
@@ -218,6 +220,7 @@ Status Daemon::Refresh(Tree& t) {
 }
 
 json Daemon::Prepare(const json& req, int fd) {
+  Trace trace;
   Client& client = ClientFor(req.value("server", ""), req.value("token", ""));
   v1::TaskSpec spec;
   spec.set_pool(req.value("pool", ""));
@@ -227,14 +230,17 @@ json Daemon::Prepare(const json& req, int fd) {
   if (!settings->sync()) return {{"done", true}, {"fallback", "the pool brings no files"}};
   const std::vector<std::string> roots = WorkspaceRoots(req.value("cwd", "/"), *settings);
   if (roots.empty()) return {{"done", true}, {"none", true}};
+  trace.Step("daemon: settings");
   Tree& t = TreeFor(roots, settings->gitignore(), settings->max_bytes());
   if (Status s = Refresh(t); !s.ok()) return {{"done", true}, {"error", s.message()}};
+  trace.Step("daemon: tree refreshed");
   const bool quiet = req.value("quiet", false);
   Say say = [fd](const std::string& line) {
     if (fd >= 0) SendLine(fd, {{"say", line}});
   };
   auto sent = PutOnServer(client, Upload{t.hash, t.bytes, t.manifest, t.base_hash, t.base_bytes}, quiet, say);
   if (!sent.ok()) return {{"done", true}, {"error", sent.status().message()}};
+  trace.Step("daemon: the server has it");
   if (t.base_hash != t.hash) {
     t.base_hash = t.hash;
     t.base_bytes = t.bytes;
@@ -327,6 +333,11 @@ int Daemon::Serve(const std::optional<json>& first) {
       Handle(c);
     }
     ::close(c);
+    // For the full client, should it be the one to run next (no daemon, or another tree's).
+    for (auto& [key, t] : trees_) {
+      if (t.save_stat_cache) (void)t.stat_cache->Save();
+      t.save_stat_cache = false;
+    }
   }
   ::close(fd);
   return 0;
