@@ -274,6 +274,8 @@ TEST(BackendBench, WorkspaceP12) {
     ProcResult r = RunProcess({"sh", "-c", ssh + " root@" + net->ip(0) + " 'tail -n 60 .tidepool/run/*/*.log'"},
                               {{"PATH", "/usr/bin:/bin"}}, "/");
     std::fprintf(stderr, "the agent's log:\n%s\n", r.out.c_str());
+    std::fprintf(stderr, "the workspace daemon's log:\n%s\n",
+                 ReadAll(server.dir() + "/.cache/tidepool/workspace-daemon.log").c_str());
   }
   Report("warm `vrun true` from / (no workspace)", bare);
   Report("warm `tidepool run true` from / (the full client)", full_client);

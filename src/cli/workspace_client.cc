@@ -390,6 +390,14 @@ Result<bool> PutOnServer(Client& client, const Upload& u, bool quiet, const Say&
     trace.Step(*d ? "sent as a delta" : "no base on the server");
     if (*d) return true;
   }
+  // As a delta from nothing (every entry put): the server keeps what it made parsed, so the next
+  // delta need not read this one back. Too large for one message, or an older server: by Upload.
+  if (u.bytes.size() <= kMaxDeltaBytes) {
+    auto d = SendAsDelta(client, "", "", u.hash, u.bytes, quiet, say, trace);
+    if (!d.ok()) return d.status();
+    trace.Step(*d ? "sent whole as a delta" : "the server takes no delta from nothing");
+    if (*d) return true;
+  }
   std::map<std::string, uint64_t> sizes = FileSizes(u.manifest);
   std::vector<std::string> all;
   for (const auto& [h, size] : sizes) all.push_back(h);

@@ -123,7 +123,8 @@ grpc::Status WorkspaceService::PutManifest(grpc::ServerContext* ctx, const v1::M
   Core* core = nullptr;
   auto store = StoreOf(ctx, &core);
   if (!store.ok()) return ToGrpc(store.status());
-  if (!workspace::IsHash(req->base()) || !workspace::IsHash(req->hash())) {
+  const bool from_nothing = req->base().empty();  // every root whole
+  if ((!from_nothing && !workspace::IsHash(req->base())) || !workspace::IsHash(req->hash())) {
     return ToGrpc(InvalidArgument("a manifest name is not a SHA-256 hash (64 lowercase hex digits)"));
   }
   workspace::BlobDir& dir = **store;
@@ -131,9 +132,13 @@ grpc::Status WorkspaceService::PutManifest(grpc::ServerContext* ctx, const v1::M
     resp->add_stored(req->hash());
     return grpc::Status::OK;
   }
-  if (!dir.Has(req->base())) return ToGrpc(NotFound(fmt::format("no manifest {} in the store", req->base())));
-  auto base = Manifest(dir, req->base());
-  if (!base.ok()) return ToGrpc(base.status());
+  static const auto* const kNothing = new std::shared_ptr<const v1::WorkspaceManifest>(std::make_shared<v1::WorkspaceManifest>());
+  Result<std::shared_ptr<const v1::WorkspaceManifest>> base = *kNothing;
+  if (!from_nothing) {
+    if (!dir.Has(req->base())) return ToGrpc(NotFound(fmt::format("no manifest {} in the store", req->base())));
+    base = Manifest(dir, req->base());
+    if (!base.ok()) return ToGrpc(base.status());
+  }
   auto made = workspace::ApplyDelta(**base, *req);
   if (!made.ok()) return ToGrpc(made.status());
   // Its files go before it: a manifest in a store means the store has what it names.

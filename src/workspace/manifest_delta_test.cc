@@ -65,6 +65,25 @@ TEST(ManifestDelta, OneChangedFileTravelsAsOneEntryAndTheResultHashesAsTheWhole)
   EXPECT_EQ(ManifestHash(*made), nh);
 }
 
+// A manifest sent whole as a delta from nothing (base ""): every root whole, every entry put.
+TEST(ManifestDelta, FromNothingEveryRootIsWholeAndTheResultIsTheManifest) {
+  const v1::WorkspaceManifest m = Base();
+  std::string bytes;
+  const std::string hash = ManifestHash(m, &bytes);
+  auto d = MakeDelta("", "", hash, bytes);
+  ASSERT_TRUE(d.ok()) << d.status().message();
+  EXPECT_EQ(d->base(), "");
+  ASSERT_EQ(d->roots_size(), 2);
+  for (const auto& rd : d->roots()) EXPECT_TRUE(rd.whole()) << rd.path();
+  EXPECT_EQ(d->roots(0).put_size(), 6);
+  auto made = ApplyDelta(v1::WorkspaceManifest(), *d);
+  ASSERT_TRUE(made.ok()) << made.status().message();
+  EXPECT_EQ(ManifestHash(*made), hash);
+  // A root not marked whole has nothing to come from.
+  d->mutable_roots(1)->set_whole(false);
+  EXPECT_FALSE(ApplyDelta(v1::WorkspaceManifest(), *d).ok());
+}
+
 TEST(ManifestDelta, CreationsDeletionsAnMtimeAloneAndRootsComeAndGo) {
   const v1::WorkspaceManifest base = Base();
   v1::WorkspaceManifest next;
