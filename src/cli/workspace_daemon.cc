@@ -276,11 +276,11 @@ void Daemon::Handle(int fd) {
     line.append(buf, static_cast<size_t>(n));
   }
   json req = json::parse(line.substr(0, line.find('\n')), nullptr, /*allow_exceptions=*/false);
-  if (!req.is_object() || req.value("v", 0) != 1) {
-    SendLine(fd, {{"done", true}, {"fallback", "a request this daemon does not know"}});
-    return;
-  }
   try {
+    if (!req.is_object() || !req["v"].is_number_integer() || req["v"] != 1) {
+      SendLine(fd, {{"done", true}, {"fallback", "a request this daemon does not know"}});
+      return;
+    }
     const std::string op = req.value("op", "");
     if (op == "prepare") {
       SendLine(fd, Prepare(req, fd));

@@ -268,5 +268,26 @@ TEST_F(WorkspaceDaemon, AnotherUserCanNeitherAskTheDaemonNorPoseAsIt) {
   fs::remove(marker + ".done");
 }
 
+// Its own user's garbled requests (not JSON, a version that is not a number, members of the wrong
+// type, an unknown op) are each answered "fallback" (the client then asks the full client), and
+// the daemon goes on serving.
+TEST_F(WorkspaceDaemon, AGarbledRequestIsAnsweredAndTheDaemonServesOn) {
+  sockaddr_un a;
+  socklen_t len = DaemonAddress(server_->dir(), &a);
+  for (const std::string req : {"not json", "{\"v\":\"1\"}", "{\"v\":1,\"op\":\"prepare\",\"server\":7}",
+                                "{\"v\":1,\"op\":\"format the disk\"}", "[1,2,3]"}) {
+    int fd = ::socket(AF_UNIX, SOCK_STREAM, 0);
+    ASSERT_EQ(::connect(fd, reinterpret_cast<sockaddr*>(&a), len), 0) << std::strerror(errno);
+    std::string line = req + "\n";
+    ASSERT_EQ(::send(fd, line.data(), line.size(), MSG_NOSIGNAL), static_cast<ssize_t>(line.size()));
+    std::string got;
+    char buf[512];
+    for (ssize_t n; (n = ::recv(fd, buf, sizeof(buf), 0)) > 0;) got.append(buf, static_cast<size_t>(n));
+    ::close(fd);
+    EXPECT_EQ(got.rfind("{\"done\":true,\"fallback\":", 0), 0u) << req << " -> " << got;
+  }
+  ExpectSameTree("five garbled requests");
+}
+
 }  // namespace
 }  // namespace tidepool::testing
