@@ -224,7 +224,7 @@ json Daemon::Prepare(const json& req, int fd) {
   Client& client = ClientFor(req.value("server", ""), req.value("token", ""));
   v1::TaskSpec spec;
   spec.set_pool(req.value("pool", ""));
-  spec.set_kind(v1::TASK_KIND_INTERACTIVE);
+  spec.set_kind(req.value("batch", false) ? v1::TASK_KIND_BATCH : v1::TASK_KIND_INTERACTIVE);
   auto settings = AskSettings(client, spec);
   if (!settings.ok()) return {{"done", true}, {"fallback", settings.status().message()}};
   if (!settings->sync()) return {{"done", true}, {"fallback", "the pool brings no files"}};

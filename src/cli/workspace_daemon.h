@@ -15,7 +15,7 @@
 //
 // What: one request per connection, one line of JSON; answers are JSON lines, any number of
 // {"say": LINE} (for the caller's stderr) and then one with "done": true.
-//   {"v":1,"op":"prepare","server":S,"token":T,"pool":P,"cwd":DIR,"quiet":B}
+//   {"v":1,"op":"prepare","server":S,"token":T,"pool":P,"cwd":DIR,"batch":B,"quiet":B}
 //     -> {"done":true,"manifest":HASH,"files":N,"bytes":N}  the server has it: send the task with it
 //      | {"done":true,"none":true}                           DIR is in no project: nothing to bring
 //      | {"done":true,"error":MESSAGE}                       the workspace cannot go (too large, unreadable...)
@@ -23,7 +23,7 @@
 //   {"v":1,"op":"bring_back","server":S,"token":T,"base":HASH,"result":HASH,"task":ID}
 //     -> says what was not brought back (conflicts, or why), then {"done":true}
 // The token travels only over this socket, to a process of the same user; it is never logged.
-// Requests are served one at a time.
+// Requests are served one at a time. The C vrun and vbatch ask it (fastclient/lite_daemon.c).
 #pragma once
 
 #include <string>

@@ -141,6 +141,14 @@ const char* lite_token(void);
  * there is no daemon (or TIDEPOOL_WORKSPACE_DAEMON=0), it is another user's, or it ended without
  * that line. */
 int lite_daemon_ask(const Buf* request, Buf* done);
+/* Starts a request's JSON: {"v":1,"op":OP,"server":...,"token":... (the caller adds its members and "}"). */
+void lite_daemon_request(Buf* req, const char* op);
+/* The server refused `spec` with `workspace needed:` (nothing took effect): asks the daemon to put
+ * the caller's workspace on the server (Settings asked for the pool and kind the spec names) and
+ * appends the reference it names to the spec (TaskSpec.workspace); the manifest's hash goes into
+ * *base. 0: no daemon to ask, or it says to ask the full client. A workspace that cannot go (too
+ * large, unreadable) is said here, as the full client would, and the client exits 255. */
+int lite_workspace_from_daemon(Spec* spec, const char* pool, int quiet, int batch, Buf* base);
 
 /* cli/client_env.cc's ReportFailure, the exit status as the fast clients map it (255). */
 int lite_report_failure(long code, const char* message, const char* address);

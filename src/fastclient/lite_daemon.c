@@ -8,6 +8,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/un.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "lite.h"
@@ -82,4 +83,57 @@ int lite_daemon_ask(const Buf* request, Buf* done) {
   free(say.p);
   close(fd);
   return answered;
+}
+
+void lite_daemon_request(Buf* req, const char* op) {
+  buf_str(req, "{\"v\":1,\"op\":\"");
+  buf_str(req, op);
+  buf_str(req, "\",\"server\":");
+  json_quote(req, lite_server());
+  buf_str(req, ",\"token\":");
+  json_quote(req, lite_token());
+}
+
+int lite_workspace_from_daemon(Spec* spec, const char* pool, int quiet, int batch, Buf* base) {
+  struct timespec t0, t1;
+  clock_gettime(CLOCK_MONOTONIC, &t0);
+  char cwd[4096];
+  if (!getcwd(cwd, sizeof(cwd))) return 0;
+  Buf req = {0}, done = {0}, error = {0}, manifest = {0};
+  lite_daemon_request(&req, "prepare");
+  buf_str(&req, ",\"pool\":");
+  json_quote(&req, pool ? pool : "");
+  buf_str(&req, ",\"cwd\":");
+  json_quote(&req, cwd);
+  buf_str(&req, batch ? ",\"batch\":true" : ",\"batch\":false");
+  buf_str(&req, quiet ? ",\"quiet\":true}" : ",\"quiet\":false}");
+  int asked = lite_daemon_ask(&req, &done);
+  free(req.p);
+  if (!asked) return 0;
+  if (json_string_member(done.p, done.n, "error", &error)) {
+    fprintf(stderr, "tidepool: %s\n", error.p);
+    exit(kExitTidepoolFailed);
+  }
+  Spec ref = {{0}, 1};
+  if (json_bool_member(done.p, done.n, "none")) {
+    spec_int(&ref, 4, 1); /* WorkspaceRef.none: nothing to bring */
+  } else if (json_string_member(done.p, done.n, "manifest", &manifest) && manifest.n == 64) {
+    spec_string(&ref, 1, manifest.p, 0); /* WorkspaceRef.manifest, .files, .bytes */
+    spec_int(&ref, 2, json_int_member(done.p, done.n, "files"));
+    spec_int(&ref, 3, json_int_member(done.p, done.n, "bytes"));
+    buf_str(base, manifest.p);
+  } else {
+    free(done.p);
+    return 0; /* "fallback" */
+  }
+  spec_message(spec, kSpecWorkspace, &ref.b);
+  clock_gettime(CLOCK_MONOTONIC, &t1);
+  if (lite_tracing()) {
+    fprintf(stderr, "tidepool-client: workspace from the daemon in %.1f ms\n",
+            (double)(t1.tv_sec - t0.tv_sec) * 1e3 + (double)(t1.tv_nsec - t0.tv_nsec) / 1e6);
+  }
+  free(ref.b.p);
+  free(done.p);
+  free(manifest.p);
+  return 1;
 }

@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "lite.h"
 
@@ -32,6 +33,8 @@ int main(int argc, char** argv) {
   static Conn conn;
   const char* address = NULL;
   lite_open(&conn, &address, kSubmit, &spec.b);
+  Buf base = {0}; /* the workspace manifest sent, from the workspace daemon ("" = none) */
+again:;
   Buf payload = {0}, id = {0}, message = {0};
   long code = 0;
   int type = 0, oversize = 0, finished = 0;
@@ -50,7 +53,17 @@ int main(int argc, char** argv) {
   /* Welcomed, the request sent, and the connection ended without its answer: it may have been taken. */
   if (!finished && id.n == 0 && !oversize) lite_lost_unanswered(address);
   if (oversize) code = kStatusUnknown, buf_clear(&message), buf_str(&message, "a reply from the server was over the size limit");
-  if (code != 0 && lite_workspace_needed(code, buf_cstr(&message))) lite_hand_over_full(buf_cstr(&message));
+  if (code != 0 && lite_workspace_needed(code, buf_cstr(&message))) {
+    /* Refused, so nothing took effect: once more with the workspace, if the daemon has it. */
+    if (base.n == 0 && lite_workspace_from_daemon(&spec, pool, 0, 1, &base)) {
+      close(conn.fd);
+      lite_open(&conn, &address, kSubmit, &spec.b);
+      free(payload.p);
+      free(message.p);
+      goto again;
+    }
+    lite_hand_over_full(buf_cstr(&message));
+  }
   if (code != 0 || id.n == 0) {
     return lite_report_failure(code != 0 ? code : kStatusUnknown, code != 0 ? buf_cstr(&message) : "no task id in the reply",
                                address);

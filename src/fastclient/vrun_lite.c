@@ -266,62 +266,11 @@ static _Noreturn void reattach(void) {
 }
 
 /* ---- the workspace, through the workspace daemon (cli/workspace_daemon.h) ---- */
-static void request_start(Buf* req, const char* op) {
-  buf_str(req, "{\"v\":1,\"op\":\"");
-  buf_str(req, op);
-  buf_str(req, "\",\"server\":");
-  json_quote(req, lite_server());
-  buf_str(req, ",\"token\":");
-  json_quote(req, lite_token());
-}
-
-/* The pool wants the caller's files: the daemon makes sure the server has them and names them,
- * and they go into the spec (TaskSpec.workspace). 0: no daemon to ask, or it says to ask the full
- * client. A workspace that cannot go (too large, unreadable) is said here, as the full client would. */
-static int workspace_from_daemon(Spec* spec, const char* pool, int quiet) {
-  struct timespec t0;
-  clock_gettime(CLOCK_MONOTONIC, &t0);
-  char cwd[4096];
-  if (!getcwd(cwd, sizeof(cwd))) return 0;
-  Buf req = {0}, done = {0}, error = {0}, manifest = {0};
-  request_start(&req, "prepare");
-  buf_str(&req, ",\"pool\":");
-  json_quote(&req, pool ? pool : "");
-  buf_str(&req, ",\"cwd\":");
-  json_quote(&req, cwd);
-  buf_str(&req, quiet ? ",\"quiet\":true}" : ",\"quiet\":false}");
-  int asked = lite_daemon_ask(&req, &done);
-  free(req.p);
-  if (!asked) return 0;
-  if (json_string_member(done.p, done.n, "error", &error)) {
-    fprintf(stderr, "tidepool: %s\n", error.p);
-    exit(kExitTidepoolFailed);
-  }
-  Spec ref = {{0}, 1};
-  if (json_bool_member(done.p, done.n, "none")) {
-    spec_int(&ref, 4, 1); /* WorkspaceRef.none: nothing to bring */
-  } else if (json_string_member(done.p, done.n, "manifest", &manifest) && manifest.n == 64) {
-    spec_string(&ref, 1, manifest.p, 0); /* WorkspaceRef.manifest, .files, .bytes */
-    spec_int(&ref, 2, json_int_member(done.p, done.n, "files"));
-    spec_int(&ref, 3, json_int_member(done.p, done.n, "bytes"));
-    buf_str(&S.base, manifest.p);
-  } else {
-    free(done.p);
-    return 0; /* "fallback" */
-  }
-  spec_message(spec, kSpecWorkspace, &ref.b);
-  if (lite_tracing()) fprintf(stderr, "tidepool-client: workspace from the daemon in %.1f ms\n", seconds_since(&t0) * 1000);
-  free(ref.b.p);
-  free(done.p);
-  free(manifest.p);
-  return 1;
-}
-
 /* The task's changes into the caller's tree before vrun exits; what could not come back is said
  * (by the daemon), with how to settle it. */
 static void bring_back(const char* result) {
   Buf req = {0}, done = {0};
-  request_start(&req, "bring_back");
+  lite_daemon_request(&req, "bring_back");
   buf_str(&req, ",\"base\":");
   json_quote(&req, buf_cstr(&S.base));
   buf_str(&req, ",\"result\":");
@@ -493,7 +442,7 @@ again:;
   if (code != 0 && S.task_id.n == 0 && lite_workspace_needed(code, buf_cstr(&message))) {
     restore_terminal();
     /* Refused, so nothing took effect: once more with the workspace, if the daemon has it. */
-    if (S.base.n == 0 && workspace_from_daemon(&spec, pool, quiet)) {
+    if (S.base.n == 0 && lite_workspace_from_daemon(&spec, pool, quiet, 0, &S.base)) {
       if (atomic_load(&S.cancel_sent)) finish_with(130); /* Ctrl-C while it was brought */
       pthread_mutex_lock(&S.write_mu);
       close(S.conn.fd);

@@ -268,6 +268,25 @@ TEST_F(WorkspaceDaemon, AnotherUserCanNeitherAskTheDaemonNorPoseAsIt) {
   fs::remove(marker + ".done");
 }
 
+// The small vbatch asks the daemon too (for the pool's batch settings); the task sees the caller's
+// tree, and what it wrote comes back with `tidepool task sync`.
+TEST_F(WorkspaceDaemon, VbatchAsksItTooAndTheResultComesBackOnSync) {
+  WriteAll(proj_ + "/train.py", "print('for the batch')\n");
+  ProcResult here = RunProcess({"sh", "-c", kFingerprint}, {{"PATH", "/usr/bin:/bin"}}, proj_);
+  ProcResult sub = ClientIn(*server_, proj_, "vbatch", {"sh", "-c", std::string(kFingerprint) + "; echo out > batch.txt"}, kTrace);
+  ASSERT_EQ(sub.exit_code, 0) << sub.err;
+  EXPECT_NE(sub.err.find("workspace from the daemon"), std::string::npos) << sub.err;
+  EXPECT_EQ(sub.err.find("full client"), std::string::npos) << sub.err;
+  auto lines = Lines(sub.out);
+  ASSERT_EQ(lines.size(), 1u) << sub.out;
+  EXPECT_EQ(server_->WaitTask(lines[0])["state"], "SUCCESS");
+  EXPECT_EQ(server_->Tidepool({"task", "logs", lines[0]}).out, here.out);
+  EXPECT_FALSE(fs::exists(proj_ + "/batch.txt"));
+  ProcResult sync = ClientIn(*server_, proj_, "tidepool", {"task", "sync", lines[0]});
+  EXPECT_EQ(sync.exit_code, 0) << sync.err;
+  EXPECT_EQ(ReadAll(proj_ + "/batch.txt"), "out\n");
+}
+
 // Its own user's garbled requests (not JSON, a version that is not a number, members of the wrong
 // type, an unknown op) are each answered "fallback" (the client then asks the full client), and
 // the daemon goes on serving.
