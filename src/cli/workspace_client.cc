@@ -378,6 +378,22 @@ std::vector<std::string> WorkspaceRoots(const std::string& cwd, const v1::Worksp
 
 std::string RootsKey(const std::vector<std::string>& roots) { return workspace::Sha256Hex(Join(roots, "\n")).substr(0, 16); }
 
+workspace::StatCache LoadStatCache(const std::vector<std::string>& roots) {
+  return workspace::StatCache::Load(CacheHome() + "/stat-" + RootsKey(roots));
+}
+
+Result<workspace::ScanResult> ScanCallersTree(const std::vector<std::string>& roots, bool gitignore, uint64_t max_bytes,
+                                              workspace::StatCache* stat_cache) {
+  workspace::ScanOptions o;
+  o.gitignore = gitignore;
+  o.max_bytes = max_bytes;
+  o.stat_cache = stat_cache;
+  o.threads = 2;
+  auto scanned = workspace::Scan(roots, o);
+  if (!scanned.ok()) return Status(scanned.status().code(), fmt::format("workspace: {}", scanned.status().message()));
+  return scanned;
+}
+
 Result<bool> PutOnServer(Client& client, const Upload& u, bool quiet, const Say& say) {
   Trace trace;
   // The server has this manifest: it has every file it names (they go before it).
@@ -442,14 +458,9 @@ Status PrepareWorkspace(Client& client, v1::TaskSpec* spec, bool quiet, v1::Work
     return Status::Ok();
   }
   const std::string key = RootsKey(roots);
-  auto cache = std::make_shared<workspace::StatCache>(workspace::StatCache::Load(CacheHome() + "/stat-" + key));
-  workspace::ScanOptions o;
-  o.gitignore = settings->gitignore();
-  o.max_bytes = settings->max_bytes();
-  o.stat_cache = cache.get();
-  o.threads = 2;
-  auto scanned = workspace::Scan(roots, o);
-  if (!scanned.ok()) return Status(scanned.status().code(), fmt::format("workspace: {}", scanned.status().message()));
+  auto cache = std::make_shared<workspace::StatCache>(LoadStatCache(roots));
+  auto scanned = ScanCallersTree(roots, settings->gitignore(), settings->max_bytes(), cache.get());
+  if (!scanned.ok()) return scanned.status();
   trace.Step("scan");
   auto bytes = std::make_shared<std::string>();
   const std::string hash = workspace::ManifestHash(scanned->manifest, bytes.get());

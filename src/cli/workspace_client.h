@@ -12,6 +12,7 @@
 #include "common/status.h"
 #include "tidepool/v1/workspace.pb.h"
 #include "workspace/diff.h"
+#include "workspace/scan.h"
 
 namespace tidepool::cli {
 
@@ -43,6 +44,12 @@ Result<v1::WorkspaceSettings> AskSettings(Client& client, const v1::TaskSpec& sp
 std::vector<std::string> WorkspaceRoots(const std::string& cwd, const v1::WorkspaceSettings& settings);
 // The name of a set of roots among the caches (stat-KEY, manifest-KEY).
 std::string RootsKey(const std::vector<std::string>& roots);
+// The stat cache of these roots (CACHE/stat-KEY; empty when there is none yet).
+workspace::StatCache LoadStatCache(const std::vector<std::string>& roots);
+// The caller's tree as the pool's rules say (two walkers; files whose stat `stat_cache` knows are
+// not read); errors are prefixed "workspace: ", as the caller is told them.
+Result<workspace::ScanResult> ScanCallersTree(const std::vector<std::string>& roots, bool gitignore, uint64_t max_bytes,
+                                              workspace::StatCache* stat_cache);
 // A line for the caller's stderr (progress, reports): printed, or sent to whoever asked.
 using Say = std::function<void(const std::string& line)>;
 void SayOnStderr(const std::string& line);

@@ -145,7 +145,7 @@ Tree& Daemon::TreeFor(const std::vector<std::string>& roots, bool gitignore, uin
     t.gitignore = gitignore;
     t.max_bytes = max_bytes;
     // The client's stat cache of these roots: files it has hashed need not be read again here.
-    t.stat_cache = std::make_unique<workspace::StatCache>(workspace::StatCache::Load(cache_home_ + "/stat-" + key));
+    t.stat_cache = std::make_unique<workspace::StatCache>(LoadStatCache(roots));
     it = trees_.find(key);
   }
   it->second.used = Clock::now();
@@ -163,15 +163,10 @@ Status Daemon::ScanWhole(Tree& t) {
     }
     t.watches.push_back(std::move(*w));
   }
-  workspace::ScanOptions o;
-  o.gitignore = t.gitignore;
-  o.max_bytes = t.max_bytes;
-  o.stat_cache = t.stat_cache.get();
-  o.threads = 2;
-  auto scanned = workspace::Scan(t.roots, o);
+  auto scanned = ScanCallersTree(t.roots, t.gitignore, t.max_bytes, t.stat_cache.get());
   if (!scanned.ok()) {
     t.hash.clear();
-    return Status(scanned.status().code(), fmt::format("workspace: {}", scanned.status().message()));
+    return scanned.status();
   }
   t.manifest = std::move(scanned->manifest);
   t.files = scanned->files;
@@ -392,14 +387,13 @@ void StartWorkspaceDaemon(const Client& client, const std::string& pool, const s
 }
 
 void AddWorkspaceDaemonCommand(CLI::App& app, int* rc) {
-  auto warm = std::make_shared<json>(json{{"v", 1}, {"op", "prepare"}, {"quiet", true}});
   auto opts = std::make_shared<std::array<std::string, 3>>();
   CLI::App* sub = app.add_subcommand("workspace-daemon", "");
   sub->group("");  // not for people: clients start it (workspace_daemon.h)
   sub->add_option("--server", (*opts)[0]);
   sub->add_option("--pool", (*opts)[1]);
   sub->add_option("--cwd", (*opts)[2]);
-  sub->callback([opts, warm, rc] {
+  sub->callback([opts, rc] {
     std::optional<json> first;
     if (!(*opts)[0].empty()) {
       first = json{{"v", 1}, {"op", "prepare"}, {"quiet", true}, {"server", (*opts)[0]}, {"token", ResolveToken("")},

@@ -1,4 +1,4 @@
-/* The lite vrun's side of the workspace daemon (lite.h; the protocol: cli/workspace_daemon.h). */
+/* The lite clients' side of the workspace daemon (lite.h; the protocol: cli/workspace_daemon.h). */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <stddef.h>
