@@ -132,8 +132,7 @@ grpc::Status WorkspaceService::PutManifest(grpc::ServerContext* ctx, const v1::M
     resp->add_stored(req->hash());
     return grpc::Status::OK;
   }
-  static const auto* const kNothing = new std::shared_ptr<const v1::WorkspaceManifest>(std::make_shared<v1::WorkspaceManifest>());
-  Result<std::shared_ptr<const v1::WorkspaceManifest>> base = *kNothing;
+  Result<std::shared_ptr<const v1::WorkspaceManifest>> base = std::make_shared<const v1::WorkspaceManifest>();
   if (!from_nothing) {
     if (!dir.Has(req->base())) return ToGrpc(NotFound(fmt::format("no manifest {} in the store", req->base())));
     base = Manifest(dir, req->base());
