@@ -58,12 +58,16 @@ std::string DaemonName(const std::string& home) {
   return name;
 }
 
+// Whether the daemon's name is bound (its process alone may not have got that far).
+bool DaemonListens(const std::string& home) {
+  return ReadAll("/proc/net/unix").find("@" + DaemonName(home) + "\n") != std::string::npos;
+}
+
 // Kills them and waits until the daemon's socket is gone: the last of a killed process's threads
 // closes it, after its leader already looks dead.
 void KillDaemonsOf(const std::string& dir, const std::string& home) {
   for (pid_t p : DaemonsOf(dir)) ::kill(p, SIGKILL);
-  const std::string name = "@" + DaemonName(home) + "\n";
-  ASSERT_TRUE(WaitFor([&] { return DaemonsOf(dir).empty() && ReadAll("/proc/net/unix").find(name) == std::string::npos; }));
+  ASSERT_TRUE(WaitFor([&] { return DaemonsOf(dir).empty() && !DaemonListens(home); }));
 }
 
 // The daemon's abstract socket address: its name after a NUL byte.
@@ -113,7 +117,8 @@ class WorkspaceDaemon : public ::testing::Test {
     ProcResult r = ClientIn(*server_, proj_, "vrun", {"true"}, kTrace);
     ASSERT_EQ(r.exit_code, 0) << r.err << server_->ServerLog();
     ASSERT_NE(r.err.find("hands over to the full client"), std::string::npos) << r.err;
-    ASSERT_TRUE(WaitFor([&] { return !DaemonsOf(proj_).empty(); })) << "no workspace daemon started";
+    ASSERT_TRUE(WaitFor([&] { return !DaemonsOf(proj_).empty() && DaemonListens(server_->dir()); }))
+        << "no workspace daemon started";
   }
 
   // The task sees exactly the caller's tree, and it was the daemon that named it.
@@ -200,7 +205,8 @@ TEST_F(WorkspaceDaemon, WithoutItsDaemonVrunFallsBackToTheFullClientWhichStartsA
   ASSERT_EQ(r.exit_code, 0) << r.err;
   EXPECT_EQ(r.out, "print('edited with no daemon')\n");
   EXPECT_NE(r.err.find("hands over to the full client"), std::string::npos) << r.err;
-  ASSERT_TRUE(WaitFor([&] { return !DaemonsOf(proj_).empty(); })) << "the full client started no daemon";
+  ASSERT_TRUE(WaitFor([&] { return !DaemonsOf(proj_).empty() && DaemonListens(server_->dir()); }))
+      << "the full client started no daemon";
   ExpectSameTree("a new daemon");
 
   // TIDEPOOL_WORKSPACE_DAEMON=0: no daemon is asked, and none is started.
