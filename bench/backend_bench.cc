@@ -276,6 +276,10 @@ TEST(BackendBench, WorkspaceP12) {
     std::fprintf(stderr, "the agent's log:\n%s\n", r.out.c_str());
     std::fprintf(stderr, "the workspace daemon's log:\n%s\n",
                  ReadAll(server.dir() + "/.cache/tidepool/workspace-daemon.log").c_str());
+    std::fprintf(stderr, "the server's manifests made from deltas:\n");
+    for (const std::string& line : Lines(server.ServerLog())) {
+      if (line.find("from a delta with") != std::string::npos) std::fprintf(stderr, "%s\n", line.c_str());
+    }
   }
   Report("warm `vrun true` from / (no workspace)", bare);
   Report("warm `tidepool run true` from / (the full client)", full_client);

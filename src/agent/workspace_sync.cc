@@ -15,6 +15,7 @@
 #include "workspace/blob_chunks.h"
 #include "workspace/diff.h"
 #include "workspace/hash.h"
+#include "workspace/manifest_delta.h"
 #include "workspace/scan.h"
 
 namespace tidepool::agent {
@@ -147,6 +148,10 @@ void TaskWorkspace::FetchMissing() {
       v1::BlobState* w = f->add_wants();
       w->set_hash(start_.manifest());
       w->set_have(cache_->PartialSize(start_.manifest()));
+      // The manifest this agent has parsed: the server may send the new one as its delta from it.
+      if (shared_->parsed && shared_->parsed_owner == owner_ && !whole_manifest_) {
+        f->set_manifest_base(shared_->parsed_hash);
+      }
     }
   }
   if (manifest_) {
@@ -179,7 +184,43 @@ bool TaskWorkspace::OnBlobData(const v1::BlobData& d) {
   return true;
 }
 
+// The task's manifest as its delta from the one this agent has parsed (named in the fetch): made
+// from that one, and checked against its name (re-serialized and hashed: the bytes of neither are
+// at hand, nor stored; a later task that finds it parsed no longer fetches it whole).
+Status TaskWorkspace::TakeDelta(const v1::ManifestDelta& delta) {
+  if (delta.hash() != start_.manifest() || !shared_->parsed || shared_->parsed_owner != owner_ ||
+      shared_->parsed_hash != delta.base()) {
+    return Internal("workspace: the server sent a manifest delta this agent did not ask for");
+  }
+  auto made = workspace::ApplyDelta(*shared_->parsed, delta);
+  if (!made.ok()) return Internal(fmt::format("workspace: the server's manifest delta: {}", made.status().message()));
+  if (workspace::ManifestHash(*made) != delta.hash()) {
+    return Internal(fmt::format("workspace: the server's manifest delta does not make {}", delta.hash()));
+  }
+  // Small files it carries: into the cache now, not fetched after.
+  for (const v1::BlobChunk& c : delta.content()) {
+    if (cache_->Has(c.hash())) continue;
+    if (c.offset() != 0 || !c.last()) return Internal("workspace: a file inside the server's manifest delta is not whole");
+    if (Status s = cache_->Put(c.hash(), c.data()); !s.ok()) return Status(s.code(), fmt::format("workspace: {}", s.message()));
+    shared_->unevicted[owner_] += c.data().size();
+  }
+  delta_base_ = shared_->parsed;
+  delta_ = delta;
+  delta_->clear_content();
+  manifest_ = std::make_shared<v1::WorkspaceManifest>(std::move(*made));
+  shared_->parsed_hash = delta.hash();
+  shared_->parsed = manifest_;
+  return Status::Ok();
+}
+
 void TaskWorkspace::HandleBlobData(const v1::BlobData& d) {
+  if (d.has_delta() && !manifest_) {
+    if (Status s = TakeDelta(d.delta()); !s.ok()) {
+      // Not the end of the task: the whole manifest is asked for next.
+      spdlog::warn("task {}: {}; fetching the whole manifest", task_id_, s.message());
+      whole_manifest_ = true;
+    }
+  }
   if (d.has_chunk()) {
     const v1::BlobChunk& c = d.chunk();
     if (!workspace::IsHash(c.hash())) {
@@ -264,11 +305,39 @@ bool TaskWorkspace::Plan() {
     const v1::WorkspaceRoot* before = scanned_index[i] >= 0 ? &scanned.roots(scanned_index[i]) : current[i];
     auto r = shared_->roots.find(path);
     if (before && scanned_index[i] < 0 && r->second.manifest == manifest_ && r->second.index == i) continue;  // as it is
+    // A root as the delta's base left it: only the paths the delta names can differ.
+    if (before && scanned_index[i] < 0 && delta_ && r->second.manifest == delta_base_ && DiffByDelta(path, *before, i)) {
+      continue;
+    }
     workspace::DiffRoot(path, before, &manifest_->roots(i), &changes_);
   }
   for (const workspace::Change& c : changes_) {
     if (c.after && c.after->kind() == v1::WorkspaceEntry::FILE) needed_.insert(c.after->hash());
   }
+  return true;
+}
+
+bool TaskWorkspace::DiffByDelta(const std::string& path, const v1::WorkspaceRoot& before, int i) {
+  const v1::RootDelta* rd = nullptr;
+  for (const v1::RootDelta& d : delta_->roots()) {
+    if (d.path() == path) rd = &d;
+  }
+  if (!rd || rd->whole()) return false;
+  // The entries of both sides at those paths alone, in path order: DiffRoot of them is DiffRoot
+  // of the whole roots (every path that differs is among them).
+  std::set<std::string> paths(rd->removed().begin(), rd->removed().end());
+  for (const auto& e : rd->put()) paths.insert(e.path());
+  auto at = [](const v1::WorkspaceRoot& root, const std::string& p) -> const v1::WorkspaceEntry* {
+    const auto& es = root.entries();
+    auto it = std::lower_bound(es.begin(), es.end(), p, [](const v1::WorkspaceEntry& e, const std::string& q) { return e.path() < q; });
+    return it != es.end() && it->path() == p ? &*it : nullptr;
+  };
+  v1::WorkspaceRoot was, now;
+  for (const std::string& p : paths) {
+    if (const auto* e = at(before, p)) *was.add_entries() = *e;
+    if (const auto* e = at(manifest_->roots(i), p)) *now.add_entries() = *e;
+  }
+  workspace::DiffRoot(path, &was, &now, &changes_);
   return true;
 }
 
@@ -332,10 +401,10 @@ void TaskWorkspace::Materialize() {
     cache_->Evict(start_.cache_bytes(), keep);
   }
   changes_.clear();
-  spdlog::info("task {}: workspace ready in {:.1f} ms (manifest at {:.1f}, planned at {:.1f}, content at {:.1f}; {} "
+  spdlog::info("task {}: workspace ready in {:.1f} ms (manifest at {:.1f}{}, planned at {:.1f}, content at {:.1f}; {} "
                "written, {} deleted{})",
-               task_id_, MsSince(began_), manifest_ms_, plan_ms_, content_ms, applied.written, applied.deleted,
-               fetched_ ? "" : ", nothing fetched");
+               task_id_, MsSince(began_), manifest_ms_, delta_ ? " by its delta" : "", plan_ms_, content_ms,
+               applied.written, applied.deleted, fetched_ ? "" : ", nothing fetched");
   phase_ = Phase::kReady;
   if (ready_) pending_ = [ready = ready_] { ready(Status::Ok()); };
 }

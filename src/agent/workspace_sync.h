@@ -89,10 +89,14 @@ class TaskWorkspace {
   Status OwnCache(const std::string& dir);
   void Done(Result<std::string> r);
   void HandleBlobData(const v1::BlobData& d);
+  Status TakeDelta(const v1::ManifestDelta& delta);
   void HandleBlobAnswer(const v1::BlobQueryAnswer& a);
   void CollectAsOwner();
   void FetchMissing();
   bool Plan();  // false: failed (Fail called)
+  // Root `i` (at `path`), which is as delta_base_ has it: its changes from the delta's paths alone,
+  // appended to changes_. False when the delta has it whole (or not at all).
+  bool DiffByDelta(const std::string& path, const v1::WorkspaceRoot& before, int i);
   void Materialize();
   // Whether root `i` of the task's manifest is still as the agent left it after Materialize (by
   // its watch, without walking it).
@@ -117,6 +121,10 @@ class TaskWorkspace {
   std::vector<workspace::Change> changes_;
   std::set<std::string> needed_;
   bool fetched_ = false;  // content came into the cache
+  // The manifest came as this delta from delta_base_ (the one parsed before).
+  std::optional<v1::ManifestDelta> delta_;
+  std::shared_ptr<const v1::WorkspaceManifest> delta_base_;
+  bool whole_manifest_ = false;  // a delta did not make it: asked for whole
   std::map<std::string, std::unique_ptr<workspace::RootWatch>> new_watches_;  // started by Plan's scans
 
   enum class Phase { kIdle, kFetching, kReady, kCollecting, kDone } phase_ = Phase::kIdle;

@@ -306,14 +306,22 @@ std::optional<LastManifest> LoadLast(const std::string& path) {
 
 // Largest delta sent as one: beyond it the manifest goes whole, in chunks.
 constexpr size_t kMaxDeltaBytes = 4u << 20;
+// New files inside a delta (ManifestDelta.content): at most this many, this large in all.
+constexpr uint64_t kInlineBytes = 256u << 10;
+constexpr size_t kInlineFiles = 64;
 
 // Sends the manifest as its difference from `last` (its new files first). False: the server
 // cannot take it so (it lacks the base, or predates PutManifest): it goes whole.
 Result<bool> SendAsDelta(Client& client, const std::string& base_hash, std::string_view base_bytes,
-                         const std::string& hash, const std::string& bytes, bool quiet, const Say& say, Trace& trace) {
-  auto made = workspace::MakeDelta(base_hash, base_bytes, hash, bytes);
-  if (!made.ok() || made->ByteSizeLong() > kMaxDeltaBytes) return false;
-  const v1::ManifestDelta& delta = *made;
+                         const std::string& hash, const std::string& bytes, const v1::ManifestDelta* known,
+                         bool quiet, const Say& say, Trace& trace) {
+  Result<v1::ManifestDelta> made = v1::ManifestDelta();
+  if (!known) {
+    made = workspace::MakeDelta(base_hash, base_bytes, hash, bytes);
+    if (!made.ok()) return false;
+  }
+  const v1::ManifestDelta& delta = known ? *known : *made;
+  if (delta.ByteSizeLong() > kMaxDeltaBytes) return false;
   // The files it names that the base did not: their sizes and where they are, from the delta alone
   // (not from the 10,000 entries of the whole).
   std::map<std::string, uint64_t> sizes;
@@ -328,14 +336,45 @@ Result<bool> SendAsDelta(Client& client, const std::string& base_hash, std::stri
   std::vector<std::string> hashes;
   for (const auto& [h, size] : sizes) hashes.push_back(h);
   trace.Step("delta made");
-  if (Status s = SendLacking(client, hashes, sizes, sources, "", "", quiet, say); !s.ok()) return s;
+  // Those the server lacks go inside it when they are few and small (one call more in all, and an
+  // agent sent the delta has them too); others first, by Upload.
+  v1::ManifestDelta with_content;
+  const v1::ManifestDelta* to_send = &delta;
+  if (!hashes.empty() && hashes.size() <= kInlineFiles) {
+    auto lacking = Missing(client, hashes);
+    if (!lacking.ok()) return lacking.status();
+    uint64_t total = 0;
+    for (const v1::BlobState& b : *lacking) total += sizes[b.hash()];
+    if (total <= kInlineBytes) {
+      with_content = delta;
+      for (const v1::BlobState& b : *lacking) {
+        auto data = ReadFile(sources[b.hash()]);
+        if (!data.ok() || workspace::Sha256Hex(*data) != b.hash()) break;  // changed since: Upload says what went wrong
+        v1::BlobChunk* c = with_content.add_content();
+        c->set_hash(b.hash());
+        c->set_data(std::move(*data));
+        c->set_last(true);
+      }
+      if (with_content.content_size() == static_cast<int>(lacking->size())) {
+        to_send = &with_content;
+        if (!quiet && !lacking->empty()) {
+          say(fmt::format("syncing workspace: {} file{}, {} to send", Thousands(lacking->size()),
+                          lacking->size() == 1 ? "" : "s", Megabytes(total)));
+        }
+        hashes.clear();
+      }
+    }
+  }
+  if (!hashes.empty()) {
+    if (Status s = SendLacking(client, hashes, sizes, sources, "", "", quiet, say); !s.ok()) return s;
+  }
   trace.Step("its files sent");
   Retry retry;
   for (;;) {
     v1::UploadResponse resp;
     auto ctx = client.Context();
     retry.Prepare(ctx.get());
-    grpc::Status st = client.workspace().PutManifest(ctx.get(), delta, &resp);
+    grpc::Status st = client.workspace().PutManifest(ctx.get(), *to_send, &resp);
     if (st.ok()) return true;
     // Anything but a cut-off call (no such base, a server without PutManifest, a damaged base
     // file): the manifest goes whole, which every server takes.
@@ -396,20 +435,23 @@ Result<workspace::ScanResult> ScanCallersTree(const std::vector<std::string>& ro
 
 Result<bool> PutOnServer(Client& client, const Upload& u, bool quiet, const Say& say) {
   Trace trace;
-  // The server has this manifest: it has every file it names (they go before it).
-  auto missing = Missing(client, {u.hash});
-  if (!missing.ok()) return missing.status();
-  if (missing->empty()) return false;
+  const bool known = u.delta && u.delta->base() == u.base_hash && u.delta->hash() == u.hash && u.base_hash != u.hash;
+  if (!known) {
+    // The server has this manifest: it has every file it names (they go before it).
+    auto missing = Missing(client, {u.hash});
+    if (!missing.ok()) return missing.status();
+    if (missing->empty()) return false;
+  }
   if (!u.base_hash.empty() && u.base_hash != u.hash) {
-    auto d = SendAsDelta(client, u.base_hash, u.base_bytes, u.hash, u.bytes, quiet, say, trace);
+    auto d = SendAsDelta(client, u.base_hash, u.base_bytes, u.hash, u.bytes, known ? u.delta : nullptr, quiet, say, trace);
     if (!d.ok()) return d.status();
     trace.Step(*d ? "sent as a delta" : "no base on the server");
     if (*d) return true;
   }
-  // As a delta from nothing (every entry put): the server keeps what it made parsed, so the next
-  // delta need not read this one back. Too large for one message, or an older server: by Upload.
+  // As a delta from nothing (every entry put): the server keeps what it made in memory, so the
+  // next delta need not read this one back. Too large for one message, or an older server: by Upload.
   if (u.bytes.size() <= kMaxDeltaBytes) {
-    auto d = SendAsDelta(client, "", "", u.hash, u.bytes, quiet, say, trace);
+    auto d = SendAsDelta(client, "", "", u.hash, u.bytes, nullptr, quiet, say, trace);
     if (!d.ok()) return d.status();
     trace.Step(*d ? "sent whole as a delta" : "the server takes no delta from nothing");
     if (*d) return true;

@@ -60,6 +60,10 @@ struct Upload {
   const v1::WorkspaceManifest& manifest;
   std::string base_hash;  // a manifest the server may have ("" = none): then only the difference goes
   std::string_view base_bytes;
+  // That difference, when the caller knows it already (the workspace daemon, from what its watches
+  // saw): not made again from the two serializations, and the server is not first asked whether
+  // it has the manifest (it says so when it is given the delta).
+  const v1::ManifestDelta* delta = nullptr;
 };
 // Puts the manifest and every file it names that the server lacks into the caller's store,
 // resuming cut-off transfers; the progress line goes to `say` unless `quiet`. True when anything

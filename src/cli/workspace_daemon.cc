@@ -17,6 +17,7 @@ extern char** environ;
 #include <map>
 #include <memory>
 #include <optional>
+#include <thread>
 #include <array>
 
 #include <fmt/format.h>
@@ -25,6 +26,7 @@ extern char** environ;
 #include "cli/client.h"
 #include "cli/workspace_client.h"
 #include "common/fs.h"
+#include "workspace/manifest_delta.h"
 #include "workspace/root_watch.h"
 #include "workspace/scan.h"
 
@@ -93,6 +95,9 @@ struct Tree {
   std::string hash, bytes;  // "" until scanned
   uint64_t files = 0, total = 0;
   std::string base_hash, base_bytes;  // the last one a server took: what a delta is made against
+  // The last Refresh's changes, when they are the difference from base_hash (the server had the
+  // manifest they were made from): sent as they are, not made again from the serializations.
+  std::optional<v1::ManifestDelta> delta;
   bool save_stat_cache = false;       // a whole scan filled it: saved once the caller has its answer
   Clock::time_point used;
 };
@@ -111,11 +116,13 @@ class Daemon {
   Status Refresh(Tree& t);
   Status ScanWhole(Tree& t);
   bool Stale() const;
+  void SaveStatCaches();
 
   std::map<std::string, std::unique_ptr<Client>> clients_;  // by server and token
   std::map<std::string, Tree> trees_;                      // by RootsKey
   std::string cache_home_ = CacheHome();
   Clock::time_point last_request_ = Clock::now();
+  std::thread saver_;  // the last SaveStatCaches
 };
 
 Client& Daemon::ClientFor(const std::string& server, const std::string& token) {
@@ -180,9 +187,14 @@ Status Daemon::ScanWhole(Tree& t) {
 // looked at again (each file among them read again: a second write within the clock's tick leaves
 // size and mtime as they were); a whole scan when they cannot vouch.
 Status Daemon::Refresh(Tree& t) {
+  t.delta.reset();
   if (t.hash.empty() || t.watches.size() != t.roots.size()) return ScanWhole(t);
   bool changed = false;
+  v1::ManifestDelta delta;  // every root, changed or not (a root a delta leaves out is gone)
   for (size_t i = 0; i < t.watches.size(); ++i) {
+    const int at = static_cast<int>(i);
+    v1::RootDelta* rd = delta.add_roots();
+    rd->set_path(t.manifest.roots(at).path());
     workspace::RootWatch& w = *t.watches[i];
     w.Drain();
     if (w.lost()) return ScanWhole(t);
@@ -190,17 +202,20 @@ Status Daemon::Refresh(Tree& t) {
     workspace::ScanOptions o;
     o.gitignore = t.gitignore;
     o.rehash_dirty = true;
-    const int at = static_cast<int>(i);
-    auto r = workspace::Rescan(t.roots[i], t.manifest.roots(at), w.dirty(), o);
+    auto r = workspace::RescanChanges(t.roots[i], t.manifest.roots(at), w.dirty(), o);
     if (!r.ok()) {
       if (r.status().code() == StatusCode::kUnavailable) return ScanWhole(t);  // an ignore file changed
       return Status(r.status().code(), fmt::format("workspace: {}", r.status().message()));
     }
-    t.manifest.mutable_roots(at)->Swap(r->manifest.mutable_roots(0));
+    // Only the entries that changed are touched, not the 10,000 of the tree.
+    if (!workspace::ApplyRootDelta(t.manifest.mutable_roots(at), r->delta).ok()) return ScanWhole(t);
+    rd->mutable_put()->Swap(r->delta.mutable_put());
+    rd->mutable_removed()->Swap(r->delta.mutable_removed());
     w.Clear();
     changed = true;
   }
   if (!changed) return Status::Ok();
+  const std::string was = t.hash;
   t.files = t.total = 0;
   for (const auto& root : t.manifest.roots()) {
     for (const auto& e : root.entries()) {
@@ -211,6 +226,11 @@ Status Daemon::Refresh(Tree& t) {
   }
   if (t.max_bytes > 0 && t.total > t.max_bytes) return ScanWhole(t);  // which names the largest folders
   t.hash = workspace::ManifestHash(t.manifest, &t.bytes);
+  if (was == t.base_hash && t.hash != was) {
+    delta.set_base(was);
+    delta.set_hash(t.hash);
+    t.delta = std::move(delta);
+  }
   return Status::Ok();
 }
 
@@ -233,13 +253,15 @@ json Daemon::Prepare(const json& req, int fd) {
   Say say = [fd](const std::string& line) {
     if (fd >= 0) SendLine(fd, {{"say", line}});
   };
-  auto sent = PutOnServer(client, Upload{t.hash, t.bytes, t.manifest, t.base_hash, t.base_bytes}, quiet, say);
+  auto sent = PutOnServer(client, Upload{t.hash, t.bytes, t.manifest, t.base_hash, t.base_bytes, t.delta ? &*t.delta : nullptr},
+                          quiet, say);
   if (!sent.ok()) return {{"done", true}, {"error", sent.status().message()}};
   trace.Step("daemon: the server has it");
   if (t.base_hash != t.hash) {
     t.base_hash = t.hash;
     t.base_bytes = t.bytes;
   }
+  t.delta.reset();
   return {{"done", true}, {"manifest", t.hash}, {"files", t.files}, {"bytes", t.total}};
 }
 
@@ -298,6 +320,23 @@ bool Daemon::Stale() const {
   return n > 0 && std::string_view(exe, static_cast<size_t>(n)).ends_with(" (deleted)");
 }
 
+// Stat caches a whole scan filled, saved for the full client (should it be the one to run next: no
+// daemon, or another tree's) on a thread of their own, from copies: writing 10,000 entries takes
+// tens of ms, which the next request need not wait.
+void Daemon::SaveStatCaches() {
+  std::vector<std::unique_ptr<workspace::StatCache>> copies;
+  for (auto& [key, t] : trees_) {
+    if (!t.save_stat_cache) continue;
+    copies.push_back(std::make_unique<workspace::StatCache>(*t.stat_cache));
+    t.save_stat_cache = false;
+  }
+  if (copies.empty()) return;
+  if (saver_.joinable()) saver_.join();
+  saver_ = std::thread([copies = std::move(copies)] {
+    for (const auto& c : copies) (void)c->Save();
+  });
+}
+
 int Daemon::Serve(const std::optional<json>& first) {
   // The requests name their server and token: none is taken from the environment it was started in.
   for (const char* v : {"TIDEPOOL_SERVER", "TIDEPOOL_TOKEN", "TIDEPOOL_TLS_CA"}) ::unsetenv(v);
@@ -313,6 +352,7 @@ int Daemon::Serve(const std::optional<json>& first) {
   if (first) {
     json r = Prepare(*first, -1);
     if (r.contains("error") || r.contains("fallback")) fmt::print(stderr, "workspace daemon: {}\n", r.dump());
+    SaveStatCaches();
   }
   for (;;) {
     pollfd p{fd, POLLIN, 0};
@@ -328,12 +368,9 @@ int Daemon::Serve(const std::optional<json>& first) {
       Handle(c);
     }
     ::close(c);
-    // For the full client, should it be the one to run next (no daemon, or another tree's).
-    for (auto& [key, t] : trees_) {
-      if (t.save_stat_cache) (void)t.stat_cache->Save();
-      t.save_stat_cache = false;
-    }
+    SaveStatCaches();
   }
+  if (saver_.joinable()) saver_.join();
   ::close(fd);
   return 0;
 }

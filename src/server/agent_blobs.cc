@@ -23,10 +23,25 @@ void FetchDone(AgentLink* link, uint64_t id, const std::string& error) {
   link->Send(std::move(out));
 }
 
+// The first want as the delta that makes it from the manifest the agent has, when that is how this
+// server made it (PutManifest): one changed file then moves one entry, not the whole manifest.
+bool SentAsDelta(Core* core, const workspace::BlobDir& store, AgentLink* link, const v1::BlobFetch& f) {
+  if (f.manifest_base().empty() || f.wants().empty() || f.wants(0).have() != 0) return false;
+  auto made = core->workspace_store().FindMade(store, f.wants(0).hash());
+  if (!made || !made->delta || made->delta->base() != f.manifest_base()) return false;
+  v1::ServerMessage out;
+  out.mutable_blob_data()->set_id(f.id());
+  *out.mutable_blob_data()->mutable_delta() = *made->delta;
+  core->CountWorkspaceBytes("sent", "agent", made->delta->ByteSizeLong());
+  return link->Send(std::move(out));
+}
+
 void Fetch(Core* core, workspace::BlobDir* store, AgentLink* link, const v1::BlobFetch& f) {
   uint64_t budget = f.max_bytes() == 0 ? kMaxFetchBytes : std::min<uint64_t>(f.max_bytes(), kMaxFetchBytes);
+  const bool delta = SentAsDelta(core, *store, link, f);
   for (const v1::BlobState& want : f.wants()) {
     if (!workspace::IsHash(want.hash())) return FetchDone(link, f.id(), "a blob name is not a SHA-256 hash");
+    if (delta && &want == &f.wants(0)) continue;
     auto sent = workspace::SendBlobChunks(*store, want.hash(), want.have(), budget, [&](v1::BlobChunk&& c) {
       v1::ServerMessage out;
       out.mutable_blob_data()->set_id(f.id());

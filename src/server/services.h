@@ -80,16 +80,8 @@ class WorkspaceService final : public v1::WorkspaceService::Service {
  private:
   // The caller's store (its owner's, for a task token), or the error.
   Result<workspace::BlobDir*> StoreOf(grpc::ServerContext* ctx, Core** core);
-  // The manifest named `hash` in `dir`, parsed: from the few kept in memory (the last one each
-  // store was given, the likely base of its next delta), else read.
-  Result<std::shared_ptr<const v1::WorkspaceManifest>> Manifest(const workspace::BlobDir& dir, const std::string& hash);
-  void KeepManifest(const workspace::BlobDir& dir, const std::string& hash, std::shared_ptr<const v1::WorkspaceManifest> m);
   CoreRef* core_;
   const Authenticator* auth_;
-  static constexpr size_t kKeptManifests = 8;
-  std::mutex kept_mu_;
-  // store directory -> (hash, manifest); at most kKeptManifests
-  std::map<std::string, std::pair<std::string, std::shared_ptr<const v1::WorkspaceManifest>>> kept_;  // guarded by kept_mu_
 };
 
 // An agent's blob requests (BlobFetch, BlobQuery, BlobPut): answered on its link, from and into

@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cctype>
 #include <cerrno>
 #include <cstring>
@@ -104,6 +105,35 @@ Status BlobDir::Append(const std::string& hash, uint64_t offset, std::string_vie
   if (::rename(partial.c_str(), PathOf(hash).c_str()) != 0) {
     if (errno == ENOENT && Has(hash)) return Status::Ok();  // another writer renamed it first
     return WriteError(dir_, PathOf(hash), errno);
+  }
+  return Status::Ok();
+}
+
+Status BlobDir::Put(const std::string& hash, std::string_view data) {
+  if (!IsHash(hash)) return NotAHash(hash);
+  if (Has(hash)) return Status::Ok();
+  const std::string got = Sha256Hex(data);
+  if (got != hash) {
+    return InvalidArgument(fmt::format("blob {}: its {} bytes hash to {}; not stored (data corrupted or misnamed)", hash,
+                                       data.size(), got));
+  }
+  // A name of its own (Append's partial file may be another writer's, mid-way).
+  static std::atomic<uint64_t> seq{0};
+  const std::string partial = fmt::format("{}/partial/{}.put-{}-{}", dir_, hash, ::getpid(), seq++);
+  int fd = ::open(partial.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+  if (fd < 0) return WriteError(dir_, partial, errno);
+  Status s = WriteAll(fd, data, 0, dir_, partial);
+  ::close(fd);
+  if (!s.ok()) {
+    ::unlink(partial.c_str());
+    return s;
+  }
+  const std::string sub = dir_ + "/" + hash.substr(0, 2);
+  if (::mkdir(sub.c_str(), 0700) != 0 && errno != EEXIST) return WriteError(dir_, sub, errno);
+  if (::rename(partial.c_str(), PathOf(hash).c_str()) != 0) {
+    const int err = errno;
+    ::unlink(partial.c_str());
+    return WriteError(dir_, PathOf(hash), err);
   }
   return Status::Ok();
 }

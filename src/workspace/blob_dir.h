@@ -39,6 +39,9 @@ class BlobDir {
   // into place, or removed with DataLoss-like InvalidArgument if they hash to something else.
   // A full disk is ResourceExhausted naming the directory.
   Status Append(const std::string& hash, uint64_t offset, std::string_view data, bool last);
+  // A whole blob the caller has in memory, hashed there (not written, then read back and hashed,
+  // as Append's last chunk is): InvalidArgument when `data` does not hash to `hash`.
+  Status Put(const std::string& hash, std::string_view data);
   // Copies a whole file in (hashing it as it goes; fails if it does not hash to `hash`).
   Status PutFile(const std::string& hash, const std::string& path);
   // Up to `max` bytes of a complete blob from `offset`.

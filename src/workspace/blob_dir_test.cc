@@ -4,6 +4,8 @@
 
 #include <gtest/gtest.h>
 
+#include <filesystem>
+
 #include "workspace/hash.h"
 #include "workspace/test_util.h"
 
@@ -20,6 +22,22 @@ TEST(BlobDir, OpenCreatesAPrivateDirectory) {
   ASSERT_EQ(::stat((t / "store/blobs").c_str(), &st), 0);
   EXPECT_EQ(st.st_mode & 0777, 0700u);
   EXPECT_EQ(b->dir(), t / "store/blobs");
+}
+
+TEST(BlobDir, PutStoresWhatHashesToItsNameAndNothingElse) {
+  TempDir t;
+  BlobDir b = *BlobDir::Open(t.path());
+  const std::string content = "a manifest made in memory";
+  const std::string h = Sha256Hex(content);
+  Status wrong = b.Put(h, "other bytes");
+  EXPECT_EQ(wrong.code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(wrong.message().find(h), std::string::npos) << wrong.message();
+  EXPECT_FALSE(b.Has(h));
+  ASSERT_TRUE(b.Put(h, content).ok());
+  EXPECT_TRUE(b.Has(h));
+  EXPECT_EQ(*b.Read(h, 0, 100), content);
+  ASSERT_TRUE(b.Put(h, content).ok());  // again: already there
+  EXPECT_TRUE(std::filesystem::is_empty(t / "partial")) << "Put left a temporary file";
 }
 
 TEST(BlobDir, AppendResumesAndCompletesOnlyWhenTheHashMatches) {

@@ -24,6 +24,16 @@ Result<v1::ManifestDelta> MakeDelta(const std::string& base_hash, std::string_vi
 // result's hash against delta.hash().
 Result<v1::WorkspaceManifest> ApplyDelta(const v1::WorkspaceManifest& base, const v1::ManifestDelta& delta);
 
+// The same as ApplyDelta, on and to serializations (ManifestHash's, when `base_bytes` is one): what
+// the server and an agent do with a delta, without parsing the 10,000 entries it does not change.
+// The same errors; also InvalidArgument when `base_bytes` is not a manifest.
+Result<std::string> ApplyDeltaToBytes(std::string_view base_bytes, const v1::ManifestDelta& delta);
+
+// One root of a delta applied to `root` in place (its entries sorted by path, as a scan makes
+// them): what ApplyDelta makes of that root, touching only the entries the delta names (entries
+// move by pointer when some come or go). The same errors; `root` is unchanged on one.
+Status ApplyRootDelta(v1::WorkspaceRoot* root, const v1::RootDelta& rd);
+
 // The file contents the delta's entries name (what must be in a store before the manifest is).
 std::set<std::string> DeltaContent(const v1::ManifestDelta& delta);
 

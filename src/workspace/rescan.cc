@@ -13,6 +13,7 @@
 
 #include <fmt/format.h>
 
+#include "workspace/manifest_delta.h"
 #include "workspace/scan.h"
 #include "workspace/scan_internal.h"
 
@@ -20,8 +21,8 @@ namespace tidepool::workspace {
 
 using namespace internal;  // NOLINT: scan.cc's helpers
 
-Result<ScanResult> Rescan(const std::string& root_path, const v1::WorkspaceRoot& state, const std::set<std::string>& dirty,
-                          const ScanOptions& options) {
+Result<RootChanges> RescanChanges(const std::string& root_path, const v1::WorkspaceRoot& state,
+                                  const std::set<std::string>& dirty, const ScanOptions& options) {
   for (const std::string& p : dirty) {
     std::string_view name = std::string_view(p).substr(p.rfind('/') == std::string::npos ? 0 : p.rfind('/') + 1);
     if (name == ".tidepoolignore" || name == ".gitignore") {
@@ -131,7 +132,7 @@ Result<ScanResult> Rescan(const std::string& root_path, const v1::WorkspaceRoot&
   for (Item& it : walk.items) updates[it.path] = std::move(it);
   if (!unreadable.empty()) return ListUnreadable(unreadable);
 
-  ScanResult result;
+  RootChanges result;
   for (auto& [p, it] : updates) {
     if (!it || it->kind != WorkspaceEntry::FILE) continue;
     const WorkspaceEntry* e = options.rehash_dirty ? nullptr : in_state(p);
@@ -148,38 +149,53 @@ Result<ScanResult> Rescan(const std::string& root_path, const v1::WorkspaceRoot&
   }
   if (!unreadable.empty()) return ListUnreadable(unreadable);
 
-  // State and updates merged, in path order.
-  v1::WorkspaceRoot* out = result.manifest.add_roots();
-  out->set_path(walk.root);
-  out->mutable_entries()->Reserve(state.entries_size() + static_cast<int>(updates.size()));
-  auto add = [&](const Item& it) {
-    WorkspaceEntry* e = out->add_entries();
-    e->set_path(it.path);
-    e->set_kind(it.kind);
-    e->set_mode(it.mode);
-    if (it.kind == WorkspaceEntry::FILE) {
-      e->set_size(it.size);
-      e->set_mtime_ns(it.mtime_ns);
-      e->set_hash(it.hash);
-    } else if (it.kind == WorkspaceEntry::SYMLINK) {
-      e->set_target(it.target);
-    }
-  };
-  auto u = updates.begin();
-  for (const WorkspaceEntry& e : state.entries()) {
-    for (; u != updates.end() && u->first < e.path(); ++u) {
-      if (u->second) add(*u->second);
-    }
-    if (u != updates.end() && u->first == e.path()) {
-      if (u->second) add(*u->second);
-      ++u;
+  // What differs from state: each update that is not as state has it, each of state's entries
+  // that went (named, or below a folder that went or is no folder now and not walked again).
+  v1::RootDelta& d = result.delta;
+  d.set_path(walk.root);
+  std::string was_bytes, now_bytes;
+  for (const auto& [p, it] : updates) {
+    const WorkspaceEntry* was = in_state(p);
+    if (!it) {
+      if (was) d.add_removed(p);
       continue;
     }
-    if (!under_cut(e.path())) *out->add_entries() = e;
+    WorkspaceEntry e;
+    e.set_path(it->path);
+    e.set_kind(it->kind);
+    e.set_mode(it->mode);
+    if (it->kind == WorkspaceEntry::FILE) {
+      e.set_size(it->size);
+      e.set_mtime_ns(it->mtime_ns);
+      e.set_hash(it->hash);
+    } else if (it->kind == WorkspaceEntry::SYMLINK) {
+      e.set_target(it->target);
+    }
+    if (was && was->SerializeToString(&was_bytes) && e.SerializeToString(&now_bytes) && was_bytes == now_bytes) continue;
+    *d.add_put() = std::move(e);
   }
-  for (; u != updates.end(); ++u) {
-    if (u->second) add(*u->second);
+  std::set<std::string> below;
+  const auto& es = state.entries();
+  for (const std::string& c : cut) {
+    auto it = std::lower_bound(es.begin(), es.end(), c, [](const WorkspaceEntry& e, const std::string& q) { return e.path() < q; });
+    for (; it != es.end() && it->path().compare(0, c.size(), c) == 0; ++it) {
+      if (!updates.count(it->path())) below.insert(it->path());
+    }
   }
+  for (const std::string& p : below) d.add_removed(p);
+  return result;
+}
+
+Result<ScanResult> Rescan(const std::string& root_path, const v1::WorkspaceRoot& state, const std::set<std::string>& dirty,
+                          const ScanOptions& options) {
+  auto changes = RescanChanges(root_path, state, dirty, options);
+  if (!changes.ok()) return changes.status();
+  ScanResult result;
+  result.hashed_bytes = changes->hashed_bytes;
+  v1::WorkspaceRoot* out = result.manifest.add_roots();
+  *out = state;
+  out->set_path(changes->delta.path());
+  if (Status s = ApplyRootDelta(out, changes->delta); !s.ok()) return s;
   for (const WorkspaceEntry& e : out->entries()) {
     if (e.kind() != WorkspaceEntry::FILE) continue;
     ++result.files;

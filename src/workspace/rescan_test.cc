@@ -4,7 +4,10 @@
 #include <gtest/gtest.h>
 
 #include <filesystem>
+#include <set>
+#include <utility>
 
+#include "workspace/manifest_delta.h"
 #include "workspace/root_watch.h"
 #include "workspace/scan.h"
 #include "workspace/test_util.h"
@@ -27,6 +30,22 @@ void ExpectSameAsAScan(const std::string& root, const v1::WorkspaceRoot& state, 
       << "rescan:\n" << re->manifest.DebugString() << "scan:\n" << whole->manifest.DebugString();
   EXPECT_EQ(re->files, whole->files);
   EXPECT_EQ(re->bytes, whole->bytes);
+  // Its changes are the least delta: what differs between the state and a whole scan, no more.
+  auto changes = RescanChanges(root, state, watch.dirty(), o);
+  ASSERT_TRUE(changes.ok());
+  v1::WorkspaceManifest before;
+  *before.add_roots() = state;
+  std::string b, n;
+  const std::string bh = ManifestHash(before, &b), nh = ManifestHash(whole->manifest, &n);
+  auto least = MakeDelta(bh, b, nh, n);
+  ASSERT_TRUE(least.ok());
+  auto paths = [](const v1::RootDelta& d) {
+    std::set<std::string> put, removed;
+    for (const auto& e : d.put()) put.insert(e.path());
+    removed.insert(d.removed().begin(), d.removed().end());
+    return std::make_pair(put, removed);
+  };
+  EXPECT_EQ(paths(changes->delta), paths(least->roots(0))) << changes->delta.DebugString();
 }
 
 TEST(Rescan, WhatATaskChangedIsFoundFromItsWatchAlone) {
@@ -101,6 +120,11 @@ TEST(Rescan, AGoneFolderTakesEverythingBelowIt) {
   auto whole = Scan({root}, {});
   ASSERT_TRUE(whole.ok());
   EXPECT_EQ(ManifestHash(re->manifest), ManifestHash(whole->manifest)) << re->manifest.DebugString();
+  auto changes = RescanChanges(root, first->manifest.roots(0), {"old", "was-dir"}, {});
+  ASSERT_TRUE(changes.ok());
+  EXPECT_EQ(changes->delta.put_size(), 1);  // was-dir, a file now
+  std::set<std::string> removed(changes->delta.removed().begin(), changes->delta.removed().end());
+  EXPECT_EQ(removed, (std::set<std::string>{"old", "old/deep", "old/deep/y.txt", "old/x.txt", "was-dir/z.txt"}));
 }
 
 }  // namespace

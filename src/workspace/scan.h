@@ -81,6 +81,15 @@ Result<ScanResult> Scan(const std::vector<std::string>& roots, const ScanOptions
 Result<ScanResult> Rescan(const std::string& root, const v1::WorkspaceRoot& state, const std::set<std::string>& dirty,
                           const ScanOptions& options);
 
+// What Rescan finds, told as its difference from `state`: the entries that are new or differ
+// (files hashed) and the paths of state's entries that went. delta.path() is the root.
+struct RootChanges {
+  v1::RootDelta delta;
+  uint64_t hashed_bytes = 0;
+};
+Result<RootChanges> RescanChanges(const std::string& root, const v1::WorkspaceRoot& state,
+                                  const std::set<std::string>& dirty, const ScanOptions& options);
+
 // `rel` (a path relative to `root`, "" = the root) as an absolute path.
 std::string AbsolutePath(const std::string& root, const std::string& rel);
 

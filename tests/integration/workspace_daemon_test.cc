@@ -173,6 +173,28 @@ TEST_F(WorkspaceDaemon, WhatTheCallerDoesToTheTreeBetweenRunsIsWhatTheTaskSees) 
   EXPECT_NE(sent.err.find("workspace from the daemon"), std::string::npos) << sent.err;
 }
 
+// One changed file in a 2,000-file tree: the daemon sends the server the one entry, and the server
+// sends the agent the one entry (the delta from the manifest the agent has), not the whole
+// manifest (~100 bytes an entry).
+TEST_F(WorkspaceDaemon, OneChangedFileReachesTheAgentAsADeltaNotAsTheWholeManifest) {
+  fs::create_directories(proj_ + "/many");
+  for (int i = 0; i < 2000; ++i) WriteAll(proj_ + "/many/file-" + std::to_string(i) + ".txt", std::to_string(i));
+  ExpectSameTree("2,000 new files");
+  const size_t whole = 2000 * 64;  // at least: each file's entry holds its 64-digit hash
+
+  const double up = WorkspaceBytes(*server_, "received", "client");
+  const double down = WorkspaceBytes(*server_, "sent", "agent");
+  WriteAll(proj_ + "/many/file-1234.txt", "changed");
+  ExpectSameTree("one changed file among 2,000");
+  const double to_server = WorkspaceBytes(*server_, "received", "client") - up;
+  const double to_agent = WorkspaceBytes(*server_, "sent", "agent") - down;
+  EXPECT_GT(to_agent, 0);
+  EXPECT_LT(to_agent, 8192) << "the agent was sent more than the change (the whole manifest is over " << whole
+                            << " bytes)\n" << server_->ServerLog();
+  EXPECT_GT(to_server, 0);
+  EXPECT_LT(to_server, 8192) << "the server was sent more than the change";
+}
+
 TEST_F(WorkspaceDaemon, TheTasksChangesComeBackAndACallersEditMeanwhileIsAConflict) {
   ProcResult r = ClientIn(*server_, proj_, "vrun", {"sh", "-c", "echo made > made.txt; rm train.py; echo more >> src/a.txt"}, kTrace);
   ASSERT_EQ(r.exit_code, 0) << r.err;
