@@ -205,8 +205,10 @@ Status TaskWorkspace::TakeDelta(const v1::ManifestDelta& delta) {
     shared_->unevicted[owner_] += c.data().size();
   }
   delta_base_ = shared_->parsed;
-  delta_ = delta;
-  delta_->clear_content();
+  delta_.emplace();  // its roots alone: the content is in the cache now
+  delta_->set_base(delta.base());
+  delta_->set_hash(delta.hash());
+  *delta_->mutable_roots() = delta.roots();
   manifest_ = std::make_shared<v1::WorkspaceManifest>(std::move(*made));
   shared_->parsed_hash = delta.hash();
   shared_->parsed = manifest_;
@@ -327,15 +329,10 @@ bool TaskWorkspace::DiffByDelta(const std::string& path, const v1::WorkspaceRoot
   // of the whole roots (every path that differs is among them).
   std::set<std::string> paths(rd->removed().begin(), rd->removed().end());
   for (const auto& e : rd->put()) paths.insert(e.path());
-  auto at = [](const v1::WorkspaceRoot& root, const std::string& p) -> const v1::WorkspaceEntry* {
-    const auto& es = root.entries();
-    auto it = std::lower_bound(es.begin(), es.end(), p, [](const v1::WorkspaceEntry& e, const std::string& q) { return e.path() < q; });
-    return it != es.end() && it->path() == p ? &*it : nullptr;
-  };
   v1::WorkspaceRoot was, now;
   for (const std::string& p : paths) {
-    if (const auto* e = at(before, p)) *was.add_entries() = *e;
-    if (const auto* e = at(manifest_->roots(i), p)) *now.add_entries() = *e;
+    if (const auto* e = workspace::FindEntry(before, p)) *was.add_entries() = *e;
+    if (const auto* e = workspace::FindEntry(manifest_->roots(i), p)) *now.add_entries() = *e;
   }
   workspace::DiffRoot(path, &was, &now, &changes_);
   return true;

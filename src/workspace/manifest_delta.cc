@@ -125,6 +125,10 @@ Result<std::vector<const WorkspaceEntry*>> SortedPuts(const v1::RootDelta& rd) {
   return put;
 }
 
+Status RemovesWhatBaseLacks(const v1::RootDelta& rd) {
+  return InvalidArgument(fmt::format("manifest delta: root {} removes paths its base lacks", rd.path()));
+}
+
 }  // namespace
 
 Result<std::string> ApplyDeltaToBytes(std::string_view base_bytes, const v1::ManifestDelta& delta) {
@@ -184,7 +188,7 @@ Result<std::string> ApplyDeltaToBytes(std::string_view base_bytes, const v1::Man
     }
     while (p != sorted->end()) put_one(**(p++));
     if (removed_found != removed.size()) {
-      return InvalidArgument(fmt::format("manifest delta: root {} removes paths its base lacks", rd.path()));
+      return RemovesWhatBaseLacks(rd);
     }
     PutBytes(&out, 1, root);
   }
@@ -195,15 +199,12 @@ Status ApplyRootDelta(v1::WorkspaceRoot* root, const v1::RootDelta& rd) {
   auto sorted = SortedPuts(rd);
   if (!sorted.ok()) return sorted.status();
   auto* es = root->mutable_entries();
-  auto find = [&](const std::string& p) -> int {
-    auto it = std::lower_bound(es->begin(), es->end(), p, [](const WorkspaceEntry& e, const std::string& q) { return e.path() < q; });
-    return it != es->end() && it->path() == p ? static_cast<int>(it - es->begin()) : -1;
-  };
+  auto find = [&](const std::string& p) { return EntryIndex(*root, p); };
   std::vector<bool> drop(es->size(), false);
   const std::set<std::string> removed(rd.removed().begin(), rd.removed().end());
   for (const std::string& p : removed) {
     const int i = find(p);
-    if (i < 0) return InvalidArgument(fmt::format("manifest delta: root {} removes paths its base lacks", rd.path()));
+    if (i < 0) return RemovesWhatBaseLacks(rd);
     drop[i] = true;
   }
   std::vector<const WorkspaceEntry*> inserts;
@@ -287,13 +288,8 @@ Result<v1::WorkspaceManifest> ApplyDelta(const v1::WorkspaceManifest& base, cons
   std::set<std::string> seen;
   for (const v1::RootDelta& rd : delta.roots()) {
     if (!seen.insert(rd.path()).second) return InvalidArgument(fmt::format("manifest delta: root {} twice", rd.path()));
-    std::map<std::string, const WorkspaceEntry*> put;
-    for (const auto& e : rd.put()) {
-      if (!IsWorkspacePath(e.path())) return InvalidArgument(fmt::format("manifest delta: {:?} is not a workspace path", e.path()));
-      if (!put.emplace(e.path(), &e).second) {
-        return InvalidArgument(fmt::format("manifest delta: {:?} twice in root {}", e.path(), rd.path()));
-      }
-    }
+    auto sorted = SortedPuts(rd);
+    if (!sorted.ok()) return sorted.status();
     WorkspaceRoot* root = out.add_roots();
     root->set_path(rd.path());
     const WorkspaceRoot* from = nullptr;
@@ -306,13 +302,13 @@ Result<v1::WorkspaceManifest> ApplyDelta(const v1::WorkspaceManifest& base, cons
     }
     std::set<std::string> removed(rd.removed().begin(), rd.removed().end());
     size_t removed_found = 0;
-    auto p = put.begin();
+    auto p = sorted->begin();
     if (from) {
       root->mutable_entries()->Reserve(from->entries_size() + rd.put_size());
       for (const auto& e : from->entries()) {
-        while (p != put.end() && p->first < e.path()) *root->add_entries() = *(p++)->second;
-        if (p != put.end() && p->first == e.path()) {
-          *root->add_entries() = *(p++)->second;
+        while (p != sorted->end() && (*p)->path() < e.path()) *root->add_entries() = **(p++);
+        if (p != sorted->end() && (*p)->path() == e.path()) {
+          *root->add_entries() = **(p++);
           if (removed.count(e.path())) ++removed_found;
           continue;
         }
@@ -323,9 +319,9 @@ Result<v1::WorkspaceManifest> ApplyDelta(const v1::WorkspaceManifest& base, cons
         *root->add_entries() = e;
       }
     }
-    while (p != put.end()) *root->add_entries() = *(p++)->second;
+    while (p != sorted->end()) *root->add_entries() = **(p++);
     if (removed_found != removed.size()) {
-      return InvalidArgument(fmt::format("manifest delta: root {} removes paths its base lacks", rd.path()));
+      return RemovesWhatBaseLacks(rd);
     }
   }
   return out;

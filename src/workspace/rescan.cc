@@ -44,11 +44,7 @@ Result<RootChanges> RescanChanges(const std::string& root_path, const v1::Worksp
     }
     return false;
   };
-  auto in_state = [&](const std::string& p) -> const WorkspaceEntry* {
-    const auto& es = state.entries();
-    auto it = std::lower_bound(es.begin(), es.end(), p, [](const WorkspaceEntry& e, const std::string& q) { return e.path() < q; });
-    return it != es.end() && it->path() == p ? &*it : nullptr;
-  };
+  auto in_state = [&](const std::string& p) { return FindEntry(state, p); };
   auto gone = [&](const std::string& p) {
     updates[p] = std::nullopt;
     cut.insert(p + "/");
@@ -175,11 +171,9 @@ Result<RootChanges> RescanChanges(const std::string& root_path, const v1::Worksp
     *d.add_put() = std::move(e);
   }
   std::set<std::string> below;
-  const auto& es = state.entries();
   for (const std::string& c : cut) {
-    auto it = std::lower_bound(es.begin(), es.end(), c, [](const WorkspaceEntry& e, const std::string& q) { return e.path() < q; });
-    for (; it != es.end() && it->path().compare(0, c.size(), c) == 0; ++it) {
-      if (!updates.count(it->path())) below.insert(it->path());
+    for (int i = FirstEntryFrom(state, c); i < state.entries_size() && state.entries(i).path().compare(0, c.size(), c) == 0; ++i) {
+      if (!updates.count(state.entries(i).path())) below.insert(state.entries(i).path());
     }
   }
   for (const std::string& p : below) d.add_removed(p);

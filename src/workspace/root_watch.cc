@@ -114,11 +114,8 @@ void RootWatch::Drain() {
 }
 
 bool StillMatches(const std::string& root, const v1::WorkspaceRoot& state, const std::set<std::string>& dirty) {
-  const auto& entries = state.entries();
   for (const std::string& rel : dirty) {
-    auto it = std::lower_bound(entries.begin(), entries.end(), rel,
-                               [](const v1::WorkspaceEntry& e, const std::string& p) { return e.path() < p; });
-    const v1::WorkspaceEntry* e = it != entries.end() && it->path() == rel ? &*it : nullptr;
+    const v1::WorkspaceEntry* e = FindEntry(state, rel);
     const std::string abs = AbsolutePath(root, rel);
     struct stat st;
     if (::lstat(abs.c_str(), &st) != 0) {

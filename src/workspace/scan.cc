@@ -194,6 +194,22 @@ Result<ScanResult> Scan(const std::vector<std::string>& roots, const ScanOptions
 
 std::string AbsolutePath(const std::string& root, const std::string& rel) { return Join(root, rel); }
 
+int FirstEntryFrom(const v1::WorkspaceRoot& root, const std::string& path) {
+  const auto& es = root.entries();
+  auto it = std::lower_bound(es.begin(), es.end(), path, [](const WorkspaceEntry& e, const std::string& p) { return e.path() < p; });
+  return static_cast<int>(it - es.begin());
+}
+
+int EntryIndex(const v1::WorkspaceRoot& root, const std::string& path) {
+  const int i = FirstEntryFrom(root, path);
+  return i < root.entries_size() && root.entries(i).path() == path ? i : -1;
+}
+
+const v1::WorkspaceEntry* FindEntry(const v1::WorkspaceRoot& root, const std::string& path) {
+  const int i = EntryIndex(root, path);
+  return i < 0 ? nullptr : &root.entries(i);
+}
+
 Result<v1::WorkspaceManifest> ReadManifest(const BlobDir& store, const std::string& hash) {
   Result<MappedFile> bytes = MappedFile::Open(store.PathOf(hash));
   v1::WorkspaceManifest m;

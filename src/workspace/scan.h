@@ -93,6 +93,13 @@ Result<RootChanges> RescanChanges(const std::string& root, const v1::WorkspaceRo
 // `rel` (a path relative to `root`, "" = the root) as an absolute path.
 std::string AbsolutePath(const std::string& root, const std::string& rel);
 
+// In a root's entries sorted by path, as a scan makes them (a binary search): the index of the
+// first entry whose path is not before `path` (entries_size() when none), ...
+int FirstEntryFrom(const v1::WorkspaceRoot& root, const std::string& path);
+// ... the index of the entry at `path` (-1 when none), and that entry (null when none).
+int EntryIndex(const v1::WorkspaceRoot& root, const std::string& path);
+const v1::WorkspaceEntry* FindEntry(const v1::WorkspaceRoot& root, const std::string& path);
+
 // For each file content hash of `m`: one absolute path holding it (what to upload from).
 std::map<std::string, std::string> SourcesOf(const v1::WorkspaceManifest& m);
 

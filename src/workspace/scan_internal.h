@@ -237,11 +237,8 @@ inline Status ListUnreadable(const std::vector<std::string>& unreadable) {
 
 // The hash of `known`'s entry for this file, if its size and mtime are those on disk.
 inline std::string KnownHash(const v1::WorkspaceRoot* known, const Item& item) {
-  if (!known) return "";
-  const auto& entries = known->entries();
-  auto it = std::lower_bound(entries.begin(), entries.end(), item.path,
-                             [](const WorkspaceEntry& e, const std::string& p) { return e.path() < p; });
-  if (it == entries.end() || it->path() != item.path || it->kind() != WorkspaceEntry::FILE) return "";
+  const WorkspaceEntry* it = known ? FindEntry(*known, item.path) : nullptr;
+  if (!it || it->kind() != WorkspaceEntry::FILE) return "";
   if (it->size() != item.size || it->mtime_ns() != item.mtime_ns || !IsHash(it->hash())) return "";
   return it->hash();
 }
