@@ -40,7 +40,8 @@ printf '%s,file-user,1001\n' "file-tok-1" > "$TMP/tokens.csv"
 python3 "$HERE/fake_apiserver.py" --pod-log-dir "$TMP/pod-logs" --tls-dir "$TMP/tls" --token "tester=$TOKEN" --token-file "$TMP/tokens.csv" \
   --grace-scale 0.05 --bookmark-interval 0.5 >"$TMP/fake.out" 2>"$TMP/fake.err" &
 FAKE_PID=$!
-for _ in $(seq 50); do [ -s "$TMP/fake.out" ] && break; sleep 0.1; done
+# Up to 30 s: python and its TLS set-up start slowly on a loaded machine (CI runs tests two at a time).
+for _ in $(seq 300); do [ -s "$TMP/fake.out" ] && break; sleep 0.1; done
 URL="$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["url"])' "$TMP/fake.out")" \
   || { echo "fake did not start: $(cat "$TMP/fake.err")" >&2; exit 2; }
 echo "fake at $URL"
@@ -322,7 +323,7 @@ if [ "$MODE" != "--kubectl-only" ]; then
   python3 "$HERE/fake_apiserver.py" --pod-log-dir "$TMP/pod-logs-2" --tls-dir "$TMP/tls" --token "tester=$TOKEN" --kubelet auto --run-pods \
     --grace-scale 0.05 >"$TMP/fake2.out" 2>>"$TMP/fake.err" &
   FAKE2_PID=$!
-  for _ in $(seq 50); do [ -s "$TMP/fake2.out" ] && break; sleep 0.1; done
+  for _ in $(seq 300); do [ -s "$TMP/fake2.out" ] && break; sleep 0.1; done
   URL2="$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["url"])' "$TMP/fake2.out")"
   mkdir -p "$TMP/kubelet"
   out="$(/usr/bin/python3 "$HERE/check_python_client.py" --url "$URL2" --tls-dir "$TMP/tls" --token "$TOKEN" \
