@@ -337,4 +337,14 @@ bool ProcessAlive(pid_t pid, uint64_t start_time) {
   return st && st->start_time == start_time && st->state != 'Z' && st->state != 'X';
 }
 
+sigset_t BlockStopSignals() {
+  sigset_t sigs;
+  sigemptyset(&sigs);
+  sigaddset(&sigs, SIGTERM);
+  sigaddset(&sigs, SIGINT);
+  sigaddset(&sigs, SIGHUP);
+  pthread_sigmask(SIG_BLOCK, &sigs, nullptr);
+  return sigs;
+}
+
 }  // namespace tidepool

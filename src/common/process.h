@@ -5,6 +5,7 @@
 // mask (the parent may ignore SIGPIPE; `yes | head` must still end), and only fds 0-2.
 #pragma once
 
+#include <signal.h>
 #include <sys/types.h>
 
 #include <cstdint>
@@ -63,5 +64,9 @@ std::optional<ProcStat> ReadProcStat(pid_t pid);
 
 // Alive and the same process (not a reused pid), and not a zombie.
 bool ProcessAlive(pid_t pid, uint64_t start_time);
+
+// Blocks SIGTERM, SIGINT and SIGHUP in the calling thread and the threads it makes after, and
+// returns that set: for one thread to take them (sigwait) or a signalfd.
+sigset_t BlockStopSignals();
 
 }  // namespace tidepool

@@ -18,6 +18,7 @@
 #include "common/duration.h"
 #include "common/fs.h"
 #include "common/logging.h"
+#include "common/process.h"
 #include "common/strings.h"
 #include "common/time.h"
 #include "metrics/http_endpoint.h"
@@ -108,12 +109,7 @@ std::string HostOf(const std::string& hostport) {
 
 int RunServer(const ServerFlags& flags) {
   // Signals are taken by one thread with sigwait; block them before any other thread exists.
-  sigset_t sigs;
-  sigemptyset(&sigs);
-  sigaddset(&sigs, SIGTERM);
-  sigaddset(&sigs, SIGINT);
-  sigaddset(&sigs, SIGHUP);
-  pthread_sigmask(SIG_BLOCK, &sigs, nullptr);
+  sigset_t sigs = BlockStopSignals();
   signal(SIGPIPE, SIG_IGN);
   // A file size limit makes writes fail with EFBIG (then the store refuses work, store.h
   // Health()) instead of killing the server mid-commit.
