@@ -239,13 +239,19 @@ void PoolController::ArmWake(std::optional<TimePoint> at) {
   wake_timer_ = 0;
   wake_at_ = at;
   if (!at) return;
+  ArmTimer(&wake_timer_, *at, [this] {
+    wake_at_.reset();
+    Reconcile();
+  });
+}
+
+void PoolController::ArmTimer(TimerQueue::TimerId* timer, TimePoint when, std::function<void()> fire) {
   auto alive = alive_;
-  wake_timer_ = timers_->At(*at, [this, alive] {
-    hooks_.post([this, alive] {
+  *timer = timers_->At(when, [this, alive, timer, fire = std::move(fire)] {
+    hooks_.post([alive, timer, fire] {
       if (!*alive) return;
-      wake_timer_ = 0;
-      wake_at_.reset();
-      Reconcile();
+      *timer = 0;
+      fire();
     });
   });
 }
@@ -271,14 +277,7 @@ void PoolController::LaunchCreates() {
       // Rate-limited: come back when the next token is there.
       if (!create_timer_) {
         Millis wait = create_bucket_.WaitFor(now);
-        auto alive = alive_;
-        create_timer_ = timers_->After(wait, [this, alive] {
-          hooks_.post([this, alive] {
-            if (!*alive) return;
-            create_timer_ = 0;
-            LaunchCreates();
-          });
-        });
+        ArmTimer(&create_timer_, Clock::now() + wait, [this] { LaunchCreates(); });
       }
       break;
     }

@@ -206,6 +206,9 @@ class PoolController {
   void OnListed(Result<std::vector<backends::ListedWorker>> listed, uint64_t generation);
   void CheckTimeouts();
   void ArmWake(std::optional<TimePoint> at);
+  // Sets `*timer` to fire at `when`: then, on the core's thread and while this controller lives,
+  // `*timer` is cleared and `fire` runs.
+  void ArmTimer(TimerQueue::TimerId* timer, TimePoint when, std::function<void()> fire);
   // Takes no new work; deleted when its tasks end (or at once when it has none).
   void DrainWorker(Worker* w, const std::string& why);
   // Drains workers whose walltime drain time has come; wakes for the next one.

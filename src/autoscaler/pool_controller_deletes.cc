@@ -76,16 +76,7 @@ void PoolController::LaunchDeletes() {
   // Held by the rate: come back when the next token is there (a slot freed by a delete that
   // ends comes back through OnDeleteDone).
   std::optional<Millis> wait = delete_pacer_.WaitFor(now);
-  if (wait && !delete_timer_) {
-    auto alive = alive_;
-    delete_timer_ = timers_->After(*wait, [this, alive] {
-      hooks_.post([this, alive] {
-        if (!*alive) return;
-        delete_timer_ = 0;
-        LaunchDeletes();
-      });
-    });
-  }
+  if (wait && !delete_timer_) ArmTimer(&delete_timer_, Clock::now() + *wait, [this] { LaunchDeletes(); });
 }
 
 void PoolController::OnDeleteDone(uint64_t id, Status status) {

@@ -60,14 +60,9 @@ void PoolController::CheckWalltimes() {
   if (!due.next_ms || *due.next_ms == walltime_wake_ms_) return;
   if (walltime_timer_) timers_->Cancel(walltime_timer_);
   walltime_wake_ms_ = *due.next_ms;
-  auto alive = alive_;
-  walltime_timer_ = timers_->At(Clock::now() + Millis(*due.next_ms - now_ms), [this, alive] {
-    hooks_.post([this, alive] {
-      if (!*alive) return;
-      walltime_timer_ = 0;
-      walltime_wake_ms_ = 0;
-      Reconcile();
-    });
+  ArmTimer(&walltime_timer_, Clock::now() + Millis(*due.next_ms - now_ms), [this] {
+    walltime_wake_ms_ = 0;
+    Reconcile();
   });
 }
 

@@ -21,14 +21,7 @@ constexpr Millis kConfirmRestoredGone = std::chrono::seconds(1);  // see OnListe
 void PoolController::ScheduleSync(Millis delay) {
   if (is_static() || !*alive_) return;
   if (sync_timer_) timers_->Cancel(sync_timer_);
-  auto alive = alive_;
-  sync_timer_ = timers_->After(delay, [this, alive] {
-    hooks_.post([this, alive] {
-      if (!*alive) return;
-      sync_timer_ = 0;
-      Sync();
-    });
-  });
+  ArmTimer(&sync_timer_, Clock::now() + delay, [this] { Sync(); });
 }
 
 void PoolController::Sync() {
