@@ -85,7 +85,8 @@ class FastFrontDoor::Conn : public std::enable_shared_from_this<Conn> {
         fast::AppendFrame(out_, last_type, last);
         queued_ += fast::kHeaderSize + last.size();
       }
-      std::string payload = fast_conn::Dump(fast_conn::json{{"code", static_cast<int>(s.code())}, {"message", s.message()}});
+      std::string payload =
+          fast_conn::Dump(fast_conn::json{{"code", static_cast<int>(s.code())}, {"message", s.message()}});
       fast::AppendFrame(out_, fast::kFinish, payload);
       queued_ += fast::kHeaderSize + payload.size();
       finishing_ = true;
@@ -99,15 +100,16 @@ class FastFrontDoor::Conn : public std::enable_shared_from_this<Conn> {
   bool SendEvent(const v1::RunEvent& e, std::function<void()> written) {
     switch (e.event_case()) {
       case v1::RunEvent::kAccepted:
-        return SendJson(fast::kAccepted, fast_conn::json{{"task_id", e.accepted().task_id()}, {"pool", e.accepted().pool()}});
+        return SendJson(fast::kAccepted,
+                        fast_conn::json{{"task_id", e.accepted().task_id()}, {"pool", e.accepted().pool()}});
       case v1::RunEvent::kWaiting: {
         const v1::Waiting& w = e.waiting();
         return SendJson(fast::kWaiting, fast_conn::json{{"pool", w.pool()},
-                                             {"starting", w.starting()},
-                                             {"idle", w.idle()},
-                                             {"position", w.position()},
-                                             {"allocation_error", w.allocation_error()},
-                                             {"starting_detail", w.starting_detail()}});
+                                                        {"starting", w.starting()},
+                                                        {"idle", w.idle()},
+                                                        {"position", w.position()},
+                                                        {"allocation_error", w.allocation_error()},
+                                                        {"starting_detail", w.starting_detail()}});
       }
       case v1::RunEvent::kStarted:
         return SendJson(fast::kStarted, fast_conn::json{{"worker", e.started().worker()}});
@@ -117,12 +119,12 @@ class FastFrontDoor::Conn : public std::enable_shared_from_this<Conn> {
       case v1::RunEvent::kExited: {
         const v1::Exited& x = e.exited();
         return SendJson(fast::kExited, fast_conn::json{{"state", api::StateName(x.state())},
-                                            {"has_exit_code", x.has_exit_code()},
-                                            {"exit_code", x.exit_code()},
-                                            {"signal", x.signal()},
-                                            {"reason", x.reason()},
-                                            {"command_not_found", x.command_not_found()},
-                                            {"workspace_result", x.workspace_result()}});
+                                                       {"has_exit_code", x.has_exit_code()},
+                                                       {"exit_code", x.exit_code()},
+                                                       {"signal", x.signal()},
+                                                       {"reason", x.reason()},
+                                                       {"command_not_found", x.command_not_found()},
+                                                       {"workspace_result", x.workspace_result()}});
       }
       case v1::RunEvent::kStdinWritten:
         return SendJson(fast::kStdinWritten, fast_conn::json{{"written", e.stdin_written()}});
